@@ -1,0 +1,239 @@
+//! The configuration schema of DESIGN §7 as serde structs, with the built-in defaults.
+//! Unknown keys are rejected everywhere (`deny_unknown_fields`): a typo is an error,
+//! never a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::net::IpNet;
+use super::units::{ByteSize, HumanDuration};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Our name in `Received:`, EHLO and generated addresses; default: the system hostname.
+    pub hostname: String,
+    /// The spool directory; default: per-user state dir, or /var/spool/ferrymail as root.
+    pub spool: PathBuf,
+    pub listen: Vec<Listen>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    pub accept: Accept,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Upstream>,
+    pub route: Vec<Route>,
+    pub dns: Dns,
+    pub link: Link,
+    pub retry: Retry,
+    pub etrn: Etrn,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    #[serde(default)]
+    pub kind: ListenKind,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenKind {
+    /// Port-25 style: anyone may send to our domains; relay by network or AUTH.
+    #[default]
+    Smtp,
+    /// RFC 6409 submission: AUTH required before MAIL, STARTTLS before AUTH.
+    Submission,
+    /// RFC 8314 implicit TLS.
+    Smtps,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Accept {
+    pub max_message_size: ByteSize,
+    pub max_recipients: u32,
+    pub relay_networks: Vec<IpNet>,
+    pub local_domains: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    Required,
+    #[default]
+    Opportunistic,
+    Implicit,
+    None,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `host:port` of the smarthost.
+    pub smarthost: String,
+    #[serde(default = "required_tls")]
+    pub tls: TlsPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+fn required_tls() -> TlsPolicy {
+    TlsPolicy::Required
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Exact domains, or `.suffix` for every subdomain.
+    pub domains: Vec<String>,
+    /// `host:port`, or `"mx"` for the recipients' MX hosts.
+    #[serde(default = "mx")]
+    pub via: String,
+    /// Keep the mail until ETRN or a flush names the domain (a hub's held domains).
+    #[serde(default)]
+    pub hold: bool,
+    #[serde(default)]
+    pub tls: TlsPolicy,
+}
+
+fn mx() -> String {
+    "mx".to_owned()
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// `ip:port` of resolvers to ask; empty = the system resolver.
+    pub servers: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkMode {
+    #[default]
+    Auto,
+    Schedule,
+    Manual,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Link {
+    pub mode: LinkMode,
+    pub probe_interval: HumanDuration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_file: Option<PathBuf>,
+    /// `"HH:MM-HH:MM"` local time; may cross midnight.
+    pub windows: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every: Option<HumanDuration>,
+    /// Domains to ETRN upstream when the link comes up.
+    pub etrn: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    pub initial: HumanDuration,
+    pub max: HumanDuration,
+    /// Counted in online age: time queued while the link gate was open.
+    pub expire_after: HumanDuration,
+    /// Delay DSN after this much online age; `"0s"` = never.
+    pub warn_after: HumanDuration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Etrn {
+    pub allowed_networks: Vec<IpNet>,
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("built-in network")
+}
+
+fn secs(n: u64) -> HumanDuration {
+    HumanDuration(Duration::from_secs(n))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: String::new(),
+            spool: PathBuf::new(),
+            listen: vec![Listen {
+                addr: SocketAddr::from(([127, 0, 0, 1], 2525)),
+                kind: ListenKind::Smtp,
+            }],
+            tls: None,
+            accept: Accept::default(),
+            upstream: None,
+            route: Vec::new(),
+            dns: Dns::default(),
+            link: Link::default(),
+            retry: Retry::default(),
+            etrn: Etrn::default(),
+        }
+    }
+}
+
+impl Default for Accept {
+    fn default() -> Self {
+        Accept {
+            max_message_size: ByteSize(25 << 20),
+            max_recipients: 100,
+            relay_networks: vec![net("127.0.0.0/8"), net("::1/128")],
+            local_domains: Vec::new(),
+            users: None,
+        }
+    }
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            mode: LinkMode::Auto,
+            probe_interval: secs(30),
+            trigger_file: None,
+            windows: Vec::new(),
+            every: None,
+            etrn: Vec::new(),
+        }
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            initial: secs(5 * 60),
+            max: secs(4 * 3600),
+            expire_after: secs(5 * 86400),
+            warn_after: secs(4 * 3600),
+        }
+    }
+}
+
+impl Default for Etrn {
+    fn default() -> Self {
+        Etrn {
+            allowed_networks: vec![net("127.0.0.0/8"), net("::1/128")],
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Checks that serde cannot express: cross-field rules, host:port and domain syntax,
+//! schedule windows. Each failure is `(key path, message)` for a one-line error.
+
+use super::schema::{Config, ListenKind, TlsPolicy};
+
+type Fault = (String, String);
+
+pub fn validate(c: &Config) -> Result<(), Fault> {
+    let fault = |path: &str, msg: &str| Err((path.to_owned(), msg.to_owned()));
+    if !is_domain(&c.hostname) {
+        return fault(
+            "hostname",
+            &format!("{:?} is not a valid host name", c.hostname),
+        );
+    }
+    if c.listen.is_empty() {
+        return fault("listen", "at least one [[listen]] entry is needed");
+    }
+    for (i, l) in c.listen.iter().enumerate() {
+        if l.kind != ListenKind::Smtp && c.tls.is_none() {
+            return fault(
+                &format!("listen[{i}].kind"),
+                &format!("{:?} needs a [tls] section with cert and key", l.kind),
+            );
+        }
+        if l.kind == ListenKind::Submission && c.accept.users.is_none() {
+            return fault(
+                &format!("listen[{i}].kind"),
+                "\"submission\" requires AUTH: set accept.users",
+            );
+        }
+    }
+    if c.accept.max_message_size.0 < 1024 {
+        return fault("accept.max_message_size", "must be at least 1KiB");
+    }
+    if c.accept.max_recipients == 0 {
+        return fault("accept.max_recipients", "must be at least 1");
+    }
+    for (i, d) in c.accept.local_domains.iter().enumerate() {
+        if !is_domain(d) {
+            return fault(
+                &format!("accept.local_domains[{i}]"),
+                &format!("{d:?} is not a domain"),
+            );
+        }
+    }
+    if let Some(up) = &c.upstream {
+        if !is_host_port(&up.smarthost) {
+            return fault(
+                "upstream.smarthost",
+                &format!("{:?} is not host:port", up.smarthost),
+            );
+        }
+        if up.password_file.is_some() != up.username.is_some() {
+            return fault("upstream", "username and password_file go together");
+        }
+        if up.username.is_some() && up.tls == TlsPolicy::None {
+            return fault(
+                "upstream.tls",
+                "\"none\" would send the password in clear; use required or implicit",
+            );
+        }
+    }
+    for (i, r) in c.route.iter().enumerate() {
+        if r.domains.is_empty() {
+            return fault(
+                &format!("route[{i}].domains"),
+                "must name at least one domain",
+            );
+        }
+        for (j, d) in r.domains.iter().enumerate() {
+            if !is_domain(d.strip_prefix('.').unwrap_or(d)) {
+                return fault(
+                    &format!("route[{i}].domains[{j}]"),
+                    &format!("{d:?} is not a domain or .suffix"),
+                );
+            }
+        }
+        if r.via != "mx" && !is_host_port(&r.via) {
+            return fault(
+                &format!("route[{i}].via"),
+                &format!("{:?} is neither \"mx\" nor host:port", r.via),
+            );
+        }
+    }
+    for (i, w) in c.link.windows.iter().enumerate() {
+        if parse_window(w).is_none() {
+            return fault(
+                &format!("link.windows[{i}]"),
+                &format!("{w:?} is not \"HH:MM-HH:MM\""),
+            );
+        }
+    }
+    for (i, d) in c.link.etrn.iter().enumerate() {
+        if !is_domain(d) {
+            return fault(
+                &format!("link.etrn[{i}]"),
+                &format!("{d:?} is not a domain"),
+            );
+        }
+    }
+    if c.link.probe_interval.0.as_secs() == 0 {
+        return fault("link.probe_interval", "must be at least 1s");
+    }
+    if c.retry.initial.0.is_zero() {
+        return fault("retry.initial", "must be more than 0s");
+    }
+    if c.retry.initial > c.retry.max {
+        return fault("retry.initial", "is longer than retry.max");
+    }
+    Ok(())
+}
+
+/// A window `HH:MM-HH:MM` as minutes after midnight `(start, end)`; may cross midnight.
+pub fn parse_window(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.split_once('-')?;
+    let minutes = |t: &str| -> Option<u16> {
+        let (h, m) = t.trim().split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (start, end) = (minutes(a)?, minutes(b)?);
+    (start != end).then_some((start, end))
+}
+
+/// RFC 1035 §2.3.1 host names (letters, digits, hyphens; labels ≤ 63, name ≤ 255).
+pub fn is_domain(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 255
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn is_host_port(s: &str) -> bool {
+    if let Ok(addr) = s.parse::<std::net::SocketAddr>() {
+        return addr.port() != 0;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => is_domain(host) && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows() {
+        assert_eq!(parse_window("02:00-05:00"), Some((120, 300)));
+        assert_eq!(parse_window("22:30-01:15"), Some((1350, 75)));
+        for bad in [
+            "2:00-05:00",
+            "02:00",
+            "24:00-01:00",
+            "02:00-02:00",
+            "02:60-03:00",
+        ] {
+            assert_eq!(parse_window(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        assert!(is_host_port("smtp.example.net:587"));
+        assert!(is_host_port("[::1]:25"));
+        assert!(is_host_port("10.0.0.2:25"));
+        assert!(!is_host_port("smtp.example.net"));
+        assert!(!is_host_port("bad host:25"));
+        assert!(!is_host_port("x:0"));
+        assert!(is_domain("edge.example.org"));
+        assert!(!is_domain("-x.org"));
+        assert!(!is_domain("a..b"));
+    }
+}

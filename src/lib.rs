@@ -1,0 +1,23 @@
+//! ferrymail: a store-and-forward SMTP relay for intermittent links.
+//!
+//! Module map (DESIGN.md §3):
+//! - `config`  — the TOML configuration: schema, defaults, validation, one-line errors.
+//! - `smtp`    — the SMTP protocol without sockets or policy (envelope addresses so far).
+//! - `spool`   — the crash-safe on-disk queue: drafts, group commit, SQLite index,
+//!   recovery, maildrop, lock.
+//! - `queue`   — reading the queue for people and scripts (listing, JSON).
+//! - `inject`  — turning a `sendmail` invocation's input into a maildrop message.
+//! - `control` — the unix-socket protocol between the CLI and the daemon.
+//! - `daemon`  — `ferrymail serve`: the long-running tasks and their shutdown.
+//! - `cli`     — one file per subcommand; thin over the modules above.
+//! - `exit`    — sysexits codes, the one error type the binary turns into an exit code.
+
+// pub mod cli;
+pub mod config;
+//pub mod control;
+//pub mod daemon;
+//pub mod exit;
+//pub mod inject;
+//pub mod queue;
+pub mod smtp;
+pub mod spool;

@@ -1,0 +1,282 @@
+//! The SQLite index of the queue: one row per message, one per recipient, holding all
+//! per-recipient state. It is derived from `queue/` (every row's file exists; rebuilt by
+//! reindex), opened in WAL with `synchronous=FULL` so a commit is durable when it returns.
+//! Writes happen only on the writer thread; readers open their own read-only connection.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use super::envelope::{StoredMessage, check_envelope};
+use super::id::QueueId;
+use super::state::RecipientState;
+
+/// Schema version, kept in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+fn schema_v1() -> String {
+    let states: Vec<String> = RecipientState::ALL
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!(
+        "CREATE TABLE message (
+            id TEXT PRIMARY KEY NOT NULL,
+            sender TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            eight_bit INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            drop_name TEXT UNIQUE
+        ) STRICT;
+        CREATE TABLE recipient (
+            message_id TEXT NOT NULL REFERENCES message(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            address TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ({states})),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at INTEGER,
+            online_age INTEGER NOT NULL DEFAULT 0,
+            last_reply TEXT,
+            last_host TEXT,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (message_id, position)
+        ) STRICT;
+        CREATE INDEX recipient_due ON recipient(state, next_attempt_at);
+        CREATE INDEX recipient_domain ON recipient(domain, state);",
+        states = states.join(",")
+    )
+}
+
+/// Opens (creating if needed) the index for writing, migrated to `SCHEMA_VERSION`.
+pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Opens the index read-only (for the CLI); `None` when there is no index yet.
+pub fn open_reader(path: &Path) -> rusqlite::Result<Option<Connection>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(Some(conn))
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == 0 {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(&schema_v1())?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+    } else if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "index schema version {version} is newer than this ferrymail ({SCHEMA_VERSION})"
+        )));
+    }
+    Ok(())
+}
+
+/// `PRAGMA quick_check` passes.
+pub fn is_healthy(conn: &Connection) -> bool {
+    conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
+        .is_ok_and(|s| s == "ok")
+}
+
+/// The domain part, lower-cased, as routes and ETRN match it.
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map_or("", |(_, d)| d)
+        .to_ascii_lowercase()
+}
+
+/// Per-recipient state carried over from an older index when rebuilding.
+#[derive(Clone, Debug)]
+pub struct CarriedState {
+    pub state: RecipientState,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub online_age: i64,
+    pub last_reply: Option<String>,
+    pub last_host: Option<String>,
+}
+
+/// Indexes a committed message, every recipient `queued` and due now (or as carried).
+pub fn insert_message(
+    tx: &Transaction<'_>,
+    stored: &StoredMessage,
+    now: i64,
+    carried: &dyn Fn(usize, &str) -> Option<CarriedState>,
+) -> rusqlite::Result<()> {
+    let e = &stored.envelope;
+    debug_assert!(check_envelope(e).is_ok());
+    tx.prepare_cached(
+        "INSERT INTO message (id, sender, size, eight_bit, received_at, drop_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        e.id.as_str(),
+        e.sender,
+        stored.trailer.size as i64,
+        stored.trailer.eight_bit,
+        e.received_at,
+        e.origin.drop,
+    ])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO recipient (message_id, position, address, domain, state, attempts,
+             next_attempt_at, online_age, last_reply, last_host, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for (position, r) in e.recipients.iter().enumerate() {
+        let c = carried(position, &r.address).unwrap_or(CarriedState {
+            state: RecipientState::Queued,
+            attempts: 0,
+            next_attempt_at: Some(now),
+            online_age: 0,
+            last_reply: None,
+            last_host: None,
+        });
+        insert.execute(params![
+            e.id.as_str(),
+            position as i64,
+            r.address,
+            domain_of(&r.address),
+            c.state.as_str(),
+            c.attempts,
+            c.next_attempt_at,
+            c.online_age,
+            c.last_reply,
+            c.last_host,
+            now,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Reads a recipient's state from an index (used to carry state into a rebuilt index).
+pub fn carried_state(
+    conn: &Connection,
+    id: QueueId,
+    position: usize,
+    address: &str,
+) -> rusqlite::Result<Option<CarriedState>> {
+    conn.prepare_cached(
+        "SELECT state, attempts, next_attempt_at, online_age, last_reply, last_host
+         FROM recipient WHERE message_id = ?1 AND position = ?2 AND address = ?3",
+    )?
+    .query_row(params![id.as_str(), position as i64, address], |r| {
+        Ok(CarriedState {
+            state: RecipientState::parse(&r.get::<_, String>(0)?).unwrap_or(RecipientState::Queued),
+            attempts: r.get(1)?,
+            next_attempt_at: r.get(2)?,
+            online_age: r.get(3)?,
+            last_reply: r.get(4)?,
+            last_host: r.get(5)?,
+        })
+    })
+    .optional()
+}
+
+pub fn message_ids(conn: &Connection) -> rusqlite::Result<HashSet<String>> {
+    let mut stmt = conn.prepare("SELECT id FROM message")?;
+    let ids = stmt.query_map([], |r| r.get(0))?;
+    ids.collect()
+}
+
+pub fn contains(conn: &Connection, id: QueueId) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM message WHERE id = ?1")?
+        .exists([id.as_str()])
+}
+
+pub fn has_drop(conn: &Connection, drop_name: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM message WHERE drop_name = ?1")?
+        .exists([drop_name])
+}
+
+/// Messages whose every recipient is in a final state: ready to leave the spool.
+pub fn finished_messages(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
+    let finals: Vec<String> = RecipientState::ALL
+        .iter()
+        .filter(|s| s.is_final())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    let sql = format!(
+        "SELECT id FROM message m WHERE NOT EXISTS (SELECT 1 FROM recipient r
+         WHERE r.message_id = m.id AND r.state NOT IN ({}))",
+        finals.join(",")
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.filter_map(|id| id.map(|id| QueueId::parse(&id).ok()).transpose())
+        .collect()
+}
+
+/// Every `in_flight` recipient becomes `deferred` and due now (recovery after a stop).
+pub fn reset_in_flight(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE recipient SET state = 'deferred', next_attempt_at = ?1, updated_at = ?1
+         WHERE state = 'in_flight'",
+        [now],
+    )
+}
+
+pub fn delete_message(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM message WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Sets `to` on the recipients of `id` whose state is one of `from`; returns how many.
+pub fn transition(
+    tx: &Transaction<'_>,
+    id: QueueId,
+    from: &[RecipientState],
+    to: RecipientState,
+    next_attempt_at: Option<i64>,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    let from: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    let sql = format!(
+        "UPDATE recipient SET state = ?1, next_attempt_at = COALESCE(?2, next_attempt_at),
+             updated_at = ?3
+         WHERE message_id = ?4 AND state IN ({})",
+        from.join(",")
+    );
+    tx.prepare_cached(&sql)?
+        .execute(params![to.as_str(), next_attempt_at, now, id.as_str()])
+}
+
+/// Ids of every message in the index, oldest first.
+pub fn all_ids(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
+    let mut stmt = conn.prepare("SELECT id FROM message ORDER BY received_at, id")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.filter_map(|id| id.map(|id| QueueId::parse(&id).ok()).transpose())
+        .collect()
+}
+
+/// Recipient counts by state.
+pub fn count_by_state(conn: &Connection) -> rusqlite::Result<Vec<(RecipientState, i64)>> {
+    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM recipient GROUP BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (state, n) = row?;
+        if let Some(state) = RecipientState::parse(&state) {
+            out.push((state, n));
+        }
+    }
+    Ok(out)
+}

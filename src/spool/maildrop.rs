@@ -1,0 +1,190 @@
+//! The maildrop: where `ferrymail send` leaves messages, maildir-style, whether or not
+//! the daemon runs. A drop is written in `maildrop/tmp/`, fsynced, renamed into
+//! `maildrop/new/`, and `new/` fsynced: once in `new/` it is complete. The daemon treats
+//! every drop as untrusted: the envelope line is bounded and every address re-checked.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::envelope::{Recipient, Ret};
+use super::fs::{Fs, FsFile, FsRead};
+use super::layout::Layout;
+use crate::smtp::{Mailbox, ReversePath};
+
+pub const MAGIC: &[u8] = b"ferrymail-drop 1\n";
+/// Bound on the envelope line of a drop.
+pub const MAX_DROP_ENVELOPE: usize = 4 << 20;
+/// Most recipients one local injection may name.
+pub const MAX_DROP_RECIPIENTS: usize = 10_000;
+
+/// What `send` knows of the envelope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropEnvelope {
+    /// Empty for the null reverse-path.
+    pub sender: String,
+    pub recipients: Vec<Recipient>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<Ret>,
+    /// Unix seconds when `send` wrote it.
+    pub submitted_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("not a maildrop file (bad magic line)")]
+    Magic,
+    #[error("envelope line missing or longer than {MAX_DROP_ENVELOPE} bytes")]
+    EnvelopeLine,
+    #[error("envelope: {0}")]
+    Envelope(String),
+}
+
+/// A drop's name: `<secs>.<micros>.P<pid>.R<random>` (maildir style), unique per spool.
+pub fn new_drop_name() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).expect("the OS random source works");
+    format!(
+        "{}.{:06}.P{}.R{:016x}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        u64::from_le_bytes(random)
+    )
+}
+
+/// A drop name is 1 to 100 characters of `[A-Za-z0-9._-]`, not starting with a dot.
+pub fn is_drop_name(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// A drop being written by `send`.
+pub struct DropWriter<'a> {
+    fs: &'a dyn Fs,
+    layout: &'a Layout,
+    name: String,
+    tmp_path: PathBuf,
+    out: Option<io::BufWriter<Box<dyn FsFile>>>,
+}
+
+impl<'a> DropWriter<'a> {
+    pub fn create(fs: &'a dyn Fs, layout: &'a Layout, envelope: &DropEnvelope) -> io::Result<Self> {
+        let name = new_drop_name();
+        let tmp_path = layout.maildrop_tmp.join(&name);
+        let mut out = io::BufWriter::with_capacity(64 * 1024, fs.create_new(&tmp_path)?);
+        let mut writer = DropWriter {
+            fs,
+            layout,
+            name,
+            tmp_path,
+            out: None,
+        };
+        out.write_all(MAGIC)?;
+        out.write_all(&serde_json::to_vec(envelope).map_err(io::Error::other)?)?;
+        out.write_all(b"\n")?;
+        writer.out = Some(out);
+        Ok(writer)
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out
+            .as_mut()
+            .expect("open until finished")
+            .write_all(bytes)
+    }
+
+    /// fsync, move into `new/`, fsync `new/`. Returns the drop's name.
+    pub fn finish(mut self) -> io::Result<String> {
+        let out = self.out.take().expect("open until finished");
+        let result = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|mut f| f.sync())
+            .and_then(|()| {
+                self.fs
+                    .rename(&self.tmp_path, &self.layout.maildrop_new.join(&self.name))
+            })
+            .and_then(|()| self.fs.sync_dir(&self.layout.maildrop_new));
+        if result.is_err() {
+            let _ = self.fs.remove_file(&self.tmp_path);
+        }
+        result.map(|()| std::mem::take(&mut self.name))
+    }
+}
+
+impl Drop for DropWriter<'_> {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = self.fs.remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// An opened drop: its checked envelope, and a reader positioned at the message.
+pub struct OpenDrop {
+    pub envelope: DropEnvelope,
+    pub body: BufReader<Box<dyn FsRead>>,
+}
+
+pub fn open_drop(fs: &dyn Fs, path: &Path) -> Result<OpenDrop, DropError> {
+    let mut reader = BufReader::new(fs.open(path)?);
+    let mut magic = vec![0u8; MAGIC.len()];
+    reader
+        .read_exact(&mut magic)
+        .map_err(|_| DropError::Magic)?;
+    if magic != MAGIC {
+        return Err(DropError::Magic);
+    }
+    let mut line = Vec::new();
+    (&mut reader)
+        .take(MAX_DROP_ENVELOPE as u64 + 1)
+        .read_until(b'\n', &mut line)?;
+    if line.pop() != Some(b'\n') {
+        return Err(DropError::EnvelopeLine);
+    }
+    let envelope: DropEnvelope =
+        serde_json::from_slice(&line).map_err(|e| DropError::Envelope(e.to_string()))?;
+    check(&envelope).map_err(DropError::Envelope)?;
+    Ok(OpenDrop {
+        envelope,
+        body: reader,
+    })
+}
+
+fn check(e: &DropEnvelope) -> Result<(), String> {
+    ReversePath::parse(&e.sender).map_err(|err| format!("sender {:?}: {err}", e.sender))?;
+    if e.recipients.is_empty() {
+        return Err("no recipients".into());
+    }
+    if e.recipients.len() > MAX_DROP_RECIPIENTS {
+        return Err(format!("more than {MAX_DROP_RECIPIENTS} recipients"));
+    }
+    for r in &e.recipients {
+        Mailbox::parse(&r.address).map_err(|err| format!("recipient {:?}: {err}", r.address))?;
+        for text in [&r.notify, &r.orcpt].into_iter().flatten() {
+            if text.chars().any(char::is_control) {
+                return Err("control character in a DSN parameter".into());
+            }
+        }
+    }
+    if e.envid
+        .as_deref()
+        .is_some_and(|s| s.chars().any(char::is_control))
+    {
+        return Err("control character in ENVID".into());
+    }
+    Ok(())
+}

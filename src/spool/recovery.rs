@@ -1,0 +1,266 @@
+//! Start-up recovery (DESIGN §4) and index rebuilding. Recovery makes the index agree
+//! with `queue/`: drafts in `tmp/` are removed, committed files without rows are indexed,
+//! damaged files and rows of pending mail without a file go to `corrupt/` (loudly),
+//! `in_flight` recipients become due, and finished messages leave the spool.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::envelope::read_stored;
+use super::fs::Fs;
+use super::id::QueueId;
+use super::index::{self, CarriedState};
+use super::layout::Layout;
+use super::writer::remove_messages;
+use super::{SpoolError, now_unix};
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecoveryReport {
+    /// Why the index was rebuilt from the files, if it was.
+    pub index_rebuilt: Option<String>,
+    pub drafts_removed: usize,
+    pub reindexed: usize,
+    pub quarantined_files: usize,
+    pub quarantined_rows: usize,
+    pub in_flight_reset: usize,
+    pub finished_removed: usize,
+}
+
+/// Opens the index, replacing it with an empty one when missing or damaged (recovery
+/// then fills it from `queue/`).
+pub(crate) fn open_index(layout: &Layout) -> Result<(Connection, Option<String>), SpoolError> {
+    if !layout.index.exists() {
+        return Ok((
+            index::open_writer(&layout.index)?,
+            Some("index missing".into()),
+        ));
+    }
+    match index::open_writer(&layout.index) {
+        Ok(conn) if index::is_healthy(&conn) => Ok((conn, None)),
+        opened => {
+            drop(opened);
+            let aside = set_aside(&layout.index, "corrupt")?;
+            tracing::error!(moved_to = %aside, "index failed its integrity check; rebuilding from queue/");
+            let conn = index::open_writer(&layout.index)?;
+            Ok((conn, Some(format!("index damaged (moved to {aside})"))))
+        }
+    }
+}
+
+/// Renames the index and its WAL/SHM companions to `<index>.<tag>-<unix time>`.
+fn set_aside(index: &Path, tag: &str) -> Result<String, SpoolError> {
+    let aside = format!("{}.{tag}-{}", index.display(), now_unix());
+    for suffix in ["", "-wal", "-shm"] {
+        let from = format!("{}{suffix}", index.display());
+        if Path::new(&from).exists() {
+            std::fs::rename(&from, format!("{aside}{suffix}"))
+                .map_err(|e| SpoolError::io("set the old index aside", e))?;
+        }
+    }
+    Ok(aside)
+}
+
+pub(crate) fn recover(
+    fs: &dyn Fs,
+    layout: &Layout,
+    conn: &mut Connection,
+) -> Result<RecoveryReport, SpoolError> {
+    let mut report = RecoveryReport::default();
+    let now = now_unix();
+    for dir in layout.dirs() {
+        fs.create_dir_all(dir)
+            .map_err(|e| SpoolError::io("create spool directory", e))?;
+    }
+
+    for name in fs
+        .list_dir(&layout.tmp)
+        .map_err(|e| SpoolError::io("list tmp/", e))?
+    {
+        let _ = fs.remove_file(&layout.tmp.join(&name));
+        report.drafts_removed += 1;
+    }
+
+    let indexed = index::message_ids(conn)?;
+    let names = fs
+        .list_dir(&layout.queue)
+        .map_err(|e| SpoolError::io("list queue/", e))?;
+    let mut on_disk = HashSet::with_capacity(names.len());
+    let tx = conn.transaction()?;
+    for name in names {
+        let text = name.to_string_lossy().into_owned();
+        let path = layout.queue.join(&name);
+        let id = match QueueId::parse(&text) {
+            Ok(id) if id.as_str() == text => id,
+            _ => {
+                quarantine_file(fs, layout, &path, &text, "not a queue id")?;
+                report.quarantined_files += 1;
+                continue;
+            }
+        };
+        on_disk.insert(text.clone());
+        if indexed.contains(&text) {
+            continue;
+        }
+        match read_stored(fs, &path) {
+            Ok(stored) if stored.envelope.id == id => {
+                index::insert_message(&tx, &stored, now, &|_, _| None)?;
+                tracing::warn!(id = %id, "queued (re-indexed from its spool file)");
+                report.reindexed += 1;
+            }
+            Ok(_) => {
+                on_disk.remove(&text);
+                quarantine_file(
+                    fs,
+                    layout,
+                    &path,
+                    &text,
+                    "envelope id differs from file name",
+                )?;
+                report.quarantined_files += 1;
+            }
+            Err(e) => {
+                on_disk.remove(&text);
+                quarantine_file(fs, layout, &path, &text, &e.to_string())?;
+                report.quarantined_files += 1;
+            }
+        }
+    }
+    tx.commit()?;
+
+    let orphans: Vec<String> = indexed.difference(&on_disk).cloned().collect();
+    let finished: HashSet<String> = index::finished_messages(conn)?
+        .iter()
+        .map(|id| id.to_string())
+        .collect();
+    let tx = conn.transaction()?;
+    for id in &orphans {
+        if !finished.contains(id) {
+            quarantine_rows(fs, layout, &tx, id)?;
+            report.quarantined_rows += 1;
+        }
+        index::delete_message(&tx, id)?;
+    }
+    report.in_flight_reset = index::reset_in_flight(&tx, now)?;
+    tx.commit()?;
+
+    let finished = index::finished_messages(conn)?;
+    remove_messages(fs, layout, conn, &finished)?;
+    report.finished_removed = finished.len();
+    Ok(report)
+}
+
+fn quarantine_file(
+    fs: &dyn Fs,
+    layout: &Layout,
+    path: &Path,
+    name: &str,
+    why: &str,
+) -> Result<(), SpoolError> {
+    let target = free_name(fs, &layout.corrupt, name)?;
+    tracing::error!(file = %path.display(), moved_to = %target.display(), reason = why, "quarantined a damaged spool file");
+    fs.rename(path, &target)
+        .map_err(|e| SpoolError::io("move to corrupt/", e))?;
+    fs.sync_dir(&layout.corrupt)
+        .and_then(|()| fs.sync_dir(path.parent().unwrap_or(&layout.queue)))
+        .map_err(|e| SpoolError::io("fsync after quarantine", e))
+}
+
+/// Rows of pending mail whose file is gone: their content is lost, so say so loudly and
+/// keep what the index knew in `corrupt/<id>.index.json` for the operator.
+fn quarantine_rows(
+    fs: &dyn Fs,
+    layout: &Layout,
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+) -> Result<(), SpoolError> {
+    let mut stmt = tx.prepare(
+        "SELECT m.sender, m.received_at, r.address, r.state FROM message m
+         JOIN recipient r ON r.message_id = m.id WHERE m.id = ?1 ORDER BY r.position",
+    )?;
+    let rows: Vec<serde_json::Value> = stmt
+        .query_map([id], |r| {
+            Ok(serde_json::json!({
+                "sender": r.get::<_, String>(0)?,
+                "received_at": r.get::<_, i64>(1)?,
+                "address": r.get::<_, String>(2)?,
+                "state": r.get::<_, String>(3)?,
+            }))
+        })?
+        .collect::<Result<_, _>>()?;
+    let record = serde_json::json!({ "id": id, "reason": "indexed but its spool file is missing", "recipients": rows });
+    let target = free_name(fs, &layout.corrupt, &format!("{id}.index.json"))?;
+    tracing::error!(id, moved_to = %target.display(), "message file missing for pending recipients; index rows quarantined");
+    let mut file = fs
+        .create_new(&target)
+        .map_err(|e| SpoolError::io("write corrupt/ record", e))?;
+    file.write_all(record.to_string().as_bytes())
+        .and_then(|()| file.sync())
+        .and_then(|()| fs.sync_dir(&layout.corrupt))
+        .map_err(|e| SpoolError::io("write corrupt/ record", e))
+}
+
+fn free_name(fs: &dyn Fs, dir: &Path, name: &str) -> Result<std::path::PathBuf, SpoolError> {
+    let taken: HashSet<_> = fs
+        .list_dir(dir)
+        .map_err(|e| SpoolError::io("list corrupt/", e))?
+        .into_iter()
+        .collect();
+    let mut candidate = name.to_owned();
+    let mut n = 1;
+    while taken.contains(std::ffi::OsStr::new(&candidate)) {
+        candidate = format!("{name}.{n}");
+        n += 1;
+    }
+    Ok(dir.join(candidate))
+}
+
+/// Rebuilds the index from `queue/`, carrying each recipient's state over from the old
+/// index when it can be read. The old index is set aside first, so a crash midway
+/// leaves a valid (partial) index that the next start-up completes.
+pub(crate) fn rebuild_index(fs: &dyn Fs, layout: &Layout) -> Result<usize, SpoolError> {
+    let aside = if layout.index.exists() {
+        Some(set_aside(&layout.index, "old")?)
+    } else {
+        None
+    };
+    let old = aside
+        .as_ref()
+        .and_then(|p| index::open_reader(Path::new(p)).ok().flatten())
+        .filter(index::is_healthy);
+    let mut conn = index::open_writer(&layout.index)?;
+    let now = now_unix();
+    let mut count = 0;
+    let tx = conn.transaction()?;
+    for name in fs
+        .list_dir(&layout.queue)
+        .map_err(|e| SpoolError::io("list queue/", e))?
+    {
+        let path = layout.queue.join(&name);
+        let Ok(stored) = read_stored(fs, &path) else {
+            continue; // left for recovery to quarantine, with its reason
+        };
+        if stored.envelope.id.as_str() != name.to_string_lossy() {
+            continue;
+        }
+        let id = stored.envelope.id;
+        let carried = |position: usize, address: &str| -> Option<CarriedState> {
+            let conn = old.as_ref()?;
+            index::carried_state(conn, id, position, address)
+                .ok()
+                .flatten()
+        };
+        index::insert_message(&tx, &stored, now, &carried)?;
+        count += 1;
+    }
+    tx.commit()?;
+    drop(old);
+    if let Some(aside) = aside {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{aside}{suffix}"));
+        }
+    }
+    Ok(count)
+}

@@ -1,0 +1,62 @@
+//! Per-recipient states (DESIGN §4). These names are the one spelling used in the
+//! index's CHECK constraint, CLI output, JSON and logs.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientState {
+    /// Waiting for its first or next attempt, due at `next_attempt_at`.
+    Queued,
+    /// Claimed by a delivery in progress.
+    InFlight,
+    /// Failed temporarily; due again at `next_attempt_at`.
+    Deferred,
+    /// Kept until released (by the operator, or a flush naming its domain).
+    Held,
+    Delivered,
+    Bounced,
+    Expired,
+}
+
+impl RecipientState {
+    pub const ALL: [RecipientState; 7] = [
+        RecipientState::Queued,
+        RecipientState::InFlight,
+        RecipientState::Deferred,
+        RecipientState::Held,
+        RecipientState::Delivered,
+        RecipientState::Bounced,
+        RecipientState::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientState::Queued => "queued",
+            RecipientState::InFlight => "in_flight",
+            RecipientState::Deferred => "deferred",
+            RecipientState::Held => "held",
+            RecipientState::Delivered => "delivered",
+            RecipientState::Bounced => "bounced",
+            RecipientState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RecipientState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Final states: the recipient needs nothing more from us.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RecipientState::Delivered | RecipientState::Bounced | RecipientState::Expired
+        )
+    }
+}
+
+impl fmt::Display for RecipientState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,271 @@
+//! The single writer of the index. It owns the write connection on its own thread and
+//! takes operations from a channel. Commits that arrive together form one group: every
+//! draft is renamed into `queue/`, then one fsync of `queue/` and one SQLite transaction
+//! cover them all, and only then is each caller answered. With `group_commit` off every
+//! commit pays its own directory fsync and transaction (the benchmark's baseline).
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::draft::Sealed;
+use super::fs::Fs;
+use super::index;
+use super::layout::Layout;
+use super::state::RecipientState;
+use super::{SpoolError, StoredMessage, now_unix};
+use crate::spool::id::QueueId;
+
+/// Most commits gathered in one group.
+const MAX_GROUP: usize = 1024;
+
+/// Which messages an operator's change applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    All,
+    Ids(Vec<QueueId>),
+}
+
+/// An operator's change to queued messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Waiting recipients (`queued`, `deferred`) become `held`.
+    Hold(Selection),
+    /// `held` recipients become `queued`, due now.
+    Release(Selection),
+    /// The message leaves the spool: file removed, then its rows.
+    Delete(Selection),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeOutcome {
+    /// Messages the change applied to.
+    pub changed: Vec<QueueId>,
+    /// Named messages not in the queue.
+    pub unknown: Vec<QueueId>,
+}
+
+pub(crate) enum Op {
+    Commit {
+        draft: Sealed,
+        reply: oneshot::Sender<Result<QueueId, SpoolError>>,
+    },
+    Change {
+        change: Change,
+        reply: oneshot::Sender<Result<ChangeOutcome, SpoolError>>,
+    },
+}
+
+pub(crate) struct Writer {
+    pub fs: Arc<dyn Fs>,
+    pub layout: Layout,
+    pub conn: Connection,
+    pub group_commit: bool,
+}
+
+impl Writer {
+    pub fn spawn(self) -> std::io::Result<(mpsc::Sender<Op>, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || self.run(rx))?;
+        Ok((tx, handle))
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Op>) {
+        while let Ok(first) = rx.recv() {
+            let mut ops = vec![first];
+            if self.group_commit {
+                while ops.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(op) => ops.push(op),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let mut commits = Vec::new();
+            let mut changes = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Commit { draft, reply } => commits.push((draft, reply)),
+                    Op::Change { change, reply } => changes.push((change, reply)),
+                }
+            }
+            if !commits.is_empty() {
+                self.commit_group(commits);
+            }
+            for (change, reply) in changes {
+                let _ = reply.send(self.apply(change));
+            }
+        }
+    }
+
+    fn commit_group(
+        &mut self,
+        commits: Vec<(Sealed, oneshot::Sender<Result<QueueId, SpoolError>>)>,
+    ) {
+        let mut renamed = Vec::with_capacity(commits.len());
+        for (draft, reply) in commits {
+            let target = self.layout.message_path(draft.id());
+            match self.fs.rename(&draft.tmp_path, &target) {
+                Ok(()) => renamed.push((draft, reply)),
+                Err(e) => {
+                    let _ = self.fs.remove_file(&draft.tmp_path);
+                    let _ = reply.send(Err(SpoolError::io("rename into queue", e)));
+                }
+            }
+        }
+        if renamed.is_empty() {
+            return;
+        }
+        let durable = self
+            .fs
+            .sync_dir(&self.layout.queue)
+            .map_err(|e| SpoolError::io("fsync queue directory", e))
+            .and_then(|()| self.index_group(&renamed));
+        match durable {
+            Ok(()) => {
+                for (draft, reply) in renamed {
+                    let e = &draft.envelope;
+                    tracing::info!(
+                        id = %e.id,
+                        from = %format_args!("<{}>", e.sender),
+                        nrcpt = e.recipients.len(),
+                        size = draft.trailer.size,
+                        origin = %e.origin.kind,
+                        "queued"
+                    );
+                    let _ = reply.send(Ok(e.id));
+                }
+            }
+            Err(err) => {
+                // Never acknowledged, so it must not be delivered either: take the files
+                // back out. A failed fsync is not retried (DESIGN §1).
+                tracing::error!(error = %err, count = renamed.len(), "commit failed; drafts discarded");
+                for (draft, _) in &renamed {
+                    let _ = self.fs.remove_file(&self.layout.message_path(draft.id()));
+                }
+                let _ = self.fs.sync_dir(&self.layout.queue);
+                for (_, reply) in renamed {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn index_group(
+        &mut self,
+        group: &[(Sealed, oneshot::Sender<Result<QueueId, SpoolError>>)],
+    ) -> Result<(), SpoolError> {
+        let now = now_unix();
+        let tx = self.conn.transaction()?;
+        for (draft, _) in group {
+            let stored = StoredMessage {
+                envelope: draft.envelope.clone(),
+                body_offset: 0,
+                trailer: draft.trailer,
+            };
+            index::insert_message(&tx, &stored, now, &|_, _| None)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn apply(&mut self, change: Change) -> Result<ChangeOutcome, SpoolError> {
+        let selection = match &change {
+            Change::Hold(s) | Change::Release(s) | Change::Delete(s) => s,
+        };
+        let mut outcome = ChangeOutcome::default();
+        let ids = match selection {
+            Selection::All => index::all_ids(&self.conn)?,
+            Selection::Ids(ids) => {
+                let mut known = Vec::new();
+                for id in ids {
+                    if index::contains(&self.conn, *id)? {
+                        known.push(*id);
+                    } else {
+                        outcome.unknown.push(*id);
+                    }
+                }
+                known
+            }
+        };
+        let now = now_unix();
+        match change {
+            Change::Hold(_) => {
+                let from = [RecipientState::Queued, RecipientState::Deferred];
+                outcome.changed = self.transition(&ids, &from, RecipientState::Held, None, now)?;
+                log_each(&outcome.changed, "held by the operator");
+            }
+            Change::Release(_) => {
+                let from = [RecipientState::Held];
+                outcome.changed =
+                    self.transition(&ids, &from, RecipientState::Queued, Some(now), now)?;
+                log_each(&outcome.changed, "released by the operator");
+            }
+            Change::Delete(_) => {
+                self.remove_messages(&ids)?;
+                outcome.changed = ids;
+                log_each(&outcome.changed, "deleted by the operator");
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn transition(
+        &mut self,
+        ids: &[QueueId],
+        from: &[RecipientState],
+        to: RecipientState,
+        next_attempt_at: Option<i64>,
+        now: i64,
+    ) -> Result<Vec<QueueId>, SpoolError> {
+        let tx = self.conn.transaction()?;
+        let mut changed = Vec::new();
+        for id in ids {
+            if index::transition(&tx, *id, from, to, next_attempt_at, now)? > 0 {
+                changed.push(*id);
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// Removes files first (then one fsync of `queue/`), rows after: a crash in between
+    /// leaves rows without files for finished work, which recovery drops quietly, rather
+    /// than files without rows, which recovery would queue again.
+    fn remove_messages(&mut self, ids: &[QueueId]) -> Result<(), SpoolError> {
+        remove_messages(self.fs.as_ref(), &self.layout, &mut self.conn, ids)
+    }
+}
+
+pub(crate) fn remove_messages(
+    fs: &dyn Fs,
+    layout: &Layout,
+    conn: &mut Connection,
+    ids: &[QueueId],
+) -> Result<(), SpoolError> {
+    for id in ids {
+        match fs.remove_file(&layout.message_path(*id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SpoolError::io("remove message file", e)),
+        }
+    }
+    fs.sync_dir(&layout.queue)
+        .map_err(|e| SpoolError::io("fsync queue directory", e))?;
+    let tx = conn.transaction()?;
+    for id in ids {
+        index::delete_message(&tx, id.as_str())?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn log_each(ids: &[QueueId], what: &str) {
+    for id in ids {
+        tracing::info!(id = %id, "{what}");
+    }
+}
