@@ -12,12 +12,12 @@
 //! - `cli`     — one file per subcommand; thin over the modules above.
 //! - `exit`    — sysexits codes, the one error type the binary turns into an exit code.
 
-// pub mod cli;
+pub mod cli;
 pub mod config;
-//pub mod control;
-//pub mod daemon;
-//pub mod exit;
-//pub mod inject;
-//pub mod queue;
+pub mod control;
+pub mod daemon;
+pub mod exit;
+pub mod inject;
+pub mod queue;
 pub mod smtp;
 pub mod spool;

@@ -136,6 +136,8 @@ impl Drop for DropWriter<'_> {
 /// An opened drop: its checked envelope, and a reader positioned at the message.
 pub struct OpenDrop {
     pub envelope: DropEnvelope,
+    /// Where the message starts in the file.
+    pub body_offset: u64,
     pub body: BufReader<Box<dyn FsRead>>,
 }
 
@@ -152,6 +154,7 @@ pub fn open_drop(fs: &dyn Fs, path: &Path) -> Result<OpenDrop, DropError> {
     (&mut reader)
         .take(MAX_DROP_ENVELOPE as u64 + 1)
         .read_until(b'\n', &mut line)?;
+    let body_offset = (MAGIC.len() + line.len()) as u64;
     if line.pop() != Some(b'\n') {
         return Err(DropError::EnvelopeLine);
     }
@@ -160,6 +163,7 @@ pub fn open_drop(fs: &dyn Fs, path: &Path) -> Result<OpenDrop, DropError> {
     check(&envelope).map_err(DropError::Envelope)?;
     Ok(OpenDrop {
         envelope,
+        body_offset,
         body: reader,
     })
 }

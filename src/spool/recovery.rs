@@ -17,7 +17,7 @@ use super::layout::Layout;
 use super::writer::remove_messages;
 use super::{SpoolError, now_unix};
 
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecoveryReport {
     /// Why the index was rebuilt from the files, if it was.
     pub index_rebuilt: Option<String>,

@@ -1,0 +1,119 @@
+//! The command line: argv[0] picks the personality (`ferrymail`, `sendmail`, `mailq`),
+//! clap parses `ferrymail`'s subcommands, and each subcommand lives in its own file,
+//! thin over the library. Every command returns `Result<(), Failure>`; `main` prints
+//! the failure as one line and exits with its sysexits code.
+
+mod config_check;
+mod flush;
+mod queue;
+pub mod sendmail;
+mod serve;
+mod status;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Loaded};
+use crate::exit::{self, Failure};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferrymail",
+    version,
+    about = "Store-and-forward SMTP relay for intermittent links"
+)]
+pub struct Cli {
+    /// Configuration file (default: $FERRYMAIL_CONFIG, else /etc/ferrymail/ferrymail.toml
+    /// if present, else built-in defaults)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon in the foreground
+    Serve,
+    /// Inject a message from stdin (sendmail flags: -t -i -oi -f ADDR -F NAME -bm -bp -q -qR DOMAIN)
+    Send {
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// List the queue, or act on queued messages
+    Queue(queue::QueueArgs),
+    /// Ask the daemon to deliver what is due now
+    Flush(flush::FlushArgs),
+    /// Show the daemon's state and queue counts
+    Status(status::StatusArgs),
+    /// Configuration commands
+    Config(ConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it with every default filled in
+    Check,
+}
+
+/// Runs the program for `argv`; returns the exit code.
+pub fn main(argv: Vec<OsString>) -> u8 {
+    let personality = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let result = match personality.as_str() {
+        "sendmail" => sendmail::run(&argv[1..], None),
+        "mailq" => queue::list(None, false),
+        _ => match Cli::try_parse_from(&argv) {
+            Ok(cli) => dispatch(cli),
+            Err(e) => {
+                let code = if e.use_stderr() {
+                    exit::USAGE
+                } else {
+                    exit::OK
+                };
+                let _ = e.print();
+                return code;
+            }
+        },
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(failure) => {
+            eprintln!("{personality}: {}", failure.message);
+            failure.code
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Serve => serve::run(config),
+        Command::Send { args } => sendmail::run(&args, config),
+        Command::Queue(args) => queue::run(config, args),
+        Command::Flush(args) => flush::run(config, args),
+        Command::Status(args) => status::run(config, args),
+        Command::Config(ConfigArgs {
+            command: ConfigCommand::Check,
+        }) => config_check::run(config),
+    }
+}
+
+pub(crate) fn load_config(path: Option<&Path>) -> Result<Loaded, Failure> {
+    Ok(config::load(path)?)
+}

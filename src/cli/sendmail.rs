@@ -1,0 +1,316 @@
+//! The `sendmail` personality (`ferrymail send`, or the binary run as `sendmail`): a
+//! getopt-style parser for the flags other MTAs accept, then injection, a queue listing
+//! (`-bp`) or a flush (`-q`, `-qR DOMAIN`). Unknown `-o` options are ignored, as other
+//! MTAs do; other unknown flags are usage errors (exit 64).
+
+use std::ffi::OsString;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use crate::exit::{self, Failure};
+use crate::inject::{InjectOptions, Site, inject};
+use crate::spool::{Layout, RealFs, Ret};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Inject(InjectOptions),
+    ListQueue,
+    Flush {
+        domain: Option<String>,
+    },
+    /// `-bi` (newaliases): ferrymail has no alias database.
+    Nothing,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Invocation {
+    pub action: Action,
+    pub config: Option<PathBuf>,
+}
+
+impl PartialEq for InjectOptions {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            &self.sender,
+            &self.full_name,
+            self.extract_recipients,
+            self.ignore_dots,
+            &self.recipients,
+        ) == (
+            &o.sender,
+            &o.full_name,
+            o.extract_recipients,
+            o.ignore_dots,
+            &o.recipients,
+        ) && (&self.notify, self.ret, &self.envid) == (&o.notify, o.ret, &o.envid)
+    }
+}
+impl Eq for InjectOptions {}
+
+pub fn parse(args: &[OsString]) -> Result<Invocation, Failure> {
+    let usage = |m: String| Failure::new(exit::USAGE, m);
+    let mut args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            a.clone()
+                .into_string()
+                .map_err(|_| usage("arguments must be valid UTF-8".into()))
+        })
+        .collect::<Result<_, _>>()?;
+    args.reverse(); // pop() takes the next argument
+    let mut opts = InjectOptions::default();
+    let mut action = None;
+    let mut config = None;
+    while let Some(arg) = args.pop() {
+        if arg == "--" {
+            break;
+        }
+        if !arg.starts_with('-') || arg == "-" {
+            args.push(arg);
+            break;
+        }
+        let mut flags = arg[1..].char_indices();
+        while let Some((i, flag)) = flags.next() {
+            let rest = &arg[1 + i + flag.len_utf8()..];
+            let mut value = || -> Result<String, Failure> {
+                if !rest.is_empty() {
+                    Ok(rest.to_owned())
+                } else {
+                    args.pop()
+                        .ok_or_else(|| usage(format!("-{flag} needs a value")))
+                }
+            };
+            match flag {
+                't' => opts.extract_recipients = true,
+                'i' => opts.ignore_dots = true,
+                'v' | 'n' | 'U' | 'm' | 'x' => {}
+                'f' | 'r' => opts.sender = Some(value()?),
+                'F' => opts.full_name = Some(value()?),
+                'N' => opts.notify = Some(parse_notify(&value()?)?),
+                'R' => opts.ret = Some(parse_ret(&value()?)?),
+                'V' => opts.envid = Some(value()?),
+                'C' => config = Some(PathBuf::from(value()?)),
+                'B' | 'L' | 'h' | 'O' | 'X' => {
+                    value()?;
+                }
+                'o' => {
+                    if value()? == "i" {
+                        opts.ignore_dots = true;
+                    }
+                }
+                'b' => {
+                    action = Some(match value()?.as_str() {
+                        "m" => None,
+                        "p" => Some(Action::ListQueue),
+                        "i" => Some(Action::Nothing),
+                        "s" => {
+                            return Err(usage(
+                                "-bs (SMTP on stdin) is not supported; use the SMTP listener"
+                                    .into(),
+                            ));
+                        }
+                        "d" => {
+                            return Err(usage("-bd is not supported; run `ferrymail serve`".into()));
+                        }
+                        other => return Err(usage(format!("-b{other} is not supported"))),
+                    });
+                }
+                'q' => {
+                    let domain = match rest.strip_prefix('R') {
+                        Some("") => Some(
+                            args.pop()
+                                .ok_or_else(|| usage("-qR needs a domain".into()))?,
+                        ),
+                        Some(d) => Some(d.to_owned()),
+                        None => None,
+                    };
+                    if let Some(d) = &domain {
+                        if !crate::config::is_domain(d) {
+                            return Err(usage(format!("-qR {d:?}: not a domain")));
+                        }
+                    }
+                    action = Some(Some(Action::Flush { domain }));
+                }
+                other => return Err(usage(format!("unknown option -{other}"))),
+            }
+            if matches!(
+                flag,
+                'f' | 'r'
+                    | 'F'
+                    | 'N'
+                    | 'R'
+                    | 'V'
+                    | 'C'
+                    | 'B'
+                    | 'L'
+                    | 'h'
+                    | 'O'
+                    | 'X'
+                    | 'o'
+                    | 'b'
+                    | 'q'
+            ) {
+                break; // the rest of this argument was the value
+            }
+        }
+    }
+    args.reverse();
+    opts.recipients = args;
+    let action = action.flatten().unwrap_or(Action::Inject(opts));
+    Ok(Invocation { action, config })
+}
+
+fn parse_notify(s: &str) -> Result<String, Failure> {
+    let upper = s.to_ascii_uppercase();
+    let parts: Vec<&str> = upper.split(',').map(str::trim).collect();
+    let valid = if parts == ["NEVER"] {
+        true
+    } else {
+        parts
+            .iter()
+            .all(|p| matches!(*p, "SUCCESS" | "FAILURE" | "DELAY"))
+    };
+    if valid {
+        Ok(parts.join(","))
+    } else {
+        Err(Failure::new(
+            exit::USAGE,
+            format!("-N {s:?}: use never, or a list of success, failure, delay"),
+        ))
+    }
+}
+
+fn parse_ret(s: &str) -> Result<Ret, Failure> {
+    match s.to_ascii_lowercase().as_str() {
+        "full" => Ok(Ret::Full),
+        "hdrs" => Ok(Ret::Hdrs),
+        _ => Err(Failure::new(
+            exit::USAGE,
+            format!("-R {s:?}: use full or hdrs"),
+        )),
+    }
+}
+
+pub fn run(args: &[OsString], config: Option<&Path>) -> Result<(), Failure> {
+    let invocation = parse(args)?;
+    let config = invocation.config.as_deref().or(config);
+    match invocation.action {
+        Action::ListQueue => super::queue::list(config, false),
+        Action::Flush { domain } => super::flush::request_flush(config, domain),
+        Action::Nothing => Ok(()),
+        Action::Inject(opts) => {
+            let loaded = super::load_config(config)?;
+            let layout = Layout::new(&loaded.config.spool);
+            for dir in [&layout.maildrop_tmp, &layout.maildrop_new] {
+                if !dir.exists() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        Failure::new(
+                            exit::CANTCREAT,
+                            format!("cannot create {}: {e}", dir.display()),
+                        )
+                    })?;
+                }
+            }
+            let login = login_name();
+            let site = Site {
+                hostname: &loaded.config.hostname,
+                login: &login,
+                max_message_size: loaded.config.accept.max_message_size.0,
+                fs: &RealFs,
+                layout: &layout,
+            };
+            let stdin = std::io::stdin();
+            let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
+            inject(&mut input, &opts, &site).map(|_| ())
+        }
+    }
+}
+
+/// The invoking user's login name, from the password database (not `$USER`, which the
+/// caller controls); `uid<N>` when there is no entry.
+fn login_name() -> String {
+    let uid = rustix::process::geteuid().as_raw();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives the use of pwd's fields.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc == 0 && !result.is_null() {
+        // SAFETY: getpwuid_r succeeded, so pw_name points to a NUL-terminated string in buf.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+        if let Ok(name) = name.to_str() {
+            if !name.is_empty() && crate::smtp::Mailbox::parse(&format!("{name}@x.invalid")).is_ok()
+            {
+                return name.to_owned();
+            }
+        }
+    }
+    format!("uid{uid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Invocation, Failure> {
+        parse(&args.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn flags() {
+        let inv = p(&["-oi", "-f", "a@b.c", "-FJo Doe", "-t", "x@y.z"]).unwrap();
+        let Action::Inject(o) = inv.action else {
+            panic!()
+        };
+        assert!(o.ignore_dots && o.extract_recipients);
+        assert_eq!(o.sender.as_deref(), Some("a@b.c"));
+        assert_eq!(o.full_name.as_deref(), Some("Jo Doe"));
+        assert_eq!(o.recipients, ["x@y.z"]);
+
+        let Action::Inject(o) = p(&["-ti", "-fme@x.y", "--", "r@x.y"]).unwrap().action else {
+            panic!()
+        };
+        assert!(o.ignore_dots && o.extract_recipients);
+        assert_eq!(o.sender.as_deref(), Some("me@x.y"));
+
+        assert_eq!(p(&["-bp"]).unwrap().action, Action::ListQueue);
+        assert_eq!(p(&["-q"]).unwrap().action, Action::Flush { domain: None });
+        assert_eq!(
+            p(&["-qR", "ex.org"]).unwrap().action,
+            Action::Flush {
+                domain: Some("ex.org".into())
+            }
+        );
+        assert_eq!(
+            p(&["-qRex.org"]).unwrap().action,
+            Action::Flush {
+                domain: Some("ex.org".into())
+            }
+        );
+        assert_eq!(
+            p(&["-C", "/x.toml", "-bp"]).unwrap().config,
+            Some(PathBuf::from("/x.toml"))
+        );
+        assert!(matches!(
+            p(&["-oem", "-odi", "a@b.c"]).unwrap().action,
+            Action::Inject(_)
+        ));
+        for bad in [
+            &["-Z"][..],
+            &["-bs"],
+            &["-f"],
+            &["-qR", "../x"],
+            &["-N", "sometimes"],
+        ] {
+            assert_eq!(p(bad).unwrap_err().code, exit::USAGE, "{bad:?}");
+        }
+    }
+}

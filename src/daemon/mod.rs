@@ -1,0 +1,122 @@
+//! `ferrymail serve`: takes the spool lock, recovers the spool, then runs the maildrop
+//! pickup and the control socket until shutdown is requested, and stops them cleanly.
+//! The SMTP listener and delivery will run here beside them.
+
+pub mod control;
+pub mod pickup;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::exit::{self, Failure};
+use crate::spool::lock::{LockError, SpoolLock};
+use crate::spool::{Layout, RealFs, Spool, SpoolOptions, now_unix};
+
+/// How often `maildrop/new` is rescanned even without a notify event (inotify misses
+/// events on some file systems, and drops may predate the watch).
+pub const PICKUP_RESCAN: Duration = Duration::from_secs(30);
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Failure> {
+    let layout = Layout::new(&config.spool);
+    let _lock = SpoolLock::acquire(&layout.root, &layout.lock).map_err(|e| match e {
+        LockError::Busy { .. } => Failure::new(exit::TEMPFAIL, e.to_string()),
+        LockError::Io { .. } => Failure::new(exit::CANTCREAT, e.to_string()),
+    })?;
+    let open_layout = layout.clone();
+    let (spool, recovery) = tokio::task::spawn_blocking(move || {
+        Spool::open(open_layout, Arc::new(RealFs), SpoolOptions::default())
+    })
+    .await
+    .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?
+    .map_err(|e| {
+        Failure::new(
+            exit::IOERR,
+            format!("opening spool {}: {e}", layout.root.display()),
+        )
+    })?;
+    tracing::info!(spool = %layout.root.display(), ?recovery, "spool recovered");
+    set_maildrop_permissions(&layout);
+
+    let listener = crate::control::server::bind(&layout.control).map_err(|e| {
+        Failure::new(
+            exit::CANTCREAT,
+            format!("control socket {}: {e}", layout.control.display()),
+        )
+    })?;
+    let handler = Arc::new(control::DaemonControl {
+        spool: spool.clone(),
+        hostname: config.hostname.clone(),
+        started_at: now_unix(),
+        recovery,
+    });
+    let control_task = tokio::spawn(crate::control::server::serve(
+        listener,
+        handler,
+        shutdown.clone(),
+    ));
+
+    let pickup = Arc::new(pickup::Pickup {
+        spool: spool.clone(),
+        hostname: config.hostname.clone(),
+        max_message_size: config.accept.max_message_size.0,
+    });
+    let pickup_task = tokio::spawn(run_pickup(pickup, shutdown.clone()));
+
+    tracing::info!(pid = std::process::id(), spool = %layout.root.display(), "ferrymail ready");
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    let _ = pickup_task.await;
+    let _ = control_task.await;
+    let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+    let _ = std::fs::remove_file(&layout.control);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// As root, `maildrop/` is written by every local user (like Postfix's maildrop with
+/// its setgid helper, but without one): 1733, sticky, not listable.
+fn set_maildrop_permissions(layout: &Layout) {
+    use std::os::unix::fs::PermissionsExt;
+    if rustix::process::geteuid().is_root() {
+        for dir in [&layout.maildrop_tmp, &layout.maildrop_new] {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1733));
+        }
+    }
+}
+
+async fn run_pickup(pickup: Arc<pickup::Pickup>, shutdown: CancellationToken) {
+    let wake = Arc::new(Notify::new());
+    let _watcher = watch(&pickup.spool.layout().maildrop_new, wake.clone());
+    loop {
+        let scan = pickup.clone();
+        let stop = shutdown.clone();
+        match tokio::task::spawn_blocking(move || scan.scan(&|| stop.is_cancelled())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "maildrop pickup failed; will retry"),
+            Err(e) => tracing::error!(error = %e, "maildrop pickup panicked; will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(PICKUP_RESCAN) => {}
+        }
+    }
+}
+
+/// Watches a directory, waking `wake` on any event. `None` (with a warning) if the
+/// platform refuses: the periodic rescan still picks everything up.
+fn watch(dir: &std::path::Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |_event| wake.notify_one())
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch maildrop; rescanning every 30s"))
+        .ok()?;
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch maildrop; rescanning every 30s"))
+        .ok()?;
+    Some(watcher)
+}

@@ -1,0 +1,175 @@
+//! Pickup: moves drops from `maildrop/new` into the queue through the normal commit
+//! path. A drop is untrusted input: its envelope is re-checked, its content canonicalised
+//! to CRLF and bounded by `accept.max_message_size`; a bad drop goes to `corrupt/`.
+//! Exactly once: the drop's name is committed with the message, and a drop whose name
+//! is already indexed (a crash after commit, before unlink) is only removed.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::SystemTime;
+
+use rusqlite::Connection;
+
+use crate::smtp::Mailbox;
+use crate::smtp::canon::CrlfCanon;
+use crate::spool::maildrop::{DropError, is_drop_name, open_drop};
+use crate::spool::{Envelope, Origin, QueueId, Spool, SpoolError, index, now_unix};
+
+pub struct Pickup {
+    pub spool: Spool,
+    pub hostname: String,
+    pub max_message_size: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Queued(QueueId),
+    /// Committed before a crash; the leftover drop was removed.
+    AlreadyQueued,
+    Quarantined(String),
+}
+
+impl Pickup {
+    /// Picks up every drop now in `maildrop/new`, oldest name first, until `stop()`.
+    pub fn scan(&self, stop: &dyn Fn() -> bool) -> Result<usize, SpoolError> {
+        let layout = self.spool.layout();
+        let mut names = self
+            .spool
+            .fs()
+            .list_dir(&layout.maildrop_new)
+            .map_err(|e| SpoolError::io("list maildrop/new", e))?;
+        if names.is_empty() {
+            return Ok(0);
+        }
+        names.sort();
+        let Some(conn) = index::open_reader(&layout.index)? else {
+            return Ok(0);
+        };
+        let mut picked = 0;
+        for name in names {
+            if stop() {
+                break;
+            }
+            let outcome = self.ingest(&conn, &name)?;
+            if let Outcome::Quarantined(reason) = &outcome {
+                tracing::error!(drop = %name.to_string_lossy(), reason, "maildrop file quarantined in corrupt/");
+            }
+            picked += 1;
+        }
+        Ok(picked)
+    }
+
+    fn ingest(&self, conn: &Connection, name: &std::ffi::OsStr) -> Result<Outcome, SpoolError> {
+        let layout = self.spool.layout();
+        let fs = self.spool.fs().as_ref();
+        let path = layout.maildrop_new.join(name);
+        let Some(name) = name.to_str().filter(|n| is_drop_name(n)) else {
+            return self.quarantine(&path, "bad file name");
+        };
+        if index::has_drop(conn, name)? {
+            self.remove_drop(&path)?;
+            return Ok(Outcome::AlreadyQueued);
+        }
+        let dropped = match open_drop(fs, &path) {
+            Ok(drop) => drop,
+            Err(DropError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Outcome::AlreadyQueued);
+            }
+            Err(e) => return self.quarantine(&path, &e.to_string()),
+        };
+        let uid = fs.owner(&path).ok();
+        let env = dropped.envelope;
+        let smtputf8 = env
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .chain(std::iter::once(env.sender.as_str()).filter(|s| !s.is_empty()))
+            .any(|a| Mailbox::parse(a).is_ok_and(|m| m.is_utf8()));
+        let now = SystemTime::now();
+        let envelope = Envelope {
+            id: QueueId::generate(now),
+            received_at: now_unix(),
+            sender: env.sender,
+            recipients: env.recipients,
+            body: None,
+            smtputf8,
+            envid: env.envid,
+            ret: env.ret,
+            origin: Origin {
+                kind: "local".into(),
+                uid,
+                drop: Some(name.to_owned()),
+                ..Origin::default()
+            },
+        };
+        let mut draft = self.spool.create_draft(envelope)?;
+        draft.write(self.received_header(draft.id(), uid).as_bytes())?;
+        let mut body = dropped.body;
+        let mut canon = CrlfCanon::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut out = Vec::with_capacity(70 * 1024);
+        loop {
+            let n = match body.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return Err(SpoolError::io("read maildrop file", e)),
+            };
+            out.clear();
+            if canon.push(&chunk[..n], &mut out).is_err() {
+                drop(draft);
+                return self.quarantine(&path, "message contains a NUL byte");
+            }
+            draft.write(&out)?;
+            if draft.size() > self.max_message_size {
+                drop(draft);
+                return self.quarantine(&path, "message larger than accept.max_message_size");
+            }
+        }
+        out.clear();
+        canon.finish(&mut out);
+        draft.write(&out)?;
+        let id = self.spool.commit_blocking(draft.seal()?)?;
+        self.remove_drop(&path)?;
+        Ok(Outcome::Queued(id))
+    }
+
+    /// RFC 5321 §4.4 trace header for a local submission; `uid` is the file owner, which
+    /// the submitter cannot forge.
+    fn received_header(&self, id: QueueId, uid: Option<u32>) -> String {
+        let date = jiff::fmt::rfc2822::to_string(&jiff::ZonedDateTime::now())
+            .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into());
+        let from = uid
+            .map(|u| format!(", from userid {u}"))
+            .unwrap_or_default();
+        format!(
+            "Received: by {} (ferrymail{from})\r\n\tid {id}; {date}\r\n",
+            self.hostname
+        )
+    }
+
+    fn remove_drop(&self, path: &Path) -> Result<(), SpoolError> {
+        let fs = self.spool.fs();
+        match fs.remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SpoolError::io("remove maildrop file", e)),
+        }
+        fs.sync_dir(&self.spool.layout().maildrop_new)
+            .map_err(|e| SpoolError::io("fsync maildrop/new", e))
+    }
+
+    fn quarantine(&self, path: &Path, reason: &str) -> Result<Outcome, SpoolError> {
+        let layout = self.spool.layout();
+        let fs = self.spool.fs();
+        let target = layout.corrupt.join(format!(
+            "maildrop.{}.{}",
+            now_unix(),
+            crate::spool::maildrop::new_drop_name()
+        ));
+        fs.rename(path, &target)
+            .and_then(|()| fs.sync_dir(&layout.corrupt))
+            .and_then(|()| fs.sync_dir(&layout.maildrop_new))
+            .map_err(|e| SpoolError::io("quarantine maildrop file", e))?;
+        Ok(Outcome::Quarantined(reason.to_owned()))
+    }
+}

@@ -1,0 +1,392 @@
+//! Local injection, the `sendmail` personality's work: read a message from stdin, decide
+//! the envelope (`-f`, arguments, `-t` headers), fix up headers (drop Bcc, add From, Date,
+//! Message-ID when missing), canonicalise to CRLF, and write it durably to the maildrop.
+//! Nothing is written unless everything checks out; memory is bounded by the header
+//! section (`MAX_HEADER_SECTION`) whatever the message size.
+
+use std::io::{BufRead, Read};
+
+use crate::exit::{self, Failure};
+use crate::smtp::canon::CrlfCanon;
+use crate::smtp::{Mailbox, ReversePath};
+use crate::spool::maildrop::{DropEnvelope, DropWriter, MAX_DROP_RECIPIENTS};
+use crate::spool::{Fs, Layout, Recipient, Ret, now_unix};
+
+/// Bound on the header section read into memory.
+pub const MAX_HEADER_SECTION: usize = 1 << 20;
+/// Body is streamed in pieces of at most this many bytes.
+const PIECE: u64 = 64 * 1024;
+
+#[derive(Clone, Debug, Default)]
+pub struct InjectOptions {
+    /// `-f`; `None` means the invoking user at our hostname.
+    pub sender: Option<String>,
+    /// `-F`: display name for an added `From:`.
+    pub full_name: Option<String>,
+    /// `-t`: recipients also from To, Cc and Bcc.
+    pub extract_recipients: bool,
+    /// `-i` / `-oi`: a line with a single dot does not end the message.
+    pub ignore_dots: bool,
+    pub recipients: Vec<String>,
+    /// `-N`: RFC 3461 NOTIFY for every recipient.
+    pub notify: Option<String>,
+    /// `-R`: RFC 3461 RET.
+    pub ret: Option<Ret>,
+    /// `-V`: RFC 3461 ENVID.
+    pub envid: Option<String>,
+}
+
+/// What injection needs to know about this system.
+pub struct Site<'a> {
+    pub hostname: &'a str,
+    pub login: &'a str,
+    pub max_message_size: u64,
+    pub fs: &'a dyn Fs,
+    pub layout: &'a Layout,
+}
+
+/// Injects one message; returns the maildrop file name once it is durable.
+pub fn inject(
+    input: &mut dyn BufRead,
+    opts: &InjectOptions,
+    site: &Site<'_>,
+) -> Result<String, Failure> {
+    let usage = |m: String| Failure::new(exit::USAGE, m);
+    let data = |m: String| Failure::new(exit::DATAERR, m);
+    for (what, value) in [
+        ("-f", &opts.sender),
+        ("-F", &opts.full_name),
+        ("-N", &opts.notify),
+        ("-V", &opts.envid),
+    ] {
+        if value.as_deref().is_some_and(has_control) {
+            return Err(usage(format!(
+                "{what}: control characters (CR, LF, NUL…) are not allowed"
+            )));
+        }
+    }
+    let sender = match &opts.sender {
+        Some(s) => qualify_sender(s, site.hostname).map_err(|e| usage(format!("-f {s:?}: {e}")))?,
+        None => format!("{}@{}", site.login, site.hostname),
+    };
+    let mut recipients = Vec::new();
+    for arg in &opts.recipients {
+        if has_control(arg) {
+            return Err(usage(format!(
+                "recipient {arg:?}: control characters are not allowed"
+            )));
+        }
+        for addr in parse_address_list(arg).map_err(|e| usage(format!("recipient {arg:?}: {e}")))? {
+            let mailbox = qualify(&addr, site.hostname)
+                .map_err(|e| usage(format!("recipient {addr:?}: {e}")))?;
+            recipients.push(mailbox);
+        }
+    }
+
+    let mut head = read_header_section(input, opts.ignore_dots)?;
+    if opts.extract_recipients {
+        for field in head
+            .fields
+            .iter()
+            .filter(|f| f.is_any(&["to", "cc", "bcc"]))
+        {
+            let value = field.value();
+            for addr in parse_address_list(&value)
+                .map_err(|e| data(format!("{} header: {e}", field.name())))?
+            {
+                let mailbox = qualify(&addr, site.hostname)
+                    .map_err(|e| data(format!("{} header: {addr:?}: {e}", field.name())))?;
+                recipients.push(mailbox);
+            }
+        }
+    }
+    head.fields.retain(|f| !f.is_any(&["bcc", "resent-bcc"]));
+    dedupe(&mut recipients);
+    if recipients.is_empty() {
+        return Err(usage(
+            "no recipients: name them as arguments, or use -t".into(),
+        ));
+    }
+    if recipients.len() > MAX_DROP_RECIPIENTS {
+        return Err(usage(format!("more than {MAX_DROP_RECIPIENTS} recipients")));
+    }
+    let added = added_headers(&head, &sender, opts.full_name.as_deref(), site.hostname);
+
+    let envelope = DropEnvelope {
+        sender: if sender.is_empty() {
+            String::new()
+        } else {
+            sender
+        },
+        recipients: recipients
+            .into_iter()
+            .map(|address| Recipient {
+                address,
+                notify: opts.notify.clone(),
+                orcpt: None,
+            })
+            .collect(),
+        envid: opts.envid.clone(),
+        ret: opts.ret,
+        submitted_at: now_unix(),
+    };
+    let io =
+        |e: std::io::Error| Failure::new(exit::CANTCREAT, format!("writing to the maildrop: {e}"));
+    let mut drop = DropWriter::create(site.fs, site.layout, &envelope).map_err(io)?;
+    let mut canon = CrlfCanon::new();
+    let mut out = Vec::with_capacity(PIECE as usize * 2);
+    let mut size = 0u64;
+    let mut emit =
+        |bytes: &[u8], drop: &mut DropWriter<'_>, canon: &mut CrlfCanon| -> Result<(), Failure> {
+            out.clear();
+            canon
+                .push(bytes, &mut out)
+                .map_err(|_| data("the message contains a NUL byte".into()))?;
+            size += out.len() as u64;
+            if size > site.max_message_size {
+                return Err(data(format!(
+                    "message larger than the {}-byte limit (accept.max_message_size)",
+                    site.max_message_size
+                )));
+            }
+            drop.write_all(&out).map_err(io)
+        };
+    for field in &head.fields {
+        emit(&field.raw, &mut drop, &mut canon)?;
+    }
+    emit(added.as_bytes(), &mut drop, &mut canon)?;
+    emit(b"\r\n", &mut drop, &mut canon)?;
+    if let Some(first) = &head.first_body_line {
+        emit(first, &mut drop, &mut canon)?;
+    }
+    if !head.ended {
+        let mut at_line_start = head
+            .first_body_line
+            .as_ref()
+            .is_none_or(|l| l.ends_with(b"\n"));
+        let mut piece = Vec::with_capacity(PIECE as usize);
+        loop {
+            piece.clear();
+            let n = input
+                .take(PIECE)
+                .read_until(b'\n', &mut piece)
+                .map_err(|e| Failure::new(exit::IOERR, format!("reading the message: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            if at_line_start && !opts.ignore_dots && is_lone_dot(&piece) {
+                break;
+            }
+            at_line_start = piece.ends_with(b"\n");
+            emit(&piece, &mut drop, &mut canon)?;
+        }
+    }
+    out.clear();
+    canon.finish(&mut out);
+    drop.write_all(&out).map_err(io)?;
+    drop.finish().map_err(io)
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+fn is_lone_dot(line: &[u8]) -> bool {
+    matches!(line, b".\n" | b".\r\n")
+}
+
+/// `-f` value: empty or `<>` is the null sender; a bare name gets our hostname.
+fn qualify_sender(s: &str, hostname: &str) -> Result<String, String> {
+    let s = s.trim();
+    let inner = s
+        .strip_prefix('<')
+        .and_then(|r| r.strip_suffix('>'))
+        .unwrap_or(s);
+    if inner.is_empty() {
+        return Ok(String::new());
+    }
+    let addr = qualify(inner, hostname)?;
+    ReversePath::parse(&addr).map_err(|e| e.to_string())?;
+    Ok(addr)
+}
+
+/// A bare local name gets `@hostname`; the result must be a valid mailbox.
+fn qualify(addr: &str, hostname: &str) -> Result<String, String> {
+    let full = if addr.contains('@') {
+        addr.to_owned()
+    } else {
+        format!("{addr}@{hostname}")
+    };
+    Mailbox::parse(&full)
+        .map(|m| m.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Addresses in an RFC 5322 address list (`a@b, "N" <c@d>, group: e@f;`).
+fn parse_address_list(text: &str) -> Result<Vec<String>, String> {
+    let list = mailparse::addrparse(text).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for item in list.iter() {
+        match item {
+            mailparse::MailAddr::Single(info) => out.push(info.addr.clone()),
+            mailparse::MailAddr::Group(group) => {
+                out.extend(group.addrs.iter().map(|i| i.addr.clone()))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn dedupe(list: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|a| seen.insert(a.to_lowercase()));
+}
+
+/// One header field as read: its raw lines, endings included.
+struct Field {
+    raw: Vec<u8>,
+}
+
+impl Field {
+    fn name(&self) -> String {
+        let colon = self.raw.iter().position(|b| *b == b':').unwrap_or(0);
+        String::from_utf8_lossy(&self.raw[..colon])
+            .trim()
+            .to_owned()
+    }
+
+    fn is_any(&self, names: &[&str]) -> bool {
+        let name = self.name();
+        names.iter().any(|n| n.eq_ignore_ascii_case(&name))
+    }
+
+    /// The unfolded value (RFC 5322 §2.2.3).
+    fn value(&self) -> String {
+        let colon = self
+            .raw
+            .iter()
+            .position(|b| *b == b':')
+            .map_or(0, |c| c + 1);
+        let text = String::from_utf8_lossy(&self.raw[colon..]);
+        text.replace("\r\n", "").replace('\n', "").trim().to_owned()
+    }
+}
+
+struct HeaderSection {
+    fields: Vec<Field>,
+    /// A line that ended the header section without being blank (no separator line).
+    first_body_line: Option<Vec<u8>>,
+    /// Input ended (EOF or lone dot) within the header section.
+    ended: bool,
+}
+
+fn read_header_section(
+    input: &mut dyn BufRead,
+    ignore_dots: bool,
+) -> Result<HeaderSection, Failure> {
+    let mut head = HeaderSection {
+        fields: Vec::new(),
+        first_body_line: None,
+        ended: false,
+    };
+    let mut total = 0usize;
+    loop {
+        let mut line = Vec::new();
+        let n = input
+            .take((MAX_HEADER_SECTION - total) as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Failure::new(exit::IOERR, format!("reading the message: {e}")))?;
+        total += n;
+        if total > MAX_HEADER_SECTION {
+            return Err(Failure::new(
+                exit::DATAERR,
+                format!("header section larger than {MAX_HEADER_SECTION} bytes"),
+            ));
+        }
+        if n == 0 || (!ignore_dots && is_lone_dot(&line)) {
+            head.ended = true;
+            return Ok(head);
+        }
+        if line == b"\n" || line == b"\r\n" {
+            return Ok(head);
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        match head.fields.last_mut() {
+            Some(field) if continuation => field.raw.extend_from_slice(&line),
+            _ if is_field_start(&line) => head.fields.push(Field { raw: line }),
+            _ => {
+                head.first_body_line = Some(line);
+                return Ok(head);
+            }
+        }
+    }
+}
+
+/// `name:` where name is printable ASCII without colon or space (RFC 5322 §2.2).
+fn is_field_start(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|b| *b == b':') else {
+        return false;
+    };
+    colon > 0 && line[..colon].iter().all(|b| (33..=126).contains(b))
+}
+
+fn added_headers(
+    head: &HeaderSection,
+    sender: &str,
+    full_name: Option<&str>,
+    hostname: &str,
+) -> String {
+    let has = |name: &str| head.fields.iter().any(|f| f.is_any(&[name]));
+    let mut out = String::new();
+    if !has("from") {
+        let addr = if sender.is_empty() {
+            format!("MAILER-DAEMON@{hostname}")
+        } else {
+            sender.to_owned()
+        };
+        match full_name {
+            Some(name) if !name.is_empty() => {
+                let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+                out.push_str(&format!("From: \"{quoted}\" <{addr}>\r\n"));
+            }
+            _ => out.push_str(&format!("From: {addr}\r\n")),
+        }
+    }
+    if !has("date") {
+        let date = jiff::fmt::rfc2822::to_string(&jiff::ZonedDateTime::now()).unwrap_or_default();
+        out.push_str(&format!("Date: {date}\r\n"));
+    }
+    if !has("message-id") {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).expect("the OS random source works");
+        out.push_str(&format!(
+            "Message-ID: <{}.{:016x}@{hostname}>\r\n",
+            now_unix(),
+            u64::from_le_bytes(random)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_fields() {
+        assert!(is_field_start(b"To: a@b\n"));
+        assert!(!is_field_start(b"not a header\n"));
+        assert!(!is_field_start(b": empty name\n"));
+        let f = Field {
+            raw: b"Bcc: a@b,\r\n  c@d\r\n".to_vec(),
+        };
+        assert!(f.is_any(&["BCC"]));
+        assert_eq!(f.value(), "a@b,  c@d");
+        assert_eq!(
+            parse_address_list("\"N\" <a@b.c>, d@e.f").unwrap(),
+            vec!["a@b.c", "d@e.f"]
+        );
+        assert_eq!(qualify("bob", "h.example").unwrap(), "bob@h.example");
+        assert_eq!(qualify_sender("<>", "h").unwrap(), "");
+    }
+}
