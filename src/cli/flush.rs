@@ -24,13 +24,13 @@ pub struct FlushArgs {
 }
 
 pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
-    if let Some(d) = &args.domain {
-        if !crate::config::is_domain(d) {
-            return Err(Failure::new(
-                exit::USAGE,
-                format!("--domain {d:?}: not a domain"),
-            ));
-        }
+    if let Some(d) = &args.domain
+        && !crate::config::is_domain(d)
+    {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("--domain {d:?}: not a domain"),
+        ));
     }
     request_flush(config, args.domain)
 }

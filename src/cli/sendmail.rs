@@ -69,8 +69,8 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Failure> {
             args.push(arg);
             break;
         }
-        let mut flags = arg[1..].char_indices();
-        while let Some((i, flag)) = flags.next() {
+        let flags = arg[1..].char_indices();
+        for (i, flag) in flags {
             let rest = &arg[1 + i + flag.len_utf8()..];
             let mut value = || -> Result<String, Failure> {
                 if !rest.is_empty() {
@@ -110,7 +110,9 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Failure> {
                             ));
                         }
                         "d" => {
-                            return Err(usage("-bd is not supported; run `ferrymail serve`".into()));
+                            return Err(usage(
+                                "-bd is not supported; run `ferrymail serve`".into(),
+                            ));
                         }
                         other => return Err(usage(format!("-b{other} is not supported"))),
                     });
@@ -124,10 +126,10 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Failure> {
                         Some(d) => Some(d.to_owned()),
                         None => None,
                     };
-                    if let Some(d) = &domain {
-                        if !crate::config::is_domain(d) {
-                            return Err(usage(format!("-qR {d:?}: not a domain")));
-                        }
+                    if let Some(d) = &domain
+                        && !crate::config::is_domain(d)
+                    {
+                        return Err(usage(format!("-qR {d:?}: not a domain")));
                     }
                     action = Some(Some(Action::Flush { domain }));
                 }
@@ -246,11 +248,11 @@ fn login_name() -> String {
     if rc == 0 && !result.is_null() {
         // SAFETY: getpwuid_r succeeded, so pw_name points to a NUL-terminated string in buf.
         let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-        if let Ok(name) = name.to_str() {
-            if !name.is_empty() && crate::smtp::Mailbox::parse(&format!("{name}@x.invalid")).is_ok()
-            {
-                return name.to_owned();
-            }
+        if let Ok(name) = name.to_str()
+            && !name.is_empty()
+            && crate::smtp::Mailbox::parse(&format!("{name}@x.invalid")).is_ok()
+        {
+            return name.to_owned();
         }
     }
     format!("uid{uid}")

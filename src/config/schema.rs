@@ -51,6 +51,17 @@ pub enum ListenKind {
     Smtps,
 }
 
+impl ListenKind {
+    /// The name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenKind::Smtp => "smtp",
+            ListenKind::Submission => "submission",
+            ListenKind::Smtps => "smtps",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {

@@ -20,7 +20,10 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
         if l.kind != ListenKind::Smtp && c.tls.is_none() {
             return fault(
                 &format!("listen[{i}].kind"),
-                &format!("{:?} needs a [tls] section with cert and key", l.kind),
+                &format!(
+                    "\"{}\" needs a [tls] section with cert and key",
+                    l.kind.as_str()
+                ),
             );
         }
         if l.kind == ListenKind::Submission && c.accept.users.is_none() {

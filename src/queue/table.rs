@@ -59,10 +59,9 @@ impl<W: Write> Table<W> {
             }
             if let (Some(next), Some("deferred" | "queued")) =
                 (r.next_attempt_at, r.state.as_deref())
+                && next > self.now
             {
-                if next > self.now {
-                    detail.push_str(&format!(", next in {}", age(next - self.now)));
-                }
+                detail.push_str(&format!(", next in {}", age(next - self.now)));
             }
             writeln!(self.out, "    {:<40} {state}{detail}", r.address)?;
             if let Some(reply) = &r.last_reply {

@@ -42,9 +42,6 @@ impl Mailbox {
         if s.chars().any(char::is_control) {
             return Err(AddressError::ControlCharacter);
         }
-        if s.len() + 2 > MAX_PATH {
-            return Err(AddressError::PathTooLong);
-        }
         let at = s.rfind('@').ok_or(AddressError::NoDomain)?;
         let (local, domain) = (&s[..at], &s[at + 1..]);
         if local.len() > MAX_LOCAL_PART {
@@ -52,6 +49,9 @@ impl Mailbox {
         }
         if domain.len() > MAX_DOMAIN {
             return Err(AddressError::DomainTooLong);
+        }
+        if s.len() + 2 > MAX_PATH {
+            return Err(AddressError::PathTooLong);
         }
         if !is_local_part(local) {
             return Err(AddressError::BadLocalPart);
@@ -174,6 +174,11 @@ mod tests {
             assert!(Mailbox::parse(ok).is_ok(), "{ok}");
         }
         assert!(Mailbox::parse("pelé@x.org").unwrap().is_utf8());
+        // `$`, `{` and `}` are atext (RFC 5321 §4.1.2): valid, and kept literally, never expanded.
+        assert_eq!(
+            Mailbox::parse("${run{x}}@x").unwrap().local_part(),
+            "${run{x}}"
+        );
         assert_eq!(ReversePath::parse("").unwrap(), ReversePath::Null);
     }
 
@@ -181,14 +186,20 @@ mod tests {
     fn refuses() {
         let long_local = format!("{}@x.org", "a".repeat(65));
         let long_domain = format!("a@{}.org", "b".repeat(252));
+        let path_too_long = format!(
+            "{}@{}.org",
+            "a".repeat(64),
+            vec!["b".repeat(40); 5].join(".")
+        );
         for (bad, err) in [
             ("a@b\r\nRCPT TO:<x>", AddressError::ControlCharacter),
             ("nobody", AddressError::NoDomain),
             (long_local.as_str(), AddressError::LocalPartTooLong),
             (long_domain.as_str(), AddressError::DomainTooLong),
+            (path_too_long.as_str(), AddressError::PathTooLong),
             (";sleep 1;@x", AddressError::BadLocalPart),
             ("a..b@x.org", AddressError::BadLocalPart),
-            ("${run{x}}@x", AddressError::BadLocalPart),
+            ("a b@x.org", AddressError::BadLocalPart),
             ("a@-x.org", AddressError::BadDomain),
             ("a@[1.2.3]", AddressError::BadDomain),
             ("a@", AddressError::BadDomain),

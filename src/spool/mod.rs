@@ -179,14 +179,20 @@ impl Spool {
     /// Commits a sealed draft; returns once it is durable and indexed.
     pub async fn commit(&self, draft: Sealed) -> Result<QueueId, SpoolError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Commit { draft, reply })?;
+        self.send(Op::Commit {
+            draft: Box::new(draft),
+            reply,
+        })?;
         rx.await.map_err(|_| SpoolError::WriterGone)?
     }
 
     /// `commit` for callers outside the async runtime.
     pub fn commit_blocking(&self, draft: Sealed) -> Result<QueueId, SpoolError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Commit { draft, reply })?;
+        self.send(Op::Commit {
+            draft: Box::new(draft),
+            reply,
+        })?;
         rx.blocking_recv().map_err(|_| SpoolError::WriterGone)?
     }
 

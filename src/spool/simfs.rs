@@ -71,7 +71,17 @@ fn not_found(path: &Path) -> io::Error {
     )
 }
 
+/// A failure to inject into the next operation of a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The next `FsFile::sync` fails with EIO (nothing becomes durable).
+    FileSync,
+    /// The next `sync_dir` fails with EIO.
+    DirSync,
+}
+
 struct Inner {
+    fault: Option<Fault>,
     state: State,
     /// The crash image after each mutating operation; `images[0]` is the start.
     images: Vec<State>,
@@ -97,7 +107,11 @@ impl SimFs {
     fn from_state(state: State) -> SimFs {
         let images = vec![state.crashed()];
         SimFs {
-            inner: Arc::new(Mutex::new(Inner { state, images })),
+            inner: Arc::new(Mutex::new(Inner {
+                fault: None,
+                state,
+                images,
+            })),
         }
     }
 
@@ -110,6 +124,20 @@ impl SimFs {
     pub fn crash_image(&self, ops: usize) -> SimFs {
         let image = self.inner.lock().unwrap().images[ops].clone();
         SimFs::from_state(image)
+    }
+
+    /// Makes the next operation of the fault's kind fail.
+    pub fn inject(&self, fault: Fault) {
+        self.inner.lock().unwrap().fault = Some(fault);
+    }
+
+    fn take_fault(&self, kind: Fault) -> io::Result<()> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.fault == Some(kind) {
+            inner.fault = None;
+            return Err(io::Error::from_raw_os_error(5)); // EIO
+        }
+        Ok(())
     }
 
     fn mutate<T>(&self, f: impl FnOnce(&mut State) -> io::Result<T>) -> io::Result<T> {
@@ -145,6 +173,7 @@ impl Write for SimFile {
 
 impl FsFile for SimFile {
     fn sync(&mut self) -> io::Result<()> {
+        self.fs.take_fault(Fault::FileSync)?;
         let inode = self.inode;
         self.fs.mutate(|s| {
             let node = &mut s.inodes[inode];
@@ -223,6 +252,7 @@ impl Fs for SimFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.take_fault(Fault::DirSync)?;
         self.mutate(|s| {
             let d = s.dir_mut(dir)?;
             d.durable = d.entries.clone();

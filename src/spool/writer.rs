@@ -47,9 +47,11 @@ pub struct ChangeOutcome {
     pub unknown: Vec<QueueId>,
 }
 
+type Reply = oneshot::Sender<Result<QueueId, SpoolError>>;
+
 pub(crate) enum Op {
     Commit {
-        draft: Sealed,
+        draft: Box<Sealed>,
         reply: oneshot::Sender<Result<QueueId, SpoolError>>,
     },
     Change {
@@ -102,11 +104,8 @@ impl Writer {
         }
     }
 
-    fn commit_group(
-        &mut self,
-        commits: Vec<(Sealed, oneshot::Sender<Result<QueueId, SpoolError>>)>,
-    ) {
-        let mut renamed = Vec::with_capacity(commits.len());
+    fn commit_group(&mut self, commits: Vec<(Box<Sealed>, Reply)>) {
+        let mut renamed: Vec<(Box<Sealed>, _)> = Vec::with_capacity(commits.len());
         for (draft, reply) in commits {
             let target = self.layout.message_path(draft.id());
             match self.fs.rename(&draft.tmp_path, &target) {
@@ -155,10 +154,7 @@ impl Writer {
         }
     }
 
-    fn index_group(
-        &mut self,
-        group: &[(Sealed, oneshot::Sender<Result<QueueId, SpoolError>>)],
-    ) -> Result<(), SpoolError> {
+    fn index_group(&mut self, group: &[(Box<Sealed>, Reply)]) -> Result<(), SpoolError> {
         let now = now_unix();
         let tx = self.conn.transaction()?;
         for (draft, _) in group {

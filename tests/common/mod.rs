@@ -1,0 +1,239 @@
+//! Harness for black-box tests: a temporary spool and config file, the real binary, and
+//! a daemon started and stopped by its pid. Waits are bounded polls, never open-ended.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrymail::control::{Request, Response, client};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferrymail");
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub spool: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env::with_config("")
+    }
+
+    /// A spool in a fresh directory, plus `extra` TOML appended to the config.
+    pub fn with_config(extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        let config = dir.path().join("ferrymail.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "hostname = \"edge.test\"\nspool = \"{}\"\n{extra}\n",
+                spool.display()
+            ),
+        )
+        .unwrap();
+        Env { dir, config, spool }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.env_remove("FERRYMAIL_CONFIG")
+            .env("FERRYMAIL_LOG", "info");
+        cmd
+    }
+
+    /// Runs `ferrymail ARGS` with `stdin`, waiting at most 60 s.
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        run_with_input(self.cmd(args), stdin)
+    }
+
+    /// `ferrymail send ARGS` with the message on stdin.
+    pub fn send(&self, args: &[&str], message: &[u8]) -> Output {
+        let mut all = vec!["send"];
+        all.extend_from_slice(args);
+        self.run(&all, message)
+    }
+
+    pub fn queue_json(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["queue", "--json"], b"");
+        assert!(
+            out.status.success(),
+            "queue --json: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("queue --json prints JSON")
+    }
+
+    /// Entries already in the queue proper (not waiting in the maildrop).
+    pub fn queued(&self) -> Vec<serde_json::Value> {
+        self.queue_json()
+            .into_iter()
+            .filter(|e| e["location"] == "queue")
+            .collect()
+    }
+
+    pub fn files_in(&self, sub: &str) -> Vec<String> {
+        match std::fs::read_dir(self.spool.join(sub)) {
+            Ok(rd) => rd
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.spool.join("control.sock")
+    }
+
+    /// Starts `ferrymail serve` and waits until its control socket answers.
+    pub fn start_daemon(&self) -> Daemon {
+        let log = self.dir.path().join(format!(
+            "daemon-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let child = self
+            .cmd(&["serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon {
+            child: Some(child),
+            log,
+        };
+        let socket = self.control_socket();
+        let up = wait_for(Duration::from_secs(20), || {
+            matches!(
+                client::request(&socket, &Request::Ping, Duration::from_secs(2)),
+                Ok(Response::Pong { .. })
+            )
+        });
+        if !up {
+            let log = daemon.log();
+            daemon.kill9();
+            panic!("daemon did not come up; log:\n{log}");
+        }
+        daemon
+    }
+}
+
+pub fn run_with_input(mut cmd: Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    // Drain stdout and stderr while waiting, so a long listing cannot fill the pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            signal(pid, libc::SIGKILL);
+            panic!("command did not finish within 60 s: {cmd:?}");
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), libc::SIGTERM);
+        let exited = wait_for(Duration::from_secs(20), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            panic!("daemon ignored SIGTERM; log:\n{}", self.log());
+        }
+        child.wait().unwrap().code()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid we started and still own (not yet reaped).
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// A plain test message with a subject, LF line endings like most local programs.
+pub fn message(subject: &str) -> Vec<u8> {
+    format!(
+        "From: tester@edge.test\nTo: rcpt@example.net\nSubject: {subject}\n\nbody of {subject}\n"
+    )
+    .into_bytes()
+}
+
+/// The stored bytes of every queued message, by id (read through the library).
+pub fn stored_messages(spool: &Path) -> Vec<(String, Vec<u8>)> {
+    use ferrymail::spool::envelope::{read_body, read_stored};
+    let layout = ferrymail::spool::Layout::new(spool);
+    let fs = ferrymail::spool::RealFs;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&layout.queue).unwrap() {
+        let path = entry.unwrap().path();
+        let stored = read_stored(&fs, &path).unwrap();
+        out.push((
+            stored.envelope.id.to_string(),
+            read_body(&fs, &path, &stored).unwrap(),
+        ));
+    }
+    out
+}
