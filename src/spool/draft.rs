@@ -1,7 +1,10 @@
 //! A message being received: written into `tmp/` under its queue id, envelope first,
-//! body streamed, then sealed (end record, fsync). A sealed draft goes to the writer
-//! for commit. A draft dropped unsealed, or whose fsync failed, is removed: a failed
-//! fsync is never retried (the kernel may have dropped the dirty pages).
+//! body streamed, then sealed: end record, fsync, rename into `queue/`. Sealing runs in
+//! the producer's thread, so many drafts fsync and rename in parallel; the writer then
+//! makes a whole group durable with one fsync of `queue/` and one index transaction.
+//! A draft dropped unsealed, or whose fsync failed, is removed (a failed fsync is never
+//! retried: the kernel may have dropped the dirty pages), and so is a sealed draft that
+//! is dropped without a successful commit: only committed files stay in `queue/`.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -15,23 +18,48 @@ use super::id::QueueId;
 pub struct Draft {
     fs: Arc<dyn Fs>,
     tmp_path: PathBuf,
+    queue_path: PathBuf,
     envelope: Envelope,
     out: Option<BufWriter<Box<dyn FsFile>>>,
     size: u64,
     eight_bit: bool,
 }
 
-/// A fully written, fsynced draft waiting for commit.
-#[derive(Debug)]
+/// A fully written, fsynced draft, renamed into `queue/` but not yet durable by name
+/// nor indexed: it waits for the writer's commit.
 pub struct Sealed {
     pub(crate) envelope: Envelope,
     pub(crate) trailer: Trailer,
-    pub(crate) tmp_path: PathBuf,
+    fs: Arc<dyn Fs>,
+    queue_path: PathBuf,
+    committed: bool,
 }
 
 impl Sealed {
     pub fn id(&self) -> QueueId {
         self.envelope.id
+    }
+
+    /// The commit succeeded: the file stays.
+    pub(crate) fn keep(&mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = self.fs.remove_file(&self.queue_path);
+        }
+    }
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed")
+            .field("id", &self.envelope.id)
+            .field("trailer", &self.trailer)
+            .finish()
     }
 }
 
@@ -39,6 +67,7 @@ impl Draft {
     pub(crate) fn create(
         fs: Arc<dyn Fs>,
         tmp_path: PathBuf,
+        queue_path: PathBuf,
         envelope: Envelope,
     ) -> Result<Draft, SpoolError> {
         let file = fs
@@ -48,6 +77,7 @@ impl Draft {
         let mut draft = Draft {
             fs,
             tmp_path,
+            queue_path,
             envelope,
             out: None,
             size: 0,
@@ -81,7 +111,8 @@ impl Draft {
         Ok(())
     }
 
-    /// Writes the end record and fsyncs. On failure the draft is removed.
+    /// Writes the end record, fsyncs, and renames the file into `queue/`. On failure the
+    /// draft is removed.
     pub fn seal(mut self) -> Result<Sealed, SpoolError> {
         let trailer = Trailer {
             size: self.size,
@@ -92,17 +123,21 @@ impl Draft {
             .write_all(&trailer.end_record())
             .and_then(|()| out.into_inner().map_err(|e| e.into_error()))
             .and_then(|mut file| file.sync());
-        match result {
-            Ok(()) => Ok(Sealed {
-                envelope: self.envelope.clone(),
-                trailer,
-                tmp_path: self.tmp_path.clone(),
-            }),
-            Err(e) => {
-                let _ = self.fs.remove_file(&self.tmp_path);
-                Err(SpoolError::io("fsync draft", e))
-            }
+        if let Err(e) = result {
+            let _ = self.fs.remove_file(&self.tmp_path);
+            return Err(SpoolError::io("fsync draft", e));
         }
+        if let Err(e) = self.fs.rename(&self.tmp_path, &self.queue_path) {
+            let _ = self.fs.remove_file(&self.tmp_path);
+            return Err(SpoolError::io("rename into queue", e));
+        }
+        Ok(Sealed {
+            envelope: self.envelope.clone(),
+            trailer,
+            fs: self.fs.clone(),
+            queue_path: self.queue_path.clone(),
+            committed: false,
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 //! The on-disk queue (format: spool/README.md). `Spool` is the handle the rest of the
 //! daemon uses: it runs recovery when opened, creates drafts, and commits them through
-//! the writer thread, answering success only once a message is durable: file fsynced,
-//! renamed into `queue/`, `queue/` fsynced, index transaction committed.
+//! the writer thread, answering success only once a message is durable: file fsynced and
+//! renamed into `queue/` (by the producer, `Draft::seal`), `queue/` fsynced and the
+//! index transaction committed (by the writer, for a whole group at once).
 
 pub mod draft;
 pub mod envelope;
@@ -163,8 +164,12 @@ impl Spool {
 
     /// Starts a draft for `envelope` (whose id comes from `QueueId::generate`).
     pub fn create_draft(&self, envelope: Envelope) -> Result<Draft, SpoolError> {
-        let path = self.inner.layout.draft_path(envelope.id);
-        Draft::create(self.inner.fs.clone(), path, envelope)
+        let layout = &self.inner.layout;
+        let (tmp, queued) = (
+            layout.draft_path(envelope.id),
+            layout.message_path(envelope.id),
+        );
+        Draft::create(self.inner.fs.clone(), tmp, queued, envelope)
     }
 
     fn send(&self, op: Op) -> Result<(), SpoolError> {

@@ -1,8 +1,9 @@
 //! The single writer of the index. It owns the write connection on its own thread and
-//! takes operations from a channel. Commits that arrive together form one group: every
-//! draft is renamed into `queue/`, then one fsync of `queue/` and one SQLite transaction
-//! cover them all, and only then is each caller answered. With `group_commit` off every
-//! commit pays its own directory fsync and transaction (the benchmark's baseline).
+//! takes operations from a channel. Commits that arrive together form one group (their
+//! files already fsynced and renamed into `queue/` by their producers): one fsync of
+//! `queue/` and one SQLite transaction cover them all, and only then is each caller
+//! answered. With `group_commit` off every commit pays its own directory fsync and
+//! transaction (the benchmark's baseline).
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -104,29 +105,16 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, commits: Vec<(Box<Sealed>, Reply)>) {
-        let mut renamed: Vec<(Box<Sealed>, _)> = Vec::with_capacity(commits.len());
-        for (draft, reply) in commits {
-            let target = self.layout.message_path(draft.id());
-            match self.fs.rename(&draft.tmp_path, &target) {
-                Ok(()) => renamed.push((draft, reply)),
-                Err(e) => {
-                    let _ = self.fs.remove_file(&draft.tmp_path);
-                    let _ = reply.send(Err(SpoolError::io("rename into queue", e)));
-                }
-            }
-        }
-        if renamed.is_empty() {
-            return;
-        }
+    fn commit_group(&mut self, group: Vec<(Box<Sealed>, Reply)>) {
         let durable = self
             .fs
             .sync_dir(&self.layout.queue)
             .map_err(|e| SpoolError::io("fsync queue directory", e))
-            .and_then(|()| self.index_group(&renamed));
+            .and_then(|()| self.index_group(&group));
         match durable {
             Ok(()) => {
-                for (draft, reply) in renamed {
+                for (mut draft, reply) in group {
+                    draft.keep();
                     let e = &draft.envelope;
                     tracing::info!(
                         id = %e.id,
@@ -140,14 +128,16 @@ impl Writer {
                 }
             }
             Err(err) => {
-                // Never acknowledged, so it must not be delivered either: take the files
-                // back out. A failed fsync is not retried (DESIGN §1).
-                tracing::error!(error = %err, count = renamed.len(), "commit failed; drafts discarded");
-                for (draft, _) in &renamed {
-                    let _ = self.fs.remove_file(&self.layout.message_path(draft.id()));
+                // Never acknowledged, so never to be delivered: dropping each `Sealed`
+                // removes its file. A failed fsync is not retried (DESIGN §1).
+                tracing::error!(error = %err, count = group.len(), "commit failed; drafts discarded");
+                let mut replies = Vec::with_capacity(group.len());
+                for (draft, reply) in group {
+                    drop(draft);
+                    replies.push(reply);
                 }
                 let _ = self.fs.sync_dir(&self.layout.queue);
-                for (_, reply) in renamed {
+                for reply in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
             }
