@@ -189,3 +189,25 @@ fn no_file_means_built_in_defaults() {
         "{text}"
     );
 }
+
+#[test]
+fn the_shipped_example_configuration_is_valid_and_shows_every_key() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/ferrymail.toml");
+    let out = Command::new(common::BIN)
+        .args(["--config", example.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every key of the schema appears in the example, set or commented out.
+    let text = std::fs::read_to_string(&example).unwrap();
+    for key in [
+        "hostname", "spool", "[[listen]]", "addr", "kind", "[tls]", "cert", "key", "[accept]",
+        "max_message_size", "max_recipients", "relay_networks", "local_domains", "users",
+        "[upstream]", "smarthost", "tls =", "ca =", "username", "password_file", "[[route]]",
+        "domains", "via", "hold", "[dns]", "servers", "[link]", "mode", "probe_interval",
+        "trigger_file", "windows", "every", "etrn =", "[retry]", "initial", "max =",
+        "expire_after", "warn_after", "[etrn]", "allowed_networks",
+    ] {
+        assert!(text.contains(key), "contrib/ferrymail.toml does not mention {key}");
+    }
+}
