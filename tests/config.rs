@@ -197,17 +197,58 @@ fn the_shipped_example_configuration_is_valid_and_shows_every_key() {
         .args(["--config", example.to_str().unwrap(), "config", "check"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Every key of the schema appears in the example, set or commented out.
     let text = std::fs::read_to_string(&example).unwrap();
     for key in [
-        "hostname", "spool", "[[listen]]", "addr", "kind", "[tls]", "cert", "key", "[accept]",
-        "max_message_size", "max_recipients", "relay_networks", "local_domains", "users",
-        "[upstream]", "smarthost", "tls =", "ca =", "username", "password_file", "[[route]]",
-        "domains", "via", "hold", "[dns]", "servers", "[link]", "mode", "probe_interval",
-        "trigger_file", "windows", "every", "etrn =", "[retry]", "initial", "max =",
-        "expire_after", "warn_after", "[etrn]", "allowed_networks",
+        "hostname",
+        "spool",
+        "[[listen]]",
+        "addr",
+        "kind",
+        "[tls]",
+        "cert",
+        "key",
+        "[accept]",
+        "max_message_size",
+        "max_recipients",
+        "relay_networks",
+        "local_domains",
+        "users",
+        "[upstream]",
+        "smarthost",
+        "tls =",
+        "ca =",
+        "username",
+        "password_file",
+        "[[route]]",
+        "domains",
+        "via",
+        "hold",
+        "[dns]",
+        "servers",
+        "[link]",
+        "mode",
+        "probe_interval",
+        "trigger_file",
+        "windows",
+        "every",
+        "etrn =",
+        "[retry]",
+        "initial",
+        "max =",
+        "expire_after",
+        "warn_after",
+        "[etrn]",
+        "allowed_networks",
     ] {
-        assert!(text.contains(key), "contrib/ferrymail.toml does not mention {key}");
+        assert!(
+            text.contains(key),
+            "contrib/ferrymail.toml does not mention {key}"
+        );
     }
 }

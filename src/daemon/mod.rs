@@ -20,6 +20,9 @@ use crate::spool::{Layout, RealFs, Spool, SpoolOptions, now_unix};
 /// events on some file systems, and drops may predate the watch).
 pub const PICKUP_RESCAN: Duration = Duration::from_secs(30);
 
+/// A `maildrop/tmp` file untouched this long was left by a killed `sendmail`.
+pub const STALE_DROP: Duration = Duration::from_secs(36 * 3600);
+
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Failure> {
     let layout = Layout::new(&config.spool);
     let _lock = SpoolLock::acquire(&layout.root, &layout.lock).map_err(|e| match e {
@@ -94,7 +97,11 @@ async fn run_pickup(pickup: Arc<pickup::Pickup>, shutdown: CancellationToken) {
     loop {
         let scan = pickup.clone();
         let stop = shutdown.clone();
-        match tokio::task::spawn_blocking(move || scan.scan(&|| stop.is_cancelled())).await {
+        let scanned = tokio::task::spawn_blocking(move || {
+            pickup::sweep_stale(&scan.spool.layout().maildrop_tmp, STALE_DROP);
+            scan.scan(&|| stop.is_cancelled())
+        });
+        match scanned.await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "maildrop pickup failed; will retry"),
             Err(e) => tracing::error!(error = %e, "maildrop pickup panicked; will retry"),

@@ -173,3 +173,44 @@ impl Pickup {
         Ok(Outcome::Quarantined(reason.to_owned()))
     }
 }
+
+/// Removes files in `dir` (maildrop/tmp) not modified for `age`: drops whose writer died.
+/// A writer still at work keeps its file's mtime fresh.
+pub fn sweep_stale(dir: &Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
+        if old && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(file = %entry.path().display(), "removed an abandoned maildrop draft");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stale_drafts_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old");
+        let fresh = dir.path().join("fresh");
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&fresh, b"x").unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        sweep_stale(dir.path(), std::time::Duration::from_secs(36 * 3600));
+        assert!(!old.exists());
+        assert!(fresh.exists());
+    }
+}
