@@ -17,7 +17,7 @@ pub const MAX_HEADER_SECTION: usize = 1 << 20;
 /// Body is streamed in pieces of at most this many bytes.
 const PIECE: u64 = 64 * 1024;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InjectOptions {
     /// `-f`; `None` means the invoking user at our hostname.
     pub sender: Option<String>,

@@ -263,3 +263,30 @@ fn queue_changes_work_with_and_without_the_daemon() {
     assert_eq!(env.run(&["status"], b"").status.code(), Some(69));
     assert_eq!(env.run(&["flush"], b"").status.code(), Some(69));
 }
+
+#[test]
+fn an_index_from_a_newer_version_is_refused_not_rebuilt() {
+    let env = Env::new();
+    fill_maildrop(&env, 1);
+    let daemon = env.start_daemon();
+    assert!(wait_for(Duration::from_secs(20), || env.queued().len() == 1));
+    daemon.stop();
+    set_user_version(&env, 99);
+    let out = env.run(&["serve"], b"");
+    assert_eq!(out.status.code(), Some(74));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schema version 99 is newer"), "{err}");
+    assert!(
+        env.spool.join("index.sqlite3").exists(),
+        "the newer index must be left alone"
+    );
+    assert!(
+        !env.files_in(".").iter().any(|f| f.contains("corrupt-")),
+        "the newer index was set aside"
+    );
+}
+
+fn set_user_version(env: &Env, version: i64) {
+    let conn = ferrymail::spool::index::open_writer(&env.spool.join("index.sqlite3")).unwrap();
+    conn.pragma_update(None, "user_version", version).unwrap();
+}

@@ -191,8 +191,8 @@ fn every_acknowledged_commit_survives_a_power_cut_at_every_step() {
     assert!(survivors_seen > 0);
 }
 
-#[test]
-fn a_failed_file_fsync_discards_the_draft() {
+/// A spool on a fresh `SimFs`, its index in a real temporary directory.
+fn simulated_spool() -> (SimFs, tempfile::TempDir, Layout, Spool) {
     let fs = SimFs::new();
     let work = tempfile::tempdir().unwrap();
     let layout = layout(work.path());
@@ -202,6 +202,12 @@ fn a_failed_file_fsync_discards_the_draft() {
         SpoolOptions::default(),
     )
     .unwrap();
+    (fs, work, layout, spool)
+}
+
+#[test]
+fn a_failed_file_fsync_discards_the_draft() {
+    let (fs, _work, layout, spool) = simulated_spool();
     let mut draft = spool.create_draft(envelope(1)).unwrap();
     draft.write(&body(1)).unwrap();
     fs.inject(Fault::FileSync);
@@ -219,15 +225,7 @@ fn a_failed_file_fsync_discards_the_draft() {
 
 #[test]
 fn a_failed_directory_fsync_fails_the_commit_and_queues_nothing() {
-    let fs = SimFs::new();
-    let work = tempfile::tempdir().unwrap();
-    let layout = layout(work.path());
-    let (spool, _) = Spool::open(
-        layout.clone(),
-        Arc::new(fs.clone()),
-        SpoolOptions::default(),
-    )
-    .unwrap();
+    let (fs, _work, layout, spool) = simulated_spool();
     let mut draft = spool.create_draft(envelope(1)).unwrap();
     draft.write(&body(1)).unwrap();
     let sealed = draft.seal().unwrap();

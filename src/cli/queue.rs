@@ -15,9 +15,7 @@ use crate::queue::table::Table;
 use crate::queue::{for_each_entry, maildrop_entries};
 use crate::spool::envelope::read_stored;
 use crate::spool::lock::SpoolLock;
-use crate::spool::{
-    Change, ChangeOutcome, Layout, QueueId, RealFs, Selection, Spool, SpoolOptions, index, now_unix,
-};
+use crate::spool::{ChangeOutcome, Layout, QueueId, RealFs, Spool, SpoolOptions, index, now_unix};
 
 #[derive(Args, Debug)]
 pub struct QueueArgs {
@@ -246,17 +244,7 @@ fn change_offline(
                 format!("opening spool {}: {e}", layout.root.display()),
             )
         })?;
-    let selection = if all {
-        Selection::All
-    } else {
-        Selection::Ids(ids)
-    };
-    let change = match action {
-        ChangeAction::Hold => Change::Hold(selection),
-        ChangeAction::Release => Change::Release(selection),
-        ChangeAction::Delete => Change::Delete(selection),
-    };
-    let outcome = spool.change_blocking(change);
+    let outcome = spool.change_blocking(action.change(ids, all));
     spool.close();
     outcome.map_err(|e| Failure::new(exit::IOERR, e.to_string()))
 }

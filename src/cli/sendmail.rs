@@ -28,25 +28,6 @@ pub struct Invocation {
     pub config: Option<PathBuf>,
 }
 
-impl PartialEq for InjectOptions {
-    fn eq(&self, o: &Self) -> bool {
-        (
-            &self.sender,
-            &self.full_name,
-            self.extract_recipients,
-            self.ignore_dots,
-            &self.recipients,
-        ) == (
-            &o.sender,
-            &o.full_name,
-            o.extract_recipients,
-            o.ignore_dots,
-            &o.recipients,
-        ) && (&self.notify, self.ret, &self.envid) == (&o.notify, o.ret, &o.envid)
-    }
-}
-impl Eq for InjectOptions {}
-
 pub fn parse(args: &[OsString]) -> Result<Invocation, Failure> {
     let usage = |m: String| Failure::new(exit::USAGE, m);
     let mut args: Vec<String> = args

@@ -7,7 +7,7 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::{ChangeOutcome, QueueId, RecipientState, RecoveryReport};
+use crate::spool::{Change, ChangeOutcome, QueueId, RecipientState, RecoveryReport, Selection};
 
 /// Longest request line the daemon reads.
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
@@ -45,6 +45,22 @@ pub enum ChangeAction {
     Hold,
     Release,
     Delete,
+}
+
+impl ChangeAction {
+    /// The spool change this action makes to `ids`, or to every message when `all`.
+    pub fn change(self, ids: Vec<QueueId>, all: bool) -> Change {
+        let selection = if all {
+            Selection::All
+        } else {
+            Selection::Ids(ids)
+        };
+        match self {
+            ChangeAction::Hold => Change::Hold(selection),
+            ChangeAction::Release => Change::Release(selection),
+            ChangeAction::Delete => Change::Delete(selection),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

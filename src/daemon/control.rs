@@ -2,10 +2,11 @@
 //! status reads the index on a read-only connection.
 
 use crate::control::server::Handler;
-use crate::control::{ChangeAction, Request, Response, StateCount, Status};
+use crate::control::{Request, Response, StateCount, Status};
 use crate::exit;
-use crate::spool::{Change, RecipientState, RecoveryReport, Selection, Spool, index};
+use crate::spool::{RecipientState, RecoveryReport, Spool, index};
 
+#[derive(Clone)]
 pub struct DaemonControl {
     pub spool: Spool,
     pub hostname: String,
@@ -20,22 +21,16 @@ impl Handler for DaemonControl {
                 pid: std::process::id(),
                 version: env!("CARGO_PKG_VERSION").into(),
             },
-            Request::Status => match self.status() {
-                Ok(status) => Response::Status(status),
-                Err(e) => error(exit::IOERR, format!("status: {e}")),
-            },
+            Request::Status => {
+                let control = self.clone();
+                match tokio::task::spawn_blocking(move || control.status()).await {
+                    Ok(Ok(status)) => Response::Status(status),
+                    Ok(Err(e)) => error(exit::IOERR, format!("status: {e}")),
+                    Err(e) => error(exit::SOFTWARE, format!("status: {e}")),
+                }
+            }
             Request::Change { action, ids, all } => {
-                let selection = if all {
-                    Selection::All
-                } else {
-                    Selection::Ids(ids)
-                };
-                let change = match action {
-                    ChangeAction::Hold => Change::Hold(selection),
-                    ChangeAction::Release => Change::Release(selection),
-                    ChangeAction::Delete => Change::Delete(selection),
-                };
-                match self.spool.change(change).await {
+                match self.spool.change(action.change(ids, all)).await {
                     Ok(outcome) => Response::Changed(outcome),
                     Err(e) => error(exit::TEMPFAIL, e.to_string()),
                 }
@@ -53,6 +48,7 @@ fn error(code: u8, message: String) -> Response {
 }
 
 impl DaemonControl {
+    /// Reads the index: blocking, so called on a blocking thread.
     fn status(&self) -> rusqlite::Result<Status> {
         let layout = self.spool.layout();
         let conn = index::open_reader(&layout.index)?;

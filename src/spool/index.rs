@@ -50,8 +50,21 @@ fn schema_v1() -> String {
     )
 }
 
+/// Why an index could not be opened for writing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Written by a newer ferrymail: never to be taken for damage and rebuilt.
+    #[error(
+        "index schema version {0} is newer than this ferrymail understands ({SCHEMA_VERSION}); \
+         run the newer ferrymail, or move the index aside to rebuild it"
+    )]
+    TooNew(i64),
+}
+
 /// Opens (creating if needed) the index for writing, migrated to `SCHEMA_VERSION`.
-pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+pub fn open_writer(path: &Path) -> Result<Connection, OpenError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
@@ -74,7 +87,7 @@ pub fn open_reader(path: &Path) -> rusqlite::Result<Option<Connection>> {
     Ok(Some(conn))
 }
 
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+fn migrate(conn: &Connection) -> Result<(), OpenError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version == 0 {
         let tx = conn.unchecked_transaction()?;
@@ -82,9 +95,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     } else if version > SCHEMA_VERSION {
-        return Err(rusqlite::Error::InvalidParameterName(format!(
-            "index schema version {version} is newer than this ferrymail ({SCHEMA_VERSION})"
-        )));
+        return Err(OpenError::TooNew(version));
     }
     Ok(())
 }

@@ -43,6 +43,8 @@ pub enum SpoolError {
     },
     #[error("spool index: {0}")]
     Index(Arc<rusqlite::Error>),
+    #[error("{0}")]
+    IndexTooNew(String),
     #[error("the spool writer has stopped")]
     WriterGone,
 }
@@ -67,7 +69,16 @@ impl SpoolError {
             SpoolError::Index(e) => {
                 matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
             }
-            SpoolError::WriterGone => false,
+            SpoolError::IndexTooNew(_) | SpoolError::WriterGone => false,
+        }
+    }
+}
+
+impl From<index::OpenError> for SpoolError {
+    fn from(e: index::OpenError) -> Self {
+        match e {
+            index::OpenError::Sqlite(e) => e.into(),
+            too_new @ index::OpenError::TooNew(_) => SpoolError::IndexTooNew(too_new.to_string()),
         }
     }
 }

@@ -40,6 +40,7 @@ pub(crate) fn open_index(layout: &Layout) -> Result<(Connection, Option<String>)
     }
     match index::open_writer(&layout.index) {
         Ok(conn) if index::is_healthy(&conn) => Ok((conn, None)),
+        Err(too_new @ index::OpenError::TooNew(_)) => Err(too_new.into()),
         opened => {
             drop(opened);
             let aside = set_aside(&layout.index, "corrupt")?;
