@@ -201,10 +201,18 @@ pub fn carried_state(
     .optional()
 }
 
-pub fn message_ids(conn: &Connection) -> rusqlite::Result<HashSet<String>> {
+/// Every indexed id (16 bytes each: a 100k queue costs a few MiB here, not the queue).
+pub fn message_ids(conn: &Connection) -> rusqlite::Result<HashSet<QueueId>> {
     let mut stmt = conn.prepare("SELECT id FROM message")?;
-    let ids = stmt.query_map([], |r| r.get(0))?;
-    ids.collect()
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut ids = HashSet::new();
+    for id in rows {
+        // Every row we write has a valid id; a hand-edited one could name no file.
+        if let Ok(id) = QueueId::parse(&id?) {
+            ids.insert(id);
+        }
+    }
+    Ok(ids)
 }
 
 pub fn contains(conn: &Connection, id: QueueId) -> rusqlite::Result<bool> {

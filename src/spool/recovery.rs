@@ -101,8 +101,8 @@ pub(crate) fn recover(
                 continue;
             }
         };
-        on_disk.insert(text.clone());
-        if indexed.contains(&text) {
+        on_disk.insert(id);
+        if indexed.contains(&id) {
             continue;
         }
         match read_stored(fs, &path) {
@@ -112,7 +112,7 @@ pub(crate) fn recover(
                 report.reindexed += 1;
             }
             Ok(_) => {
-                on_disk.remove(&text);
+                on_disk.remove(&id);
                 quarantine_file(
                     fs,
                     layout,
@@ -123,7 +123,7 @@ pub(crate) fn recover(
                 report.quarantined_files += 1;
             }
             Err(e) => {
-                on_disk.remove(&text);
+                on_disk.remove(&id);
                 quarantine_file(fs, layout, &path, &text, &e.to_string())?;
                 report.quarantined_files += 1;
             }
@@ -131,18 +131,15 @@ pub(crate) fn recover(
     }
     tx.commit()?;
 
-    let orphans: Vec<String> = indexed.difference(&on_disk).cloned().collect();
-    let finished: HashSet<String> = index::finished_messages(conn)?
-        .iter()
-        .map(|id| id.to_string())
-        .collect();
+    let orphans: Vec<QueueId> = indexed.difference(&on_disk).copied().collect();
+    let finished: HashSet<QueueId> = index::finished_messages(conn)?.into_iter().collect();
     let tx = conn.transaction()?;
     for id in &orphans {
         if !finished.contains(id) {
-            quarantine_rows(fs, layout, &tx, id)?;
+            quarantine_rows(fs, layout, &tx, id.as_str())?;
             report.quarantined_rows += 1;
         }
-        index::delete_message(&tx, id)?;
+        index::delete_message(&tx, id.as_str())?;
     }
     report.in_flight_reset = index::reset_in_flight(&tx, now)?;
     tx.commit()?;
