@@ -1,8 +1,15 @@
-//! The SMTP protocol, free of sockets and policy. For now: envelope addresses and
-//! line-ending canonicalisation; the command parser, replies and the DATA/BDAT readers
-//! join with the listener.
+//! The SMTP protocol, free of sockets and policy: envelope addresses, replies, command
+//! framing and parsing, the DATA and BDAT readers, and line-ending canonicalisation.
+//! Nothing here knows about sessions, the spool or the network.
 
 pub mod address;
+pub mod bdat;
 pub mod canon;
+pub mod command;
+pub mod data;
+pub mod line;
+pub mod reply;
 
 pub use address::{AddressError, Mailbox, ReversePath};
+pub use command::{Command, CommandError, MailFrom, RcptTo};
+pub use reply::Reply;
