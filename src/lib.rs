@@ -2,7 +2,9 @@
 //!
 //! Module map (DESIGN.md §3):
 //! - `config`  — the TOML configuration: schema, defaults, validation, one-line errors.
-//! - `smtp`    — the SMTP protocol without sockets or policy (envelope addresses so far).
+//! - `smtp`    — the SMTP protocol without sockets or policy: addresses, replies, command
+//!   framing and parsing, DATA and BDAT readers.
+//! - `server`  — the SMTP listener's decisions: relay policy, the session state machine.
 //! - `spool`   — the crash-safe on-disk queue: drafts, group commit, SQLite index,
 //!   recovery, maildrop, lock.
 //! - `queue`   — reading the queue for people and scripts (listing, JSON).
@@ -19,5 +21,6 @@ pub mod daemon;
 pub mod exit;
 pub mod inject;
 pub mod queue;
+pub mod server;
 pub mod smtp;
 pub mod spool;

@@ -1,0 +1,77 @@
+//! Who may send mail where (DESIGN §7 `[accept]`): anyone may send to our local domains
+//! and to domains a `hold = true` route keeps for an edge; relaying anywhere else needs a
+//! client address in `relay_networks` or an authenticated session. The decision looks at
+//! the final domain only: `%`, `!` and quoted `@` in a local part never route.
+
+use std::net::IpAddr;
+
+use crate::config::{Config, IpNet};
+
+#[derive(Clone, Debug)]
+pub struct RelayPolicy {
+    relay_networks: Vec<IpNet>,
+    /// Lower-case; a leading dot matches every subdomain.
+    accepted_domains: Vec<String>,
+}
+
+impl RelayPolicy {
+    pub fn from_config(config: &Config) -> RelayPolicy {
+        let mut accepted: Vec<String> = config
+            .accept
+            .local_domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        for route in config.route.iter().filter(|r| r.hold) {
+            accepted.extend(route.domains.iter().map(|d| d.to_ascii_lowercase()));
+        }
+        RelayPolicy {
+            relay_networks: config.accept.relay_networks.clone(),
+            accepted_domains: accepted,
+        }
+    }
+
+    /// The client may relay to any domain.
+    pub fn may_relay(&self, client: IpAddr, authenticated: bool) -> bool {
+        authenticated || self.relay_networks.iter().any(|net| net.contains(client))
+    }
+
+    /// Anyone may send to this domain: it is ours, or held here for an edge.
+    pub fn accepts_for(&self, domain: &str) -> bool {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.accepted_domains
+            .iter()
+            .any(|d| match d.strip_prefix('.') {
+                Some(suffix) => domain.ends_with(d.as_str()) && domain.len() > suffix.len(),
+                None => *d == domain,
+            })
+    }
+
+    pub fn allows(&self, client: IpAddr, authenticated: bool, domain: &str) -> bool {
+        self.accepts_for(domain) || self.may_relay(client, authenticated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions() {
+        let config = crate::config::parse(
+            "spool = \"/s\"\n[accept]\nlocal_domains = [\"ours.example\"]\nrelay_networks = [\"10.0.0.0/8\"]\n[[route]]\ndomains = [\".field.example\"]\nhold = true\n",
+            std::path::Path::new("/etc/f.toml"),
+        )
+        .unwrap();
+        let p = RelayPolicy::from_config(&config);
+        let outside: IpAddr = "192.0.2.9".parse().unwrap();
+        let inside: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(p.allows(outside, false, "OURS.example"));
+        assert!(p.allows(outside, false, "a.field.example"));
+        assert!(!p.allows(outside, false, "field.example"));
+        assert!(!p.allows(outside, false, "victim.example"));
+        assert!(!p.allows(outside, false, "[192.0.2.1]"));
+        assert!(p.allows(outside, true, "victim.example"));
+        assert!(p.allows(inside, false, "victim.example"));
+    }
+}
