@@ -47,6 +47,7 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
     );
     println!("spool:     {}", status.spool);
     println!("hostname:  {}", status.hostname);
+    println!("listening: {}", status.listeners.join(", "));
     println!("delivery:  {}", status.delivery);
     let counts: Vec<String> = status
         .recipients

@@ -87,6 +87,8 @@ pub struct Status {
     pub started_at: i64,
     pub spool: String,
     pub hostname: String,
+    /// SMTP listener addresses, as bound.
+    pub listeners: Vec<String>,
     /// What recovery found at start-up.
     pub recovery: RecoveryReport,
     /// Recipients by state (every state listed, zeros included).

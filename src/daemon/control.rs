@@ -12,6 +12,8 @@ pub struct DaemonControl {
     pub hostname: String,
     pub started_at: i64,
     pub recovery: RecoveryReport,
+    /// Bound SMTP listener addresses.
+    pub listeners: Vec<String>,
 }
 
 impl Handler for DaemonControl {
@@ -80,6 +82,7 @@ impl DaemonControl {
             started_at: self.started_at,
             spool: layout.root.display().to_string(),
             hostname: self.hostname.clone(),
+            listeners: self.listeners.clone(),
             recovery: self.recovery.clone(),
             recipients,
             messages,

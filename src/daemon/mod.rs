@@ -1,6 +1,6 @@
-//! `ferrymail serve`: takes the spool lock, recovers the spool, then runs the maildrop
-//! pickup and the control socket until shutdown is requested, and stops them cleanly.
-//! The SMTP listener and delivery will run here beside them.
+//! `ferrymail serve`: takes the spool lock, recovers the spool, then runs the SMTP
+//! listeners, the maildrop pickup and the control socket until shutdown is requested,
+//! and stops them cleanly. Delivery will run here beside them.
 
 pub mod control;
 pub mod pickup;
@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, ListenKind};
 use crate::exit::{self, Failure};
+use crate::server::{ConnectionLimits, RelayPolicy, ServerContext, SessionConfig, Timeouts};
 use crate::spool::lock::{LockError, SpoolLock};
 use crate::spool::{Layout, RealFs, Spool, SpoolOptions, now_unix};
 
@@ -24,6 +25,7 @@ pub const PICKUP_RESCAN: Duration = Duration::from_secs(30);
 pub const STALE_DROP: Duration = Duration::from_secs(36 * 3600);
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Failure> {
+    refuse_unavailable_tls(&config)?;
     let layout = Layout::new(&config.spool);
     let _lock = SpoolLock::acquire(&layout.root, &layout.lock).map_err(|e| match e {
         LockError::Busy { .. } => Failure::new(exit::TEMPFAIL, e.to_string()),
@@ -44,6 +46,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     tracing::info!(spool = %layout.root.display(), ?recovery, "spool recovered");
     set_maildrop_permissions(&layout);
 
+    let mut smtp_tasks = Vec::new();
+    let mut bound = Vec::new();
+    let session = Arc::new(session_config(&config));
+    for listen in &config.listen {
+        let socket = tokio::net::TcpListener::bind(listen.addr)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    exit::UNAVAILABLE,
+                    format!("cannot listen on {}: {e}", listen.addr),
+                )
+            })?;
+        let addr = socket
+            .local_addr()
+            .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
+        tracing::info!(addr = %addr, kind = listen.kind.as_str(), "listening");
+        bound.push(addr.to_string());
+        let ctx = Arc::new(ServerContext {
+            session: session.clone(),
+            spool: spool.clone(),
+            timeouts: Timeouts::default(),
+            shutdown: shutdown.clone(),
+        });
+        smtp_tasks.push(tokio::spawn(crate::server::serve(
+            socket,
+            ctx,
+            ConnectionLimits::default(),
+        )));
+    }
+
     let listener = crate::control::server::bind(&layout.control).map_err(|e| {
         Failure::new(
             exit::CANTCREAT,
@@ -55,6 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         hostname: config.hostname.clone(),
         started_at: now_unix(),
         recovery,
+        listeners: bound,
     });
     let control_task = tokio::spawn(crate::control::server::serve(
         listener,
@@ -74,11 +107,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     tracing::info!("shutting down");
     let _ = pickup_task.await;
     let _ = control_task.await;
+    for task in smtp_tasks {
+        let _ = task.await;
+    }
     let _ = tokio::task::spawn_blocking(move || spool.close()).await;
     let _ = std::fs::remove_file(&layout.control);
     tracing::info!("stopped");
     Ok(())
 }
+
+/// TLS (STARTTLS, smtps, submission) is not in this version yet: a configuration that
+/// asks for it is refused rather than served without it.
+fn refuse_unavailable_tls(config: &Config) -> Result<(), Failure> {
+    if config.tls.is_some() {
+        return Err(Failure::new(
+            exit::CONFIG,
+            "[tls]: TLS is not available in this version of ferrymail yet",
+        ));
+    }
+    Ok(())
+}
+
+fn session_config(config: &Config) -> SessionConfig {
+    SessionConfig {
+        hostname: config.hostname.clone(),
+        kind: ListenKind::Smtp,
+        max_message_size: config.accept.max_message_size.0,
+        max_recipients: config.accept.max_recipients as usize,
+        policy: RelayPolicy::from_config(config),
+        tls_available: false,
+        auth_available: false,
+        max_errors: MAX_ERRORS,
+    }
+}
+
+/// Protocol errors before a session is closed with 421 (Postfix's soft limit).
+const MAX_ERRORS: u32 = 10;
 
 /// As root, `maildrop/` is written by every local user (like Postfix's maildrop with
 /// its setgid helper, but without one): 1733, sticky, not listable.

@@ -1,8 +1,15 @@
-//! The SMTP listener: relay policy, the session state machine, and (next) the connection
-//! driver, TLS and AUTH. `smtp/` holds the protocol; this module holds the decisions.
+//! The SMTP listener: relay policy, the session state machine, the connection driver,
+//! the accept loop, and the intake of content into the spool. `smtp/` holds the
+//! protocol; this module holds the decisions and the I/O.
 
+pub mod conn;
+pub mod intake;
+pub mod listener;
 pub mod policy;
+pub mod received;
 pub mod session;
 
+pub use conn::{ServerContext, Timeouts};
+pub use listener::{ConnectionLimits, serve};
 pub use policy::RelayPolicy;
 pub use session::{Session, SessionConfig, Step, Transaction};

@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// A file being written.
-pub trait FsFile: Write + Send {
+pub trait FsFile: Write + Send + Sync {
     /// Flushes and fsyncs the content. A failure is final: the caller discards the file.
     fn sync(&mut self) -> io::Result<()>;
 }

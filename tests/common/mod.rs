@@ -30,7 +30,7 @@ impl Env {
         std::fs::write(
             &config,
             format!(
-                "hostname = \"edge.test\"\nspool = \"{}\"\n{extra}\n",
+                "hostname = \"edge.test\"\nspool = \"{}\"\n{extra}\n[[listen]]\naddr = \"127.0.0.1:0\"\n",
                 spool.display()
             ),
         )
@@ -91,10 +91,9 @@ impl Env {
 
     /// Starts `ferrymail serve` and waits until its control socket answers.
     pub fn start_daemon(&self) -> Daemon {
-        let log = self.dir.path().join(format!(
-            "daemon-{}.log",
-            Instant::now().elapsed().as_nanos()
-        ));
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = self.dir.path().join(format!("daemon-{n}.log"));
         let child = self
             .cmd(&["serve"])
             .stdin(Stdio::null())

@@ -1,0 +1,408 @@
+//! The connection driver: socket I/O around a `Session`. It frames command lines, sends
+//! replies in batches (flushed only before it must wait for input, so pipelined commands
+//! get pipelined replies), streams DATA and BDAT content into an `Intake`, and enforces
+//! the timeouts and the unauthenticated-pipelining rule (SECURITY.md: commands sent after
+//! DATA or end of data without waiting for the reply are a protocol synchronization
+//! error). Nothing is acknowledged with 250 before the spool says it is durable.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::intake::Intake;
+use super::received::{MAX_RECEIVED, TraceInfo, received_header};
+use super::session::{Session, SessionConfig, Step};
+use crate::smtp::bdat::BdatCheck;
+use crate::smtp::command::{Command, CommandError, parse};
+use crate::smtp::data::{DataReader, Progress};
+use crate::smtp::line::{Framed, LineFramer};
+use crate::smtp::reply::{self, Reply};
+use crate::spool::{Envelope, Origin, QueueId, Recipient, Spool, SpoolError, now_unix};
+
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// Waiting for a command (RFC 5321 §4.5.3.2.7: at least 5 minutes).
+    pub command: Duration,
+    /// Waiting for more content inside DATA or BDAT.
+    pub data: Duration,
+    /// The whole session.
+    pub session: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            command: Duration::from_secs(300),
+            data: Duration::from_secs(300),
+            session: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What every connection of a listener shares.
+pub struct ServerContext {
+    pub session: Arc<SessionConfig>,
+    pub spool: Spool,
+    pub timeouts: Timeouts,
+    pub shutdown: CancellationToken,
+}
+
+const READ_SIZE: usize = 64 * 1024;
+/// Free space kept in reserve below the spool (beyond a message's declared SIZE).
+const MIN_FREE_SPACE: u64 = 1 << 20;
+
+/// Why a connection ended early; logged, never shown to the peer.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("closed by the client")]
+    Eof,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("closed after a reply")]
+    Closed,
+}
+
+struct Conn<S> {
+    stream: S,
+    peer: SocketAddr,
+    ctx: Arc<ServerContext>,
+    session: Session,
+    framer: LineFramer,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    deadline: Instant,
+    bdat: Option<(Intake, BdatCheck)>,
+}
+
+/// Serves one connection to its end.
+pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: Arc<ServerContext>,
+) {
+    let session = Session::new(ctx.session.clone(), peer.ip(), false);
+    let deadline = Instant::now() + ctx.timeouts.session;
+    let mut conn = Conn {
+        stream,
+        peer,
+        ctx,
+        session,
+        framer: LineFramer::new(),
+        input: Vec::with_capacity(READ_SIZE),
+        output: Vec::with_capacity(4096),
+        deadline,
+        bdat: None,
+    };
+    let result = conn.run().await;
+    let _ = conn.flush().await;
+    match result {
+        Ok(()) | Err(Ended::Closed) | Err(Ended::Eof) => {
+            tracing::debug!(peer = %peer, "connection closed")
+        }
+        Err(e) => tracing::debug!(peer = %peer, error = %e, "connection ended"),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    async fn run(&mut self) -> Result<(), Ended> {
+        let greeting = self.session.greeting();
+        self.reply(&greeting);
+        loop {
+            match self.framer.next(&self.input) {
+                Framed::Line { len, consumed } => {
+                    let line = self.input[..len].to_vec();
+                    self.input.drain(..consumed);
+                    self.command(&line).await?;
+                }
+                Framed::TooLong { consumed } => {
+                    self.input.drain(..consumed);
+                    let step = self.session.error(reply::LINE_TOO_LONG);
+                    self.act(step).await?;
+                }
+                Framed::Incomplete { consumed } => {
+                    self.input.drain(..consumed);
+                    let timeout = self.ctx.timeouts.command;
+                    self.read_more(timeout).await?;
+                }
+                Framed::BareLineEnding => return self.close(&reply::BARE_LINE_ENDING).await,
+            }
+        }
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Result<(), Ended> {
+        let step = match parse(line) {
+            Ok(Command::Mail(mail)) if !self.room_for(mail.size) => {
+                drop(mail);
+                Step::Reply(reply::NO_SPACE)
+            }
+            Ok(command) => self.session.handle(command),
+            Err(CommandError::Unknown) if is_http(line) => {
+                return self
+                    .close(&reply::SYNTAX_ERROR.with_text("This is an SMTP server"))
+                    .await;
+            }
+            Err(e) => self.session.error(e.reply()),
+        };
+        let is_bdat = matches!(step, Step::Bdat { .. });
+        self.act(step).await?;
+        if !is_bdat && self.session.transaction().is_none() {
+            self.bdat = None;
+        }
+        Ok(())
+    }
+
+    async fn act(&mut self, step: Step) -> Result<(), Ended> {
+        match step {
+            Step::Reply(r) => {
+                self.reply(&r);
+                Ok(())
+            }
+            Step::Close(r) => self.close(&r).await,
+            Step::Data => self.data().await,
+            Step::Bdat { size, last, reject } => self.bdat(size, last, reject).await,
+            // Not offered until TLS and AUTH are configured (they are not yet available).
+            Step::StartTls => {
+                self.reply(&reply::TLS_UNAVAILABLE);
+                Ok(())
+            }
+            Step::Auth { .. } => {
+                self.reply(&reply::NOT_IMPLEMENTED);
+                Ok(())
+            }
+        }
+    }
+
+    fn reply(&mut self, r: &Reply) {
+        r.write_to(&mut self.output);
+    }
+
+    async fn close(&mut self, r: &Reply) -> Result<(), Ended> {
+        self.reply(r);
+        self.flush().await?;
+        Err(Ended::Closed)
+    }
+
+    async fn flush(&mut self) -> Result<(), Ended> {
+        if !self.output.is_empty() {
+            self.stream.write_all(&self.output).await?;
+            self.stream.flush().await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+
+    /// Flushes pending replies, then waits for more input.
+    async fn read_more(&mut self, timeout: Duration) -> Result<(), Ended> {
+        self.flush().await?;
+        let limit = timeout.min(self.deadline.saturating_duration_since(Instant::now()));
+        let mut buf = [0u8; READ_SIZE];
+        let shutdown = self.ctx.shutdown.clone();
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return self.close(&reply::SHUTTING_DOWN).await,
+            r = tokio::time::timeout(limit, self.stream.read(&mut buf)) => r,
+        };
+        match read {
+            Err(_) => self.close(&reply::TIMEOUT).await,
+            Ok(Ok(0)) => Err(Ended::Eof),
+            Ok(Ok(n)) => {
+                self.input.extend_from_slice(&buf[..n]);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+
+    /// Free space check at MAIL: room for the declared size (or the limit) plus a margin,
+    /// so a full disk answers 452 before the client sends the content.
+    fn room_for(&self, declared: Option<u64>) -> bool {
+        let needed = declared.unwrap_or(0).saturating_add(MIN_FREE_SPACE);
+        match rustix::fs::statvfs(&self.ctx.spool.layout().root) {
+            Ok(st) => st.f_bavail.saturating_mul(st.f_frsize) >= needed,
+            Err(_) => true, // cannot tell: the commit will say
+        }
+    }
+
+    /// RFC 2920 allows no command after DATA before the 354, and SECURITY.md asks the
+    /// same after end of data, unless the client authenticated.
+    fn pipelined_too_early(&self) -> bool {
+        !self.input.is_empty() && self.session.authenticated().is_none()
+    }
+
+    async fn start_intake(&mut self) -> Intake {
+        let tx = self
+            .session
+            .transaction()
+            .expect("content only inside a transaction")
+            .clone();
+        let id = QueueId::generate(std::time::SystemTime::now());
+        let single = match tx.recipients.as_slice() {
+            [only] => Some(only.mailbox.to_string()),
+            _ => None,
+        };
+        let trace = received_header(&TraceInfo {
+            helo: self.session.helo(),
+            client: self.peer.ip(),
+            hostname: &self.ctx.session.hostname,
+            esmtp: self.session.esmtp(),
+            tls: self.session.tls(),
+            authenticated: self.session.authenticated().is_some(),
+            id: id.as_str(),
+            single_recipient: single.as_deref(),
+        });
+        let envelope = Envelope {
+            id,
+            received_at: now_unix(),
+            sender: tx.mail.path.to_string(),
+            recipients: tx
+                .recipients
+                .iter()
+                .map(|r| Recipient {
+                    address: r.mailbox.to_string(),
+                    notify: r.notify.clone(),
+                    orcpt: r.orcpt.clone(),
+                })
+                .collect(),
+            body: tx.mail.body,
+            smtputf8: tx.mail.smtputf8,
+            envid: tx.mail.envid.clone(),
+            ret: tx.mail.ret,
+            origin: Origin {
+                kind: "smtp".into(),
+                client: Some(self.peer.ip().to_string()),
+                helo: self.session.helo().map(str::to_owned),
+                auth: self.session.authenticated().map(str::to_owned),
+                ..Origin::default()
+            },
+        };
+        Intake::start(&self.ctx.spool, envelope, trace).await
+    }
+
+    async fn data(&mut self) -> Result<(), Ended> {
+        if self.pipelined_too_early() {
+            return self.close(&reply::SYNC_ERROR).await;
+        }
+        self.reply(&reply::START_DATA);
+        let mut intake = self.start_intake().await;
+        let mut reader = DataReader::new(self.ctx.session.max_message_size);
+        let mut content = Vec::with_capacity(READ_SIZE);
+        loop {
+            content.clear();
+            let progress = reader.feed(&self.input, &mut content);
+            let done = match progress {
+                Err(_) => {
+                    self.session.message_done();
+                    return self.close(&reply::BARE_LINE_ENDING).await;
+                }
+                Ok(Progress::Done { consumed }) => {
+                    self.input.drain(..consumed);
+                    true
+                }
+                Ok(Progress::More) => {
+                    self.input.clear();
+                    false
+                }
+            };
+            intake.push(&content).await;
+            if done {
+                break;
+            }
+            let timeout = self.ctx.timeouts.data;
+            self.read_more(timeout).await?;
+        }
+        self.session.message_done();
+        let outcome = self.finish(intake, reader.too_big()).await;
+        self.reply(&outcome);
+        if self.pipelined_too_early() {
+            return self.close(&reply::SYNC_ERROR).await;
+        }
+        Ok(())
+    }
+
+    async fn bdat(&mut self, size: u64, last: bool, reject: Option<Reply>) -> Result<(), Ended> {
+        if reject.is_none() && self.bdat.is_none() {
+            let binary = false; // BINARYMIME is refused at MAIL
+            let intake = self.start_intake().await;
+            self.bdat = Some((
+                intake,
+                BdatCheck::new(binary, self.ctx.session.max_message_size),
+            ));
+        }
+        let mut remaining = size;
+        loop {
+            let take = remaining.min(self.input.len() as u64) as usize;
+            if take > 0 {
+                let chunk: Vec<u8> = self.input.drain(..take).collect();
+                if let (None, Some((intake, check))) = (&reject, self.bdat.as_mut()) {
+                    let kept = check.feed(&chunk);
+                    intake.push(kept).await;
+                }
+                remaining -= take as u64;
+            }
+            if remaining == 0 {
+                break;
+            }
+            let timeout = self.ctx.timeouts.data;
+            self.read_more(timeout).await?;
+        }
+        if let Some(r) = reject {
+            self.reply(&r);
+            return Ok(());
+        }
+        if !last {
+            let received = reply::OK.with_text(format!("{size} octets received"));
+            self.reply(&received);
+            return Ok(());
+        }
+        self.session.message_done();
+        let (intake, check) = self.bdat.take().expect("set above");
+        if check.bad_line_ending() {
+            return self.close(&reply::BARE_LINE_ENDING).await;
+        }
+        let outcome = self.finish(intake, check.too_big()).await;
+        self.reply(&outcome);
+        Ok(())
+    }
+
+    /// Decides the reply for received content, committing it when it is acceptable.
+    async fn finish(&self, intake: Intake, too_big: bool) -> Reply {
+        if too_big {
+            return reply::MESSAGE_TOO_BIG;
+        }
+        if intake.received_count() > MAX_RECEIVED {
+            tracing::warn!(peer = %self.peer, "message refused: more than {MAX_RECEIVED} Received headers");
+            return reply::LOOP_DETECTED;
+        }
+        match intake.commit().await {
+            Ok(id) => reply::OK.with_text(format!("Ok: queued as {id}")),
+            Err(e) => local_failure(&e),
+        }
+    }
+}
+
+/// A local failure never becomes 250: 452 when out of space, 451 otherwise. The cause
+/// is logged; the peer sees only the class.
+fn local_failure(e: &SpoolError) -> Reply {
+    tracing::error!(error = %e, "message not accepted: local failure");
+    if e.is_no_space() {
+        reply::NO_SPACE
+    } else {
+        reply::LOCAL_ERROR
+    }
+}
+
+/// `GET`, `POST`, `CONNECT`…: someone speaking HTTP to us, or a cross-protocol attack.
+fn is_http(line: &[u8]) -> bool {
+    [
+        &b"GET "[..],
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"CONNECT ",
+        b"OPTIONS ",
+    ]
+    .iter()
+    .any(|verb| line.len() >= verb.len() && line[..verb.len()].eq_ignore_ascii_case(verb))
+}

@@ -1,0 +1,109 @@
+//! The accept loop of one `[[listen]]` entry: a global connection cap and a per-client
+//! cap (over either: `421` and close), a backoff when the process runs out of file
+//! descriptors, and a clean stop on shutdown (connections answer 421 at their next wait).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use super::conn::{ServerContext, serve_connection};
+use crate::smtp::reply;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_per_client: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 256,
+            max_per_client: 20,
+        }
+    }
+}
+
+/// Counts connections per client address; a slot is released when dropped.
+#[derive(Clone, Default)]
+struct PerClient(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+struct ClientSlot(PerClient, IpAddr);
+
+impl PerClient {
+    fn take(&self, ip: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut map = self.0.lock().expect("not poisoned");
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.lock().expect("not poisoned");
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Accepts until shutdown, then waits for open connections to finish.
+pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, limits: ConnectionLimits) {
+    let global = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = PerClient::default();
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: wait for descriptors to free up.
+                    tracing::warn!(error = %e, "accept failed; backing off {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(10);
+        let _ = stream.set_nodelay(true);
+        let (Ok(permit), Some(slot)) = (
+            global.clone().try_acquire_owned(),
+            per_client.take(peer.ip(), limits.max_per_client),
+        ) else {
+            tracker.spawn(refuse(stream, peer));
+            continue;
+        };
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            serve_connection(stream, peer, ctx).await;
+            drop((permit, slot));
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn refuse(mut stream: TcpStream, peer: SocketAddr) {
+    tracing::warn!(peer = %peer, "connection refused: too many connections");
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        stream.write_all(&reply::TOO_BUSY.to_bytes()),
+    )
+    .await;
+}
