@@ -15,7 +15,11 @@ use common::{Env, wait_for};
 use ferrymail::control::{Request, Response, client};
 
 fn smtp_port(env: &Env) -> String {
-    match client::request(&env.control_socket(), &Request::Status, Duration::from_secs(5)) {
+    match client::request(
+        &env.control_socket(),
+        &Request::Status,
+        Duration::from_secs(5),
+    ) {
         Ok(Response::Status(s)) => s.listeners[0].clone(),
         other => panic!("status: {other:?}"),
     }
@@ -36,8 +40,12 @@ fn reply(r: &mut BufReader<TcpStream>) -> Option<String> {
 
 /// Sends messages until `stop` or an error; records the ids acknowledged with 250.
 fn client_loop(addr: &str, n: usize, stop: &AtomicBool, acked: &Mutex<Vec<String>>) {
-    let Ok(stream) = TcpStream::connect(addr) else { return };
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let Ok(stream) = TcpStream::connect(addr) else {
+        return;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     let mut send = |line: &str, r: &mut BufReader<TcpStream>| -> Option<String> {
@@ -50,10 +58,17 @@ fn client_loop(addr: &str, n: usize, stop: &AtomicBool, acked: &Mutex<Vec<String
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         let ok = (|| {
-            send("MAIL FROM:<a@c.example>\r\n", &mut r)?.starts_with("250").then_some(())?;
-            send("RCPT TO:<b@example.net>\r\n", &mut r)?.starts_with("250").then_some(())?;
+            send("MAIL FROM:<a@c.example>\r\n", &mut r)?
+                .starts_with("250")
+                .then_some(())?;
+            send("RCPT TO:<b@example.net>\r\n", &mut r)?
+                .starts_with("250")
+                .then_some(())?;
             send("DATA\r\n", &mut r)?.starts_with("354").then_some(())?;
-            let body = format!("Subject: client {n} message {i}\r\n\r\n{}\r\n.\r\n", "x".repeat(2000));
+            let body = format!(
+                "Subject: client {n} message {i}\r\n\r\n{}\r\n.\r\n",
+                "x".repeat(2000)
+            );
             send(&body, &mut r)
         })();
         let Some(last) = ok else { return };
@@ -79,7 +94,11 @@ fn every_250_survives_a_sigkill() {
             std::thread::spawn(move || client_loop(&addr, n, &stop, &acked))
         })
         .collect();
-    assert!(wait_for(Duration::from_secs(30), || acked.lock().unwrap().len() >= 200), "clients too slow");
+    assert!(
+        wait_for(Duration::from_secs(30), || acked.lock().unwrap().len()
+            >= 200),
+        "clients too slow"
+    );
     daemon.kill9();
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -88,13 +107,27 @@ fn every_250_survives_a_sigkill() {
     let acked: Vec<String> = acked.lock().unwrap().clone();
 
     let daemon = env.start_daemon();
-    let listed: Vec<String> = env.queued().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let listed: Vec<String> = env
+        .queued()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
     let unique: HashSet<&String> = listed.iter().collect();
     assert_eq!(unique.len(), listed.len(), "a message listed twice");
     let missing: Vec<&String> = acked.iter().filter(|id| !unique.contains(id)).collect();
-    assert!(missing.is_empty(), "{} of {} acknowledged messages lost: {missing:?}", missing.len(), acked.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
     // Anything beyond the acknowledged ones was committed but its 250 was lost in the kill
     // (the RFC 1047 window): at most one per client.
-    assert!(listed.len() <= acked.len() + 8, "{} listed, {} acknowledged", listed.len(), acked.len());
+    assert!(
+        listed.len() <= acked.len() + 8,
+        "{} listed, {} acknowledged",
+        listed.len(),
+        acked.len()
+    );
     daemon.stop();
 }

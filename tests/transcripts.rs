@@ -92,6 +92,7 @@ async fn start(config_lines: &[String], timeout: Duration) -> Server {
             session: Duration::from_secs(120),
         },
         shutdown: shutdown.clone(),
+        tls: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

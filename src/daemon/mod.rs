@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ListenKind};
 use crate::exit::{self, Failure};
-use crate::server::{ConnectionLimits, RelayPolicy, ServerContext, SessionConfig, Timeouts};
+use crate::server::{
+    ConnectionLimits, RelayPolicy, ServerContext, ServerTls, SessionConfig, Timeouts,
+};
 use crate::spool::lock::{LockError, SpoolLock};
 use crate::spool::{Layout, RealFs, Spool, SpoolOptions, now_unix};
 
@@ -25,7 +27,8 @@ pub const PICKUP_RESCAN: Duration = Duration::from_secs(30);
 pub const STALE_DROP: Duration = Duration::from_secs(36 * 3600);
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Failure> {
-    refuse_unavailable_tls(&config)?;
+    refuse_unavailable_auth(&config)?;
+    let tls = load_tls(&config)?;
     let layout = Layout::new(&config.spool);
     let _lock = SpoolLock::acquire(&layout.root, &layout.lock).map_err(|e| match e {
         LockError::Busy { .. } => Failure::new(exit::TEMPFAIL, e.to_string()),
@@ -48,7 +51,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
 
     let mut smtp_tasks = Vec::new();
     let mut bound = Vec::new();
-    let session = Arc::new(session_config(&config));
     for listen in &config.listen {
         let socket = tokio::net::TcpListener::bind(listen.addr)
             .await
@@ -64,10 +66,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         tracing::info!(addr = %addr, kind = listen.kind.as_str(), "listening");
         bound.push(addr.to_string());
         let ctx = Arc::new(ServerContext {
-            session: session.clone(),
+            session: Arc::new(session_config(&config, listen.kind)),
             spool: spool.clone(),
             timeouts: Timeouts::default(),
             shutdown: shutdown.clone(),
+            tls: tls.clone(),
         });
         smtp_tasks.push(tokio::spawn(crate::server::serve(
             socket,
@@ -116,26 +119,61 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     Ok(())
 }
 
-/// TLS (STARTTLS, smtps, submission) is not in this version yet: a configuration that
-/// asks for it is refused rather than served without it.
-fn refuse_unavailable_tls(config: &Config) -> Result<(), Failure> {
-    if config.tls.is_some() {
-        return Err(Failure::new(
+/// AUTH is not in this version yet, and a submission listener requires it: refuse the
+/// configuration rather than run a listener that can accept nothing.
+fn refuse_unavailable_auth(config: &Config) -> Result<(), Failure> {
+    match config
+        .listen
+        .iter()
+        .position(|l| l.kind == ListenKind::Submission)
+    {
+        Some(i) => Err(Failure::new(
             exit::CONFIG,
-            "[tls]: TLS is not available in this version of ferrymail yet",
-        ));
+            format!(
+                "listen[{i}].kind: \"submission\" needs AUTH, which this version of ferrymail does not have yet"
+            ),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-fn session_config(config: &Config) -> SessionConfig {
+/// The certificate from `[tls]`, and a SIGHUP handler that reloads it.
+fn load_tls(config: &Config) -> Result<Option<Arc<ServerTls>>, Failure> {
+    let Some(t) = &config.tls else {
+        return Ok(None);
+    };
+    let tls = ServerTls::load(&t.cert, &t.key)
+        .map_err(|e| Failure::new(exit::CONFIG, format!("[tls]: {e}")))?;
+    let tls = Arc::new(tls);
+    let reloading = tls.clone();
+    let mut hup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| {
+            Failure::new(
+                exit::SOFTWARE,
+                format!("cannot install the SIGHUP handler: {e}"),
+            )
+        })?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reloading.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the old one")
+                }
+            }
+        }
+    });
+    Ok(Some(tls))
+}
+
+fn session_config(config: &Config, kind: ListenKind) -> SessionConfig {
     SessionConfig {
         hostname: config.hostname.clone(),
-        kind: ListenKind::Smtp,
+        kind,
         max_message_size: config.accept.max_message_size.0,
         max_recipients: config.accept.max_recipients as usize,
         policy: RelayPolicy::from_config(config),
-        tls_available: false,
+        tls_available: config.tls.is_some(),
         auth_available: false,
         max_errors: MAX_ERRORS,
     }

@@ -9,12 +9,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::intake::Intake;
 use super::received::{MAX_RECEIVED, TraceInfo, received_header};
 use super::session::{Session, SessionConfig, Step};
+use super::stream::Stream;
+use super::tls::ServerTls;
 use crate::smtp::bdat::BdatCheck;
 use crate::smtp::command::{Command, CommandError, parse};
 use crate::smtp::data::{DataReader, Progress};
@@ -48,6 +50,8 @@ pub struct ServerContext {
     pub spool: Spool,
     pub timeouts: Timeouts,
     pub shutdown: CancellationToken,
+    /// The certificate, when `[tls]` is configured.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 const READ_SIZE: usize = 64 * 1024;
@@ -65,8 +69,8 @@ enum Ended {
     Closed,
 }
 
-struct Conn<S> {
-    stream: S,
+struct Conn {
+    stream: Stream,
     peer: SocketAddr,
     ctx: Arc<ServerContext>,
     session: Session,
@@ -77,13 +81,9 @@ struct Conn<S> {
     bdat: Option<(Intake, BdatCheck)>,
 }
 
-/// Serves one connection to its end.
-pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    peer: SocketAddr,
-    ctx: Arc<ServerContext>,
-) {
-    let session = Session::new(ctx.session.clone(), peer.ip(), false);
+/// Serves one connection to its end (`stream` is already TLS on an smtps listener).
+pub async fn serve_connection(stream: Stream, peer: SocketAddr, ctx: Arc<ServerContext>) {
+    let session = Session::new(ctx.session.clone(), peer.ip(), stream.is_tls());
     let deadline = Instant::now() + ctx.timeouts.session;
     let mut conn = Conn {
         stream,
@@ -106,7 +106,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl Conn {
     async fn run(&mut self) -> Result<(), Ended> {
         let greeting = self.session.greeting();
         self.reply(&greeting);
@@ -163,15 +163,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Step::Close(r) => self.close(&r).await,
             Step::Data => self.data().await,
             Step::Bdat { size, last, reject } => self.bdat(size, last, reject).await,
-            // Not offered until TLS and AUTH are configured (they are not yet available).
-            Step::StartTls => {
-                self.reply(&reply::TLS_UNAVAILABLE);
-                Ok(())
-            }
+            Step::StartTls => self.starttls().await,
             Step::Auth { .. } => {
                 self.reply(&reply::NOT_IMPLEMENTED);
                 Ok(())
             }
+        }
+    }
+
+    /// RFC 3207: 220, then the handshake. Plaintext the client pipelined after STARTTLS
+    /// is thrown away unread (CVE-2011-0411), and the session starts over.
+    async fn starttls(&mut self) -> Result<(), Ended> {
+        let Some(tls) = self.ctx.tls.clone() else {
+            self.reply(&reply::TLS_UNAVAILABLE);
+            return Ok(());
+        };
+        self.reply(&reply::READY_FOR_TLS);
+        self.flush().await?;
+        self.input.clear();
+        self.framer = LineFramer::new();
+        let acceptor = tls.acceptor();
+        let handshake =
+            tokio::time::timeout(self.ctx.timeouts.command, self.stream.upgrade(&acceptor));
+        match handshake.await {
+            Ok(Ok(())) => {
+                self.session.tls_started();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Ended::Io(e)),
+            Err(_) => Err(Ended::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            ))),
         }
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{ServerContext, serve_connection};
+use super::stream::Stream;
 use crate::smtp::reply;
 
 #[derive(Clone, Copy, Debug)]
@@ -91,12 +92,27 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, limits: Conne
         };
         let ctx = ctx.clone();
         tracker.spawn(async move {
-            serve_connection(stream, peer, ctx).await;
+            if let Some(stream) = implicit_tls(stream, &ctx).await {
+                serve_connection(stream, peer, ctx).await;
+            }
             drop((permit, slot));
         });
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// RFC 8314: on an smtps listener the handshake comes first.
+async fn implicit_tls(tcp: TcpStream, ctx: &ServerContext) -> Option<Stream> {
+    let mut stream = Stream::Plain(tcp);
+    if ctx.session.kind != crate::config::ListenKind::Smtps {
+        return Some(stream);
+    }
+    let acceptor = ctx.tls.as_ref()?.acceptor();
+    match tokio::time::timeout(ctx.timeouts.command, stream.upgrade(&acceptor)).await {
+        Ok(Ok(())) => Some(stream),
+        _ => None,
+    }
 }
 
 async fn refuse(mut stream: TcpStream, peer: SocketAddr) {

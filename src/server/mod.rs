@@ -8,8 +8,11 @@ pub mod listener;
 pub mod policy;
 pub mod received;
 pub mod session;
+pub mod stream;
+pub mod tls;
 
 pub use conn::{ServerContext, Timeouts};
 pub use listener::{ConnectionLimits, serve};
 pub use policy::RelayPolicy;
 pub use session::{Session, SessionConfig, Step, Transaction};
+pub use tls::ServerTls;

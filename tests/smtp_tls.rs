@@ -1,0 +1,244 @@
+//! TLS on the listener with a real certificate (rcgen) and a real rustls client:
+//! STARTTLS, the CVE-2011-0411 injection (plaintext pipelined after STARTTLS is never
+//! answered inside TLS), state reset after TLS, implicit TLS (smtps), and reloading.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrymail::config::ListenKind;
+use ferrymail::server::{
+    ConnectionLimits, RelayPolicy, ServerContext, ServerTls, SessionConfig, Timeouts,
+};
+use ferrymail::spool::{Layout, RealFs, Spool, SpoolOptions, index};
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+struct Fixture {
+    addr: std::net::SocketAddr,
+    layout: Layout,
+    cert: CertificateDer<'static>,
+    tls: Arc<ServerTls>,
+    dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+fn write_cert(dir: &std::path::Path) -> CertificateDer<'static> {
+    let ck = rcgen::generate_simple_self_signed(vec!["edge.test".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    ck.cert.der().clone()
+}
+
+async fn start(kind: ListenKind) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path());
+    let tls = Arc::new(
+        ServerTls::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap(),
+    );
+    let text = format!(
+        "hostname = \"edge.test\"\nspool = \"{}\"\n",
+        dir.path().join("spool").display()
+    );
+    let config = ferrymail::config::parse(&text, &dir.path().join("f.toml")).unwrap();
+    let layout = Layout::new(&config.spool);
+    let l = layout.clone();
+    let (spool, _) = tokio::task::spawn_blocking(move || {
+        Spool::open(l, Arc::new(RealFs), SpoolOptions::default()).unwrap()
+    })
+    .await
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let ctx = Arc::new(ServerContext {
+        session: Arc::new(SessionConfig {
+            hostname: "edge.test".into(),
+            kind,
+            max_message_size: 1 << 20,
+            max_recipients: 10,
+            policy: RelayPolicy::from_config(&config),
+            tls_available: true,
+            auth_available: false,
+            max_errors: 10,
+        }),
+        spool,
+        timeouts: Timeouts {
+            command: Duration::from_secs(10),
+            data: Duration::from_secs(10),
+            session: Duration::from_secs(60),
+        },
+        shutdown: shutdown.clone(),
+        tls: Some(tls.clone()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(ferrymail::server::serve(
+        listener,
+        ctx,
+        ConnectionLimits::default(),
+    ));
+    Fixture {
+        addr,
+        layout,
+        cert,
+        tls,
+        dir,
+        shutdown,
+    }
+}
+
+fn connector(cert: &CertificateDer<'static>) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Reads one whole reply, all lines.
+async fn reply<S: AsyncRead + Unpin>(r: &mut BufReader<S>) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed; so far {lines:?}");
+        let done = line.as_bytes().get(3) != Some(&b'-');
+        lines.push(line.trim_end().to_owned());
+        if done {
+            return lines;
+        }
+    }
+}
+
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(s: &mut BufReader<S>, line: &str) -> Vec<String> {
+    s.get_mut()
+        .write_all(format!("{line}\r\n").as_bytes())
+        .await
+        .unwrap();
+    reply(s).await
+}
+
+fn queued(layout: &Layout) -> usize {
+    index::open_reader(&layout.index)
+        .unwrap()
+        .map_or(0, |c| index::all_ids(&c).unwrap().len())
+}
+
+#[tokio::test]
+async fn starttls_then_mail_and_injection_is_ignored() {
+    let f = start(ListenKind::Smtp).await;
+    let mut plain = BufReader::new(TcpStream::connect(f.addr).await.unwrap());
+    assert!(reply(&mut plain).await[0].starts_with("220 "));
+    let ehlo = send(&mut plain, "EHLO client.example").await;
+    assert!(
+        ehlo.iter()
+            .any(|l| l == "250-STARTTLS" || l == "250 STARTTLS"),
+        "{ehlo:?}"
+    );
+    assert!(send(&mut plain, "MAIL FROM:<a@client.example>").await[0].starts_with("250"));
+    // CVE-2011-0411: RSET pipelined in the same write as STARTTLS.
+    plain
+        .get_mut()
+        .write_all(b"STARTTLS\r\nRSET\r\n")
+        .await
+        .unwrap();
+    assert!(reply(&mut plain).await[0].starts_with("220 2.0.0"));
+    let tcp = plain.into_inner();
+    let tls = connector(&f.cert)
+        .connect(ServerName::try_from("edge.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut tls = BufReader::new(tls);
+    // The first reply inside TLS answers our EHLO, not the injected RSET.
+    let ehlo = send(&mut tls, "EHLO client.example").await;
+    assert!(ehlo[0].starts_with("250-edge.test"), "{ehlo:?}");
+    assert!(
+        !ehlo.iter().any(|l| l.contains("STARTTLS")),
+        "STARTTLS offered again: {ehlo:?}"
+    );
+    // The MAIL from before TLS is gone.
+    assert!(send(&mut tls, "RCPT TO:<b@example.net>").await[0].starts_with("503"));
+    assert!(send(&mut tls, "STARTTLS").await[0].starts_with("503"));
+    assert!(send(&mut tls, "MAIL FROM:<a@client.example>").await[0].starts_with("250"));
+    assert!(send(&mut tls, "RCPT TO:<b@example.net>").await[0].starts_with("250"));
+    assert!(send(&mut tls, "DATA").await[0].starts_with("354"));
+    let done = send(&mut tls, "Subject: over TLS\r\n\r\nhi\r\n.").await;
+    assert!(done[0].starts_with("250 2.0.0 Ok: queued as"), "{done:?}");
+    assert_eq!(queued(&f.layout), 1);
+    let ids = index::all_ids(&index::open_reader(&f.layout.index).unwrap().unwrap()).unwrap();
+    let file = std::fs::read(f.layout.message_path(ids[0])).unwrap();
+    assert!(
+        String::from_utf8_lossy(&file).contains("with ESMTPS id"),
+        "Received header names TLS"
+    );
+    f.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn smtps_speaks_tls_first_and_a_certificate_reload_takes_effect() {
+    let f = start(ListenKind::Smtps).await;
+    let tcp = TcpStream::connect(f.addr).await.unwrap();
+    let tls = connector(&f.cert)
+        .connect(ServerName::try_from("edge.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut tls = BufReader::new(tls);
+    assert!(reply(&mut tls).await[0].starts_with("220 edge.test"));
+    let ehlo = send(&mut tls, "EHLO client.example").await;
+    assert!(!ehlo.iter().any(|l| l.contains("STARTTLS")), "{ehlo:?}");
+    assert!(send(&mut tls, "QUIT").await[0].starts_with("221"));
+
+    // A new certificate after reload: clients trusting only the old one now fail.
+    let new_cert = write_cert(f.dir.path());
+    f.tls.reload().unwrap();
+    let tcp = TcpStream::connect(f.addr).await.unwrap();
+    assert!(
+        connector(&f.cert)
+            .connect(ServerName::try_from("edge.test").unwrap(), tcp)
+            .await
+            .is_err()
+    );
+    let tcp = TcpStream::connect(f.addr).await.unwrap();
+    let tls = connector(&new_cert)
+        .connect(ServerName::try_from("edge.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert!(reply(&mut BufReader::new(tls)).await[0].starts_with("220"));
+    // A broken file does not replace the working certificate.
+    std::fs::write(f.dir.path().join("cert.pem"), b"not a certificate").unwrap();
+    assert!(f.tls.reload().is_err());
+    let tcp = TcpStream::connect(f.addr).await.unwrap();
+    assert!(
+        connector(&new_cert)
+            .connect(ServerName::try_from("edge.test").unwrap(), tcp)
+            .await
+            .is_ok()
+    );
+    f.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_plaintext_client_on_smtps_gets_nothing() {
+    let f = start(ListenKind::Smtps).await;
+    let mut tcp = TcpStream::connect(f.addr).await.unwrap();
+    tcp.write_all(b"EHLO client.example\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut buf),
+    )
+    .await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("250"),
+        "plaintext answered: {buf:?}"
+    );
+    f.shutdown.cancel();
+}
