@@ -1,13 +1,14 @@
 //! TLS on the listener with a real certificate (rcgen) and a real rustls client:
 //! STARTTLS, the CVE-2011-0411 injection (plaintext pipelined after STARTTLS is never
-//! answered inside TLS), state reset after TLS, implicit TLS (smtps), and reloading.
+//! answered inside TLS), state reset after TLS, implicit TLS (smtps), reloading, and AUTH
+//! on submission: only under TLS, same reply for unknown user and bad password, limits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferrymail::config::ListenKind;
 use ferrymail::server::{
-    ConnectionLimits, RelayPolicy, ServerContext, ServerTls, SessionConfig, Timeouts,
+    AuthContext, ConnectionLimits, RelayPolicy, ServerContext, ServerTls, SessionConfig, Timeouts,
 };
 use ferrymail::spool::{Layout, RealFs, Spool, SpoolOptions, index};
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -33,15 +34,38 @@ fn write_cert(dir: &std::path::Path) -> CertificateDer<'static> {
 }
 
 async fn start(kind: ListenKind) -> Fixture {
+    start_with(kind, None).await
+}
+
+/// With `users`, AUTH is offered (under TLS) and relay_networks is empty, so only
+/// authenticated clients may relay.
+async fn start_with(kind: ListenKind, users: Option<&[(&str, &str)]>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path());
     let tls = Arc::new(
         ServerTls::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap(),
     );
-    let text = format!(
+    let mut text = format!(
         "hostname = \"edge.test\"\nspool = \"{}\"\n",
         dir.path().join("spool").display()
     );
+    let auth = users.map(|users| {
+        let lines: Vec<String> = users
+            .iter()
+            .map(|(name, password)| {
+                format!(
+                    "{name}:{}",
+                    ferrymail::server::auth::hash_password(password).unwrap()
+                )
+            })
+            .collect();
+        let file = dir.path().join("users");
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        text.push_str("[accept]\nrelay_networks = []\nlocal_domains = [\"ours.example\"]\n");
+        Arc::new(AuthContext::new(
+            ferrymail::server::auth::Users::load(&file).unwrap(),
+        ))
+    });
     let config = ferrymail::config::parse(&text, &dir.path().join("f.toml")).unwrap();
     let layout = Layout::new(&config.spool);
     let l = layout.clone();
@@ -59,7 +83,7 @@ async fn start(kind: ListenKind) -> Fixture {
             max_recipients: 10,
             policy: RelayPolicy::from_config(&config),
             tls_available: true,
-            auth_available: false,
+            auth_available: auth.is_some(),
             max_errors: 10,
         }),
         spool,
@@ -70,6 +94,7 @@ async fn start(kind: ListenKind) -> Fixture {
         },
         shutdown: shutdown.clone(),
         tls: Some(tls.clone()),
+        auth,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -240,5 +265,124 @@ async fn a_plaintext_client_on_smtps_gets_nothing() {
         !String::from_utf8_lossy(&buf).contains("250"),
         "plaintext answered: {buf:?}"
     );
+    f.shutdown.cancel();
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Connects, does STARTTLS and EHLO; returns the TLS stream.
+async fn tls_session(f: &Fixture) -> BufReader<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut plain = BufReader::new(TcpStream::connect(f.addr).await.unwrap());
+    reply(&mut plain).await;
+    send(&mut plain, "EHLO client.example").await;
+    assert!(send(&mut plain, "STARTTLS").await[0].starts_with("220"));
+    let tls = connector(&f.cert)
+        .connect(
+            ServerName::try_from("edge.test").unwrap(),
+            plain.into_inner(),
+        )
+        .await
+        .unwrap();
+    let mut tls = BufReader::new(tls);
+    let ehlo = send(&mut tls, "EHLO client.example").await;
+    assert!(
+        ehlo.iter().any(|l| l.ends_with("AUTH PLAIN LOGIN")),
+        "{ehlo:?}"
+    );
+    tls
+}
+
+#[tokio::test]
+async fn submission_requires_tls_then_auth_and_then_relays() {
+    let f = start_with(ListenKind::Submission, Some(&[("alice", "correct horse")])).await;
+    let mut plain = BufReader::new(TcpStream::connect(f.addr).await.unwrap());
+    reply(&mut plain).await;
+    let ehlo = send(&mut plain, "EHLO client.example").await;
+    assert!(
+        !ehlo.iter().any(|l| l.contains("AUTH")),
+        "AUTH offered in clear: {ehlo:?}"
+    );
+    let creds = b64("\0alice\0correct horse");
+    assert!(send(&mut plain, &format!("AUTH PLAIN {creds}")).await[0].starts_with("530 5.7.0"));
+    assert!(send(&mut plain, "MAIL FROM:<alice@client.example>").await[0].starts_with("530"));
+    drop(plain);
+
+    let mut tls = tls_session(&f).await;
+    assert!(
+        send(&mut tls, "MAIL FROM:<alice@client.example>").await[0].starts_with("530"),
+        "MAIL before AUTH"
+    );
+    let wrong = send(&mut tls, &format!("AUTH PLAIN {}", b64("\0alice\0wrong"))).await;
+    let unknown = send(
+        &mut tls,
+        &format!("AUTH PLAIN {}", b64("\0mallory\0correct horse")),
+    )
+    .await;
+    assert!(wrong[0].starts_with("535 5.7.8"), "{wrong:?}");
+    assert_eq!(
+        wrong, unknown,
+        "unknown user and wrong password must look the same"
+    );
+    // AUTH LOGIN, challenge by challenge.
+    assert_eq!(send(&mut tls, "AUTH LOGIN").await, ["334 VXNlcm5hbWU6"]);
+    assert_eq!(send(&mut tls, &b64("alice")).await, ["334 UGFzc3dvcmQ6"]);
+    assert!(send(&mut tls, &b64("correct horse")).await[0].starts_with("235 2.7.0"));
+    assert!(
+        send(&mut tls, "AUTH PLAIN x").await[0].starts_with("503"),
+        "AUTH twice"
+    );
+    assert!(send(&mut tls, "MAIL FROM:<alice@client.example>").await[0].starts_with("250"));
+    for rcpt in [
+        "<victim@elsewhere.example>",
+        "<user%elsewhere.example@[192.0.2.1]>",
+        "<@ours.example:user@elsewhere.example>",
+    ] {
+        assert!(
+            send(&mut tls, &format!("RCPT TO:{rcpt}")).await[0].starts_with("250"),
+            "{rcpt} refused when authenticated"
+        );
+    }
+    assert!(send(&mut tls, "DATA").await[0].starts_with("354"));
+    assert!(
+        send(&mut tls, "Subject: submitted\r\n\r\nhi\r\n.").await[0].starts_with("250 2.0.0 Ok")
+    );
+    let ids = index::all_ids(&index::open_reader(&f.layout.index).unwrap().unwrap()).unwrap();
+    let file = String::from_utf8_lossy(&std::fs::read(f.layout.message_path(ids[0])).unwrap())
+        .into_owned();
+    assert!(
+        file.contains("with ESMTPSA id") && file.contains("\"auth\":\"alice\""),
+        "{file}"
+    );
+    f.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn auth_abuse_is_bounded() {
+    let f = start_with(ListenKind::Smtp, Some(&[("alice", "correct horse")])).await;
+    let mut tls = tls_session(&f).await;
+    assert!(send(&mut tls, "AUTH PLAIN !!!notbase64").await[0].starts_with("501"));
+    assert!(send(&mut tls, "AUTH PLAIN").await[0].starts_with("334"));
+    assert!(send(&mut tls, "*").await[0].starts_with("501"), "cancel");
+    assert!(
+        send(&mut tls, &format!("AUTH PLAIN {}", "A".repeat(20_000))).await[0].starts_with("500"),
+        "20 KB response"
+    );
+    assert!(
+        send(&mut tls, "NOOP").await[0].starts_with("250"),
+        "still in step"
+    );
+    for _ in 0..2 {
+        assert!(
+            send(&mut tls, &format!("AUTH PLAIN {}", b64("\0alice\0wrong"))).await[0]
+                .starts_with("535")
+        );
+    }
+    let third = send(&mut tls, &format!("AUTH PLAIN {}", b64("\0alice\0wrong"))).await;
+    assert!(third[0].starts_with("535"), "{third:?}");
+    let closing = reply(&mut tls).await;
+    assert!(closing[0].starts_with("421"), "{closing:?}");
     f.shutdown.cancel();
 }

@@ -93,6 +93,7 @@ async fn start(config_lines: &[String], timeout: Duration) -> Server {
         },
         shutdown: shutdown.clone(),
         tls: None,
+        auth: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -5,6 +5,7 @@
 
 mod config_check;
 mod flush;
+mod hash_password;
 mod queue;
 pub mod sendmail;
 mod serve;
@@ -54,6 +55,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Configuration commands
     Config(ConfigArgs),
+    /// Read a password on stdin and print its hash for an `accept.users` line
+    HashPassword,
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +114,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Config(ConfigArgs {
             command: ConfigCommand::Check,
         }) => config_check::run(config),
+        Command::HashPassword => hash_password::run(),
     }
 }
 

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ListenKind};
 use crate::exit::{self, Failure};
+use crate::server::auth::Users;
 use crate::server::{
-    ConnectionLimits, RelayPolicy, ServerContext, ServerTls, SessionConfig, Timeouts,
+    AuthContext, ConnectionLimits, RelayPolicy, ServerContext, ServerTls, SessionConfig, Timeouts,
 };
 use crate::spool::lock::{LockError, SpoolLock};
 use crate::spool::{Layout, RealFs, Spool, SpoolOptions, now_unix};
@@ -27,8 +28,8 @@ pub const PICKUP_RESCAN: Duration = Duration::from_secs(30);
 pub const STALE_DROP: Duration = Duration::from_secs(36 * 3600);
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Failure> {
-    refuse_unavailable_auth(&config)?;
     let tls = load_tls(&config)?;
+    let auth = load_users(&config)?;
     let layout = Layout::new(&config.spool);
     let _lock = SpoolLock::acquire(&layout.root, &layout.lock).map_err(|e| match e {
         LockError::Busy { .. } => Failure::new(exit::TEMPFAIL, e.to_string()),
@@ -71,6 +72,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
             timeouts: Timeouts::default(),
             shutdown: shutdown.clone(),
             tls: tls.clone(),
+            auth: auth.clone(),
         });
         smtp_tasks.push(tokio::spawn(crate::server::serve(
             socket,
@@ -119,22 +121,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     Ok(())
 }
 
-/// AUTH is not in this version yet, and a submission listener requires it: refuse the
-/// configuration rather than run a listener that can accept nothing.
-fn refuse_unavailable_auth(config: &Config) -> Result<(), Failure> {
-    match config
-        .listen
-        .iter()
-        .position(|l| l.kind == ListenKind::Submission)
-    {
-        Some(i) => Err(Failure::new(
-            exit::CONFIG,
-            format!(
-                "listen[{i}].kind: \"submission\" needs AUTH, which this version of ferrymail does not have yet"
-            ),
-        )),
-        None => Ok(()),
-    }
+/// AUTH credentials from `accept.users`; a bad file is a configuration error.
+fn load_users(config: &Config) -> Result<Option<Arc<AuthContext>>, Failure> {
+    let Some(path) = &config.accept.users else {
+        return Ok(None);
+    };
+    let users =
+        Users::load(path).map_err(|e| Failure::new(exit::CONFIG, format!("accept.users: {e}")))?;
+    Ok(Some(Arc::new(AuthContext::new(users))))
 }
 
 /// The certificate from `[tls]`, and a SIGHUP handler that reloads it.
@@ -174,7 +168,7 @@ fn session_config(config: &Config, kind: ListenKind) -> SessionConfig {
         max_recipients: config.accept.max_recipients as usize,
         policy: RelayPolicy::from_config(config),
         tls_available: config.tls.is_some(),
-        auth_available: false,
+        auth_available: config.accept.users.is_some(),
         max_errors: MAX_ERRORS,
     }
 }

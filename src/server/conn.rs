@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{self, MAX_CONCURRENT_CHECKS, MAX_FAILURES_PER_CONNECTION, Throttle, Users};
 use super::intake::Intake;
 use super::received::{MAX_RECEIVED, TraceInfo, received_header};
 use super::session::{Session, SessionConfig, Step};
@@ -52,6 +53,26 @@ pub struct ServerContext {
     pub shutdown: CancellationToken,
     /// The certificate, when `[tls]` is configured.
     pub tls: Option<Arc<ServerTls>>,
+    /// AUTH credentials, when `accept.users` is configured.
+    pub auth: Option<Arc<AuthContext>>,
+}
+
+/// What AUTH needs, shared by every listener.
+pub struct AuthContext {
+    pub users: Users,
+    /// Bounds concurrent argon2 checks (memory).
+    pub checks: tokio::sync::Semaphore,
+    pub throttle: Throttle,
+}
+
+impl AuthContext {
+    pub fn new(users: Users) -> AuthContext {
+        AuthContext {
+            users,
+            checks: tokio::sync::Semaphore::new(MAX_CONCURRENT_CHECKS),
+            throttle: Throttle::default(),
+        }
+    }
 }
 
 const READ_SIZE: usize = 64 * 1024;
@@ -79,6 +100,7 @@ struct Conn {
     output: Vec<u8>,
     deadline: Instant,
     bdat: Option<(Intake, BdatCheck)>,
+    auth_failures: u32,
 }
 
 /// Serves one connection to its end (`stream` is already TLS on an smtps listener).
@@ -95,6 +117,7 @@ pub async fn serve_connection(stream: Stream, peer: SocketAddr, ctx: Arc<ServerC
         output: Vec::with_capacity(4096),
         deadline,
         bdat: None,
+        auth_failures: 0,
     };
     let result = conn.run().await;
     let _ = conn.flush().await;
@@ -164,10 +187,7 @@ impl Conn {
             Step::Data => self.data().await,
             Step::Bdat { size, last, reject } => self.bdat(size, last, reject).await,
             Step::StartTls => self.starttls().await,
-            Step::Auth { .. } => {
-                self.reply(&reply::NOT_IMPLEMENTED);
-                Ok(())
-            }
+            Step::Auth { mechanism, initial } => self.auth(&mechanism, initial).await,
         }
     }
 
@@ -195,6 +215,110 @@ impl Conn {
                 std::io::ErrorKind::TimedOut,
                 "TLS handshake timed out",
             ))),
+        }
+    }
+
+    /// RFC 4954 AUTH PLAIN (RFC 4616) or LOGIN. The same reply for an unknown user and a
+    /// wrong password; closed after too many failures here or from this address.
+    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Result<(), Ended> {
+        let Some(ctx) = self.ctx.auth.clone() else {
+            self.reply(&reply::NOT_IMPLEMENTED);
+            return Ok(());
+        };
+        let ip = self.peer.ip();
+        if ctx.throttle.blocked(ip) {
+            return self
+                .close(&reply::TOO_MANY_ERRORS.with_text("Too many failed authentications"))
+                .await;
+        }
+        let credentials = match mechanism {
+            "PLAIN" => {
+                let response = match initial.as_deref() {
+                    Some("=") => String::new(),
+                    Some(r) => r.to_owned(),
+                    None => match self.sasl_response("").await? {
+                        Some(r) => r,
+                        None => return Ok(()),
+                    },
+                };
+                auth::decode_plain(&response)
+            }
+            _ => {
+                let user = match initial {
+                    Some(u) => auth::decode(&u),
+                    None => match self.sasl_response("VXNlcm5hbWU6").await? {
+                        Some(u) => auth::decode(&u),
+                        None => return Ok(()),
+                    },
+                };
+                let Ok(user) = user else {
+                    self.reply(&reply::SASL_BAD_BASE64);
+                    return Ok(());
+                };
+                match self.sasl_response("UGFzc3dvcmQ6").await? {
+                    Some(p) => auth::decode(&p).map(|p| (user, p)),
+                    None => return Ok(()),
+                }
+            }
+        };
+        let Ok((user, password)) = credentials else {
+            self.reply(&reply::SASL_BAD_BASE64);
+            return Ok(());
+        };
+        let permit = ctx.checks.acquire().await.expect("never closed");
+        let checker = ctx.clone();
+        let name = user.clone();
+        let ok = tokio::task::spawn_blocking(move || checker.users.verify(&name, &password))
+            .await
+            .unwrap_or(false);
+        drop(permit);
+        if ok {
+            tracing::info!(peer = %self.peer, user = %user, "authenticated");
+            self.session.authenticated_as(user);
+            self.reply(&reply::AUTH_OK);
+            return Ok(());
+        }
+        tracing::warn!(peer = %self.peer, "authentication failed");
+        ctx.throttle.failed(ip);
+        self.auth_failures += 1;
+        if self.auth_failures >= MAX_FAILURES_PER_CONNECTION {
+            self.reply(&reply::AUTH_FAILED);
+            return self.close(&reply::TOO_MANY_ERRORS).await;
+        }
+        self.reply(&reply::AUTH_FAILED);
+        Ok(())
+    }
+
+    /// Sends a 334 challenge and reads one response line; `None` when the client
+    /// cancelled with `*` or the line was unusable (the reply is already queued).
+    async fn sasl_response(&mut self, challenge: &'static str) -> Result<Option<String>, Ended> {
+        self.reply(&reply::AUTH_CONTINUE.with_text(challenge));
+        loop {
+            match self.framer.next(&self.input) {
+                Framed::Line { len, consumed } => {
+                    let line = String::from_utf8_lossy(&self.input[..len]).into_owned();
+                    self.input.drain(..consumed);
+                    if line.trim() == "*" {
+                        self.reply(&reply::SASL_CANCELLED);
+                        return Ok(None);
+                    }
+                    return Ok(Some(line));
+                }
+                Framed::TooLong { consumed } => {
+                    self.input.drain(..consumed);
+                    self.reply(&reply::LINE_TOO_LONG);
+                    return Ok(None);
+                }
+                Framed::Incomplete { consumed } => {
+                    self.input.drain(..consumed);
+                    let timeout = self.ctx.timeouts.command;
+                    self.read_more(timeout).await?;
+                }
+                Framed::BareLineEnding => {
+                    self.close(&reply::BARE_LINE_ENDING).await?;
+                    return Ok(None);
+                }
+            }
         }
     }
 

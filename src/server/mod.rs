@@ -2,6 +2,7 @@
 //! the accept loop, and the intake of content into the spool. `smtp/` holds the
 //! protocol; this module holds the decisions and the I/O.
 
+pub mod auth;
 pub mod conn;
 pub mod intake;
 pub mod listener;
@@ -11,7 +12,7 @@ pub mod session;
 pub mod stream;
 pub mod tls;
 
-pub use conn::{ServerContext, Timeouts};
+pub use conn::{AuthContext, ServerContext, Timeouts};
 pub use listener::{ConnectionLimits, serve};
 pub use policy::RelayPolicy;
 pub use session::{Session, SessionConfig, Step, Transaction};

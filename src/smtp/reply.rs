@@ -126,6 +126,9 @@ pub const PARAM_SYNTAX: Reply = Reply::new(501, st(5, 5, 4), "Syntax error in pa
 pub const BAD_SENDER_SYNTAX: Reply = Reply::new(501, st(5, 1, 7), "Bad sender address syntax");
 pub const BAD_RECIPIENT_SYNTAX: Reply =
     Reply::new(501, st(5, 1, 3), "Bad recipient address syntax");
+/// RFC 4954 §4: the client cancelled the exchange with `*`.
+pub const SASL_CANCELLED: Reply = Reply::new(501, st(5, 0, 0), "Authentication cancelled");
+pub const SASL_BAD_BASE64: Reply = Reply::new(501, st(5, 5, 2), "Cannot decode the response");
 pub const NOT_IMPLEMENTED: Reply = Reply::new(502, st(5, 5, 1), "Command not implemented");
 pub const BAD_SEQUENCE: Reply = Reply::new(503, st(5, 5, 1), "Bad sequence of commands");
 pub const PARAM_NOT_IMPLEMENTED: Reply = Reply::new(504, st(5, 5, 4), "Parameter not implemented");
