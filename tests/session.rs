@@ -98,6 +98,7 @@ fn relay_policy_decides_on_the_final_domain() {
             "{rcpt}"
         );
     }
+    // Routing characters are a relay attempt even at our own domain.
     for rcpt in [
         "<user%elsewhere.example@ours.example>",
         "<\"user@elsewhere.example\"@ours.example>",
@@ -105,10 +106,11 @@ fn relay_policy_decides_on_the_final_domain() {
     ] {
         assert_eq!(
             code(&mut outside, &format!("RCPT TO:{rcpt}")),
-            250,
+            554,
             "{rcpt}"
         );
     }
+    assert_eq!(code(&mut outside, "RCPT TO:<user@ours.example>"), 250);
     let mut inside = session("127.0.0.1");
     code(&mut inside, "EHLO c.example");
     code(&mut inside, "MAIL FROM:<a@x.example>");

@@ -1,11 +1,14 @@
 //! Who may send mail where (DESIGN §7 `[accept]`): anyone may send to our local domains
 //! and to domains a `hold = true` route keeps for an edge; relaying anywhere else needs a
-//! client address in `relay_networks` or an authenticated session. The decision looks at
-//! the final domain only: `%`, `!` and quoted `@` in a local part never route.
+//! client address in `relay_networks` or an authenticated session. We route on the final
+//! domain only, but a local part carrying `%`, `!` or `@` is a relay attempt all the same
+//! (some MTA further on may honour it): such recipients, even at our own domains, are for
+//! clients who may relay, as Postfix does.
 
 use std::net::IpAddr;
 
 use crate::config::{Config, IpNet};
+use crate::smtp::Mailbox;
 
 #[derive(Clone, Debug)]
 pub struct RelayPolicy {
@@ -47,9 +50,17 @@ impl RelayPolicy {
             })
     }
 
-    pub fn allows(&self, client: IpAddr, authenticated: bool, domain: &str) -> bool {
-        self.accepts_for(domain) || self.may_relay(client, authenticated)
+    pub fn allows(&self, client: IpAddr, authenticated: bool, rcpt: &Mailbox) -> bool {
+        if self.may_relay(client, authenticated) {
+            return true;
+        }
+        self.accepts_for(rcpt.domain()) && !has_routing_characters(rcpt.local_part())
     }
+}
+
+/// `%` (the percent hack), `!` (UUCP bang paths) or `@` (quoted): a route, not a mailbox.
+fn has_routing_characters(local_part: &str) -> bool {
+    local_part.contains(['%', '!', '@'])
 }
 
 #[cfg(test)]
@@ -66,12 +77,22 @@ mod tests {
         let p = RelayPolicy::from_config(&config);
         let outside: IpAddr = "192.0.2.9".parse().unwrap();
         let inside: IpAddr = "10.1.2.3".parse().unwrap();
-        assert!(p.allows(outside, false, "OURS.example"));
-        assert!(p.allows(outside, false, "a.field.example"));
-        assert!(!p.allows(outside, false, "field.example"));
-        assert!(!p.allows(outside, false, "victim.example"));
-        assert!(!p.allows(outside, false, "[192.0.2.1]"));
-        assert!(p.allows(outside, true, "victim.example"));
-        assert!(p.allows(inside, false, "victim.example"));
+        let m = |s: &str| Mailbox::parse(s).unwrap();
+        assert!(p.allows(outside, false, &m("a@OURS.example")));
+        assert!(p.allows(outside, false, &m("\"john doe\"@ours.example")));
+        assert!(p.allows(outside, false, &m("a@b.field.example")));
+        assert!(!p.allows(outside, false, &m("a@field.example")));
+        assert!(!p.allows(outside, false, &m("a@victim.example")));
+        assert!(!p.allows(outside, false, &m("a@[192.0.2.1]")));
+        for routed in [
+            "a%victim.example@ours.example",
+            "victim.example!a@ours.example",
+            "\"a@victim.example\"@ours.example",
+        ] {
+            assert!(!p.allows(outside, false, &m(routed)), "{routed}");
+            assert!(p.allows(outside, true, &m(routed)), "{routed}");
+        }
+        assert!(p.allows(outside, true, &m("a@victim.example")));
+        assert!(p.allows(inside, false, &m("a@victim.example")));
     }
 }

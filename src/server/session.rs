@@ -233,7 +233,7 @@ impl Session {
         if !self
             .config
             .policy
-            .allows(self.client, self.auth.is_some(), rcpt.mailbox.domain())
+            .allows(self.client, self.auth.is_some(), &rcpt.mailbox)
         {
             return Step::Reply(reply::RELAY_DENIED);
         }

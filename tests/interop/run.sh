@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Interop with real SMTP clients against the real daemon (issue 3): Python smtplib
+# (STARTTLS + AUTH on submission, implicit TLS on smtps), swaks (pipelining, STARTTLS,
+# raw bytes that try SMTP smuggling), and nmap's smtp-open-relay script. Binds loopback
+# only, stops the daemon it started by its pid, and cleans up its directory.
+# Usage: tests/interop/run.sh [path/to/ferrymail]   (default: target/debug/ferrymail)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${1:-target/debug/ferrymail}
+[ -x "$BIN" ] || { echo "interop: $BIN not built (run cargo build first)"; exit 1; }
+for tool in swaks nmap openssl python3; do
+  command -v "$tool" >/dev/null || { echo "interop: $tool is not installed"; exit 1; }
+done
+
+WORK=$(mktemp -d)
+DAEMON=""
+cleanup() {
+  if [ -n "$DAEMON" ] && kill -0 "$DAEMON" 2>/dev/null; then
+    kill -TERM "$DAEMON"; wait "$DAEMON" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+passed=0; failed=0
+check() { # check NAME CONDITION-COMMAND...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SMTP=$(free_port); SUBMISSION=$(free_port); SMTPS=$(free_port)
+
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=edge.test \
+  -addext subjectAltName=DNS:edge.test -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+echo "alice:$(echo 'correct horse' | "$BIN" hash-password)" > "$WORK/users"
+cat > "$WORK/ferrymail.toml" <<TOML
+hostname = "edge.test"
+spool = "$WORK/spool"
+[[listen]]
+addr = "127.0.0.1:$SMTP"
+kind = "smtp"
+[[listen]]
+addr = "127.0.0.1:$SUBMISSION"
+kind = "submission"
+[[listen]]
+addr = "127.0.0.1:$SMTPS"
+kind = "smtps"
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+[accept]
+users = "users"
+relay_networks = []
+local_domains = ["ours.example"]
+TOML
+FM=("$BIN" --config "$WORK/ferrymail.toml")
+"${FM[@]}" serve 2> "$WORK/daemon.log" &
+DAEMON=$!
+for _ in $(seq 100); do "${FM[@]}" status >/dev/null 2>&1 && break; sleep 0.1; done
+"${FM[@]}" status >/dev/null || { cat "$WORK/daemon.log"; exit 1; }
+
+queued() { "${FM[@]}" queue --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+
+# --- Python smtplib ---------------------------------------------------------------
+py() { SSL_CERT_FILE="$WORK/cert.pem" python3 - "$@"; }
+check "smtplib: submission with STARTTLS and AUTH relays" py "$SUBMISSION" <<'PY'
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), local_hostname="client.example")
+s.ehlo()
+assert "auth" not in s.esmtp_features, "AUTH offered in clear"
+s.starttls(context=ctx); s.ehlo()
+s.login("alice", "correct horse")
+refused = s.sendmail("alice@client.example", ["bob@elsewhere.example"], "Subject: smtplib\r\n\r\nhi\r\n")
+assert refused == {}, refused
+s.quit()
+PY
+check "smtplib: wrong password refused with 535" py "$SUBMISSION" <<'PY'
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1])); s.starttls(context=ctx); s.ehlo()
+try:
+    s.login("alice", "wrong"); sys.exit(1)
+except smtplib.SMTPAuthenticationError as e:
+    assert e.smtp_code == 535
+PY
+check "smtplib: implicit TLS on smtps" py "$SMTPS" <<'PY'
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False
+s = smtplib.SMTP_SSL("127.0.0.1", int(sys.argv[1]), context=ctx)
+s.login("alice", "correct horse")
+s.sendmail("alice@client.example", ["carol@elsewhere.example"], "Subject: smtps\r\n\r\nhi\r\n")
+s.quit()
+PY
+check "two messages queued by smtplib" test "$(queued)" = 2
+
+# --- swaks ------------------------------------------------------------------------
+SW=(swaks --server 127.0.0.1 --port "$SMTP" --helo client.example --from a@client.example --silent 2)
+check "swaks: pipelined delivery to a local domain" "${SW[@]}" --to bob@ours.example --pipeline
+check "swaks: STARTTLS delivery" "${SW[@]}" --to bob@ours.example --tls
+check "swaks: relay refused without AUTH" bash -c '! "$@"' _ "${SW[@]}" --to victim@elsewhere.example
+check "swaks: relay allowed with AUTH" "${SW[@]}" --to victim@elsewhere.example --tls --auth PLAIN --auth-user alice --auth-password 'correct horse'
+check "five messages queued" test "$(queued)" = 5
+check "swaks: smuggling with bare LF refused" bash -c '! "$@"' _ "${SW[@]}" --to bob@ours.example --no-data-fixup \
+  --data $'Subject: smuggle\r\n\r\nx\n.\nMAIL FROM:<admin@ours.example>\r\nRCPT TO:<victim@ours.example>\r\nDATA\r\nsmuggled\r\n.\r\n'
+check "nothing queued by the smuggling attempt" test "$(queued)" = 5
+
+# --- nmap smtp-open-relay -----------------------------------------------------------
+# The script tries 16 forms of relaying to its own test domain (nmap.scanme.org, never
+# resolved: nothing leaves this machine), using our name and address literals.
+nmap -Pn -sV -p "$SMTP" --script smtp-open-relay \
+  --script-args smtp-open-relay.ip=127.0.0.1 127.0.0.1 > "$WORK/nmap.txt" 2>&1 || true
+check "nmap ran the relay script" grep -q "smtp-open-relay" "$WORK/nmap.txt"
+check "nmap finds no open relay" bash -c "grep -q \"doesn't seem to be an open relay\" '$WORK/nmap.txt' && ! grep -q 'Server is an open relay' '$WORK/nmap.txt'"
+# The same address forms go through once authenticated (the final domain is not ours).
+for rcpt in 'victim%elsewhere.example@[127.0.0.1]' '"victim@elsewhere.example"@[127.0.0.1]' 'victim@elsewhere.example'; do
+  check "authenticated relay: $rcpt" "${SW[@]}" --to "$rcpt" --tls --auth PLAIN --auth-user alice --auth-password 'correct horse'
+done
+
+kill -TERM "$DAEMON"; wait "$DAEMON" 2>/dev/null || true; DAEMON=""
+if [ "$failed" -gt 0 ]; then
+  echo "--- nmap output"; cat "$WORK/nmap.txt"; echo "--- daemon log"; tail -40 "$WORK/daemon.log"
+fi
+echo "interop: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
