@@ -82,6 +82,8 @@ pub enum Fault {
 
 struct Inner {
     fault: Option<Fault>,
+    /// Writes fail with ENOSPC while set.
+    full: bool,
     state: State,
     /// The crash image after each mutating operation; `images[0]` is the start.
     images: Vec<State>,
@@ -109,6 +111,7 @@ impl SimFs {
         SimFs {
             inner: Arc::new(Mutex::new(Inner {
                 fault: None,
+                full: false,
                 state,
                 images,
             })),
@@ -129,6 +132,11 @@ impl SimFs {
     /// Makes the next operation of the fault's kind fail.
     pub fn inject(&self, fault: Fault) {
         self.inner.lock().unwrap().fault = Some(fault);
+    }
+
+    /// A full disk: every write fails with ENOSPC until `set_full(false)`.
+    pub fn set_full(&self, full: bool) {
+        self.inner.lock().unwrap().full = full;
     }
 
     fn take_fault(&self, kind: Fault) -> io::Result<()> {
@@ -160,6 +168,9 @@ struct SimFile {
 
 impl Write for SimFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.fs.inner.lock().unwrap().full {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
         let inode = self.inode;
         self.fs.mutate(|s| {
             s.inodes[inode].data.extend_from_slice(buf);
