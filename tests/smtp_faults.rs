@@ -1,5 +1,6 @@
 //! The listener under faults: a full disk (452, nothing partial, and accepting resumes
-//! when space returns), and connection floods (global and per-client caps answer 421).
+//! when space returns), connection floods (global and per-client caps answer 421), and
+//! clients that talk before the greeting (554 5.5.0).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +23,10 @@ struct Fixture {
 }
 
 async fn start(limits: ConnectionLimits) -> Fixture {
+    start_with(limits, Duration::ZERO).await
+}
+
+async fn start_with(limits: ConnectionLimits, greet_pause: Duration) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let config =
         ferrymail::config::parse("spool = \"/spool\"\n", &dir.path().join("f.toml")).unwrap();
@@ -46,7 +51,10 @@ async fn start(limits: ConnectionLimits) -> Fixture {
             max_errors: 10,
         }),
         spool,
-        timeouts: Timeouts::default(),
+        timeouts: Timeouts {
+            greet_pause,
+            ..Timeouts::default()
+        },
         shutdown: shutdown.clone(),
         tls: None,
         auth: None,
@@ -167,5 +175,31 @@ async fn connection_floods_get_421() {
     })
     .await;
     assert!(ok.is_ok(), "the freed slot was not reused");
+    f.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_talking_before_the_greeting_is_refused() {
+    let f = start_with(ConnectionLimits::default(), Duration::from_millis(300)).await;
+    let mut early = BufReader::new(TcpStream::connect(f.addr).await.unwrap());
+    early
+        .get_mut()
+        .write_all(b"EHLO early.example\r\n")
+        .await
+        .unwrap();
+    assert!(reply(&mut early).await.starts_with("554 5.5.0"));
+    let mut rest = String::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), early.read_line(&mut rest))
+        .await
+        .unwrap();
+    assert!(matches!(closed, Ok(0) | Err(_)), "not closed: {rest:?}");
+    // A patient client is served.
+    let mut patient = BufReader::new(TcpStream::connect(f.addr).await.unwrap());
+    assert!(reply(&mut patient).await.starts_with("220"));
+    assert!(
+        send(&mut patient, "EHLO patient.example")
+            .await
+            .starts_with("250")
+    );
     f.shutdown.cancel();
 }

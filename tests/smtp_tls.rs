@@ -91,6 +91,7 @@ async fn start_with(kind: ListenKind, users: Option<&[(&str, &str)]>) -> Fixture
             command: Duration::from_secs(10),
             data: Duration::from_secs(10),
             session: Duration::from_secs(60),
+            ..Timeouts::default()
         },
         shutdown: shutdown.clone(),
         tls: Some(tls.clone()),

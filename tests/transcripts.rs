@@ -90,6 +90,7 @@ async fn start(config_lines: &[String], timeout: Duration) -> Server {
             command: timeout,
             data: timeout,
             session: Duration::from_secs(120),
+            ..Timeouts::default()
         },
         shutdown: shutdown.clone(),
         tls: None,

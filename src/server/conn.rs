@@ -33,6 +33,9 @@ pub struct Timeouts {
     pub data: Duration,
     /// The whole session.
     pub session: Duration,
+    /// Wait before the banner to catch clients that talk first (Postfix's postscreen
+    /// greet wait). Zero still catches input that is already there.
+    pub greet_pause: Duration,
 }
 
 impl Default for Timeouts {
@@ -41,6 +44,7 @@ impl Default for Timeouts {
             command: Duration::from_secs(300),
             data: Duration::from_secs(300),
             session: Duration::from_secs(3600),
+            greet_pause: Duration::ZERO,
         }
     }
 }

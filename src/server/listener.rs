@@ -92,7 +92,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, limits: Conne
         };
         let ctx = ctx.clone();
         tracker.spawn(async move {
-            if let Some(stream) = implicit_tls(stream, &ctx).await {
+            if let Some(stream) = prepare(stream, &ctx).await {
                 serve_connection(stream, peer, ctx).await;
             }
             drop((permit, slot));
@@ -102,17 +102,46 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, limits: Conne
     tracker.wait().await;
 }
 
-/// RFC 8314: on an smtps listener the handshake comes first.
-async fn implicit_tls(tcp: TcpStream, ctx: &ServerContext) -> Option<Stream> {
-    let mut stream = Stream::Plain(tcp);
+/// Before the banner: an early talker is refused (RFC 5321 §4.3.1: the client waits for
+/// the greeting); on an smtps listener the TLS handshake comes first (RFC 8314).
+async fn prepare(tcp: TcpStream, ctx: &ServerContext) -> Option<Stream> {
     if ctx.session.kind != crate::config::ListenKind::Smtps {
-        return Some(stream);
+        if talked_first(&tcp, ctx.timeouts.greet_pause).await {
+            tracing::warn!(peer = ?tcp.peer_addr().ok(), "client talked before the greeting");
+            refuse_early_talker(tcp).await;
+            return None;
+        }
+        return Some(Stream::Plain(tcp));
     }
+    let mut stream = Stream::Plain(tcp);
     let acceptor = ctx.tls.as_ref()?.acceptor();
     match tokio::time::timeout(ctx.timeouts.command, stream.upgrade(&acceptor)).await {
         Ok(Ok(())) => Some(stream),
         _ => None,
     }
+}
+
+/// 554, then a half-close and a short drain: closing with the client's bytes unread
+/// would send a reset that can destroy the reply before it is read.
+async fn refuse_early_talker(mut tcp: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        tcp.write_all(&reply::SYNC_ERROR.to_bytes()).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while tokio::io::AsyncReadExt::read(&mut tcp, &mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// Input already waiting after `pause`, looked at without consuming it.
+async fn talked_first(tcp: &TcpStream, pause: Duration) -> bool {
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+    let mut byte = [0u8; 1];
+    // A zero timeout polls the peek once: ready only if bytes are there now.
+    matches!(tokio::time::timeout(Duration::ZERO, tcp.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
 }
 
 async fn refuse(mut stream: TcpStream, peer: SocketAddr) {
