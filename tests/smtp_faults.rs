@@ -28,8 +28,10 @@ async fn start(limits: ConnectionLimits) -> Fixture {
 
 async fn start_with(limits: ConnectionLimits, greet_pause: Duration) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        ferrymail::config::parse("spool = \"/spool\"\n", &dir.path().join("f.toml")).unwrap();
+    // An untrusted client (no relay networks), sending to a domain of ours.
+    let text =
+        "spool = \"/spool\"\n[accept]\nrelay_networks = []\nlocal_domains = [\"example.net\"]\n";
+    let config = ferrymail::config::parse(text, &dir.path().join("f.toml")).unwrap();
     let fs = SimFs::new();
     let layout = Layout::new(Path::new("/spool")).with_index(dir.path().join("index.sqlite3"));
     let (l, f) = (layout.clone(), fs.clone());

@@ -1,6 +1,8 @@
 //! The accept loop of one `[[listen]]` entry: a global connection cap and a per-client
-//! cap (over either: `421` and close), a backoff when the process runs out of file
-//! descriptors, and a clean stop on shutdown (connections answer 421 at their next wait).
+//! cap (over either: `421` and close; clients in `relay_networks` are exempt from the
+//! per-client cap, as Postfix exempts mynetworks), a backoff when the process runs out of
+//! file descriptors, and a clean stop on shutdown (connections answer 421 at their next
+//! wait).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +28,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_connections: 256,
-            max_per_client: 20,
+            max_per_client: 50,
         }
     }
 }
@@ -83,10 +85,13 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, limits: Conne
         };
         backoff = Duration::from_millis(10);
         let _ = stream.set_nodelay(true);
-        let (Ok(permit), Some(slot)) = (
-            global.clone().try_acquire_owned(),
-            per_client.take(peer.ip(), limits.max_per_client),
-        ) else {
+        let trusted = ctx.session.policy.may_relay(peer.ip(), false);
+        let slot = if trusted {
+            Some(None)
+        } else {
+            per_client.take(peer.ip(), limits.max_per_client).map(Some)
+        };
+        let (Ok(permit), Some(slot)) = (global.clone().try_acquire_owned(), slot) else {
             tracker.spawn(refuse(stream, peer));
             continue;
         };
