@@ -357,6 +357,11 @@ async fn submission_requires_tls_then_auth_and_then_relays() {
         file.contains("with ESMTPSA id") && file.contains("\"auth\":\"alice\""),
         "{file}"
     );
+    // An authenticated submission lacking them gets Date and Message-ID, before the body.
+    let header_end = file.find("\r\n\r\nhi\r\n").expect("body");
+    let message_id = format!("\r\nMessage-ID: <{}@edge.test>\r\n", ids[0]);
+    assert!(file[..header_end + 2].contains(&message_id), "{file}");
+    assert!(file[..header_end].contains("\r\nDate: "), "{file}");
     f.shutdown.cancel();
 }
 

@@ -428,7 +428,13 @@ impl Conn {
                 ..Origin::default()
             },
         };
-        Intake::start(&self.ctx.spool, envelope, trace).await
+        // RFC 6409 §8: a submission server may complete Date and Message-ID; we do it
+        // for authenticated clients only, never for relayed mail.
+        let fix = self
+            .session
+            .authenticated()
+            .map(|_| self.ctx.session.hostname.clone());
+        Intake::start(&self.ctx.spool, envelope, trace, fix).await
     }
 
     async fn data(&mut self) -> Result<(), Ended> {

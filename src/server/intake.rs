@@ -3,7 +3,7 @@
 //! session stays bounded and the runtime never blocks on the disk. A write error is kept
 //! and reported at the end (the content is still read, so the session stays in step).
 
-use super::received::ReceivedCounter;
+use super::received::HeaderScan;
 use crate::spool::{Draft, Envelope, QueueId, Spool, SpoolError};
 
 /// Bytes buffered before a write to the draft.
@@ -13,13 +13,22 @@ pub struct Intake {
     spool: Spool,
     draft: Option<Draft>,
     pending: Vec<u8>,
-    counter: ReceivedCounter,
+    headers: HeaderScan,
+    /// For authenticated submissions: add `Date:`/`Message-ID:` when missing, under
+    /// this hostname, at the end of the header section.
+    fix_headers_for: Option<String>,
     failed: Option<SpoolError>,
 }
 
 impl Intake {
-    /// Creates the draft and writes `trace` (our `Received:` header) into it.
-    pub async fn start(spool: &Spool, envelope: Envelope, trace: String) -> Intake {
+    /// Creates the draft and writes `trace` (our `Received:` header) into it. With
+    /// `fix_headers_for`, missing `Date:`/`Message-ID:` fields are added.
+    pub async fn start(
+        spool: &Spool,
+        envelope: Envelope,
+        trace: String,
+        fix_headers_for: Option<String>,
+    ) -> Intake {
         let s = spool.clone();
         let created = tokio::task::spawn_blocking(move || {
             let mut draft = s.create_draft(envelope)?;
@@ -36,7 +45,8 @@ impl Intake {
             spool: spool.clone(),
             draft,
             pending: Vec::with_capacity(BATCH),
-            counter: ReceivedCounter::default(),
+            headers: HeaderScan::default(),
+            fix_headers_for,
             failed,
         }
     }
@@ -47,19 +57,33 @@ impl Intake {
 
     /// Content bytes, exactly as they are to be stored.
     pub async fn push(&mut self, bytes: &[u8]) {
-        self.counter.feed(bytes);
+        let header_end = self.headers.feed(bytes);
         if self.failed.is_some() {
             return;
         }
-        self.pending.extend_from_slice(bytes);
+        match header_end {
+            Some(at) if self.fix_headers_for.is_some() => {
+                self.pending.extend_from_slice(&bytes[..at]);
+                self.add_missing_fields();
+                self.pending.extend_from_slice(&bytes[at..]);
+            }
+            _ => self.pending.extend_from_slice(bytes),
+        }
         if self.pending.len() >= BATCH {
             self.flush().await;
         }
     }
 
+    fn add_missing_fields(&mut self) {
+        if let (Some(hostname), Some(id)) = (self.fix_headers_for.take(), self.id()) {
+            let fields = self.headers.missing_fields(id.as_str(), &hostname);
+            self.pending.extend_from_slice(fields.as_bytes());
+        }
+    }
+
     /// `Received:` fields seen in the message's header section.
     pub fn received_count(&self) -> usize {
-        self.counter.count()
+        self.headers.received()
     }
 
     async fn flush(&mut self) {
@@ -81,6 +105,10 @@ impl Intake {
 
     /// Makes the message durable: last write, fsync, rename, group commit.
     pub async fn commit(mut self) -> Result<QueueId, SpoolError> {
+        if !self.headers.ended() {
+            // All header, no body: the fields go at the end.
+            self.add_missing_fields();
+        }
         self.flush().await;
         if let Some(e) = self.failed.take() {
             return Err(e);

@@ -1,7 +1,8 @@
 //! Trace headers (RFC 5321 §4.4): the `Received:` line we prepend, with the protocol
-//! named per RFC 3848, and a counter of the `Received:` fields already in a message's
-//! header section, fed chunk by chunk, for loop detection. Nothing a client sent goes
-//! into our header unfiltered: the EHLO name is reduced to host-name characters.
+//! named per RFC 3848, and a scan of a message's header section, fed chunk by chunk:
+//! `Received:` fields for loop detection, and the `Date:`/`Message-ID:` fields that a
+//! submission may lack. Nothing a client sent goes into our header unfiltered: the EHLO
+//! name is reduced to host-name characters.
 
 /// More `Received:` fields than this means a mail loop (RFC 5321 §6.3).
 pub const MAX_RECEIVED: usize = 100;
@@ -44,38 +45,44 @@ pub fn received_header(t: &TraceInfo<'_>) -> String {
     )
 }
 
-/// Counts `Received:` fields in the header section of content fed in chunks.
+/// Watches the header section of content fed in chunks: counts `Received:` fields, notes
+/// `Date:` and `Message-ID:`, and finds where the section ends (the empty line).
 #[derive(Debug)]
-pub struct ReceivedCounter {
+pub struct HeaderScan {
     in_headers: bool,
-    /// The start of the current line (up to 9 bytes, enough for `received:`).
+    /// The start of the current line (up to 11 bytes, enough for `message-id:`).
     line_start: Vec<u8>,
     at_line_start: bool,
-    count: usize,
+    received: usize,
+    has_date: bool,
+    has_message_id: bool,
 }
 
-impl Default for ReceivedCounter {
+impl Default for HeaderScan {
     fn default() -> Self {
-        ReceivedCounter {
+        HeaderScan {
             in_headers: true,
-            line_start: Vec::with_capacity(9),
+            line_start: Vec::with_capacity(11),
             at_line_start: true,
-            count: 0,
+            received: 0,
+            has_date: false,
+            has_message_id: false,
         }
     }
 }
 
-impl ReceivedCounter {
-    pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+impl HeaderScan {
+    /// Feeds content; returns the offset in `bytes` where the empty line that ends the
+    /// header section begins, when it is in this chunk.
+    pub fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
             if !self.in_headers {
-                return;
+                return None;
             }
             if self.at_line_start {
                 if b == b'\r' || b == b'\n' {
-                    // An empty line ends the header section.
                     self.in_headers = false;
-                    return;
+                    return Some(i);
                 }
                 self.at_line_start = false;
                 self.line_start.clear();
@@ -84,18 +91,46 @@ impl ReceivedCounter {
                 self.at_line_start = true;
                 continue;
             }
-            if self.line_start.len() < 9 {
+            if self.line_start.len() < 11 {
                 self.line_start.push(b);
-                if self.line_start.len() == 9 && self.line_start.eq_ignore_ascii_case(b"received:")
-                {
-                    self.count += 1;
-                }
+                self.note_field();
             }
+        }
+        None
+    }
+
+    fn note_field(&mut self) {
+        let start = self.line_start.as_slice();
+        if start.eq_ignore_ascii_case(b"received:") {
+            self.received += 1;
+        } else if start.eq_ignore_ascii_case(b"date:") {
+            self.has_date = true;
+        } else if start.eq_ignore_ascii_case(b"message-id:") {
+            self.has_message_id = true;
         }
     }
 
-    pub fn count(&self) -> usize {
-        self.count
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// The header section has ended (an empty line was seen).
+    pub fn ended(&self) -> bool {
+        !self.in_headers
+    }
+
+    /// The `Date:` and `Message-ID:` fields a submission lacks (RFC 6409 §8.2, §8.3).
+    pub fn missing_fields(&self, id: &str, hostname: &str) -> String {
+        let mut out = String::new();
+        if !self.has_date {
+            let date =
+                jiff::fmt::rfc2822::to_string(&jiff::ZonedDateTime::now()).unwrap_or_default();
+            out.push_str(&format!("Date: {date}\r\n"));
+        }
+        if !self.has_message_id {
+            out.push_str(&format!("Message-ID: <{id}@{hostname}>\r\n"));
+        }
+        out
     }
 }
 
@@ -104,16 +139,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_only_the_header_section_at_any_chunking() {
-        let mut msg = b"Received: a\r\nRECEIVED: b\r\n\tcontinued received: no\r\nX-Received: no\r\nSubject: s\r\n".to_vec();
-        msg.extend_from_slice(b"\r\nReceived: in the body\r\n");
+    fn scans_only_the_header_section_at_any_chunking() {
+        let head = b"Received: a\r\nRECEIVED: b\r\n\tcontinued received: no\r\nX-Received: no\r\nDate: x\r\n";
+        let mut msg = head.to_vec();
+        msg.extend_from_slice(b"\r\nReceived: in the body\r\nMessage-ID: <in body>\r\n");
         for step in 1..msg.len() {
-            let mut c = ReceivedCounter::default();
-            for chunk in msg.chunks(step) {
-                c.feed(chunk);
+            let mut c = HeaderScan::default();
+            let mut end = None;
+            for (n, chunk) in msg.chunks(step).enumerate() {
+                if let Some(at) = c.feed(chunk) {
+                    end = Some(n * step + at);
+                }
             }
-            assert_eq!(c.count(), 2, "step {step}");
+            assert_eq!(c.received(), 2, "step {step}");
+            assert_eq!(end, Some(head.len()), "step {step}");
+            let missing = c.missing_fields("ID", "h.example");
+            assert!(
+                missing.starts_with("Message-ID: <ID@h.example>") && !missing.contains("Date:"),
+                "{missing}"
+            );
         }
+        let mut none = HeaderScan::default();
+        assert_eq!(none.feed(b"Subject: only headers\r\n"), None);
+        assert!(!none.ended());
     }
 
     #[test]
