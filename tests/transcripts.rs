@@ -5,6 +5,8 @@
 //! # comment
 //! ! config TOML-LINE       appended to the configuration (before the dialogue)
 //! ! timeout SECONDS        the server's command and data timeout
+//! ! session SECONDS        the server's whole-session deadline
+//! sleep SECONDS            the client waits
 //! > TEXT                   the client sends TEXT and CRLF
 //! >> TEXT                  the client sends TEXT as is (escapes: \r \n \0 \t \\)
 //! < PREFIX                 the next reply's last line starts with PREFIX (e.g. `250`, `5`)
@@ -57,7 +59,7 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-async fn start(config_lines: &[String], timeout: Duration) -> Server {
+async fn start(config_lines: &[String], timeout: Duration, deadline: Duration) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "hostname = \"edge.test\"\nspool = \"{}\"\n{}\n",
@@ -89,7 +91,7 @@ async fn start(config_lines: &[String], timeout: Duration) -> Server {
         timeouts: Timeouts {
             command: timeout,
             data: timeout,
-            session: Duration::from_secs(120),
+            session: deadline,
             ..Timeouts::default()
         },
         shutdown: shutdown.clone(),
@@ -157,6 +159,7 @@ async fn run_transcript(path: &Path) {
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     let mut config = Vec::new();
     let mut timeout = Duration::from_secs(30);
+    let mut session = Duration::from_secs(120);
     let mut dialogue = Vec::new();
     for (no, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.starts_with('#') {
@@ -166,6 +169,8 @@ async fn run_transcript(path: &Path) {
             config.push(c.to_owned());
         } else if let Some(t) = line.strip_prefix("! timeout ") {
             timeout = Duration::from_secs_f64(t.trim().parse().unwrap());
+        } else if let Some(t) = line.strip_prefix("! session ") {
+            session = Duration::from_secs_f64(t.trim().parse().unwrap());
         } else {
             let (count, rest) = match line.strip_prefix('x').and_then(|r| r.split_once(' ')) {
                 Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) => {
@@ -178,7 +183,7 @@ async fn run_transcript(path: &Path) {
             }
         }
     }
-    let server = start(&config, timeout).await;
+    let server = start(&config, timeout, session).await;
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
@@ -195,6 +200,8 @@ async fn run_transcript(path: &Path) {
             let mut bytes = unescape(cmd);
             bytes.extend_from_slice(b"\r\n");
             let _ = write.write_all(&bytes).await;
+        } else if let Some(t) = step.strip_prefix("sleep ") {
+            tokio::time::sleep(Duration::from_secs_f64(t.trim().parse().unwrap())).await;
         } else if step == "< closed" {
             let reply = read_reply(&mut read, &what).await;
             assert!(
