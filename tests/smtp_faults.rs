@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrymail::config::ListenKind;
-use ferrymail::server::{ConnectionLimits, RelayPolicy, ServerContext, SessionConfig, Timeouts};
+use ferrymail::server::{ConnectionLimits, ServerContext, SessionConfig, Timeouts};
 use ferrymail::spool::simfs::SimFs;
 use ferrymail::spool::{Fs, Layout, Spool, SpoolOptions, index};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -42,16 +42,7 @@ async fn start_with(limits: ConnectionLimits, greet_pause: Duration) -> Fixture 
     .unwrap();
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(ServerContext {
-        session: Arc::new(SessionConfig {
-            hostname: "edge.test".into(),
-            kind: ListenKind::Smtp,
-            max_message_size: 1 << 20,
-            max_recipients: 10,
-            policy: RelayPolicy::from_config(&config),
-            tls_available: false,
-            auth_available: false,
-            max_errors: 10,
-        }),
+        session: Arc::new(SessionConfig::from_config(&config, ListenKind::Smtp)),
         spool,
         timeouts: Timeouts {
             greet_pause,

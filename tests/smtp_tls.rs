@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ferrymail::config::ListenKind;
 use ferrymail::server::{
-    AuthContext, ConnectionLimits, RelayPolicy, ServerContext, ServerTls, SessionConfig, Timeouts,
+    AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
 };
 use ferrymail::spool::{Layout, RealFs, Spool, SpoolOptions, index};
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -76,15 +76,11 @@ async fn start_with(kind: ListenKind, users: Option<&[(&str, &str)]>) -> Fixture
     .unwrap();
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(ServerContext {
+        // The certificate is handed over below rather than through [tls].
         session: Arc::new(SessionConfig {
-            hostname: "edge.test".into(),
-            kind,
-            max_message_size: 1 << 20,
-            max_recipients: 10,
-            policy: RelayPolicy::from_config(&config),
             tls_available: true,
             auth_available: auth.is_some(),
-            max_errors: 10,
+            ..SessionConfig::from_config(&config, kind)
         }),
         spool,
         timeouts: Timeouts {

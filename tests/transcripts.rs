@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrymail::server::{ConnectionLimits, RelayPolicy, ServerContext, SessionConfig, Timeouts};
+use ferrymail::server::{ConnectionLimits, ServerContext, SessionConfig, Timeouts};
 use ferrymail::spool::envelope::{read_body, read_stored};
 use ferrymail::spool::{Layout, RealFs, Spool, SpoolOptions, index};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -74,16 +74,10 @@ async fn start(config_lines: &[String], timeout: Duration, deadline: Duration) -
     })
     .await
     .unwrap();
-    let session = Arc::new(SessionConfig {
-        hostname: config.hostname.clone(),
-        kind: ferrymail::config::ListenKind::Smtp,
-        max_message_size: config.accept.max_message_size.0,
-        max_recipients: config.accept.max_recipients as usize,
-        policy: RelayPolicy::from_config(&config),
-        tls_available: false,
-        auth_available: false,
-        max_errors: 10,
-    });
+    let session = Arc::new(SessionConfig::from_config(
+        &config,
+        ferrymail::config::ListenKind::Smtp,
+    ));
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(ServerContext {
         session,

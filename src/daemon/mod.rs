@@ -11,11 +11,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ListenKind};
+use crate::config::Config;
 use crate::exit::{self, Failure};
 use crate::server::auth::Users;
 use crate::server::{
-    AuthContext, ConnectionLimits, RelayPolicy, ServerContext, ServerTls, SessionConfig, Timeouts,
+    AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
 };
 use crate::spool::lock::{LockError, SpoolLock};
 use crate::spool::{Layout, RealFs, Spool, SpoolOptions, now_unix};
@@ -67,7 +67,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         tracing::info!(addr = %addr, kind = listen.kind.as_str(), "listening");
         bound.push(addr.to_string());
         let ctx = Arc::new(ServerContext {
-            session: Arc::new(session_config(&config, listen.kind)),
+            session: Arc::new(SessionConfig::from_config(&config, listen.kind)),
             spool: spool.clone(),
             timeouts: Timeouts::default(),
             shutdown: shutdown.clone(),
@@ -159,22 +159,6 @@ fn load_tls(config: &Config) -> Result<Option<Arc<ServerTls>>, Failure> {
     });
     Ok(Some(tls))
 }
-
-fn session_config(config: &Config, kind: ListenKind) -> SessionConfig {
-    SessionConfig {
-        hostname: config.hostname.clone(),
-        kind,
-        max_message_size: config.accept.max_message_size.0,
-        max_recipients: config.accept.max_recipients as usize,
-        policy: RelayPolicy::from_config(config),
-        tls_available: config.tls.is_some(),
-        auth_available: config.accept.users.is_some(),
-        max_errors: MAX_ERRORS,
-    }
-}
-
-/// Protocol errors before a session is closed with 421 (Postfix's soft limit).
-const MAX_ERRORS: u32 = 10;
 
 /// As root, `maildrop/` is written by every local user (like Postfix's maildrop with
 /// its setgid helper, but without one): 1733, sticky, not listable.

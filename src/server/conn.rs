@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{self, MAX_CONCURRENT_CHECKS, MAX_FAILURES_PER_CONNECTION, Throttle, Users};
+use super::auth::{MAX_CONCURRENT_CHECKS, Throttle, Users};
 use super::intake::Intake;
 use super::received::{MAX_RECEIVED, TraceInfo, received_header};
 use super::session::{Session, SessionConfig, Step};
@@ -85,7 +85,7 @@ const MIN_FREE_SPACE: u64 = 1 << 20;
 
 /// Why a connection ended early; logged, never shown to the peer.
 #[derive(Debug, thiserror::Error)]
-enum Ended {
+pub(super) enum Ended {
     #[error("closed by the client")]
     Eof,
     #[error("{0}")]
@@ -94,17 +94,17 @@ enum Ended {
     Closed,
 }
 
-struct Conn {
-    stream: Stream,
-    peer: SocketAddr,
-    ctx: Arc<ServerContext>,
-    session: Session,
-    framer: LineFramer,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    deadline: Instant,
-    bdat: Option<(Intake, BdatCheck)>,
-    auth_failures: u32,
+pub(super) struct Conn {
+    pub(super) stream: Stream,
+    pub(super) peer: SocketAddr,
+    pub(super) ctx: Arc<ServerContext>,
+    pub(super) session: Session,
+    pub(super) framer: LineFramer,
+    pub(super) input: Vec<u8>,
+    pub(super) output: Vec<u8>,
+    pub(super) deadline: Instant,
+    pub(super) bdat: Option<(Intake, BdatCheck)>,
+    pub(super) auth_failures: u32,
 }
 
 /// Serves one connection to its end (`stream` is already TLS on an smtps listener).
@@ -222,115 +222,11 @@ impl Conn {
         }
     }
 
-    /// RFC 4954 AUTH PLAIN (RFC 4616) or LOGIN. The same reply for an unknown user and a
-    /// wrong password; closed after too many failures here or from this address.
-    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Result<(), Ended> {
-        let Some(ctx) = self.ctx.auth.clone() else {
-            self.reply(&reply::NOT_IMPLEMENTED);
-            return Ok(());
-        };
-        let ip = self.peer.ip();
-        if ctx.throttle.blocked(ip) {
-            return self
-                .close(&reply::TOO_MANY_ERRORS.with_text("Too many failed authentications"))
-                .await;
-        }
-        let credentials = match mechanism {
-            "PLAIN" => {
-                let response = match initial.as_deref() {
-                    Some("=") => String::new(),
-                    Some(r) => r.to_owned(),
-                    None => match self.sasl_response("").await? {
-                        Some(r) => r,
-                        None => return Ok(()),
-                    },
-                };
-                auth::decode_plain(&response)
-            }
-            _ => {
-                let user = match initial {
-                    Some(u) => auth::decode(&u),
-                    None => match self.sasl_response("VXNlcm5hbWU6").await? {
-                        Some(u) => auth::decode(&u),
-                        None => return Ok(()),
-                    },
-                };
-                let Ok(user) = user else {
-                    self.reply(&reply::SASL_BAD_BASE64);
-                    return Ok(());
-                };
-                match self.sasl_response("UGFzc3dvcmQ6").await? {
-                    Some(p) => auth::decode(&p).map(|p| (user, p)),
-                    None => return Ok(()),
-                }
-            }
-        };
-        let Ok((user, password)) = credentials else {
-            self.reply(&reply::SASL_BAD_BASE64);
-            return Ok(());
-        };
-        let permit = ctx.checks.acquire().await.expect("never closed");
-        let checker = ctx.clone();
-        let name = user.clone();
-        let ok = tokio::task::spawn_blocking(move || checker.users.verify(&name, &password))
-            .await
-            .unwrap_or(false);
-        drop(permit);
-        if ok {
-            tracing::info!(peer = %self.peer, user = %user, "authenticated");
-            self.session.authenticated_as(user);
-            self.reply(&reply::AUTH_OK);
-            return Ok(());
-        }
-        tracing::warn!(peer = %self.peer, "authentication failed");
-        ctx.throttle.failed(ip);
-        self.auth_failures += 1;
-        if self.auth_failures >= MAX_FAILURES_PER_CONNECTION {
-            self.reply(&reply::AUTH_FAILED);
-            return self.close(&reply::TOO_MANY_ERRORS).await;
-        }
-        self.reply(&reply::AUTH_FAILED);
-        Ok(())
-    }
-
-    /// Sends a 334 challenge and reads one response line; `None` when the client
-    /// cancelled with `*` or the line was unusable (the reply is already queued).
-    async fn sasl_response(&mut self, challenge: &'static str) -> Result<Option<String>, Ended> {
-        self.reply(&reply::AUTH_CONTINUE.with_text(challenge));
-        loop {
-            match self.framer.next(&self.input) {
-                Framed::Line { len, consumed } => {
-                    let line = String::from_utf8_lossy(&self.input[..len]).into_owned();
-                    self.input.drain(..consumed);
-                    if line.trim() == "*" {
-                        self.reply(&reply::SASL_CANCELLED);
-                        return Ok(None);
-                    }
-                    return Ok(Some(line));
-                }
-                Framed::TooLong { consumed } => {
-                    self.input.drain(..consumed);
-                    self.reply(&reply::LINE_TOO_LONG);
-                    return Ok(None);
-                }
-                Framed::Incomplete { consumed } => {
-                    self.input.drain(..consumed);
-                    let timeout = self.ctx.timeouts.command;
-                    self.read_more(timeout).await?;
-                }
-                Framed::BareLineEnding => {
-                    self.close(&reply::BARE_LINE_ENDING).await?;
-                    return Ok(None);
-                }
-            }
-        }
-    }
-
-    fn reply(&mut self, r: &Reply) {
+    pub(super) fn reply(&mut self, r: &Reply) {
         r.write_to(&mut self.output);
     }
 
-    async fn close(&mut self, r: &Reply) -> Result<(), Ended> {
+    pub(super) async fn close(&mut self, r: &Reply) -> Result<(), Ended> {
         self.reply(r);
         self.flush().await?;
         Err(Ended::Closed)
@@ -346,7 +242,7 @@ impl Conn {
     }
 
     /// Flushes pending replies, then waits for more input.
-    async fn read_more(&mut self, timeout: Duration) -> Result<(), Ended> {
+    pub(super) async fn read_more(&mut self, timeout: Duration) -> Result<(), Ended> {
         self.flush().await?;
         let limit = timeout.min(self.deadline.saturating_duration_since(Instant::now()));
         let mut buf = [0u8; READ_SIZE];

@@ -8,6 +8,7 @@ pub mod intake;
 pub mod listener;
 pub mod policy;
 pub mod received;
+mod sasl;
 pub mod session;
 pub mod stream;
 pub mod tls;

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::policy::RelayPolicy;
-use crate::config::ListenKind;
+use crate::config::{Config, ListenKind};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Command, MailFrom, RcptTo, ReversePath};
 use crate::spool::BodyType;
@@ -27,6 +27,26 @@ pub struct SessionConfig {
     pub auth_available: bool,
     /// Protocol errors before the session is closed with 421.
     pub max_errors: u32,
+}
+
+/// Protocol errors before a session is closed with 421 (Postfix's soft limit).
+pub const MAX_ERRORS: u32 = 10;
+
+impl SessionConfig {
+    /// The settings of a listener of `kind` under `config`: STARTTLS when `[tls]` is
+    /// set, AUTH when `accept.users` is.
+    pub fn from_config(config: &Config, kind: ListenKind) -> SessionConfig {
+        SessionConfig {
+            hostname: config.hostname.clone(),
+            kind,
+            max_message_size: config.accept.max_message_size.0,
+            max_recipients: config.accept.max_recipients as usize,
+            policy: RelayPolicy::from_config(config),
+            tls_available: config.tls.is_some(),
+            auth_available: config.accept.users.is_some(),
+            max_errors: MAX_ERRORS,
+        }
+    }
 }
 
 /// What the driver does next.
