@@ -9,6 +9,7 @@ pub mod command;
 pub mod data;
 pub mod line;
 pub mod reply;
+pub mod response;
 
 pub use address::{AddressError, Mailbox, ReversePath};
 pub use command::{Command, CommandError, MailFrom, RcptTo};
