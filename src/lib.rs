@@ -7,7 +7,8 @@
 //! - `server`  — the SMTP listener's decisions: relay policy, the session state machine.
 //! - `spool`   — the crash-safe on-disk queue: drafts, group commit, SQLite index,
 //!   recovery, maildrop, lock.
-//! - `queue`   — reading the queue for people and scripts (listing, JSON).
+//! - `queue`   — reading the queue for people and scripts (listing, JSON); retry policy.
+//! - `delivery` — (being built) routes and the classification of delivery results.
 //! - `inject`  — turning a `sendmail` invocation's input into a maildrop message.
 //! - `control` — the unix-socket protocol between the CLI and the daemon.
 //! - `daemon`  — `ferrymail serve`: the long-running tasks and their shutdown.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod delivery;
 pub mod exit;
 pub mod inject;
 pub mod queue;

@@ -129,6 +129,17 @@ pub fn parse_window(s: &str) -> Option<(u16, u16)> {
     (start != end).then_some((start, end))
 }
 
+/// A domain pattern as routes and local domains write it: `example.org` is that domain,
+/// `.example.org` every subdomain (not the domain itself). Case and a final dot ignored.
+pub fn domain_matches(pattern: &str, domain: &str) -> bool {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+    match pattern.strip_prefix('.') {
+        Some(suffix) => domain.len() > suffix.len() + 1 && domain.ends_with(&pattern),
+        None => domain == pattern,
+    }
+}
+
 /// RFC 1035 §2.3.1 host names (letters, digits, hyphens; labels ≤ 63, name ≤ 255).
 pub fn is_domain(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
@@ -172,6 +183,16 @@ mod tests {
         ] {
             assert_eq!(parse_window(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn domain_patterns() {
+        assert!(domain_matches("example.org", "Example.ORG."));
+        assert!(!domain_matches("example.org", "a.example.org"));
+        assert!(domain_matches(".example.org", "a.example.org"));
+        assert!(domain_matches(".example.org", "b.a.example.org"));
+        assert!(!domain_matches(".example.org", "example.org"));
+        assert!(!domain_matches(".example.org", "badexample.org"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! human table. Changes to the queue go through the spool writer (`spool::Change`).
 
 pub mod listing;
+pub mod retry;
 pub mod table;
 
 pub use listing::{QueueEntry, RecipientEntry, for_each_entry, maildrop_entries};

@@ -7,26 +7,21 @@
 
 use std::net::IpAddr;
 
-use crate::config::{Config, IpNet};
+use crate::config::{Config, IpNet, domain_matches};
 use crate::smtp::Mailbox;
 
 #[derive(Clone, Debug)]
 pub struct RelayPolicy {
     relay_networks: Vec<IpNet>,
-    /// Lower-case; a leading dot matches every subdomain.
+    /// Domain patterns, as `config::domain_matches` reads them.
     accepted_domains: Vec<String>,
 }
 
 impl RelayPolicy {
     pub fn from_config(config: &Config) -> RelayPolicy {
-        let mut accepted: Vec<String> = config
-            .accept
-            .local_domains
-            .iter()
-            .map(|d| d.to_ascii_lowercase())
-            .collect();
+        let mut accepted = config.accept.local_domains.clone();
         for route in config.route.iter().filter(|r| r.hold) {
-            accepted.extend(route.domains.iter().map(|d| d.to_ascii_lowercase()));
+            accepted.extend(route.domains.iter().cloned());
         }
         RelayPolicy {
             relay_networks: config.accept.relay_networks.clone(),
@@ -41,13 +36,9 @@ impl RelayPolicy {
 
     /// Anyone may send to this domain: it is ours, or held here for an edge.
     pub fn accepts_for(&self, domain: &str) -> bool {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         self.accepted_domains
             .iter()
-            .any(|d| match d.strip_prefix('.') {
-                Some(suffix) => domain.ends_with(d.as_str()) && domain.len() > suffix.len(),
-                None => *d == domain,
-            })
+            .any(|pattern| domain_matches(pattern, domain))
     }
 
     pub fn allows(&self, client: IpAddr, authenticated: bool, rcpt: &Mailbox) -> bool {

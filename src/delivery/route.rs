@@ -1,0 +1,142 @@
+//! Which way a recipient's mail goes (DESIGN §5): `[[route]]` entries by domain, first
+//! match wins; then `[upstream]` (the smarthost); else the domain's MX. A `hold` route
+//! keeps mail until ETRN or a flush names the domain. Each route has a stable name
+//! (`route[N]`, `upstream`, `mx`) used to group deliveries and to key its link gate.
+
+use crate::config::{Config, TlsPolicy, domain_matches};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Kept until released for its domain.
+    Hold,
+    /// A fixed `host:port` (a smarthost or a route's `via`).
+    Relay {
+        host_port: String,
+        tls: TlsPolicy,
+        authenticated: bool,
+    },
+    /// The recipient domain's MX hosts (RFC 5321 §5.1).
+    Mx { tls: TlsPolicy },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    pub target: Target,
+}
+
+#[derive(Clone, Debug)]
+pub struct Router {
+    routes: Vec<(Vec<String>, Route)>,
+    fallback: Route,
+}
+
+impl Router {
+    pub fn from_config(config: &Config) -> Router {
+        let routes = config
+            .route
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let target = if r.hold {
+                    Target::Hold
+                } else if r.via == "mx" {
+                    Target::Mx { tls: r.tls }
+                } else {
+                    Target::Relay {
+                        host_port: r.via.clone(),
+                        tls: r.tls,
+                        authenticated: false,
+                    }
+                };
+                (
+                    r.domains.clone(),
+                    Route {
+                        name: format!("route[{i}]"),
+                        target,
+                    },
+                )
+            })
+            .collect();
+        let fallback = match &config.upstream {
+            Some(up) => Route {
+                name: "upstream".into(),
+                target: Target::Relay {
+                    host_port: up.smarthost.clone(),
+                    tls: up.tls,
+                    authenticated: up.username.is_some(),
+                },
+            },
+            None => Route {
+                name: "mx".into(),
+                target: Target::Mx {
+                    tls: TlsPolicy::Opportunistic,
+                },
+            },
+        };
+        Router { routes, fallback }
+    }
+
+    /// The route for mail to `domain`.
+    pub fn route(&self, domain: &str) -> &Route {
+        self.routes
+            .iter()
+            .find(|(patterns, _)| patterns.iter().any(|p| domain_matches(p, domain)))
+            .map_or(&self.fallback, |(_, route)| route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(text: &str) -> Router {
+        Router::from_config(
+            &crate::config::parse(text, std::path::Path::new("/etc/f.toml")).unwrap(),
+        )
+    }
+
+    #[test]
+    fn first_match_then_upstream_then_mx() {
+        let r = router(
+            "spool = \"/s\"\n[upstream]\nsmarthost = \"smtp.example.net:587\"\nusername = \"me\"\npassword_file = \"p\"\n\
+             [[route]]\ndomains = [\"field.example.org\", \".field.example.org\"]\nhold = true\n\
+             [[route]]\ndomains = [\".example.org\"]\nvia = \"10.0.0.2:25\"\ntls = \"none\"\n\
+             [[route]]\ndomains = [\"direct.example\"]\n",
+        );
+        assert_eq!(r.route("field.example.org").target, Target::Hold);
+        assert_eq!(r.route("A.Field.Example.Org.").name, "route[0]");
+        assert_eq!(r.route("other.example.org").name, "route[1]");
+        assert_eq!(
+            r.route("other.example.org").target,
+            Target::Relay {
+                host_port: "10.0.0.2:25".into(),
+                tls: TlsPolicy::None,
+                authenticated: false
+            }
+        );
+        assert_eq!(
+            r.route("example.org").name,
+            "upstream",
+            ".suffix matches subdomains only"
+        );
+        assert_eq!(
+            r.route("direct.example").target,
+            Target::Mx {
+                tls: TlsPolicy::Opportunistic
+            }
+        );
+        let up = r.route("anything.example");
+        assert_eq!(up.name, "upstream");
+        assert!(matches!(
+            &up.target,
+            Target::Relay {
+                authenticated: true,
+                tls: TlsPolicy::Required,
+                ..
+            }
+        ));
+        let direct = router("spool = \"/s\"\n");
+        assert_eq!(direct.route("x.example").name, "mx");
+    }
+}
