@@ -290,3 +290,54 @@ fn set_user_version(env: &Env, version: i64) {
     let conn = ferrymail::spool::index::open_writer(&env.spool.join("index.sqlite3")).unwrap();
     conn.pragma_update(None, "user_version", version).unwrap();
 }
+
+#[test]
+fn queue_retry_makes_waiting_mail_due_now_and_leaves_held_mail() {
+    let env = Env::new();
+    fill_maildrop(&env, 3);
+    let daemon = env.start_daemon();
+    assert!(wait_for(Duration::from_secs(20), || env.queued().len() == 3));
+    daemon.stop();
+    let ids: Vec<String> = env
+        .queued()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    // No delivery yet, so set the scene by hand: one deferred for an hour, one held.
+    let later = ferrymail::spool::now_unix() + 3600;
+    let conn = ferrymail::spool::index::open_writer(&env.spool.join("index.sqlite3")).unwrap();
+    conn.execute(
+        "UPDATE recipient SET state = 'deferred', attempts = 2, next_attempt_at = ?1 WHERE message_id = ?2",
+        rusqlite::params![later, ids[0]],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE recipient SET state = 'held', next_attempt_at = ?1 WHERE message_id = ?2",
+        rusqlite::params![later, ids[1]],
+    )
+    .unwrap();
+    drop(conn);
+    let recipient = |id: &str| {
+        env.queued().into_iter().find(|e| e["id"] == id).unwrap()["recipients"][0].clone()
+    };
+
+    // Offline, through the lock.
+    let out = env.run(&["queue", "retry", &ids[0]], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = recipient(&ids[0]);
+    assert_eq!(r["state"], "deferred", "retry keeps the state");
+    assert_eq!(r["attempts"], 2, "and the attempts");
+    assert!(r["next_attempt_at"].as_i64().unwrap() <= ferrymail::spool::now_unix());
+
+    // Through the daemon: --all leaves held mail held.
+    let daemon = env.start_daemon();
+    assert!(env.run(&["queue", "retry", "--all"], b"").status.success());
+    let held = recipient(&ids[1]);
+    assert_eq!(held["state"], "held");
+    assert_eq!(held["next_attempt_at"].as_i64(), Some(later));
+    daemon.stop();
+}

@@ -34,6 +34,8 @@ pub enum QueueAction {
     Hold(Select),
     /// Make held messages due now
     Release(Select),
+    /// Make waiting messages due now (delivery is not in this version yet)
+    Retry(Select),
     /// Remove messages from the queue, without a bounce
     Delete(Select),
     /// Rebuild the index from the spool files (the daemon must be stopped)
@@ -56,6 +58,7 @@ pub fn run(config: Option<&Path>, args: QueueArgs) -> Result<(), Failure> {
         Some(QueueAction::Show { id }) => show(config, &id),
         Some(QueueAction::Hold(s)) => change(config, ChangeAction::Hold, s),
         Some(QueueAction::Release(s)) => change(config, ChangeAction::Release, s),
+        Some(QueueAction::Retry(s)) => change(config, ChangeAction::Retry, s),
         Some(QueueAction::Delete(s)) => change(config, ChangeAction::Delete, s),
         Some(QueueAction::Reindex) => reindex(config),
     }
@@ -214,6 +217,7 @@ fn change(config: Option<&Path>, action: ChangeAction, select: Select) -> Result
     let verb = match action {
         ChangeAction::Hold => "held",
         ChangeAction::Release => "released",
+        ChangeAction::Retry => "due now",
         ChangeAction::Delete => "deleted",
     };
     for id in &outcome.changed {

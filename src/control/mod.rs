@@ -44,6 +44,7 @@ impl Request {
 pub enum ChangeAction {
     Hold,
     Release,
+    Retry,
     Delete,
 }
 
@@ -58,6 +59,7 @@ impl ChangeAction {
         match self {
             ChangeAction::Hold => Change::Hold(selection),
             ChangeAction::Release => Change::Release(selection),
+            ChangeAction::Retry => Change::Retry(selection),
             ChangeAction::Delete => Change::Delete(selection),
         }
     }

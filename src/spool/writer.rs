@@ -36,6 +36,8 @@ pub enum Change {
     Hold(Selection),
     /// `held` recipients become `queued`, due now.
     Release(Selection),
+    /// Waiting recipients (`queued`, `deferred`) are due now, keeping their state.
+    Retry(Selection),
     /// The message leaves the spool: file removed, then its rows.
     Delete(Selection),
 }
@@ -161,7 +163,7 @@ impl Writer {
 
     fn apply(&mut self, change: Change) -> Result<ChangeOutcome, SpoolError> {
         let selection = match &change {
-            Change::Hold(s) | Change::Release(s) | Change::Delete(s) => s,
+            Change::Hold(s) | Change::Release(s) | Change::Retry(s) | Change::Delete(s) => s,
         };
         let mut outcome = ChangeOutcome::default();
         let ids = match selection {
@@ -190,6 +192,16 @@ impl Writer {
                 outcome.changed =
                     self.transition(&ids, &from, RecipientState::Queued, Some(now), now)?;
                 log_each(&outcome.changed, "released by the operator");
+            }
+            Change::Retry(_) => {
+                let mut changed = Vec::new();
+                for state in [RecipientState::Queued, RecipientState::Deferred] {
+                    changed.extend(self.transition(&ids, &[state], state, Some(now), now)?);
+                }
+                changed.sort();
+                changed.dedup();
+                outcome.changed = changed;
+                log_each(&outcome.changed, "made due now by the operator");
             }
             Change::Delete(_) => {
                 self.remove_messages(&ids)?;
