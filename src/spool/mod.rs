@@ -4,6 +4,7 @@
 //! renamed into `queue/` (by the producer, `Draft::seal`), `queue/` fsynced and the
 //! index transaction committed (by the writer, for a whole group at once).
 
+pub mod claims;
 pub mod draft;
 pub mod envelope;
 pub mod fs;
