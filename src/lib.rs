@@ -10,6 +10,7 @@
 //! - `queue`   — reading the queue for people and scripts (listing, JSON); retry policy.
 //! - `delivery` — (being built) routes and the classification of delivery results.
 //! - `inject`  — turning a `sendmail` invocation's input into a maildrop message.
+//! - `net`     — TCP streams that switch to TLS in place (server and client).
 //! - `control` — the unix-socket protocol between the CLI and the daemon.
 //! - `daemon`  — `ferrymail serve`: the long-running tasks and their shutdown.
 //! - `cli`     — one file per subcommand; thin over the modules above.
@@ -22,6 +23,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod exit;
 pub mod inject;
+pub mod net;
 pub mod queue;
 pub mod server;
 pub mod smtp;

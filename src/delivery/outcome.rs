@@ -68,8 +68,12 @@ pub enum Event {
     NullMx,
     /// The MX points back at us.
     Loop,
-    /// The message needs something the upstream lacks (SMTPUTF8, 8BITMIME, size).
-    Unsupported(String),
+    /// The message needs something the upstream lacks (SMTPUTF8, 8BITMIME, size); the
+    /// RFC 3463 status says which.
+    Unsupported {
+        reason: String,
+        status: &'static str,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,7 +204,9 @@ pub fn classify(phase: Phase, event: &Event) -> Classified {
             "mail loop: the MX points back at us".into(),
             "5.4.6",
         ),
-        Event::Unsupported(why) => of(Outcome::Bounced, Scope::Transaction, why.clone(), "5.6.7"),
+        Event::Unsupported { reason, status } => {
+            of(Outcome::Bounced, Scope::Transaction, reason.clone(), status)
+        }
     }
 }
 
@@ -352,10 +358,11 @@ mod tests {
         );
         assert_eq!(classify(Phase::Resolve, &Event::NullMx).status, "5.1.10");
         assert_eq!(classify(Phase::Resolve, &Event::Loop).status, "5.4.6");
-        let utf8 = classify(
-            Phase::Mail,
-            &Event::Unsupported("the upstream lacks SMTPUTF8".into()),
-        );
+        let lacks = Event::Unsupported {
+            reason: "the upstream lacks SMTPUTF8".into(),
+            status: "5.6.7",
+        };
+        let utf8 = classify(Phase::Mail, &lacks);
         assert_eq!(
             (utf8.outcome, utf8.scope, utf8.status.as_str()),
             (Outcome::Bounced, Scope::Transaction, "5.6.7")

@@ -1,0 +1,531 @@
+//! Our SMTP client (issue 4; DESIGN §5): one connection carries many messages. It reads
+//! the banner, says EHLO, goes to TLS by policy (never AUTH or mail in clear when TLS is
+//! required; bytes received before the handshake are dropped: response injection), and
+//! authenticates once. Each transaction is one write when PIPELINING is offered: MAIL,
+//! every RCPT, then `BDAT n LAST` with the content (CHUNKING), or DATA and, after the
+//! 354, the dot-stuffed content. Every phase has its RFC 5321 §4.5.3.2 timeout; every
+//! result goes through `outcome::classify`, recipient by recipient.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::outcome::{Classified, Event, Outcome, Phase, Scope, classify};
+use crate::config::TlsPolicy;
+use crate::net::MaybeTls;
+use crate::smtp::canon::CrlfCanon;
+use crate::smtp::response::{Response, ResponseReader};
+use crate::spool::{BodyType, Recipient, Ret};
+
+type ClientStream = MaybeTls<TlsStream<TcpStream>>;
+
+/// Per-phase timeouts (RFC 5321 §4.5.3.2).
+#[derive(Clone, Debug)]
+pub struct ClientTimeouts {
+    pub connect: Duration,
+    pub banner: Duration,
+    pub command: Duration,
+    pub data_init: Duration,
+    pub data_block: Duration,
+    pub end_of_data: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            connect: Duration::from_secs(30),
+            banner: Duration::from_secs(300),
+            command: Duration::from_secs(300),
+            data_init: Duration::from_secs(120),
+            data_block: Duration::from_secs(180),
+            end_of_data: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// Our name in EHLO.
+    pub helo: String,
+    pub tls: TlsPolicy,
+    /// Trust roots and provider for upstream certificates.
+    pub tls_config: Arc<rustls::ClientConfig>,
+    /// AUTH PLAIN credentials; only ever sent under TLS.
+    pub credentials: Option<(String, String)>,
+    /// Use CHUNKING (BDAT) when the upstream offers it.
+    pub use_chunking: bool,
+    pub timeouts: ClientTimeouts,
+}
+
+/// What the upstream said it can do (RFC 5321 §4.1.1.1 EHLO keywords).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub pipelining: bool,
+    pub chunking: bool,
+    pub eight_bit_mime: bool,
+    pub smtputf8: bool,
+    pub dsn: bool,
+    pub starttls: bool,
+    pub auth_plain: bool,
+    /// RFC 1870 SIZE limit (0 or absent: none declared).
+    pub size: Option<u64>,
+}
+
+impl Capabilities {
+    fn from_ehlo(r: &Response) -> Capabilities {
+        let mut caps = Capabilities::default();
+        for line in r.lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let keyword = words.next().unwrap_or_default().to_ascii_uppercase();
+            match keyword.as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "CHUNKING" => caps.chunking = true,
+                "8BITMIME" => caps.eight_bit_mime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "DSN" => caps.dsn = true,
+                "STARTTLS" => caps.starttls = true,
+                "AUTH" => caps.auth_plain = words.any(|m| m.eq_ignore_ascii_case("PLAIN")),
+                "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// One message to send: envelope and content (CRLF lines, our `Received:` first).
+pub struct Outgoing<'a> {
+    pub sender: &'a str,
+    pub recipients: &'a [Recipient],
+    pub content: &'a [u8],
+    pub body: Option<BodyType>,
+    pub eight_bit: bool,
+    pub smtputf8: bool,
+    pub envid: Option<&'a str>,
+    pub ret: Option<Ret>,
+}
+
+pub struct Connection {
+    stream: ClientStream,
+    reader: ResponseReader,
+    caps: Capabilities,
+    timeouts: ClientTimeouts,
+    use_chunking: bool,
+    /// The upstream, for `last_host`.
+    pub host: String,
+}
+
+type Step<T> = Result<T, Classified>;
+
+impl Connection {
+    /// Connects, reads the banner, says EHLO, does TLS by policy, and authenticates.
+    pub async fn open(addr: SocketAddr, server_name: &str, s: &ClientSettings) -> Step<Connection> {
+        let connect = tokio::time::timeout(s.timeouts.connect, TcpStream::connect(addr)).await;
+        let tcp = match connect {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                return Err(classify(
+                    Phase::Connect,
+                    &Event::ConnectFailed(e.to_string()),
+                ));
+            }
+            Err(_) => {
+                return Err(classify(
+                    Phase::Connect,
+                    &Event::ConnectFailed("timed out".into()),
+                ));
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut conn = Connection {
+            stream: MaybeTls::Plain(tcp),
+            reader: ResponseReader::new(),
+            caps: Capabilities::default(),
+            timeouts: s.timeouts.clone(),
+            use_chunking: s.use_chunking,
+            host: format!("{server_name}[{addr}]"),
+        };
+        if s.tls == TlsPolicy::Implicit {
+            conn.handshake(server_name, s).await?;
+        }
+        let banner = conn.read(Phase::Banner, s.timeouts.banner).await?;
+        expect(Phase::Banner, &banner, 220)?;
+        conn.ehlo(&s.helo).await?;
+        let wants_tls = matches!(s.tls, TlsPolicy::Required | TlsPolicy::Opportunistic);
+        if wants_tls && !conn.stream.is_tls() {
+            if conn.caps.starttls {
+                let r = conn
+                    .command("STARTTLS", Phase::StartTls, s.timeouts.command)
+                    .await?;
+                if r.code == 220 {
+                    // Anything the server sent after its 220 is not to be trusted.
+                    conn.reader.clear();
+                    conn.handshake(server_name, s).await?;
+                    conn.ehlo(&s.helo).await?;
+                } else if s.tls == TlsPolicy::Required {
+                    return Err(classify(Phase::StartTls, &Event::TlsPolicy(r.summary())));
+                }
+            } else if s.tls == TlsPolicy::Required {
+                return Err(classify(
+                    Phase::StartTls,
+                    &Event::TlsPolicy("STARTTLS not offered".into()),
+                ));
+            }
+        }
+        if let Some((user, password)) = &s.credentials {
+            if !conn.stream.is_tls() {
+                let refusal = Event::TlsPolicy("refusing to send credentials without TLS".into());
+                return Err(classify(Phase::Auth, &refusal));
+            }
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+            let r = conn
+                .command(
+                    &format!("AUTH PLAIN {token}"),
+                    Phase::Auth,
+                    s.timeouts.command,
+                )
+                .await?;
+            expect(Phase::Auth, &r, 235)?;
+        }
+        Ok(conn)
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Content goes as `BDAT n LAST` (else DATA): CHUNKING offered, with PIPELINING so
+    /// the chunk follows the RCPTs without a wait, and not turned off in the settings.
+    pub fn uses_chunking(&self) -> bool {
+        self.use_chunking && self.caps.chunking && self.caps.pipelining
+    }
+
+    async fn handshake(&mut self, server_name: &str, s: &ClientSettings) -> Step<()> {
+        let tls_error = |why: String| classify(Phase::StartTls, &Event::TlsPolicy(why));
+        let name =
+            ServerName::try_from(server_name.to_owned()).map_err(|e| tls_error(e.to_string()))?;
+        let tcp = self
+            .stream
+            .take_plain()
+            .ok_or_else(|| tls_error("TLS already active".into()))?;
+        let connector = TlsConnector::from(s.tls_config.clone());
+        match tokio::time::timeout(s.timeouts.command, connector.connect(name, tcp)).await {
+            Ok(Ok(tls)) => {
+                self.stream = MaybeTls::Tls(Box::new(tls));
+                Ok(())
+            }
+            Ok(Err(e)) => Err(tls_error(e.to_string())),
+            Err(_) => Err(tls_error("handshake timed out".into())),
+        }
+    }
+
+    async fn ehlo(&mut self, helo: &str) -> Step<()> {
+        let r = self
+            .command(&format!("EHLO {helo}"), Phase::Ehlo, self.timeouts.command)
+            .await?;
+        expect(Phase::Ehlo, &r, 250)?;
+        self.caps = Capabilities::from_ehlo(&r);
+        Ok(())
+    }
+
+    async fn write(&mut self, bytes: &[u8], phase: Phase, timeout: Duration) -> Step<()> {
+        let written = tokio::time::timeout(timeout, async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        });
+        match written.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(classify(phase, &Event::Broken(e.to_string()))),
+            Err(_) => Err(classify(phase, &Event::Broken("write timed out".into()))),
+        }
+    }
+
+    async fn read(&mut self, phase: Phase, timeout: Duration) -> Step<Response> {
+        let mut buf = [0u8; 8192];
+        loop {
+            match self.reader.take_response() {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(e) => return Err(classify(phase, &Event::Protocol(e.to_string()))),
+            }
+            let n = match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) => {
+                    return Err(classify(phase, &Event::Broken("connection closed".into())));
+                }
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(classify(phase, &Event::Broken(e.to_string()))),
+                Err(_) => return Err(classify(phase, &Event::Broken("no reply in time".into()))),
+            };
+            self.reader.push(&buf[..n]);
+        }
+    }
+
+    async fn command(&mut self, line: &str, phase: Phase, timeout: Duration) -> Step<Response> {
+        self.write(format!("{line}\r\n").as_bytes(), phase, timeout)
+            .await?;
+        self.read(phase, timeout).await
+    }
+
+    /// Sends one message; returns one outcome per recipient, in order. An `Err` means the
+    /// connection is unusable (its outcome applies to every recipient).
+    pub async fn send(&mut self, m: &Outgoing<'_>) -> Step<Vec<Classified>> {
+        if let Some(refusal) = self.refusal(m) {
+            return Ok(vec![classify(Phase::Mail, &refusal); m.recipients.len()]);
+        }
+        let chunking = self.uses_chunking();
+        let t = self.timeouts.clone();
+        let mut head = self.mail_line(m);
+        for r in m.recipients {
+            head.push_str(&self.rcpt_line(r));
+        }
+        if chunking {
+            head.push_str(&format!("BDAT {} LAST\r\n", m.content.len()));
+        } else {
+            head.push_str("DATA\r\n");
+        }
+        if self.caps.pipelining {
+            self.write(head.as_bytes(), Phase::Mail, t.command).await?;
+            if chunking {
+                self.write(m.content, Phase::EndOfData, t.data_block)
+                    .await?;
+            }
+        }
+        let mut lines = head.split_inclusive("\r\n");
+        let mut next = async |conn: &mut Connection, phase: Phase, timeout: Duration| {
+            if !conn.caps.pipelining {
+                let line = lines.next().unwrap_or_default().to_owned();
+                conn.write(line.as_bytes(), phase, timeout).await?;
+            }
+            conn.read(phase, timeout).await
+        };
+        let mail = next(self, Phase::Mail, t.command).await?;
+        let mut outcomes = Vec::with_capacity(m.recipients.len());
+        for _ in m.recipients {
+            let r = next(self, Phase::Rcpt, t.command).await?;
+            outcomes.push(classify(Phase::Rcpt, &Event::Reply(r)));
+        }
+        if !mail.is_positive() {
+            // The pipelined DATA or BDAT still gets a reply: read it, then report MAIL's.
+            if self.caps.pipelining {
+                let _ = self.read(Phase::Data, t.data_init).await?;
+            }
+            return Ok(vec![
+                classify(Phase::Mail, &Event::Reply(mail));
+                m.recipients.len()
+            ]);
+        }
+        let accepted = outcomes.iter().any(|o| o.outcome == Outcome::Delivered);
+        let end = if chunking {
+            self.read(Phase::EndOfData, t.end_of_data).await?
+        } else {
+            let go = next(self, Phase::Data, t.data_init).await?;
+            if go.code != 354 {
+                self.reset().await?;
+                return Ok(finish(
+                    outcomes,
+                    accepted.then(|| classify(Phase::Data, &Event::Reply(go))),
+                ));
+            }
+            let stuffed = dot_stuff(m.content);
+            self.write(&stuffed, Phase::EndOfData, t.data_block).await?;
+            self.read(Phase::EndOfData, t.end_of_data).await?
+        };
+        if !accepted {
+            // The upstream may keep the MAIL open after refusing every recipient.
+            self.reset().await?;
+            return Ok(outcomes);
+        }
+        if !end.is_positive() {
+            self.reset().await?;
+        }
+        Ok(finish(
+            outcomes,
+            Some(classify(Phase::EndOfData, &Event::Reply(end))),
+        ))
+    }
+
+    /// What the upstream cannot take of this message, before any command is sent.
+    fn refusal(&self, m: &Outgoing<'_>) -> Option<Event> {
+        let unsupported = |reason: &str, status| {
+            Some(Event::Unsupported {
+                reason: reason.to_owned(),
+                status,
+            })
+        };
+        if m.smtputf8 && !self.caps.smtputf8 {
+            return unsupported(
+                "the message needs SMTPUTF8, which the upstream lacks",
+                "5.6.7",
+            );
+        }
+        if m.eight_bit && !self.caps.eight_bit_mime {
+            return unsupported("8-bit content, and the upstream lacks 8BITMIME", "5.6.3");
+        }
+        if self
+            .caps
+            .size
+            .is_some_and(|limit| m.content.len() as u64 > limit)
+        {
+            return unsupported("larger than the upstream's SIZE limit", "5.3.4");
+        }
+        None
+    }
+
+    fn mail_line(&self, m: &Outgoing<'_>) -> String {
+        let mut line = format!("MAIL FROM:<{}>", m.sender);
+        if self.caps.size.is_some() || self.caps.chunking {
+            line.push_str(&format!(" SIZE={}", m.content.len()));
+        }
+        if m.eight_bit || m.body == Some(BodyType::EightBitMime) {
+            line.push_str(" BODY=8BITMIME");
+        }
+        if m.smtputf8 {
+            line.push_str(" SMTPUTF8");
+        }
+        if self.caps.dsn {
+            match m.ret {
+                Some(Ret::Full) => line.push_str(" RET=FULL"),
+                Some(Ret::Hdrs) => line.push_str(" RET=HDRS"),
+                None => {}
+            }
+            if let Some(envid) = m.envid {
+                line.push_str(&format!(" ENVID={}", xtext(envid)));
+            }
+        }
+        line.push_str("\r\n");
+        line
+    }
+
+    fn rcpt_line(&self, r: &Recipient) -> String {
+        let mut line = format!("RCPT TO:<{}>", r.address);
+        if self.caps.dsn {
+            if let Some(notify) = &r.notify {
+                line.push_str(&format!(" NOTIFY={notify}"));
+            }
+            if let Some(orcpt) = &r.orcpt {
+                line.push_str(&format!(" ORCPT={}", xtext(orcpt)));
+            }
+        }
+        line.push_str("\r\n");
+        line
+    }
+
+    async fn reset(&mut self) -> Step<()> {
+        let timeout = self.timeouts.command;
+        self.command("RSET", Phase::Mail, timeout).await.map(|_| ())
+    }
+
+    /// Ends the session politely; errors no longer matter.
+    pub async fn quit(mut self) {
+        let timeout = self.timeouts.command.min(Duration::from_secs(10));
+        let _ = self.command("QUIT", Phase::Mail, timeout).await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+fn expect(phase: Phase, r: &Response, code: u16) -> Step<()> {
+    if r.code == code {
+        Ok(())
+    } else {
+        let mut c = classify(phase, &Event::Reply(r.clone()));
+        if c.outcome == Outcome::Delivered {
+            // A positive reply other than the one the dialogue needs: temporary.
+            c = Classified {
+                outcome: Outcome::Deferred,
+                scope: Scope::Connection,
+                ..c
+            };
+        }
+        Err(c)
+    }
+}
+
+/// Recipients accepted at RCPT take the transaction's final outcome.
+fn finish(rcpts: Vec<Classified>, end: Option<Classified>) -> Vec<Classified> {
+    rcpts
+        .into_iter()
+        .map(|r| match (&end, r.outcome) {
+            (Some(end), Outcome::Delivered) => end.clone(),
+            _ => r,
+        })
+        .collect()
+}
+
+/// RFC 5321 §4.5.2: a leading dot doubled; CRLF line ends made certain (no bare CR or LF
+/// ever reaches the wire); then the terminating `.` line.
+pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
+    let mut canonical = Vec::with_capacity(content.len() + 2);
+    let mut canon = CrlfCanon::new();
+    // NUL is not refused here: stored content is sent as it was accepted.
+    if canon.push(content, &mut canonical).is_err() {
+        canonical = content.to_vec();
+    } else {
+        canon.finish(&mut canonical);
+    }
+    let mut out = Vec::with_capacity(canonical.len() + canonical.len() / 64 + 5);
+    let mut at_line_start = true;
+    for &b in &canonical {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// RFC 3461 §4 xtext: `+XX` for `+`, `=`, and anything outside `!`..`~`.
+pub fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_and_line_ends() {
+        assert_eq!(dot_stuff(b"a\r\n.b\r\n..\r\n"), b"a\r\n..b\r\n...\r\n.\r\n");
+        assert_eq!(dot_stuff(b".\r\n"), b"..\r\n.\r\n");
+        assert_eq!(dot_stuff(b"no end"), b"no end\r\n.\r\n");
+        assert_eq!(dot_stuff(b"x\n.\nMAIL"), b"x\r\n..\r\nMAIL\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b".\r\n");
+    }
+
+    #[test]
+    fn xtext_round_trips_through_our_parser() {
+        for s in ["QQ+314=", "rfc822;a+b@x.example", "plain"] {
+            assert_eq!(crate::smtp::command::xtext(&xtext(s)).as_deref(), Some(s));
+        }
+    }
+
+    #[test]
+    fn capabilities() {
+        let mut r = ResponseReader::new();
+        r.push(b"250-hub.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-chunking\r\n250-AUTH LOGIN PLAIN\r\n250 STARTTLS\r\n");
+        let caps = Capabilities::from_ehlo(&r.take_response().unwrap().unwrap());
+        assert!(caps.pipelining && caps.chunking && caps.auth_plain && caps.starttls);
+        assert_eq!(caps.size, Some(1000));
+        assert!(!caps.smtputf8 && !caps.dsn && !caps.eight_bit_mime);
+    }
+}

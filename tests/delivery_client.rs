@@ -1,0 +1,326 @@
+//! The delivery client against a real upstream: our own listener, in process, which
+//! offers PIPELINING, CHUNKING, STARTTLS and AUTH. What the upstream stores must be the
+//! content we sent, byte for byte, behind its own Received header, via BDAT and via DATA;
+//! outcomes come per recipient; TLS and AUTH policies hold; many messages share one
+//! connection; an unreachable upstream is our link, not an attempt.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrymail::config::{ListenKind, TlsPolicy};
+use ferrymail::delivery::client::{ClientSettings, ClientTimeouts, Connection, Outgoing};
+use ferrymail::delivery::outcome::{Outcome, Scope};
+use ferrymail::server::auth::{Users, hash_password};
+use ferrymail::server::{
+    AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
+};
+use ferrymail::spool::envelope::{read_body, read_stored};
+use ferrymail::spool::{Layout, RealFs, Recipient, Spool, SpoolOptions, index};
+use rustls_pki_types::CertificateDer;
+use tokio_util::sync::CancellationToken;
+
+struct Upstream {
+    addr: SocketAddr,
+    layout: Layout,
+    cert: Option<CertificateDer<'static>>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+/// Our listener as an upstream: `ours.example` is local, nothing else relays (unless
+/// authenticated); optionally TLS and a user `edge` / `secret`.
+async fn upstream(tls: bool, max_recipients: u32) -> Upstream {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "hostname = \"hub.test\"\nspool = \"{}\"\n[accept]\nrelay_networks = []\nlocal_domains = [\"ours.example\"]\nmax_recipients = {max_recipients}\n",
+        dir.path().join("spool").display()
+    );
+    let config = ferrymail::config::parse(&text, &dir.path().join("f.toml")).unwrap();
+    let layout = Layout::new(&config.spool);
+    let l = layout.clone();
+    let (spool, _) = tokio::task::spawn_blocking(move || {
+        Spool::open(l, Arc::new(RealFs), SpoolOptions::default()).unwrap()
+    })
+    .await
+    .unwrap();
+    let (server_tls, auth, cert) = if tls {
+        let ck = rcgen::generate_simple_self_signed(vec!["hub.test".into()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+        let t = ServerTls::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap();
+        std::fs::write(
+            dir.path().join("users"),
+            format!("edge:{}\n", hash_password("secret").unwrap()),
+        )
+        .unwrap();
+        let users = Users::load(&dir.path().join("users")).unwrap();
+        (
+            Some(Arc::new(t)),
+            Some(Arc::new(AuthContext::new(users))),
+            Some(ck.cert.der().clone()),
+        )
+    } else {
+        (None, None, None)
+    };
+    let shutdown = CancellationToken::new();
+    let ctx = Arc::new(ServerContext {
+        session: Arc::new(SessionConfig {
+            tls_available: tls,
+            auth_available: tls,
+            ..SessionConfig::from_config(&config, ListenKind::Smtp)
+        }),
+        spool,
+        timeouts: Timeouts::default(),
+        shutdown: shutdown.clone(),
+        tls: server_tls,
+        auth,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(ferrymail::server::serve(
+        listener,
+        ctx,
+        ConnectionLimits::default(),
+    ));
+    Upstream {
+        addr,
+        layout,
+        cert,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+fn settings(
+    tls: TlsPolicy,
+    trust: Option<&CertificateDer<'static>>,
+    credentials: bool,
+    use_chunking: bool,
+) -> ClientSettings {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(cert) = trust {
+        roots.add(cert.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    ClientSettings {
+        helo: "edge.test".into(),
+        tls,
+        tls_config: Arc::new(tls_config),
+        credentials: credentials.then(|| ("edge".into(), "secret".into())),
+        use_chunking,
+        timeouts: ClientTimeouts {
+            connect: Duration::from_secs(5),
+            ..ClientTimeouts::default()
+        },
+    }
+}
+
+fn outgoing<'a>(recipients: &'a [Recipient], content: &'a [u8]) -> Outgoing<'a> {
+    Outgoing {
+        sender: "a@edge.test",
+        recipients,
+        content,
+        body: None,
+        eight_bit: content.iter().any(|b| *b >= 0x80),
+        smtputf8: false,
+        envid: None,
+        ret: None,
+    }
+}
+
+/// The bytes the upstream stored, newest message first.
+fn stored(layout: &Layout) -> Vec<Vec<u8>> {
+    let Some(conn) = index::open_reader(&layout.index).unwrap() else {
+        return Vec::new();
+    };
+    let mut ids = index::all_ids(&conn).unwrap();
+    ids.reverse();
+    ids.iter()
+        .map(|id| {
+            let path = layout.message_path(*id);
+            let s = read_stored(&RealFs, &path).unwrap();
+            read_body(&RealFs, &path, &s).unwrap()
+        })
+        .collect()
+}
+
+fn tricky_content() -> Vec<u8> {
+    let mut c = b"Received: from edge.test by edge.test; Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: tricky\r\n\r\n".to_vec();
+    c.extend_from_slice(b".leading dot\r\n..two dots\r\n.\r\nalone above was a dot line\r\n");
+    c.extend_from_slice("8-bit: caf\u{e9} na\u{ef}ve\r\n".as_bytes());
+    c.extend(std::iter::repeat_n(b'L', 5000));
+    c.extend_from_slice(b"\r\nlast line\r\n");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_arrives_byte_exact_via_bdat_and_via_data() {
+    let up = upstream(false, 100).await;
+    let content = tricky_content();
+    let rcpts = [Recipient::new("b@ours.example")];
+    for chunking in [true, false] {
+        let s = settings(TlsPolicy::None, None, false, chunking);
+        let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
+        assert!(conn.capabilities().chunking && conn.capabilities().pipelining);
+        assert_eq!(conn.uses_chunking(), chunking);
+        let outcomes = conn.send(&outgoing(&rcpts, &content)).await.unwrap();
+        assert_eq!(outcomes[0].outcome, Outcome::Delivered, "{:?}", outcomes[0]);
+        conn.quit().await;
+        let got = stored(&up.layout).remove(0);
+        let received_end = got.windows(4).position(|w| w == b"\r\n\tb").unwrap_or(0);
+        assert!(
+            got.starts_with(b"Received: from edge.test"),
+            "chunking {chunking}"
+        );
+        assert!(
+            got.ends_with(&content),
+            "chunking {chunking}: content changed in transit"
+        );
+        assert!(received_end > 0);
+    }
+    up.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_are_per_recipient() {
+    let up = upstream(false, 2).await;
+    let s = settings(TlsPolicy::None, None, false, true);
+    let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
+    let rcpts = [
+        Recipient::new("ok@ours.example"),
+        Recipient::new("victim@elsewhere.example"),
+        Recipient::new("also@ours.example"),
+        Recipient::new("third@ours.example"),
+    ];
+    let content = b"Subject: mixed\r\n\r\nhi\r\n";
+    let outcomes = conn.send(&outgoing(&rcpts, content)).await.unwrap();
+    let got: Vec<Outcome> = outcomes.iter().map(|o| o.outcome).collect();
+    // 250, 554 relay denied, 250, then 452 over max_recipients = 2.
+    assert_eq!(
+        got,
+        [
+            Outcome::Delivered,
+            Outcome::Bounced,
+            Outcome::Delivered,
+            Outcome::Deferred
+        ]
+    );
+    assert_eq!(outcomes[1].status, "5.7.1");
+    assert_eq!(outcomes[1].scope, Scope::Recipient);
+    assert!(
+        outcomes[0]
+            .reason
+            .starts_with("end of data: 250 2.0.0 Ok: queued as"),
+        "{}",
+        outcomes[0].reason
+    );
+    // All refused: nothing is sent, and the connection stays usable.
+    let refused = conn.send(&outgoing(&rcpts[1..2], content)).await.unwrap();
+    assert_eq!(refused[0].outcome, Outcome::Bounced);
+    let again = conn.send(&outgoing(&rcpts[..1], content)).await.unwrap();
+    assert_eq!(again[0].outcome, Outcome::Delivered);
+    conn.quit().await;
+    assert_eq!(stored(&up.layout).len(), 2);
+    up.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_messages_share_one_connection() {
+    let up = upstream(false, 100).await;
+    let s = settings(TlsPolicy::None, None, false, true);
+    let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
+    let rcpts = [Recipient::new("b@ours.example")];
+    for n in 0..20 {
+        let content = format!("Subject: {n}\r\n\r\nmessage {n}\r\n");
+        let outcomes = conn
+            .send(&outgoing(&rcpts, content.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(outcomes[0].outcome, Outcome::Delivered);
+    }
+    conn.quit().await;
+    assert_eq!(stored(&up.layout).len(), 20);
+    up.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_auth_policies_hold() {
+    let up = upstream(true, 100).await;
+    let cert = up.cert.clone().unwrap();
+    // Required TLS with the right trust anchor, then AUTH: relaying is allowed.
+    let s = settings(TlsPolicy::Required, Some(&cert), true, true);
+    let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
+    let rcpts = [Recipient::new("far@elsewhere.example")];
+    let outcomes = conn
+        .send(&outgoing(&rcpts, b"Subject: tls\r\n\r\nx\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].outcome, Outcome::Delivered, "{:?}", outcomes[0]);
+    conn.quit().await;
+    assert!(String::from_utf8_lossy(&stored(&up.layout)[0]).contains("with ESMTPSA id"));
+
+    // A certificate we do not trust: deferred, never a fall-back to clear text.
+    let untrusting = settings(TlsPolicy::Required, None, true, true);
+    let err = Connection::open(up.addr, "hub.test", &untrusting)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (err.outcome, err.scope, err.status.as_str()),
+        (Outcome::Deferred, Scope::Connection, "4.7.5")
+    );
+    // Credentials without TLS are never sent.
+    let clear = settings(TlsPolicy::None, None, true, true);
+    let err = Connection::open(up.addr, "hub.test", &clear)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.reason.contains("without TLS"), "{}", err.reason);
+    up.shutdown.cancel();
+
+    // Required TLS against an upstream without STARTTLS: deferred.
+    let plain = upstream(false, 100).await;
+    let err = Connection::open(
+        plain.addr,
+        "hub.test",
+        &settings(TlsPolicy::Required, None, false, true),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        err.reason.contains("STARTTLS not offered"),
+        "{}",
+        err.reason
+    );
+    // Opportunistic: goes ahead in clear.
+    let s = settings(TlsPolicy::Opportunistic, None, false, true);
+    assert!(Connection::open(plain.addr, "hub.test", &s).await.is_ok());
+    plain.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_our_link_not_an_attempt() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let err = Connection::open(
+        closed,
+        "hub.test",
+        &settings(TlsPolicy::None, None, false, true),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(
+        (err.outcome, err.scope),
+        (Outcome::LinkDown, Scope::Connection)
+    );
+}
