@@ -1,6 +1,8 @@
-//! Delivery (DESIGN §5), being built: route selection and the classification of results.
-//! The SMTP client, the resolver and DSNs come next; nothing here sends mail yet.
+//! Delivery (DESIGN §5), being built: route selection, the SMTP client, the one
+//! classification of results, and delivery status notifications. The queue owner that
+//! drives them and MX resolution come next: the daemon does not deliver yet.
 
 pub mod client;
+pub mod dsn;
 pub mod outcome;
 pub mod route;

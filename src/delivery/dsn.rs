@@ -1,0 +1,331 @@
+//! Delivery status notifications (RFC 3464 multipart/report; RFC 3461 for what the sender
+//! asked for). `build` writes the whole notification as CRLF lines: a human explanation,
+//! the machine-readable `message/delivery-status`, and the original's headers (RET=HDRS,
+//! the default) or the whole original (RET=FULL). Never one for the null sender (RFC 5321
+//! §4.5.5, no bounce loops); NOTIFY=NEVER silences a recipient, SUCCESS and DELAY must be
+//! asked for, FAILURE is the default. Text from upstreams is stripped of control
+//! characters and kept under the 998-octet line limit. The MIME is written directly: its
+//! shape is fixed, and every line stays under our control.
+
+use crate::spool::{Envelope, Recipient, Ret};
+
+/// RFC 3464 §2.3.3 Action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Failed,
+    Delayed,
+    Delivered,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+        }
+    }
+
+    /// The NOTIFY keyword that asks for this action (RFC 3461 §4.1).
+    fn notify_keyword(self) -> &'static str {
+        match self {
+            Action::Failed => "FAILURE",
+            Action::Delayed => "DELAY",
+            Action::Delivered => "SUCCESS",
+        }
+    }
+}
+
+/// One recipient's line in a report.
+#[derive(Clone, Debug)]
+pub struct Reported<'a> {
+    pub recipient: &'a Recipient,
+    pub action: Action,
+    /// RFC 3463, e.g. `5.1.1`.
+    pub status: &'a str,
+    pub remote_mta: Option<&'a str>,
+    /// The upstream's reply, or our reason.
+    pub diagnostic: &'a str,
+}
+
+/// Whether the sender wants to hear about `action` for `recipient`.
+pub fn wanted(envelope: &Envelope, recipient: &Recipient, action: Action) -> bool {
+    if envelope.sender.is_empty() {
+        return false;
+    }
+    match recipient.notify.as_deref() {
+        None => action == Action::Failed,
+        Some(list) => list
+            .split(',')
+            .any(|k| k.eq_ignore_ascii_case(action.notify_keyword())),
+    }
+}
+
+/// Longest line we write; RFC 5322 §2.1.1 allows 998.
+const MAX_LINE: usize = 900;
+
+/// The notification as a complete message. `original` is the stored message (headers
+/// and body); `arrival` and `now` are Unix seconds; `id` makes the Message-ID unique.
+pub fn build(
+    hostname: &str,
+    envelope: &Envelope,
+    reports: &[Reported<'_>],
+    original: &[u8],
+    now: i64,
+    id: &str,
+) -> Vec<u8> {
+    let boundary = format!("{id}.{now}/{hostname}");
+    let date = rfc2822(now);
+    let any_failed = reports.iter().any(|r| r.action == Action::Failed);
+    let subject = match (
+        any_failed,
+        reports.iter().all(|r| r.action == Action::Delivered),
+    ) {
+        (true, _) => "Undelivered Mail Returned to Sender",
+        (false, true) => "Successful Mail Delivery Report",
+        (false, false) => "Delayed Mail (still being retried)",
+    };
+    let mut m = String::new();
+    let mut header = |name: &str, value: &str| m.push_str(&format!("{name}: {}\r\n", clean(value)));
+    header(
+        "From",
+        &format!("Mail Delivery System <MAILER-DAEMON@{hostname}>"),
+    );
+    header("To", &format!("<{}>", envelope.sender));
+    header("Subject", subject);
+    header("Date", &date);
+    header("Message-ID", &format!("<{id}.dsn@{hostname}>"));
+    header("Auto-Submitted", "auto-replied");
+    header("MIME-Version", "1.0");
+    m.push_str(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
+    ));
+    m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
+
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    ));
+    m.push_str(&format!(
+        "This is the mail system at host {}.\r\n\r\n",
+        clean(hostname)
+    ));
+    m.push_str(match subject {
+        "Undelivered Mail Returned to Sender" => "Your message could not be delivered to one or more recipients.\r\nIt is attached below.\r\n\r\n",
+        "Successful Mail Delivery Report" => "Your message was delivered to the recipients below, as you asked.\r\n\r\n",
+        _ => "Your message has not been delivered yet. It is still being retried;\r\nyou need not send it again.\r\n\r\n",
+    });
+    for r in reports {
+        let line = format!(
+            "<{}>: {} ({})",
+            r.recipient.address,
+            r.action.as_str(),
+            r.diagnostic
+        );
+        m.push_str(&wrap(&clean(&line)));
+    }
+    m.push_str("\r\n");
+
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+    ));
+    m.push_str(&format!("Reporting-MTA: dns; {}\r\n", clean(hostname)));
+    if let Some(envid) = &envelope.envid {
+        m.push_str(&format!("Original-Envelope-Id: {}\r\n", clean(envid)));
+    }
+    m.push_str(&format!(
+        "Arrival-Date: {}\r\n",
+        rfc2822(envelope.received_at)
+    ));
+    for r in reports {
+        m.push_str("\r\n");
+        if let Some(orcpt) = &r.recipient.orcpt {
+            m.push_str(&format!("Original-Recipient: {}\r\n", clean(orcpt)));
+        }
+        m.push_str(&format!(
+            "Final-Recipient: rfc822; {}\r\n",
+            clean(&r.recipient.address)
+        ));
+        m.push_str(&format!("Action: {}\r\n", r.action.as_str()));
+        m.push_str(&format!("Status: {}\r\n", clean(r.status)));
+        if let Some(mta) = r.remote_mta {
+            m.push_str(&format!("Remote-MTA: dns; {}\r\n", clean(mta)));
+        }
+        m.push_str(&wrap(&format!(
+            "Diagnostic-Code: smtp; {}",
+            clean(r.diagnostic)
+        )));
+        m.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
+    }
+    m.push_str("\r\n");
+
+    let full = envelope.ret == Some(Ret::Full);
+    let headers_end = original
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(original.len(), |p| p + 2);
+    let kind = if full {
+        "message/rfc822"
+    } else {
+        "text/rfc822-headers"
+    };
+    m.push_str(&format!("--{boundary}\r\nContent-Type: {kind}\r\n"));
+    if full && original.iter().any(|b| *b >= 0x80) {
+        m.push_str("Content-Transfer-Encoding: 8bit\r\n");
+    }
+    m.push_str("\r\n");
+    let mut out = m.into_bytes();
+    out.extend_from_slice(if full {
+        original
+    } else {
+        &original[..headers_end]
+    });
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// Control characters out, so no text from an upstream can end a line or a header.
+fn clean(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// Folds a long field at spaces, continuation lines indented (RFC 5322 §2.2.3); a word
+/// longer than a line is cut.
+fn wrap(line: &str) -> String {
+    let mut out = String::new();
+    let mut current = String::new();
+    for word in line.split(' ') {
+        let word: String = word.chars().take(MAX_LINE).collect();
+        if !current.is_empty() && current.len() + 1 + word.len() > 76 {
+            out.push_str(&current);
+            out.push_str("\r\n");
+            current = String::from(" ");
+        } else if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(&word);
+    }
+    out.push_str(&current);
+    out.push_str("\r\n");
+    out
+}
+
+fn rfc2822(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix)
+        .ok()
+        .and_then(|t| {
+            jiff::fmt::rfc2822::to_string(&t.to_zoned_datetime(jiff::tz::TimeZone::UTC)).ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{Origin, QueueId};
+
+    fn envelope(sender: &str, ret: Option<Ret>) -> Envelope {
+        Envelope {
+            id: QueueId::generate(std::time::SystemTime::now()),
+            received_at: 1_800_000_000,
+            sender: sender.into(),
+            recipients: vec![],
+            body: None,
+            smtputf8: false,
+            envid: Some("QQ314159".into()),
+            ret,
+            origin: Origin::default(),
+        }
+    }
+
+    #[test]
+    fn who_hears_about_what() {
+        let e = envelope("alice@edge.test", None);
+        let plain = Recipient::new("b@x.example");
+        let never = Recipient {
+            notify: Some("NEVER".into()),
+            ..Recipient::new("c@x.example")
+        };
+        let all = Recipient {
+            notify: Some("SUCCESS,DELAY,FAILURE".into()),
+            ..Recipient::new("d@x.example")
+        };
+        assert!(wanted(&e, &plain, Action::Failed));
+        assert!(!wanted(&e, &plain, Action::Delayed));
+        assert!(!wanted(&e, &plain, Action::Delivered));
+        assert!(!wanted(&e, &never, Action::Failed));
+        assert!(wanted(&e, &all, Action::Delivered) && wanted(&e, &all, Action::Delayed));
+        assert!(
+            !wanted(&envelope("", None), &plain, Action::Failed),
+            "never to the null sender"
+        );
+    }
+
+    #[test]
+    fn a_failure_report() {
+        let e = envelope("alice@edge.test", None);
+        let r1 = Recipient {
+            orcpt: Some("rfc822;bob@x.example".into()),
+            ..Recipient::new("bob@x.example")
+        };
+        let hostile = format!(
+            "550 5.1.1 no such user\r\nInjected: yes {}",
+            "z".repeat(3000)
+        );
+        let reports = [Reported {
+            recipient: &r1,
+            action: Action::Failed,
+            status: "5.1.1",
+            remote_mta: Some("mx.x.example"),
+            diagnostic: &hostile,
+        }];
+        let original = b"Subject: hello\r\nFrom: alice@edge.test\r\n\r\nsecret body\r\n";
+        let dsn = build("edge.test", &e, &reports, original, 1_800_000_100, "ID1");
+        let text = String::from_utf8(dsn.clone()).unwrap();
+        for want in [
+            "To: <alice@edge.test>\r\n",
+            "Subject: Undelivered Mail Returned to Sender\r\n",
+            "Auto-Submitted: auto-replied\r\n",
+            "report-type=delivery-status",
+            "Reporting-MTA: dns; edge.test\r\n",
+            "Original-Envelope-Id: QQ314159\r\n",
+            "Original-Recipient: rfc822;bob@x.example\r\n",
+            "Final-Recipient: rfc822; bob@x.example\r\n",
+            "Action: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.x.example\r\n",
+            "Content-Type: text/rfc822-headers\r\n\r\nSubject: hello\r\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("secret body"),
+            "RET=HDRS (default) returns headers only"
+        );
+        assert!(
+            !text.contains("\r\nInjected:"),
+            "upstream text cannot start a header"
+        );
+        assert!(
+            text.lines().all(|l| l.len() <= 998),
+            "a line over 998 octets"
+        );
+        assert!(!text.replace("\r\n", "").contains('\n'), "bare LF");
+        assert!(text.ends_with("--\r\n"));
+        // An independent MIME parser sees the RFC 3464 structure.
+        let parsed = mailparse::parse_mail(&dsn).unwrap();
+        assert_eq!(parsed.ctype.mimetype, "multipart/report");
+        assert_eq!(parsed.ctype.params.get("report-type").map(String::as_str), Some("delivery-status"));
+        let kinds: Vec<&str> = parsed.subparts.iter().map(|p| p.ctype.mimetype.as_str()).collect();
+        assert_eq!(kinds, ["text/plain", "message/delivery-status", "text/rfc822-headers"]);
+        let full = build(
+            "edge.test",
+            &envelope("alice@edge.test", Some(Ret::Full)),
+            &reports,
+            original,
+            1_800_000_100,
+            "ID2",
+        );
+        assert!(String::from_utf8_lossy(&full).contains("Content-Type: message/rfc822\r\n\r\nSubject: hello\r\nFrom: alice@edge.test\r\n\r\nsecret body\r\n"));
+    }
+}
