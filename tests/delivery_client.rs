@@ -324,3 +324,60 @@ async fn an_unreachable_upstream_is_our_link_not_an_attempt() {
         (Outcome::LinkDown, Scope::Connection)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_pipelined_across_messages() {
+    let up = upstream(false, 100).await;
+    let s = settings(TlsPolicy::None, None, false, true);
+    let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
+    let good = [Recipient::new("b@ours.example")];
+    let refused = [Recipient::new("victim@elsewhere.example")];
+    let mixed = [
+        Recipient::new("c@ours.example"),
+        Recipient::new("victim@elsewhere.example"),
+    ];
+    let contents: Vec<Vec<u8>> = (0..30)
+        .map(|n| format!("Subject: batch {n}\r\n\r\n.dot {n}\r\n").into_bytes())
+        .collect();
+    // Every third message is refused outright; every fifth has a refused recipient.
+    let batch: Vec<Outgoing<'_>> = contents
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            let rcpts: &[Recipient] = if n % 3 == 2 {
+                &refused
+            } else if n % 5 == 4 {
+                &mixed
+            } else {
+                &good
+            };
+            outgoing(rcpts, c)
+        })
+        .collect();
+    let outcomes = conn.send_batch(&batch).await;
+    assert_eq!(outcomes.len(), 30);
+    let mut expect_stored = 0;
+    for (n, o) in outcomes.iter().enumerate() {
+        if n % 3 == 2 {
+            assert_eq!(o[0].outcome, Outcome::Bounced, "message {n}");
+        } else {
+            expect_stored += 1;
+            assert_eq!(o[0].outcome, Outcome::Delivered, "message {n}: {:?}", o[0]);
+            if n % 5 == 4 {
+                assert_eq!(o[1].outcome, Outcome::Bounced, "message {n}");
+            }
+        }
+    }
+    // The connection is still in step after the batch.
+    let after = conn
+        .send(&outgoing(&good, b"Subject: after\r\n\r\nx\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(after[0].outcome, Outcome::Delivered);
+    conn.quit().await;
+    let stored = stored(&up.layout);
+    assert_eq!(stored.len(), expect_stored + 1);
+    // Byte-exact and in order: the oldest stored is batch 0.
+    assert!(stored.last().unwrap().ends_with(&contents[0]));
+    up.shutdown.cancel();
+}

@@ -315,9 +315,23 @@ mod tests {
         // An independent MIME parser sees the RFC 3464 structure.
         let parsed = mailparse::parse_mail(&dsn).unwrap();
         assert_eq!(parsed.ctype.mimetype, "multipart/report");
-        assert_eq!(parsed.ctype.params.get("report-type").map(String::as_str), Some("delivery-status"));
-        let kinds: Vec<&str> = parsed.subparts.iter().map(|p| p.ctype.mimetype.as_str()).collect();
-        assert_eq!(kinds, ["text/plain", "message/delivery-status", "text/rfc822-headers"]);
+        assert_eq!(
+            parsed.ctype.params.get("report-type").map(String::as_str),
+            Some("delivery-status")
+        );
+        let kinds: Vec<&str> = parsed
+            .subparts
+            .iter()
+            .map(|p| p.ctype.mimetype.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "text/plain",
+                "message/delivery-status",
+                "text/rfc822-headers"
+            ]
+        );
         let full = build(
             "edge.test",
             &envelope("alice@edge.test", Some(Ret::Full)),
