@@ -14,10 +14,12 @@ done
 
 WORK=$(mktemp -d)
 DAEMON=""
+SMALL_DAEMON=""
 cleanup() {
-  if [ -n "$DAEMON" ] && kill -0 "$DAEMON" 2>/dev/null; then
-    kill -TERM "$DAEMON"; wait "$DAEMON" 2>/dev/null || true
-  fi
+  for pid in $DAEMON $SMALL_DAEMON; do
+    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
+  done
+  mountpoint -q "$WORK/small" 2>/dev/null && umount "$WORK/small"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -119,7 +121,73 @@ for rcpt in 'victim%elsewhere.example@[127.0.0.1]' '"victim@elsewhere.example"@[
   check "authenticated relay: $rcpt" "${SW[@]}" --to "$rcpt" --tls --auth PLAIN --auth-user alice --auth-password 'correct horse'
 done
 
+# --- SIGHUP reloads the certificate ------------------------------------------------
+served_cert() {
+  openssl s_client -connect "127.0.0.1:$SMTPS" -servername edge.test </dev/null 2>/dev/null \
+    | openssl x509 -noout -fingerprint -sha256 2>/dev/null
+}
+before=$(served_cert)
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=edge.test \
+  -addext subjectAltName=DNS:edge.test -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+fresh=$(openssl x509 -in "$WORK/cert.pem" -noout -fingerprint -sha256)
+kill -HUP "$DAEMON"
+for _ in $(seq 50); do [ "$(served_cert)" = "$fresh" ] && break; sleep 0.1; done
+check "SIGHUP: the new certificate is served" test "$(served_cert)" = "$fresh"
+check "SIGHUP: it differs from the old one" test "$before" != "$fresh"
+echo "not a certificate" > "$WORK/cert.pem"
+kill -HUP "$DAEMON"; sleep 0.5
+check "SIGHUP with a broken file keeps the working certificate" test "$(served_cert)" = "$fresh"
+check "the daemon survived both reloads" kill -0 "$DAEMON"
+
 kill -TERM "$DAEMON"; wait "$DAEMON" 2>/dev/null || true; DAEMON=""
+
+# --- a real full disk: the spool on a 3 MiB tmpfs -----------------------------------
+mkdir -p "$WORK/small"
+if mount -t tmpfs -o size=3m tmpfs "$WORK/small" 2>/dev/null; then
+  SMALL_PORT=$(free_port)
+  cat > "$WORK/small.toml" <<TOML
+hostname = "edge.test"
+spool = "$WORK/small/spool"
+[[listen]]
+addr = "127.0.0.1:$SMALL_PORT"
+TOML
+  SM=("$BIN" --config "$WORK/small.toml")
+  "${SM[@]}" serve 2> "$WORK/small.log" &
+  SMALL_DAEMON=$!
+  for _ in $(seq 100); do "${SM[@]}" status >/dev/null 2>&1 && break; sleep 0.1; done
+  check "full disk: SIZE that cannot fit is refused at MAIL, accepted mail is all queued, space returns" \
+    python3 - "$SMALL_PORT" "$BIN" "$WORK/small.toml" <<'PY'
+import json, smtplib, subprocess, sys
+port, binary, config = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = smtplib.SMTP("127.0.0.1", port); s.ehlo()
+code, _ = s.docmd("MAIL FROM:<a@client.example> SIZE=5000000")
+assert code == 452, f"MAIL with an impossible SIZE answered {code}"
+s.rset()
+body = "Subject: fill\r\n\r\n" + ("x" * 998 + "\r\n") * 500   # about 500 KB
+accepted = refused = 0
+for _ in range(12):
+    try:
+        s.sendmail("a@client.example", ["b@example.net"], body)
+        accepted += 1
+    except smtplib.SMTPDataError as e:
+        assert e.smtp_code in (451, 452), e.smtp_code
+        refused += 1
+    except smtplib.SMTPSenderRefused as e:
+        assert e.smtp_code == 452, e.smtp_code
+        refused += 1
+assert accepted > 0 and refused > 0, (accepted, refused)
+listed = json.loads(subprocess.run([binary, "--config", config, "queue", "--json"], capture_output=True, check=True).stdout)
+assert len(listed) == accepted, f"{accepted} accepted but {len(listed)} queued"
+subprocess.run([binary, "--config", config, "queue", "delete", "--all"], check=True, capture_output=True)
+s.sendmail("a@client.example", ["b@example.net"], body)   # room again
+s.quit()
+PY
+  kill -TERM "$SMALL_DAEMON"; wait "$SMALL_DAEMON" 2>/dev/null || true; SMALL_DAEMON=""
+  umount "$WORK/small"
+else
+  echo "skip full disk: cannot mount a tmpfs here (not root?)"
+fi
+
 if [ "$failed" -gt 0 ]; then
   echo "--- nmap output"; cat "$WORK/nmap.txt"; echo "--- daemon log"; tail -40 "$WORK/daemon.log"
 fi
