@@ -74,6 +74,11 @@ pub enum Response {
     },
     Status(Status),
     Changed(ChangeOutcome),
+    /// The queue owner was woken; `released` counts what was made due first (recipients
+    /// for `--domain`, messages for a whole-queue flush).
+    FlushStarted {
+        released: usize,
+    },
     /// The request could not be done; `code` is the sysexits code the CLI should use.
     Error {
         message: String,

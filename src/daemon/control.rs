@@ -1,14 +1,19 @@
 //! The daemon's answers to control requests. Queue changes go through the spool writer;
 //! status reads the index on a read-only connection.
 
+use std::sync::Arc;
+
 use crate::control::server::Handler;
 use crate::control::{Request, Response, StateCount, Status};
 use crate::exit;
-use crate::spool::{RecipientState, RecoveryReport, Spool, index};
+use crate::queue::scheduler::OpenDomains;
+use crate::spool::{Change, RecipientState, RecoveryReport, Selection, Spool, index};
 
 #[derive(Clone)]
 pub struct DaemonControl {
     pub spool: Spool,
+    /// Held domains a flush has opened (shared with the scheduler).
+    pub open_domains: Arc<OpenDomains>,
     pub hostname: String,
     pub started_at: i64,
     pub recovery: RecoveryReport,
@@ -37,10 +42,32 @@ impl Handler for DaemonControl {
                     Err(e) => error(exit::TEMPFAIL, e.to_string()),
                 }
             }
-            Request::Flush { .. } => error(
-                exit::UNAVAILABLE,
-                "this ferrymail cannot deliver yet (no delivery module); mail stays queued".into(),
-            ),
+            Request::Flush { domain } => {
+                // Like `postqueue -f`: whatever waits is tried now, not at its next attempt.
+                let now = crate::spool::now_unix();
+                let released = match &domain {
+                    Some(d) => {
+                        self.open_domains.open(d, false);
+                        self.spool.release_domain(d, false, now).await
+                    }
+                    None => self
+                        .spool
+                        .change(Change::Retry(Selection::All))
+                        .await
+                        .map(|o| o.changed.len()),
+                };
+                let released = match released {
+                    Ok(n) => n,
+                    Err(e) => return error(exit::TEMPFAIL, e.to_string()),
+                };
+                tracing::info!(
+                    domain = domain.as_deref().unwrap_or("(all)"),
+                    due_now = released,
+                    "flush requested"
+                );
+                self.spool.wake_handle().notify_one();
+                Response::FlushStarted { released }
+            }
         }
     }
 }
@@ -87,7 +114,8 @@ impl DaemonControl {
             recipients,
             messages,
             maildrop,
-            delivery: "not available in this version".into(),
+            delivery: "relay routes ([upstream], route via); direct MX is not in this version"
+                .into(),
         })
     }
 }

@@ -1,6 +1,6 @@
 //! `ferrymail serve`: takes the spool lock, recovers the spool, then runs the SMTP
-//! listeners, the maildrop pickup and the control socket until shutdown is requested,
-//! and stops them cleanly. Delivery will run here beside them.
+//! listeners, the maildrop pickup, the delivery scheduler and the control socket until
+//! shutdown is requested, and stops them cleanly.
 
 pub mod control;
 pub mod pickup;
@@ -12,7 +12,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delivery::route::Router;
+use crate::delivery::settings::client_settings;
 use crate::exit::{self, Failure};
+use crate::queue::retry::RetryPolicy;
+use crate::queue::scheduler::{OpenDomains, Scheduler};
 use crate::server::auth::Users;
 use crate::server::{
     AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
@@ -87,7 +91,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
             format!("control socket {}: {e}", layout.control.display()),
         )
     })?;
+    let open_domains = Arc::new(OpenDomains::default());
     let handler = Arc::new(control::DaemonControl {
+        open_domains: open_domains.clone(),
         spool: spool.clone(),
         hostname: config.hostname.clone(),
         started_at: now_unix(),
@@ -99,6 +105,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         handler,
         shutdown.clone(),
     ));
+
+    let router = Router::from_config(&config);
+    let settings = client_settings(&config, &router).map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let scheduler = Scheduler {
+        spool: spool.clone(),
+        router,
+        settings,
+        retry: RetryPolicy::from_config(&config.retry),
+        link_retry: config.link.probe_interval.0,
+        hostname: config.hostname.clone(),
+        open_domains: open_domains.clone(),
+    };
+    let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone()));
 
     let pickup = Arc::new(pickup::Pickup {
         spool: spool.clone(),
@@ -112,6 +131,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     tracing::info!("shutting down");
     let _ = pickup_task.await;
     let _ = control_task.await;
+    let _ = scheduler_task.await;
     for task in smtp_tasks {
         let _ = task.await;
     }

@@ -6,3 +6,5 @@ pub mod client;
 pub mod dsn;
 pub mod outcome;
 pub mod route;
+pub mod runner;
+pub mod settings;

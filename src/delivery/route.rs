@@ -1,14 +1,13 @@
 //! Which way a recipient's mail goes (DESIGN §5): `[[route]]` entries by domain, first
 //! match wins; then `[upstream]` (the smarthost); else the domain's MX. A `hold` route
-//! keeps mail until ETRN or a flush names the domain. Each route has a stable name
-//! (`route[N]`, `upstream`, `mx`) used to group deliveries and to key its link gate.
+//! keeps its mail until ETRN or a flush names the domain, then delivers it to its target
+//! like any other route. Each route has a stable name (`route[N]`, `upstream`, `mx`) used
+//! to group deliveries and to key its link gate.
 
 use crate::config::{Config, TlsPolicy, domain_matches};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// Kept until released for its domain.
-    Hold,
     /// A fixed `host:port` (a smarthost or a route's `via`).
     Relay {
         host_port: String,
@@ -23,6 +22,8 @@ pub enum Target {
 pub struct Route {
     pub name: String,
     pub target: Target,
+    /// Keep the mail until a flush or ETRN names its domain.
+    pub hold: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -38,9 +39,7 @@ impl Router {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let target = if r.hold {
-                    Target::Hold
-                } else if r.via == "mx" {
+                let target = if r.via == "mx" {
                     Target::Mx { tls: r.tls }
                 } else {
                     Target::Relay {
@@ -54,6 +53,7 @@ impl Router {
                     Route {
                         name: format!("route[{i}]"),
                         target,
+                        hold: r.hold,
                     },
                 )
             })
@@ -61,6 +61,7 @@ impl Router {
         let fallback = match &config.upstream {
             Some(up) => Route {
                 name: "upstream".into(),
+                hold: false,
                 target: Target::Relay {
                     host_port: up.smarthost.clone(),
                     tls: up.tls,
@@ -69,6 +70,7 @@ impl Router {
             },
             None => Route {
                 name: "mx".into(),
+                hold: false,
                 target: Target::Mx {
                     tls: TlsPolicy::Opportunistic,
                 },
@@ -104,7 +106,13 @@ mod tests {
              [[route]]\ndomains = [\".example.org\"]\nvia = \"10.0.0.2:25\"\ntls = \"none\"\n\
              [[route]]\ndomains = [\"direct.example\"]\n",
         );
-        assert_eq!(r.route("field.example.org").target, Target::Hold);
+        assert!(r.route("field.example.org").hold);
+        assert_eq!(
+            r.route("field.example.org").target,
+            Target::Mx {
+                tls: TlsPolicy::Opportunistic
+            }
+        );
         assert_eq!(r.route("A.Field.Example.Org.").name, "route[0]");
         assert_eq!(r.route("other.example.org").name, "route[1]");
         assert_eq!(

@@ -4,6 +4,7 @@
 
 pub mod listing;
 pub mod retry;
+pub mod scheduler;
 pub mod table;
 
 pub use listing::{QueueEntry, RecipientEntry, for_each_entry, maildrop_entries};

@@ -44,13 +44,31 @@ pub enum Recorded {
     },
 }
 
+/// What the queue owner does with a due recipient, decided by its domain's route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Claim it for delivery.
+    Deliver,
+    /// A hold route: `held` until a flush or ETRN names the domain.
+    Hold { reply: String },
+    /// Cannot be delivered by this ferrymail now: stays `queued`, due again `after`
+    /// seconds later, with the reason shown.
+    Postpone { reply: String, after: i64 },
+}
+
+/// The routing decision the claim applies, by recipient domain.
+pub type Decide = dyn Fn(&str) -> Disposition + Send + Sync;
+
 /// Claims up to `limit` due recipients, oldest due first: `queued` or `deferred` ones due
-/// by `now`, and `in_flight` ones whose lease has run out.
+/// by `now`, and `in_flight` ones whose lease has run out. `decide` routes each by its
+/// domain; only those to deliver are claimed, the rest are settled in the same
+/// transaction, so no recipient is ever seen `in_flight` without a delivery behind it.
 pub fn claim_due(
     tx: &Transaction<'_>,
     now: i64,
     lease_secs: i64,
     limit: usize,
+    decide: &Decide,
 ) -> rusqlite::Result<Vec<Claim>> {
     let mut select = tx.prepare_cached(
         "SELECT message_id, position, address, domain, attempts, online_age FROM recipient
@@ -68,21 +86,38 @@ pub fn claim_due(
         ))
     })?;
     let mut claims = Vec::new();
+    let mut settled = Vec::new();
     for row in rows {
         let (id, position, address, domain, attempts, online_age) = row?;
         let Ok(message_id) = QueueId::parse(&id) else {
             continue;
         };
-        claims.push(Claim {
-            message_id,
-            position: position as usize,
-            address,
-            domain,
-            attempts,
-            online_age,
-        });
+        match decide(&domain) {
+            Disposition::Deliver => claims.push(Claim {
+                message_id,
+                position: position as usize,
+                address,
+                domain,
+                attempts,
+                online_age,
+            }),
+            Disposition::Hold { reply } => {
+                settled.push((id, position, RecipientState::Held, reply, now))
+            }
+            Disposition::Postpone { reply, after } => {
+                settled.push((id, position, RecipientState::Queued, reply, now + after))
+            }
+        }
     }
     drop(select);
+    let mut settle = tx.prepare_cached(
+        "UPDATE recipient SET state = ?1, last_reply = ?2, next_attempt_at = ?3, updated_at = ?4
+         WHERE message_id = ?5 AND position = ?6",
+    )?;
+    for (id, position, state, reply, next) in &settled {
+        settle.execute(params![state.as_str(), reply, next, now, id, position])?;
+    }
+    drop(settle);
     let mut lease = tx.prepare_cached(
         "UPDATE recipient SET state = 'in_flight', next_attempt_at = ?1, updated_at = ?2
          WHERE message_id = ?3 AND position = ?4",
@@ -192,6 +227,10 @@ mod tests {
         (dir, conn, id)
     }
 
+    fn deliver(_: &str) -> Disposition {
+        Disposition::Deliver
+    }
+
     fn state(
         conn: &Connection,
         id: QueueId,
@@ -211,17 +250,17 @@ mod tests {
         assert_eq!(next_due(&conn).unwrap(), Some(1000));
         let tx = conn.transaction().unwrap();
         assert!(
-            claim_due(&tx, 999, 600, 10).unwrap().is_empty(),
+            claim_due(&tx, 999, 600, 10, &deliver).unwrap().is_empty(),
             "nothing due yet"
         );
-        let claims = claim_due(&tx, 1000, 600, 10).unwrap();
+        let claims = claim_due(&tx, 1000, 600, 10, &deliver).unwrap();
         assert_eq!(claims.len(), 2);
         assert_eq!(
             (claims[0].domain.as_str(), claims[1].position),
             ("y.example", 1)
         );
         assert!(
-            claim_due(&tx, 1000, 600, 10).unwrap().is_empty(),
+            claim_due(&tx, 1000, 600, 10, &deliver).unwrap().is_empty(),
             "claimed ones are not claimed twice"
         );
         tx.commit().unwrap();
@@ -253,7 +292,7 @@ mod tests {
         );
 
         let tx = conn.transaction().unwrap();
-        let again = claim_due(&tx, 1010, 600, 10).unwrap();
+        let again = claim_due(&tx, 1010, 600, 10, &deliver).unwrap();
         assert_eq!(again.len(), 1);
         let answered = Recorded::Deferred {
             reply: "451 4.7.1 later".into(),
@@ -276,13 +315,48 @@ mod tests {
     }
 
     #[test]
+    fn routes_settle_what_is_not_delivered_in_the_same_transaction() {
+        let (_dir, mut conn, id) = setup();
+        let decide = |domain: &str| match domain {
+            "y.example" => Disposition::Hold {
+                reply: "held".into(),
+            },
+            _ => Disposition::Postpone {
+                reply: "no MX delivery".into(),
+                after: 3600,
+            },
+        };
+        let tx = conn.transaction().unwrap();
+        assert!(claim_due(&tx, 1000, 600, 10, &decide).unwrap().is_empty());
+        tx.commit().unwrap();
+        assert_eq!(
+            state(&conn, id, 0),
+            ("held".into(), 0, Some(1000), Some("held".into()))
+        );
+        assert_eq!(
+            state(&conn, id, 1),
+            (
+                "queued".into(),
+                0,
+                Some(4600),
+                Some("no MX delivery".into())
+            )
+        );
+        assert_eq!(
+            next_due(&conn).unwrap(),
+            Some(4600),
+            "held recipients are not due"
+        );
+    }
+
+    #[test]
     fn an_expired_lease_is_claimed_again() {
         let (_dir, mut conn, _id) = setup();
         let tx = conn.transaction().unwrap();
-        assert_eq!(claim_due(&tx, 1000, 60, 10).unwrap().len(), 2);
-        assert!(claim_due(&tx, 1059, 60, 10).unwrap().is_empty());
+        assert_eq!(claim_due(&tx, 1000, 60, 10, &deliver).unwrap().len(), 2);
+        assert!(claim_due(&tx, 1059, 60, 10, &deliver).unwrap().is_empty());
         assert_eq!(
-            claim_due(&tx, 1060, 60, 10).unwrap().len(),
+            claim_due(&tx, 1060, 60, 10, &deliver).unwrap().len(),
             2,
             "the dead delivery's lease ran out"
         );

@@ -31,7 +31,7 @@ pub use id::QueueId;
 pub use layout::Layout;
 pub use recovery::RecoveryReport;
 pub use state::RecipientState;
-pub use writer::{Change, ChangeOutcome, Selection};
+pub use writer::{Change, ChangeOutcome, Recorded, Selection};
 
 use writer::{Op, Writer};
 
@@ -115,6 +115,7 @@ pub struct Spool {
 }
 
 struct Inner {
+    committed: Arc<tokio::sync::Notify>,
     fs: Arc<dyn Fs>,
     layout: Layout,
     ops: Mutex<Option<mpsc::Sender<Op>>>,
@@ -133,7 +134,9 @@ impl Spool {
         let (mut conn, rebuilt) = recovery::open_index(&layout)?;
         let mut report = recovery::recover(fs.as_ref(), &layout, &mut conn)?;
         report.index_rebuilt = rebuilt;
+        let committed = Arc::new(tokio::sync::Notify::new());
         let writer = Writer {
+            committed: committed.clone(),
             fs: fs.clone(),
             layout: layout.clone(),
             conn,
@@ -144,6 +147,7 @@ impl Spool {
             .map_err(|e| SpoolError::io("start the spool writer", e))?;
         let spool = Spool {
             inner: Arc::new(Inner {
+                committed,
                 fs,
                 layout,
                 ops: Mutex::new(Some(ops)),
@@ -164,6 +168,11 @@ impl Spool {
         let (mut conn, _) = recovery::open_index(layout)?;
         recovery::recover(fs, layout, &mut conn)?;
         Ok(count)
+    }
+
+    /// Notified after every commit; the scheduler also uses it to be woken by flushes.
+    pub fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.committed.clone()
     }
 
     pub fn layout(&self) -> &Layout {
@@ -223,6 +232,58 @@ impl Spool {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Change { change, reply })?;
         rx.blocking_recv().map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Claims due recipients for delivery (`claims::claim_due`).
+    pub async fn claim(
+        &self,
+        now: i64,
+        lease_secs: i64,
+        limit: usize,
+        decide: Arc<claims::Decide>,
+    ) -> Result<Vec<claims::Claim>, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Claim {
+            now,
+            lease_secs,
+            limit,
+            decide,
+            reply,
+        })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Records delivery outcomes; messages whose recipients are all final leave the spool.
+    pub async fn record(
+        &self,
+        outcomes: Vec<(QueueId, usize, claims::Recorded)>,
+        now: i64,
+    ) -> Result<Recorded, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Record {
+            outcomes,
+            now,
+            reply,
+        })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Makes mail for `domain` due now, held mail included (a flush or ETRN naming it).
+    /// Returns how many recipients it concerned.
+    pub async fn release_domain(
+        &self,
+        domain: &str,
+        subdomains: bool,
+        now: i64,
+    ) -> Result<usize, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::ReleaseDomain {
+            domain: domain.to_owned(),
+            subdomains,
+            now,
+            reply,
+        })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
     }
 
     /// Stops the writer after the operations already sent, and waits for it.

@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::claims;
 use super::draft::Sealed;
 use super::fs::Fs;
 use super::index;
@@ -52,7 +53,34 @@ pub struct ChangeOutcome {
 
 type Reply = oneshot::Sender<Result<QueueId, SpoolError>>;
 
+/// Outcomes to record, and what recording them finished.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Messages that left the spool: every recipient final.
+    pub finished: Vec<QueueId>,
+}
+
 pub(crate) enum Op {
+    Claim {
+        now: i64,
+        lease_secs: i64,
+        limit: usize,
+        decide: Arc<claims::Decide>,
+        reply: oneshot::Sender<Result<Vec<claims::Claim>, SpoolError>>,
+    },
+    Record {
+        outcomes: Vec<(QueueId, usize, claims::Recorded)>,
+        now: i64,
+        reply: oneshot::Sender<Result<Recorded, SpoolError>>,
+    },
+    /// Mail for `domain` (and its subdomains when `subdomains`) becomes due now: `held`
+    /// recipients are released, `queued` and `deferred` ones brought forward.
+    ReleaseDomain {
+        domain: String,
+        subdomains: bool,
+        now: i64,
+        reply: oneshot::Sender<Result<usize, SpoolError>>,
+    },
     Commit {
         draft: Box<Sealed>,
         reply: oneshot::Sender<Result<QueueId, SpoolError>>,
@@ -64,6 +92,8 @@ pub(crate) enum Op {
 }
 
 pub(crate) struct Writer {
+    /// Woken after every successful commit (the scheduler listens).
+    pub committed: Arc<tokio::sync::Notify>,
     pub fs: Arc<dyn Fs>,
     pub layout: Layout,
     pub conn: Connection,
@@ -91,18 +121,47 @@ impl Writer {
                 }
             }
             let mut commits = Vec::new();
-            let mut changes = Vec::new();
+            let mut others = Vec::new();
             for op in ops {
                 match op {
                     Op::Commit { draft, reply } => commits.push((draft, reply)),
-                    Op::Change { change, reply } => changes.push((change, reply)),
+                    other => others.push(other),
                 }
             }
             if !commits.is_empty() {
                 self.commit_group(commits);
             }
-            for (change, reply) in changes {
-                let _ = reply.send(self.apply(change));
+            for op in others {
+                match op {
+                    Op::Change { change, reply } => {
+                        let _ = reply.send(self.apply(change));
+                    }
+                    Op::Claim {
+                        now,
+                        lease_secs,
+                        limit,
+                        decide,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.claim(now, lease_secs, limit, decide.as_ref()));
+                    }
+                    Op::Record {
+                        outcomes,
+                        now,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.record(&outcomes, now));
+                    }
+                    Op::ReleaseDomain {
+                        domain,
+                        subdomains,
+                        now,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.release_domain(&domain, subdomains, now));
+                    }
+                    Op::Commit { .. } => unreachable!("sorted out above"),
+                }
             }
         }
     }
@@ -115,6 +174,7 @@ impl Writer {
             .and_then(|()| self.index_group(&group));
         match durable {
             Ok(()) => {
+                self.committed.notify_one();
                 for (mut draft, reply) in group {
                     draft.keep();
                     let e = &draft.envelope;
@@ -210,6 +270,63 @@ impl Writer {
             }
         }
         Ok(outcome)
+    }
+
+    fn claim(
+        &mut self,
+        now: i64,
+        lease_secs: i64,
+        limit: usize,
+        decide: &claims::Decide,
+    ) -> Result<Vec<claims::Claim>, SpoolError> {
+        let tx = self.conn.transaction()?;
+        let claimed = claims::claim_due(&tx, now, lease_secs, limit, decide)?;
+        tx.commit()?;
+        Ok(claimed)
+    }
+
+    /// Records outcomes in one transaction, then removes messages now finished.
+    fn record(
+        &mut self,
+        outcomes: &[(QueueId, usize, claims::Recorded)],
+        now: i64,
+    ) -> Result<Recorded, SpoolError> {
+        let tx = self.conn.transaction()?;
+        for (id, position, outcome) in outcomes {
+            claims::record(&tx, *id, *position, outcome, now)?;
+        }
+        tx.commit()?;
+        let touched: std::collections::HashSet<QueueId> =
+            outcomes.iter().map(|(id, _, _)| *id).collect();
+        let finished: Vec<QueueId> = index::finished_messages(&self.conn)?
+            .into_iter()
+            .filter(|id| touched.contains(id))
+            .collect();
+        if !finished.is_empty() {
+            self.remove_messages(&finished)?;
+            for id in &finished {
+                tracing::info!(id = %id, "removed: every recipient is done");
+            }
+        }
+        Ok(Recorded { finished })
+    }
+
+    fn release_domain(
+        &mut self,
+        domain: &str,
+        subdomains: bool,
+        now: i64,
+    ) -> Result<usize, SpoolError> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let pattern = format!("%.{domain}");
+        let n = self.conn.execute(
+            "UPDATE recipient SET state = CASE state WHEN 'held' THEN 'queued' ELSE state END,
+                 next_attempt_at = ?1, updated_at = ?1
+             WHERE state IN ('held', 'queued', 'deferred')
+               AND (domain = ?2 OR (?3 AND domain LIKE ?4))",
+            rusqlite::params![now, domain, subdomains, pattern],
+        )?;
+        Ok(n)
     }
 
     fn transition(

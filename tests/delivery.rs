@@ -1,0 +1,178 @@
+//! Delivery end to end with two real daemons: an edge relaying through a hub as its
+//! smarthost. Mail is delivered and leaves the edge's queue; a refused recipient bounces
+//! with a DSN that reaches the sender (at the hub); a hub that is down leaves mail
+//! deferred without counting an attempt, and `flush --wait` delivers it once the hub is
+//! back. Hold routes keep mail `held` until a flush names the domain.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, stored_messages, wait_for};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The hub: mail for hub.example is local; nobody may relay.
+fn hub(port: u16) -> Env {
+    Env::with_config(&format!(
+        "[[listen]]\naddr = \"127.0.0.1:{port}\"\n[accept]\nrelay_networks = []\nlocal_domains = [\"hub.example\"]"
+    ))
+}
+
+/// The edge: everything goes through the hub, retried quickly after a link failure.
+fn edge(hub_port: u16, extra: &str) -> Env {
+    Env::with_config(&format!(
+        "[upstream]\nsmarthost = \"127.0.0.1:{hub_port}\"\ntls = \"none\"\n[link]\nprobe_interval = \"1s\"\n{extra}"
+    ))
+}
+
+fn recipient_states(env: &Env) -> Vec<String> {
+    env.queued()
+        .iter()
+        .flat_map(|e| e["recipients"].as_array().unwrap().clone())
+        .map(|r| r["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn an_edge_delivers_through_its_hub_and_bounces_come_back() {
+    let port = free_port();
+    let hub = hub(port);
+    let hub_daemon = hub.start_daemon();
+    let edge = edge(port, "");
+    let edge_daemon = edge.start_daemon();
+
+    let out = edge.send(
+        &["-f", "alice@hub.example", "bob@hub.example"],
+        b"Subject: over the link\n\nhello hub\n",
+    );
+    assert!(out.status.success());
+    assert!(
+        wait_for(Duration::from_secs(30), || hub.queued().len() == 1),
+        "not delivered to the hub"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || edge.queued().is_empty()),
+        "left in the edge queue: {:?}",
+        edge.queued()
+    );
+    let (_, at_hub) = &stored_messages(&hub.spool)[0];
+    let text = String::from_utf8_lossy(at_hub);
+    assert!(
+        text.contains("Subject: over the link") && text.contains("by edge.test (ferrymail"),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("Received: from edge.test"),
+        "the hub's trace header first: {text}"
+    );
+
+    // The hub refuses to relay: the recipient bounces and alice gets a DSN at the hub.
+    let out = edge.send(
+        &["-f", "alice@hub.example", "victim@elsewhere.example"],
+        b"Subject: refused\n\nx\n",
+    );
+    assert!(out.status.success());
+    assert!(
+        wait_for(Duration::from_secs(30), || hub.queued().len() == 2),
+        "no DSN at the hub"
+    );
+    assert!(wait_for(Duration::from_secs(10), || edge
+        .queued()
+        .is_empty()));
+    let dsn = hub
+        .queued()
+        .into_iter()
+        .find(|e| e["sender"] == "")
+        .expect("a DSN from <>");
+    assert_eq!(dsn["recipients"][0]["address"], "alice@hub.example");
+    let log = edge_daemon.log();
+    assert!(
+        log.contains("bounced") && log.contains("DSN queued"),
+        "{log}"
+    );
+    edge_daemon.stop();
+    hub_daemon.stop();
+}
+
+#[test]
+fn a_hub_that_is_down_defers_without_an_attempt_and_flush_delivers_later() {
+    let port = free_port();
+    let hub = hub(port);
+    let edge = edge(port, "");
+    let edge_daemon = edge.start_daemon();
+    assert!(
+        edge.send(&["bob@hub.example"], b"Subject: while down\n\nx\n")
+            .status
+            .success()
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || recipient_states(&edge)
+            == ["deferred"]),
+        "{:?}",
+        edge.queued()
+    );
+    let r = &edge.queued()[0]["recipients"][0];
+    assert_eq!(r["attempts"], 0, "our link being down is not an attempt");
+    assert!(
+        r["last_reply"].as_str().unwrap().starts_with("connecting:"),
+        "{r}"
+    );
+
+    let hub_daemon = hub.start_daemon();
+    let out = edge.run(&["flush", "--wait"], b"");
+    assert!(
+        out.status.success(),
+        "flush --wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(edge.queued().is_empty());
+    assert_eq!(hub.queued().len(), 1);
+    edge_daemon.stop();
+    hub_daemon.stop();
+}
+
+#[test]
+fn a_hold_route_keeps_mail_until_a_flush_names_the_domain() {
+    let port = free_port();
+    let hub = hub(port);
+    let hub_daemon = hub.start_daemon();
+    // Like a hub holding an edge's domain: keep it, then deliver it via the route.
+    let route = format!(
+        "[[route]]\ndomains = [\"hub.example\"]\nvia = \"127.0.0.1:{port}\"\ntls = \"none\"\nhold = true\n"
+    );
+    let edge = edge(port, &route);
+    let edge_daemon = edge.start_daemon();
+    assert!(
+        edge.send(&["bob@hub.example"], b"Subject: held\n\nx\n")
+            .status
+            .success()
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || recipient_states(&edge)
+            == ["held"]),
+        "{:?}",
+        edge.queued()
+    );
+    // A flush of everything does not open a hold.
+    assert!(edge.run(&["flush", "--wait"], b"").status.success());
+    assert_eq!(recipient_states(&edge), ["held"]);
+    assert!(hub.queued().is_empty());
+    // Naming the domain does.
+    let out = edge.run(&["flush", "--domain", "hub.example", "--wait"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(edge.queued().is_empty());
+    assert_eq!(hub.queued().len(), 1);
+    edge_daemon.stop();
+    hub_daemon.stop();
+}
