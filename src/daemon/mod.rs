@@ -28,6 +28,9 @@ use crate::spool::{Layout, RealFs, Spool, SpoolOptions, now_unix};
 /// events on some file systems, and drops may predate the watch).
 pub const PICKUP_RESCAN: Duration = Duration::from_secs(30);
 
+/// How long shutdown waits for a delivery in progress.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// A `maildrop/tmp` file untouched this long was left by a killed `sendmail`.
 pub const STALE_DROP: Duration = Duration::from_secs(36 * 3600);
 
@@ -131,7 +134,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     tracing::info!("shutting down");
     let _ = pickup_task.await;
     let _ = control_task.await;
-    let _ = scheduler_task.await;
+    // A delivery in progress over a dying link could take minutes: give it a moment, then
+    // stop it. Its claims stay in_flight and recovery makes them due at the next start.
+    let scheduler_abort = scheduler_task.abort_handle();
+    if tokio::time::timeout(SHUTDOWN_GRACE, scheduler_task).await.is_err() {
+        tracing::warn!("delivery still running at shutdown; stopped (it resumes at the next start)");
+        scheduler_abort.abort();
+    }
     for task in smtp_tasks {
         let _ = task.await;
     }
