@@ -7,8 +7,9 @@
 //! - `server`  — the SMTP listener's decisions: relay policy, the session state machine.
 //! - `spool`   — the crash-safe on-disk queue: drafts, group commit, SQLite index,
 //!   recovery, maildrop, lock.
-//! - `queue`   — reading the queue for people and scripts (listing, JSON); retry policy.
-//! - `delivery` — (being built) routes and the classification of delivery results.
+//! - `queue`   — the queue for people and scripts (listing, JSON); the retry policy and
+//!   the scheduler that owns delivery.
+//! - `delivery` — routes, the SMTP client, outcome classification, DSNs.
 //! - `inject`  — turning a `sendmail` invocation's input into a maildrop message.
 //! - `net`     — TCP streams that switch to TLS in place (server and client).
 //! - `control` — the unix-socket protocol between the CLI and the daemon.

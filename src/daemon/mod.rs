@@ -110,7 +110,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     ));
 
     let router = Router::from_config(&config);
-    let settings = client_settings(&config, &router).map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let settings = client_settings(&config).map_err(|e| Failure::new(exit::CONFIG, e))?;
     let scheduler = Scheduler {
         spool: spool.clone(),
         router,
@@ -137,8 +137,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     // A delivery in progress over a dying link could take minutes: give it a moment, then
     // stop it. Its claims stay in_flight and recovery makes them due at the next start.
     let scheduler_abort = scheduler_task.abort_handle();
-    if tokio::time::timeout(SHUTDOWN_GRACE, scheduler_task).await.is_err() {
-        tracing::warn!("delivery still running at shutdown; stopped (it resumes at the next start)");
+    if tokio::time::timeout(SHUTDOWN_GRACE, scheduler_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "delivery still running at shutdown; stopped (it resumes at the next start)"
+        );
         scheduler_abort.abort();
     }
     for task in smtp_tasks {

@@ -4,7 +4,8 @@
 //! authenticates once. Each transaction is one write when PIPELINING is offered: MAIL,
 //! every RCPT, then `BDAT n LAST` with the content (CHUNKING), or DATA and, after the
 //! 354, the dot-stuffed content. Every phase has its RFC 5321 §4.5.3.2 timeout; every
-//! result goes through `outcome::classify`, recipient by recipient.
+//! result goes through `outcome::classify`, recipient by recipient. Batches pipelined
+//! across messages are in `batch.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,10 +18,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::encode::{dot_stuff, xtext};
 use super::outcome::{Classified, Event, Outcome, Phase, Scope, classify};
 use crate::config::TlsPolicy;
 use crate::net::MaybeTls;
-use crate::smtp::canon::CrlfCanon;
 use crate::smtp::response::{Response, ResponseReader};
 use crate::spool::{BodyType, Recipient, Ret};
 
@@ -113,10 +114,10 @@ pub struct Outgoing<'a> {
 }
 
 pub struct Connection {
-    stream: ClientStream,
-    reader: ResponseReader,
+    pub(super) stream: ClientStream,
+    pub(super) reader: ResponseReader,
     caps: Capabilities,
-    timeouts: ClientTimeouts,
+    pub(super) timeouts: ClientTimeouts,
     use_chunking: bool,
     /// The upstream, for `last_host`.
     pub host: String,
@@ -352,137 +353,8 @@ impl Connection {
         ))
     }
 
-    /// Sends many messages, pipelined across messages when the upstream offers CHUNKING:
-    /// every transaction (MAIL, RCPTs, `BDAT n LAST`, RSET) goes out back to back while
-    /// the replies are read at the same time, so a batch costs about one round trip, not
-    /// one per message. The RSET closes a transaction the upstream kept open after
-    /// refusing every recipient; it costs a reply line, not a wait. Without CHUNKING the
-    /// messages go one by one (`send`). Returns outcomes per message, per recipient; a
-    /// connection failure part-way applies to every message not yet answered.
-    pub async fn send_batch(&mut self, batch: &[Outgoing<'_>]) -> Vec<Vec<Classified>> {
-        if !self.uses_chunking() {
-            let mut out = Vec::with_capacity(batch.len());
-            for (i, m) in batch.iter().enumerate() {
-                match self.send(m).await {
-                    Ok(outcomes) => out.push(outcomes),
-                    Err(failure) => {
-                        out.extend(
-                            batch[i..]
-                                .iter()
-                                .map(|m| vec![failure.clone(); m.recipients.len()]),
-                        );
-                        break;
-                    }
-                }
-            }
-            return out;
-        }
-        // Messages the upstream cannot take are answered here and never sent.
-        let refusals: Vec<Option<Event>> = batch.iter().map(|m| self.refusal(m)).collect();
-        let mut wire = Vec::new();
-        let mut expected = 0;
-        for (m, refused) in batch.iter().zip(&refusals) {
-            if refused.is_some() {
-                continue;
-            }
-            wire.extend_from_slice(self.mail_line(m).as_bytes());
-            for r in m.recipients {
-                wire.extend_from_slice(self.rcpt_line(r).as_bytes());
-            }
-            wire.extend_from_slice(format!("BDAT {} LAST\r\n", m.content.len()).as_bytes());
-            wire.extend_from_slice(m.content);
-            wire.extend_from_slice(b"RSET\r\n");
-            expected += m.recipients.len() + 3;
-        }
-        let t = self.timeouts.clone();
-        let (mut read_half, mut write_half) = tokio::io::split(&mut self.stream);
-        let reader = &mut self.reader;
-        let write = async {
-            let sent = tokio::time::timeout(t.data_block.max(t.command), async {
-                write_half.write_all(&wire).await?;
-                write_half.flush().await
-            });
-            match sent.await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(classify(Phase::Mail, &Event::Broken(e.to_string()))),
-                Err(_) => Some(classify(
-                    Phase::Mail,
-                    &Event::Broken("write timed out".into()),
-                )),
-            }
-        };
-        let read = async {
-            let mut replies = Vec::with_capacity(expected);
-            let mut buf = [0u8; 8192];
-            while replies.len() < expected {
-                match reader.take_response() {
-                    Ok(Some(r)) => {
-                        let closing = r.code == 421;
-                        replies.push(r);
-                        if closing {
-                            break;
-                        }
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        return (
-                            replies,
-                            Some(classify(Phase::EndOfData, &Event::Protocol(e.to_string()))),
-                        );
-                    }
-                }
-                let n = match tokio::time::timeout(t.end_of_data, read_half.read(&mut buf)).await {
-                    Ok(Ok(0)) => {
-                        return (
-                            replies,
-                            Some(classify(
-                                Phase::EndOfData,
-                                &Event::Broken("connection closed".into()),
-                            )),
-                        );
-                    }
-                    Ok(Ok(n)) => n,
-                    Ok(Err(e)) => {
-                        return (
-                            replies,
-                            Some(classify(Phase::EndOfData, &Event::Broken(e.to_string()))),
-                        );
-                    }
-                    Err(_) => {
-                        return (
-                            replies,
-                            Some(classify(
-                                Phase::EndOfData,
-                                &Event::Broken("no reply in time".into()),
-                            )),
-                        );
-                    }
-                };
-                reader.push(&buf[..n]);
-            }
-            (replies, None)
-        };
-        let (write_failure, (replies, read_failure)) = tokio::join!(write, read);
-        let failure = read_failure.or(write_failure);
-        let mut replies = replies.into_iter();
-        let mut out = Vec::with_capacity(batch.len());
-        for (m, refused) in batch.iter().zip(refusals) {
-            if let Some(event) = refused {
-                out.push(vec![classify(Phase::Mail, &event); m.recipients.len()]);
-                continue;
-            }
-            out.push(transaction_outcomes(
-                m.recipients.len(),
-                &mut replies,
-                failure.as_ref(),
-            ));
-        }
-        out
-    }
-
     /// What the upstream cannot take of this message, before any command is sent.
-    fn refusal(&self, m: &Outgoing<'_>) -> Option<Event> {
+    pub(super) fn refusal(&self, m: &Outgoing<'_>) -> Option<Event> {
         let unsupported = |reason: &str, status| {
             Some(Event::Unsupported {
                 reason: reason.to_owned(),
@@ -508,7 +380,7 @@ impl Connection {
         None
     }
 
-    fn mail_line(&self, m: &Outgoing<'_>) -> String {
+    pub(super) fn mail_line(&self, m: &Outgoing<'_>) -> String {
         let mut line = format!("MAIL FROM:<{}>", m.sender);
         if self.caps.size.is_some() || self.caps.chunking {
             line.push_str(&format!(" SIZE={}", m.content.len()));
@@ -533,7 +405,7 @@ impl Connection {
         line
     }
 
-    fn rcpt_line(&self, r: &Recipient) -> String {
+    pub(super) fn rcpt_line(&self, r: &Recipient) -> String {
         let mut line = format!("RCPT TO:<{}>", r.address);
         if self.caps.dsn {
             if let Some(notify) = &r.notify {
@@ -558,42 +430,6 @@ impl Connection {
         let _ = self.command("QUIT", Phase::Mail, timeout).await;
         let _ = self.stream.shutdown().await;
     }
-}
-
-/// Reads one pipelined transaction's replies (MAIL, RCPTs, BDAT LAST, RSET) into
-/// per-recipient outcomes. Where the replies ran out, `failure` (or a 421 among them)
-/// applies to whatever has no answer.
-fn transaction_outcomes(
-    rcpts: usize,
-    replies: &mut impl Iterator<Item = Response>,
-    failure: Option<&Classified>,
-) -> Vec<Classified> {
-    let broken = || {
-        failure
-            .cloned()
-            .unwrap_or_else(|| classify(Phase::EndOfData, &Event::Broken("no reply".into())))
-    };
-    let mut take = |phase: Phase| -> Option<Classified> {
-        let r = replies.next()?;
-        Some(classify(phase, &Event::Reply(r)))
-    };
-    let Some(mail) = take(Phase::Mail) else {
-        return vec![broken(); rcpts];
-    };
-    let mut outcomes: Vec<Classified> = (0..rcpts)
-        .map(|_| take(Phase::Rcpt).unwrap_or_else(broken))
-        .collect();
-    let end = take(Phase::EndOfData).unwrap_or_else(broken);
-    let _rset = take(Phase::Mail);
-    if mail.outcome != Outcome::Delivered {
-        return vec![mail; rcpts];
-    }
-    for o in &mut outcomes {
-        if o.outcome == Outcome::Delivered {
-            *o = end.clone();
-        }
-    }
-    outcomes
 }
 
 fn expect(phase: Phase, r: &Response, code: u16) -> Step<()> {
@@ -624,65 +460,9 @@ fn finish(rcpts: Vec<Classified>, end: Option<Classified>) -> Vec<Classified> {
         .collect()
 }
 
-/// RFC 5321 §4.5.2: a leading dot doubled; CRLF line ends made certain (no bare CR or LF
-/// ever reaches the wire); then the terminating `.` line.
-pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
-    let mut canonical = Vec::with_capacity(content.len() + 2);
-    let mut canon = CrlfCanon::new();
-    // NUL is not refused here: stored content is sent as it was accepted.
-    if canon.push(content, &mut canonical).is_err() {
-        canonical = content.to_vec();
-    } else {
-        canon.finish(&mut canonical);
-    }
-    let mut out = Vec::with_capacity(canonical.len() + canonical.len() / 64 + 5);
-    let mut at_line_start = true;
-    for &b in &canonical {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !at_line_start {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
-/// RFC 3461 §4 xtext: `+XX` for `+`, `=`, and anything outside `!`..`~`.
-pub fn xtext(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_stuffing_and_line_ends() {
-        assert_eq!(dot_stuff(b"a\r\n.b\r\n..\r\n"), b"a\r\n..b\r\n...\r\n.\r\n");
-        assert_eq!(dot_stuff(b".\r\n"), b"..\r\n.\r\n");
-        assert_eq!(dot_stuff(b"no end"), b"no end\r\n.\r\n");
-        assert_eq!(dot_stuff(b"x\n.\nMAIL"), b"x\r\n..\r\nMAIL\r\n.\r\n");
-        assert_eq!(dot_stuff(b""), b".\r\n");
-    }
-
-    #[test]
-    fn xtext_round_trips_through_our_parser() {
-        for s in ["QQ+314=", "rfc822;a+b@x.example", "plain"] {
-            assert_eq!(crate::smtp::command::xtext(&xtext(s)).as_deref(), Some(s));
-        }
-    }
 
     #[test]
     fn capabilities() {

@@ -9,14 +9,10 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::client::{ClientSettings, ClientTimeouts};
-use super::route::{Router, Target};
 use crate::config::Config;
 
 /// Client settings by route name, for every route that relays.
-pub fn client_settings(
-    config: &Config,
-    _router: &Router,
-) -> Result<HashMap<String, ClientSettings>, String> {
+pub fn client_settings(config: &Config) -> Result<HashMap<String, ClientSettings>, String> {
     let roots = Arc::new(trust_roots(config)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls_config = Arc::new(
@@ -78,9 +74,4 @@ fn trust_roots(config: &Config) -> Result<rustls::RootCertStore, String> {
         );
     }
     Ok(roots)
-}
-
-/// Whether a target relays (and so needs settings).
-pub fn relays(target: &Target) -> bool {
-    matches!(target, Target::Relay { .. })
 }

@@ -1,0 +1,177 @@
+//! Many messages over one connection, pipelined across transactions when the upstream
+//! offers CHUNKING: a batch costs about one round trip instead of one per message, which
+//! is what a long thin link needs (issue 4). Writing and reading run at once, so a large
+//! batch cannot deadlock on full socket buffers.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::client::{Connection, Outgoing};
+use super::outcome::{Classified, Event, Outcome, Phase, classify};
+use crate::smtp::response::Response;
+
+impl Connection {
+    /// Sends many messages, pipelined across messages when the upstream offers CHUNKING:
+    /// every transaction (MAIL, RCPTs, `BDAT n LAST`, RSET) goes out back to back while
+    /// the replies are read at the same time, so a batch costs about one round trip, not
+    /// one per message. The RSET closes a transaction the upstream kept open after
+    /// refusing every recipient; it costs a reply line, not a wait. Without CHUNKING the
+    /// messages go one by one (`send`). Returns outcomes per message, per recipient; a
+    /// connection failure part-way applies to every message not yet answered.
+    pub async fn send_batch(&mut self, batch: &[Outgoing<'_>]) -> Vec<Vec<Classified>> {
+        if !self.uses_chunking() {
+            let mut out = Vec::with_capacity(batch.len());
+            for (i, m) in batch.iter().enumerate() {
+                match self.send(m).await {
+                    Ok(outcomes) => out.push(outcomes),
+                    Err(failure) => {
+                        out.extend(
+                            batch[i..]
+                                .iter()
+                                .map(|m| vec![failure.clone(); m.recipients.len()]),
+                        );
+                        break;
+                    }
+                }
+            }
+            return out;
+        }
+        // Messages the upstream cannot take are answered here and never sent.
+        let refusals: Vec<Option<Event>> = batch.iter().map(|m| self.refusal(m)).collect();
+        let mut wire = Vec::new();
+        let mut expected = 0;
+        for (m, refused) in batch.iter().zip(&refusals) {
+            if refused.is_some() {
+                continue;
+            }
+            wire.extend_from_slice(self.mail_line(m).as_bytes());
+            for r in m.recipients {
+                wire.extend_from_slice(self.rcpt_line(r).as_bytes());
+            }
+            wire.extend_from_slice(format!("BDAT {} LAST\r\n", m.content.len()).as_bytes());
+            wire.extend_from_slice(m.content);
+            wire.extend_from_slice(b"RSET\r\n");
+            expected += m.recipients.len() + 3;
+        }
+        let t = self.timeouts.clone();
+        let (mut read_half, mut write_half) = tokio::io::split(&mut self.stream);
+        let reader = &mut self.reader;
+        let write = async {
+            let sent = tokio::time::timeout(t.data_block.max(t.command), async {
+                write_half.write_all(&wire).await?;
+                write_half.flush().await
+            });
+            match sent.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(classify(Phase::Mail, &Event::Broken(e.to_string()))),
+                Err(_) => Some(classify(
+                    Phase::Mail,
+                    &Event::Broken("write timed out".into()),
+                )),
+            }
+        };
+        let read = async {
+            let mut replies = Vec::with_capacity(expected);
+            let mut buf = [0u8; 8192];
+            while replies.len() < expected {
+                match reader.take_response() {
+                    Ok(Some(r)) => {
+                        let closing = r.code == 421;
+                        replies.push(r);
+                        if closing {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        return (
+                            replies,
+                            Some(classify(Phase::EndOfData, &Event::Protocol(e.to_string()))),
+                        );
+                    }
+                }
+                let n = match tokio::time::timeout(t.end_of_data, read_half.read(&mut buf)).await {
+                    Ok(Ok(0)) => {
+                        return (
+                            replies,
+                            Some(classify(
+                                Phase::EndOfData,
+                                &Event::Broken("connection closed".into()),
+                            )),
+                        );
+                    }
+                    Ok(Ok(n)) => n,
+                    Ok(Err(e)) => {
+                        return (
+                            replies,
+                            Some(classify(Phase::EndOfData, &Event::Broken(e.to_string()))),
+                        );
+                    }
+                    Err(_) => {
+                        return (
+                            replies,
+                            Some(classify(
+                                Phase::EndOfData,
+                                &Event::Broken("no reply in time".into()),
+                            )),
+                        );
+                    }
+                };
+                reader.push(&buf[..n]);
+            }
+            (replies, None)
+        };
+        let (write_failure, (replies, read_failure)) = tokio::join!(write, read);
+        let failure = read_failure.or(write_failure);
+        let mut replies = replies.into_iter();
+        let mut out = Vec::with_capacity(batch.len());
+        for (m, refused) in batch.iter().zip(refusals) {
+            if let Some(event) = refused {
+                out.push(vec![classify(Phase::Mail, &event); m.recipients.len()]);
+                continue;
+            }
+            out.push(transaction_outcomes(
+                m.recipients.len(),
+                &mut replies,
+                failure.as_ref(),
+            ));
+        }
+        out
+    }
+}
+
+/// Reads one pipelined transaction's replies (MAIL, RCPTs, BDAT LAST, RSET) into
+/// per-recipient outcomes. Where the replies ran out, `failure` (or a 421 among them)
+/// applies to whatever has no answer.
+fn transaction_outcomes(
+    rcpts: usize,
+    replies: &mut impl Iterator<Item = Response>,
+    failure: Option<&Classified>,
+) -> Vec<Classified> {
+    let broken = || {
+        failure
+            .cloned()
+            .unwrap_or_else(|| classify(Phase::EndOfData, &Event::Broken("no reply".into())))
+    };
+    let mut take = |phase: Phase| -> Option<Classified> {
+        let r = replies.next()?;
+        Some(classify(phase, &Event::Reply(r)))
+    };
+    let Some(mail) = take(Phase::Mail) else {
+        return vec![broken(); rcpts];
+    };
+    let mut outcomes: Vec<Classified> = (0..rcpts)
+        .map(|_| take(Phase::Rcpt).unwrap_or_else(broken))
+        .collect();
+    let end = take(Phase::EndOfData).unwrap_or_else(broken);
+    let _rset = take(Phase::Mail);
+    if mail.outcome != Outcome::Delivered {
+        return vec![mail; rcpts];
+    }
+    for o in &mut outcomes {
+        if o.outcome == Outcome::Delivered {
+            *o = end.clone();
+        }
+    }
+    outcomes
+}
