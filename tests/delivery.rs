@@ -240,7 +240,8 @@ fn sigkill_during_delivery_loses_nothing() {
     assert_eq!(distinct.len(), N, "lost {} message(s)", N - distinct.len());
     let duplicates = markers.len() - N;
     eprintln!("killed with {at_kill} at the hub; {duplicates} duplicate(s) after the restart");
-    // Duplicates only inside the RFC 1047 window: what the hub had accepted but the edge
-    // had not yet recorded when it died (whole batches are recorded at once today).
+    // Duplicates only inside the RFC 1047 window. Deliveries are recorded as their replies
+    // arrive, so what remains is the pipeline: the batch the edge had already written,
+    // which the hub reads from its socket buffer and commits after the edge has died.
     assert!(duplicates <= N, "{duplicates} duplicates");
 }

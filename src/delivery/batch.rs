@@ -18,11 +18,26 @@ impl Connection {
     /// messages go one by one (`send`). Returns outcomes per message, per recipient; a
     /// connection failure part-way applies to every message not yet answered.
     pub async fn send_batch(&mut self, batch: &[Outgoing<'_>]) -> Vec<Vec<Classified>> {
+        self.send_batch_each(batch, &mut |_, _| {}).await
+    }
+
+    /// `send_batch`, calling `done(i, outcomes)` for message `i` as soon as its replies
+    /// are all in, while later messages are still on the wire: the caller can record a
+    /// delivery at once, so a crash repeats at most the messages answered but not yet
+    /// recorded (the RFC 1047 window), not the whole batch.
+    pub async fn send_batch_each(
+        &mut self,
+        batch: &[Outgoing<'_>],
+        done: &mut (dyn FnMut(usize, &[Classified]) + Send),
+    ) -> Vec<Vec<Classified>> {
         if !self.uses_chunking() {
             let mut out = Vec::with_capacity(batch.len());
             for (i, m) in batch.iter().enumerate() {
                 match self.send(m).await {
-                    Ok(outcomes) => out.push(outcomes),
+                    Ok(outcomes) => {
+                        done(i, &outcomes);
+                        out.push(outcomes);
+                    }
                     Err(failure) => {
                         out.extend(
                             batch[i..]
@@ -39,7 +54,9 @@ impl Connection {
         let refusals: Vec<Option<Event>> = batch.iter().map(|m| self.refusal(m)).collect();
         let mut wire = Vec::new();
         let mut expected = 0;
-        for (m, refused) in batch.iter().zip(&refusals) {
+        // Message index and recipient count of each transaction sent, in order.
+        let mut plan = Vec::new();
+        for (i, (m, refused)) in batch.iter().zip(&refusals).enumerate() {
             if refused.is_some() {
                 continue;
             }
@@ -51,6 +68,7 @@ impl Connection {
             wire.extend_from_slice(m.content);
             wire.extend_from_slice(b"RSET\r\n");
             expected += m.recipients.len() + 3;
+            plan.push((i, m.recipients.len()));
         }
         let t = self.timeouts.clone();
         let (mut read_half, mut write_half) = tokio::io::split(&mut self.stream);
@@ -70,13 +88,25 @@ impl Connection {
             }
         };
         let read = async {
-            let mut replies = Vec::with_capacity(expected);
+            let mut replies: Vec<Response> = Vec::with_capacity(expected);
             let mut buf = [0u8; 8192];
+            let (mut answered, mut consumed) = (0, 0);
             while replies.len() < expected {
                 match reader.take_response() {
                     Ok(Some(r)) => {
                         let closing = r.code == 421;
                         replies.push(r);
+                        // A transaction whose replies are all in is reported at once.
+                        while let Some(&(index, rcpts)) = plan.get(answered) {
+                            let needed = rcpts + 3;
+                            if replies.len() - consumed < needed {
+                                break;
+                            }
+                            let mut these = replies[consumed..consumed + needed].iter().cloned();
+                            done(index, &transaction_outcomes(rcpts, &mut these, None));
+                            consumed += needed;
+                            answered += 1;
+                        }
                         if closing {
                             break;
                         }

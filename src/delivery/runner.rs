@@ -75,7 +75,7 @@ pub async fn run_relay(
         |messages: &[Loaded], c: &Classified, host: Option<&str>, result: &mut RunResult| {
             for m in messages {
                 let outcomes = vec![c.clone(); m.claims.len()];
-                record_message(m, &outcomes, host, retry, link_retry, result);
+                record_message(m, &outcomes, host, retry, link_retry, false, result);
             }
         };
     let (addr, server_name) = match resolve(host_port).await {
@@ -126,9 +126,60 @@ pub async fn run_relay(
                 ret: m.envelope.ret,
             })
             .collect();
-        let outcomes = conn.send_batch(&batch).await;
-        for (m, o) in messages[start..end].iter().zip(&outcomes) {
-            record_message(m, o, Some(&host), retry, link_retry, &mut result);
+        // Deliveries are recorded as each message is answered, while the rest of the
+        // batch is still on the wire: over a slow link a crash then repeats only what was
+        // still unanswered, not the whole batch. (What the upstream has already read from
+        // its socket it may still commit after we die: the RFC 1047 window of any
+        // pipelined sender.) Everything else is recorded after the batch, as before.
+        let window = &messages[start..end];
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Vec<Classified>)>();
+        let send = async {
+            let mut report = move |i: usize, o: &[Classified]| {
+                let _ = tx.send((i, o.to_vec()));
+            };
+            conn.send_batch_each(&batch, &mut report).await
+        };
+        let record_deliveries = async {
+            let mut recorded = vec![false; window.len()];
+            while let Some(first) = rx.recv().await {
+                // Everything answered meanwhile goes into the same transaction: recording
+                // must keep up with replies, or the crash window grows instead of shrinking.
+                let mut answered = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    answered.push(more);
+                }
+                let mut delivered = Vec::new();
+                let mut messages = Vec::new();
+                for (i, outcomes) in &answered {
+                    let before = delivered.len();
+                    for (claim, c) in window[*i].claims.iter().zip(outcomes) {
+                        if c.outcome == Outcome::Delivered {
+                            let rec = Recorded::Delivered {
+                                reply: c.reason.clone(),
+                                host: host.clone(),
+                            };
+                            delivered.push((claim.message_id, claim.position, rec));
+                        }
+                    }
+                    if delivered.len() > before {
+                        messages.push(*i);
+                    }
+                }
+                if delivered.is_empty() {
+                    continue;
+                }
+                match spool.record(delivered, now_unix()).await {
+                    Ok(_) => messages.iter().for_each(|i| recorded[*i] = true),
+                    Err(e) => {
+                        tracing::error!(error = %e, "recording deliveries failed; they will be recorded after the batch")
+                    }
+                }
+            }
+            recorded
+        };
+        let (outcomes, recorded) = tokio::join!(send, record_deliveries);
+        for ((m, o), already) in window.iter().zip(&outcomes).zip(recorded) {
+            record_message(m, o, Some(&host), retry, link_retry, already, &mut result);
         }
         start = end;
     }
@@ -136,12 +187,15 @@ pub async fn run_relay(
     result
 }
 
+/// Turns a message's outcomes into records; deliveries already recorded as the replies
+/// came in (`deliveries_recorded`) are only logged.
 fn record_message(
     m: &Loaded,
     outcomes: &[Classified],
     host: Option<&str>,
     retry: &RetryPolicy,
     link_retry: Duration,
+    deliveries_recorded: bool,
     result: &mut RunResult,
 ) {
     let now = now_unix();
@@ -151,6 +205,9 @@ fn record_message(
         let rec = match c.outcome {
             Outcome::Delivered => {
                 tracing::info!(id = %claim.message_id, to = %address, relay = host.unwrap_or("?"), reply = %c.reason, "delivered");
+                if deliveries_recorded {
+                    continue;
+                }
                 Recorded::Delivered {
                     reply: c.reason.clone(),
                     host: host.unwrap_or_default().to_owned(),
