@@ -8,27 +8,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{Env, stored_messages, wait_for};
-use ferrymail::spool::maildrop::{DropEnvelope, DropWriter};
-use ferrymail::spool::{Layout, RealFs, Recipient};
+use ferrymail::spool::Layout;
 
-/// Writes `n` drops straight into the maildrop, as `send` would.
+/// Writes `n` drops for `rcpt@example.net` straight into the maildrop.
 fn fill_maildrop(env: &Env, n: usize) {
-    let layout = Layout::new(&env.spool);
-    std::fs::create_dir_all(&layout.maildrop_tmp).unwrap();
-    std::fs::create_dir_all(&layout.maildrop_new).unwrap();
-    for i in 0..n {
-        let envelope = DropEnvelope {
-            sender: "me@edge.test".into(),
-            recipients: vec![Recipient::new("rcpt@example.net")],
-            envid: None,
-            ret: None,
-            submitted_at: 1_800_000_000,
-        };
-        let mut drop = DropWriter::create(&RealFs, &layout, &envelope).unwrap();
-        drop.write_all(format!("Subject: drop {i}\r\n\r\nmarker-{i}\r\n").as_bytes())
-            .unwrap();
-        drop.finish().unwrap();
-    }
+    common::fill_maildrop(env, n, "rcpt@example.net");
 }
 
 fn markers(env: &Env) -> Vec<String> {

@@ -185,27 +185,7 @@ fn sigkill_during_delivery_loses_nothing() {
     let hub_daemon = hub.start_daemon();
     let edge = edge(port, "");
     // Fill the edge's maildrop while it is down, so delivery starts with a backlog.
-    let layout = ferrymail::spool::Layout::new(&edge.spool);
-    std::fs::create_dir_all(&layout.maildrop_tmp).unwrap();
-    std::fs::create_dir_all(&layout.maildrop_new).unwrap();
-    for i in 0..N {
-        let envelope = ferrymail::spool::maildrop::DropEnvelope {
-            sender: "a@edge.test".into(),
-            recipients: vec![ferrymail::spool::Recipient::new("bob@hub.example")],
-            envid: None,
-            ret: None,
-            submitted_at: 1_800_000_000,
-        };
-        let mut drop = ferrymail::spool::maildrop::DropWriter::create(
-            &ferrymail::spool::RealFs,
-            &layout,
-            &envelope,
-        )
-        .unwrap();
-        drop.write_all(format!("Subject: m\r\n\r\nmarker-{i:04}\r\n").as_bytes())
-            .unwrap();
-        drop.finish().unwrap();
-    }
+    common::fill_maildrop(&edge, N, "bob@hub.example");
     let mut edge_daemon = edge.start_daemon();
     assert!(
         wait_for(Duration::from_secs(60), || hub.queued().len() >= 20),

@@ -236,3 +236,25 @@ pub fn stored_messages(spool: &Path) -> Vec<(String, Vec<u8>)> {
     }
     out
 }
+
+/// Writes `n` drops to `rcpt` straight into the maildrop, as `send` would, each with a
+/// `marker-N` line to recognise it by.
+pub fn fill_maildrop(env: &Env, n: usize, rcpt: &str) {
+    use ferrymail::spool::maildrop::{DropEnvelope, DropWriter};
+    let layout = ferrymail::spool::Layout::new(&env.spool);
+    std::fs::create_dir_all(&layout.maildrop_tmp).unwrap();
+    std::fs::create_dir_all(&layout.maildrop_new).unwrap();
+    for i in 0..n {
+        let envelope = DropEnvelope {
+            sender: "me@edge.test".into(),
+            recipients: vec![ferrymail::spool::Recipient::new(rcpt)],
+            envid: None,
+            ret: None,
+            submitted_at: 1_800_000_000,
+        };
+        let mut drop = DropWriter::create(&ferrymail::spool::RealFs, &layout, &envelope).unwrap();
+        drop.write_all(format!("Subject: drop {i}\r\n\r\nmarker-{i}\r\n").as_bytes())
+            .unwrap();
+        drop.finish().unwrap();
+    }
+}
