@@ -110,7 +110,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     ));
 
     let router = Router::from_config(&config);
-    let settings = client_settings(&config).map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let settings = client_settings(&config, &router).map_err(|e| Failure::new(exit::CONFIG, e))?;
     let scheduler = Scheduler {
         spool: spool.clone(),
         router,

@@ -79,6 +79,14 @@ impl Router {
         Router { routes, fallback }
     }
 
+    /// Every route, the fallback last.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes
+            .iter()
+            .map(|(_, r)| r)
+            .chain(std::iter::once(&self.fallback))
+    }
+
     /// The route for mail to `domain`.
     pub fn route(&self, domain: &str) -> &Route {
         self.routes

@@ -9,46 +9,64 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::client::{ClientSettings, ClientTimeouts};
+use super::route::{Router, Target};
 use crate::config::Config;
 
-/// Client settings by route name, for every route that relays.
-pub fn client_settings(config: &Config) -> Result<HashMap<String, ClientSettings>, String> {
-    let roots = Arc::new(trust_roots(config)?);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls_config = Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots.as_ref().clone())
-            .with_no_client_auth(),
-    );
-    let credentials = match &config.upstream {
-        Some(up) => match (&up.username, &up.password_file) {
-            (Some(user), Some(file)) => {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| format!("upstream.password_file {}: {e}", file.display()))?;
-                Some((user.clone(), text.trim_end_matches(['\r', '\n']).to_owned()))
-            }
-            _ => None,
-        },
-        None => None,
-    };
-    let make = |tls, creds: Option<(String, String)>| ClientSettings {
-        helo: config.hostname.clone(),
-        tls,
-        tls_config: tls_config.clone(),
-        credentials: creds,
-        use_chunking: true,
-        timeouts: ClientTimeouts::default(),
+/// Client settings by route name, for every route of `router` that relays; TLS policy
+/// and whether to authenticate come from the route itself.
+pub fn client_settings(
+    config: &Config,
+    router: &Router,
+) -> Result<HashMap<String, ClientSettings>, String> {
+    let tls_config = tls_client_config(trust_roots(config)?)?;
+    let credentials = match config
+        .upstream
+        .as_ref()
+        .map(|u| (&u.username, &u.password_file))
+    {
+        Some((Some(user), Some(file))) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("upstream.password_file {}: {e}", file.display()))?;
+            Some((user.clone(), text.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+        _ => None,
     };
     let mut out = HashMap::new();
-    for (i, r) in config.route.iter().enumerate() {
-        out.insert(format!("route[{i}]"), make(r.tls, None));
-    }
-    if let Some(up) = &config.upstream {
-        out.insert("upstream".to_owned(), make(up.tls, credentials));
+    for route in router.routes() {
+        let Target::Relay {
+            tls, authenticated, ..
+        } = &route.target
+        else {
+            continue;
+        };
+        let settings = ClientSettings {
+            helo: config.hostname.clone(),
+            tls: *tls,
+            tls_config: tls_config.clone(),
+            credentials: if *authenticated {
+                credentials.clone()
+            } else {
+                None
+            },
+            use_chunking: true,
+            timeouts: ClientTimeouts::default(),
+        };
+        out.insert(route.name.clone(), settings);
     }
     Ok(out)
+}
+
+/// A rustls client configuration (ring provider, safe protocol versions) trusting `roots`.
+pub fn tls_client_config(
+    roots: rustls::RootCertStore,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 fn trust_roots(config: &Config) -> Result<rustls::RootCertStore, String> {
@@ -74,4 +92,43 @@ fn trust_roots(config: &Config) -> Result<rustls::RootCertStore, String> {
         );
     }
     Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_follow_the_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["hub.test".into()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+        let text = "spool = \"/s\"\n[upstream]\nsmarthost = \"hub.test:587\"\nca = \"ca.pem\"\nusername = \"edge\"\npassword_file = \"secret\"\n\
+                    [[route]]\ndomains = [\"a.example\"]\nvia = \"10.0.0.2:25\"\ntls = \"none\"\n\
+                    [[route]]\ndomains = [\"b.example\"]\n";
+        let config = crate::config::parse(text, &dir.path().join("f.toml")).unwrap();
+        let router = Router::from_config(&config);
+        let settings = client_settings(&config, &router).unwrap();
+        let mut names: Vec<&str> = settings.keys().map(String::as_str).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["route[0]", "upstream"],
+            "an MX route needs no client settings"
+        );
+        assert_eq!(
+            settings["upstream"].credentials,
+            Some(("edge".into(), "s3cret".into()))
+        );
+        assert_eq!(
+            settings["route[0]"].credentials, None,
+            "credentials only for the smarthost"
+        );
+        assert_eq!(settings["route[0]"].tls, crate::config::TlsPolicy::None);
+
+        std::fs::remove_file(dir.path().join("secret")).unwrap();
+        let err = client_settings(&config, &router).err().unwrap();
+        assert!(err.starts_with("upstream.password_file"), "{err}");
+    }
 }
