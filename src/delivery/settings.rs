@@ -75,6 +75,9 @@ fn trust_roots(config: &Config) -> Result<rustls::RootCertStore, String> {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
             .and_then(|it| it.collect::<Result<_, _>>())
             .map_err(|e| format!("upstream.ca {}: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!("upstream.ca {}: no certificate in the file", ca.display()));
+        }
         for cert in certs {
             roots
                 .add(cert)
@@ -130,5 +133,9 @@ mod tests {
         std::fs::remove_file(dir.path().join("secret")).unwrap();
         let err = client_settings(&config, &router).err().unwrap();
         assert!(err.starts_with("upstream.password_file"), "{err}");
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+        std::fs::write(dir.path().join("secret"), "x").unwrap();
+        let err = client_settings(&config, &router).err().unwrap();
+        assert!(err.contains("no certificate in the file"), "{err}");
     }
 }
