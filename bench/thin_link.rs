@@ -137,16 +137,12 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let target = upstream(dir.path()).await;
     let via = link(target, a.delay, a.bytes_per_sec).await;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    let tls_config =
+        ferrymail::delivery::settings::tls_client_config(rustls::RootCertStore::empty()).unwrap();
     let settings = ClientSettings {
         helo: "edge.test".into(),
         tls: TlsPolicy::None,
-        tls_config: Arc::new(tls_config),
+        tls_config,
         credentials: None,
         use_chunking: true,
         timeouts: ClientTimeouts::default(),

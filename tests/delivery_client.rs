@@ -102,16 +102,11 @@ fn settings(
     if let Some(cert) = trust {
         roots.add(cert.clone()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls_config = ferrymail::delivery::settings::tls_client_config(roots).unwrap();
     ClientSettings {
         helo: "edge.test".into(),
         tls,
-        tls_config: Arc::new(tls_config),
+        tls_config,
         credentials: credentials.then(|| ("edge".into(), "secret".into())),
         use_chunking,
         timeouts: ClientTimeouts {

@@ -117,16 +117,12 @@ fn accepting(cmd: &str) -> Answer {
 }
 
 fn settings(tls: TlsPolicy, credentials: bool) -> ClientSettings {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    let tls_config =
+        ferrymail::delivery::settings::tls_client_config(rustls::RootCertStore::empty()).unwrap();
     ClientSettings {
         helo: "edge.test".into(),
         tls,
-        tls_config: Arc::new(tls_config),
+        tls_config,
         credentials: credentials.then(|| ("edge".into(), "secret".into())),
         use_chunking: true,
         timeouts: ClientTimeouts {

@@ -113,13 +113,8 @@ async fn start_with(kind: ListenKind, users: Option<&[(&str, &str)]>) -> Fixture
 fn connector(cert: &CertificateDer<'static>) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
+    let config = ferrymail::delivery::settings::tls_client_config(roots).unwrap();
+    TlsConnector::from(config)
 }
 
 /// Reads one whole reply, all lines.

@@ -76,7 +76,10 @@ fn trust_roots(config: &Config) -> Result<rustls::RootCertStore, String> {
             .and_then(|it| it.collect::<Result<_, _>>())
             .map_err(|e| format!("upstream.ca {}: {e}", ca.display()))?;
         if certs.is_empty() {
-            return Err(format!("upstream.ca {}: no certificate in the file", ca.display()));
+            return Err(format!(
+                "upstream.ca {}: no certificate in the file",
+                ca.display()
+            ));
         }
         for cert in certs {
             roots
