@@ -78,13 +78,9 @@ fn start(layout: &Layout, domain: Option<String>) -> Result<usize, Failure> {
         Duration::from_secs(30),
     )
     .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
-    match reply {
+    match super::answer(reply)? {
         Response::FlushStarted { released } => Ok(released),
-        Response::Error { message, code } => Err(Failure::new(code, message)),
-        other => Err(Failure::new(
-            exit::SOFTWARE,
-            format!("unexpected reply: {other:?}"),
-        )),
+        other => Err(super::unexpected(other)),
     }
 }
 

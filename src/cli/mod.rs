@@ -118,6 +118,19 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// A daemon's reply, with its error reply turned into the failure it names.
+pub(crate) fn answer(reply: crate::control::Response) -> Result<crate::control::Response, Failure> {
+    match reply {
+        crate::control::Response::Error { message, code } => Err(Failure::new(code, message)),
+        other => Ok(other),
+    }
+}
+
+/// A reply of the wrong kind: the CLI and the daemon disagree.
+pub(crate) fn unexpected(reply: crate::control::Response) -> Failure {
+    Failure::new(exit::SOFTWARE, format!("unexpected reply: {reply:?}"))
+}
+
 pub(crate) fn load_config(path: Option<&Path>) -> Result<Loaded, Failure> {
     Ok(config::load(path)?)
 }

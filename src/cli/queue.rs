@@ -203,14 +203,10 @@ fn change(config: Option<&Path>, action: ChangeAction, select: Select) -> Result
         all: select.all,
     };
     let outcome = match client::request(&layout.control, &request, Duration::from_secs(60)) {
-        Ok(Response::Changed(outcome)) => outcome,
-        Ok(Response::Error { message, code }) => return Err(Failure::new(code, message)),
-        Ok(other) => {
-            return Err(Failure::new(
-                exit::SOFTWARE,
-                format!("unexpected reply: {other:?}"),
-            ));
-        }
+        Ok(reply) => match super::answer(reply)? {
+            Response::Changed(outcome) => outcome,
+            other => return Err(super::unexpected(other)),
+        },
         Err(client::ControlError::NoDaemon(_)) => change_offline(&layout, action, ids, select.all)?,
         Err(e) => return Err(Failure::new(exit::TEMPFAIL, e.to_string())),
     };

@@ -22,15 +22,9 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
     let layout = Layout::new(&loaded.config.spool);
     let reply = client::request(&layout.control, &Request::Status, Duration::from_secs(10))
         .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
-    let status = match reply {
+    let status = match super::answer(reply)? {
         Response::Status(s) => s,
-        Response::Error { message, code } => return Err(Failure::new(code, message)),
-        other => {
-            return Err(Failure::new(
-                exit::SOFTWARE,
-                format!("unexpected reply: {other:?}"),
-            ));
-        }
+        other => return Err(super::unexpected(other)),
     };
     if args.json {
         println!(
