@@ -353,7 +353,7 @@ fn added_headers(
         }
     }
     if !has("date") {
-        let date = jiff::fmt::rfc2822::to_string(&jiff::ZonedDateTime::now()).unwrap_or_default();
+        let date = crate::smtp::date::now();
         out.push_str(&format!("Date: {date}\r\n"));
     }
     if !has("message-id") {

@@ -136,8 +136,7 @@ impl Pickup {
     /// RFC 5321 §4.4 trace header for a local submission; `uid` is the file owner, which
     /// the submitter cannot forge.
     fn received_header(&self, id: QueueId, uid: Option<u32>) -> String {
-        let date = jiff::fmt::rfc2822::to_string(&jiff::ZonedDateTime::now())
-            .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into());
+        let date = crate::smtp::date::now();
         let from = uid
             .map(|u| format!(", from userid {u}"))
             .unwrap_or_default();

@@ -75,7 +75,7 @@ pub fn build(
     id: &str,
 ) -> Vec<u8> {
     let boundary = format!("{id}.{now}/{hostname}");
-    let date = rfc2822(now);
+    let date = crate::smtp::date::at(now);
     let any_failed = reports.iter().any(|r| r.action == Action::Failed);
     let subject = match (
         any_failed,
@@ -134,7 +134,7 @@ pub fn build(
     }
     m.push_str(&format!(
         "Arrival-Date: {}\r\n",
-        rfc2822(envelope.received_at)
+        crate::smtp::date::at(envelope.received_at)
     ));
     for r in reports {
         m.push_str("\r\n");
@@ -210,15 +210,6 @@ fn wrap(line: &str) -> String {
     out.push_str(&current);
     out.push_str("\r\n");
     out
-}
-
-fn rfc2822(unix: i64) -> String {
-    jiff::Timestamp::from_second(unix)
-        .ok()
-        .and_then(|t| {
-            jiff::fmt::rfc2822::to_string(&t.to_zoned_datetime(jiff::tz::TimeZone::UTC)).ok()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

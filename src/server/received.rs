@@ -34,7 +34,7 @@ pub fn received_header(t: &TraceInfo<'_>) -> String {
         (true, false, true) => "ESMTPA",
         (true, true, true) => "ESMTPSA",
     };
-    let date = jiff::fmt::rfc2822::to_string(&jiff::ZonedDateTime::now()).unwrap_or_default();
+    let date = crate::smtp::date::now();
     let for_clause = t
         .single_recipient
         .map(|r| format!("\r\n\tfor <{r}>"))
@@ -123,8 +123,7 @@ impl HeaderScan {
     pub fn missing_fields(&self, id: &str, hostname: &str) -> String {
         let mut out = String::new();
         if !self.has_date {
-            let date =
-                jiff::fmt::rfc2822::to_string(&jiff::ZonedDateTime::now()).unwrap_or_default();
+            let date = crate::smtp::date::now();
             out.push_str(&format!("Date: {date}\r\n"));
         }
         if !self.has_message_id {

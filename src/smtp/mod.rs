@@ -1,12 +1,13 @@
-//! The SMTP protocol, free of sockets and policy: envelope addresses, replies, command
-//! framing and parsing, the DATA and BDAT readers, and line-ending canonicalisation.
-//! Nothing here knows about sessions, the spool or the network.
+//! The SMTP protocol and message format, free of sockets and policy: envelope addresses,
+//! replies we send and responses we read, command framing and parsing, the DATA and BDAT
+//! readers, line-ending canonicalisation, and header dates.
 
 pub mod address;
 pub mod bdat;
 pub mod canon;
 pub mod command;
 pub mod data;
+pub mod date;
 pub mod line;
 pub mod reply;
 pub mod response;
