@@ -1,6 +1,7 @@
 //! The SMTP protocol and message format, free of sockets and policy: envelope addresses,
 //! replies we send and responses we read, command framing and parsing, the DATA and BDAT
-//! readers, line-ending canonicalisation, and header dates.
+//! readers, line-ending canonicalisation, and header dates. Nothing here knows about
+//! sessions, the spool or the network.
 
 pub mod address;
 pub mod bdat;
