@@ -312,6 +312,26 @@ mod tests {
             )
         );
         assert_eq!(next_due(&conn).unwrap(), Some(1310));
+        assert!(
+            !index::is_finished(&conn, id).unwrap(),
+            "one recipient still deferred"
+        );
+        let tx = conn.transaction().unwrap();
+        let bounced = Recorded::Bounced {
+            reply: "550 5.1.1 no".into(),
+            host: None,
+        };
+        record(&tx, id, 1, &bounced, 1400).unwrap();
+        tx.commit().unwrap();
+        assert!(
+            index::is_finished(&conn, id).unwrap(),
+            "delivered and bounced: done"
+        );
+        let unknown = QueueId::generate(std::time::SystemTime::now());
+        assert!(
+            !index::is_finished(&conn, unknown).unwrap(),
+            "not indexed is not finished"
+        );
     }
 
     #[test]

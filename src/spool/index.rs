@@ -243,6 +243,22 @@ pub fn finished_messages(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
         .collect()
 }
 
+/// `id` is indexed and every recipient of it is in a final state: one message looked at,
+/// for the hot path of recording outcomes (`finished_messages` scans them all).
+pub fn is_finished(conn: &Connection, id: QueueId) -> rusqlite::Result<bool> {
+    let pending: Vec<String> = RecipientState::ALL
+        .iter()
+        .filter(|s| !s.is_final())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    let sql = format!(
+        "SELECT 1 FROM recipient WHERE message_id = ?1 AND state IN ({}) LIMIT 1",
+        pending.join(",")
+    );
+    let waiting = conn.prepare_cached(&sql)?.exists([id.as_str()])?;
+    Ok(!waiting && contains(conn, id)?)
+}
+
 /// Every `in_flight` recipient becomes `deferred` and due now (recovery after a stop).
 pub fn reset_in_flight(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
     tx.execute(

@@ -296,12 +296,15 @@ impl Writer {
             claims::record(&tx, *id, *position, outcome, now)?;
         }
         tx.commit()?;
-        let touched: std::collections::HashSet<QueueId> =
-            outcomes.iter().map(|(id, _, _)| *id).collect();
-        let finished: Vec<QueueId> = index::finished_messages(&self.conn)?
-            .into_iter()
-            .filter(|id| touched.contains(id))
-            .collect();
+        let mut touched: Vec<QueueId> = outcomes.iter().map(|(id, _, _)| *id).collect();
+        touched.sort();
+        touched.dedup();
+        let mut finished = Vec::new();
+        for id in touched {
+            if index::is_finished(&self.conn, id)? {
+                finished.push(id);
+            }
+        }
         if !finished.is_empty() {
             self.remove_messages(&finished)?;
             for id in &finished {
