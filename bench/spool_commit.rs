@@ -16,9 +16,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use ferrymail::spool::{Envelope, Layout, Origin, QueueId, RealFs, Recipient, Spool, SpoolOptions};
+use ferrymail::spool::{Envelope, Layout, Origin, RealFs, Recipient, Spool, SpoolOptions};
 
 struct Args {
     seconds: f64,
@@ -54,20 +54,15 @@ fn args() -> Args {
 }
 
 fn envelope() -> Envelope {
-    Envelope {
-        id: QueueId::generate(SystemTime::now()),
-        received_at: 0,
-        sender: "bench@example.org".into(),
-        recipients: vec![Recipient::new("rcpt@example.net")],
-        body: None,
-        smtputf8: false,
-        envid: None,
-        ret: None,
-        origin: Origin {
-            kind: "smtp".into(),
-            ..Origin::default()
-        },
-    }
+    let origin = Origin {
+        kind: "smtp".into(),
+        ..Origin::default()
+    };
+    Envelope::new(
+        "bench@example.org",
+        vec![Recipient::new("rcpt@example.net")],
+        origin,
+    )
 }
 
 /// Commits per second for `producers` threads over `seconds`, in a fresh spool under

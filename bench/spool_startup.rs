@@ -8,12 +8,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use ferrymail::queue::for_each_entry;
-use ferrymail::spool::{
-    Envelope, Layout, Origin, QueueId, RealFs, Recipient, Spool, SpoolOptions, index,
-};
+use ferrymail::spool::{Envelope, Layout, Origin, RealFs, Recipient, Spool, SpoolOptions, index};
 
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -53,22 +51,17 @@ fn main() {
         for _ in 0..32 {
             s.spawn(|| {
                 while next.fetch_add(1, Ordering::Relaxed) < messages {
+                    let recipients = vec![
+                        Recipient::new("a@example.net"),
+                        Recipient::new("b@example.net"),
+                    ];
+                    let origin = Origin {
+                        kind: "smtp".into(),
+                        ..Origin::default()
+                    };
                     let envelope = Envelope {
-                        id: QueueId::generate(SystemTime::now()),
                         received_at: 1_800_000_000,
-                        sender: "bench@example.org".into(),
-                        recipients: vec![
-                            Recipient::new("a@example.net"),
-                            Recipient::new("b@example.net"),
-                        ],
-                        body: None,
-                        smtputf8: false,
-                        envid: None,
-                        ret: None,
-                        origin: Origin {
-                            kind: "smtp".into(),
-                            ..Origin::default()
-                        },
+                        ..Envelope::new("bench@example.org", recipients, origin)
                     };
                     let mut draft = spool.create_draft(envelope).unwrap();
                     draft.write(&[b'x'; 2048]).unwrap();

@@ -16,22 +16,17 @@ use ferrymail::spool::{
 };
 
 fn envelope(n: usize) -> Envelope {
+    let recipients = vec![
+        Recipient::new(format!("rcpt{n}@example.net")),
+        Recipient::new("all@example.net"),
+    ];
+    let origin = Origin {
+        kind: "smtp".into(),
+        ..Origin::default()
+    };
     Envelope {
-        id: QueueId::generate(std::time::SystemTime::now()),
         received_at: 1_800_000_000 + n as i64,
-        sender: format!("sender{n}@example.org"),
-        recipients: vec![
-            Recipient::new(format!("rcpt{n}@example.net")),
-            Recipient::new("all@example.net"),
-        ],
-        body: None,
-        smtputf8: false,
-        envid: None,
-        ret: None,
-        origin: Origin {
-            kind: "smtp".into(),
-            ..Origin::default()
-        },
+        ..Envelope::new(format!("sender{n}@example.org"), recipients, origin)
     }
 }
 

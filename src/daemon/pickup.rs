@@ -6,7 +6,6 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::SystemTime;
 
 use rusqlite::Connection;
 
@@ -85,22 +84,17 @@ impl Pickup {
             .map(|r| r.address.as_str())
             .chain(std::iter::once(env.sender.as_str()).filter(|s| !s.is_empty()))
             .any(|a| Mailbox::parse(a).is_ok_and(|m| m.is_utf8()));
-        let now = SystemTime::now();
+        let origin = Origin {
+            kind: "local".into(),
+            uid,
+            drop: Some(name.to_owned()),
+            ..Origin::default()
+        };
         let envelope = Envelope {
-            id: QueueId::generate(now),
-            received_at: now_unix(),
-            sender: env.sender,
-            recipients: env.recipients,
-            body: None,
             smtputf8,
             envid: env.envid,
             ret: env.ret,
-            origin: Origin {
-                kind: "local".into(),
-                uid,
-                drop: Some(name.to_owned()),
-                ..Origin::default()
-            },
+            ..Envelope::new(env.sender, env.recipients, origin)
         };
         let mut draft = self.spool.create_draft(envelope)?;
         draft.write(self.received_header(draft.id(), uid).as_bytes())?;

@@ -215,19 +215,14 @@ fn wrap(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::{Origin, QueueId};
+    use crate::spool::Origin;
 
     fn envelope(sender: &str, ret: Option<Ret>) -> Envelope {
         Envelope {
-            id: QueueId::generate(std::time::SystemTime::now()),
             received_at: 1_800_000_000,
-            sender: sender.into(),
-            recipients: vec![],
-            body: None,
-            smtputf8: false,
             envid: Some("QQ314159".into()),
             ret,
-            origin: Origin::default(),
+            ..Envelope::new(sender, vec![], Origin::default())
         }
     }
 

@@ -207,17 +207,15 @@ impl Scheduler {
         );
         let envelope = Envelope {
             id: dsn_id,
-            received_at: now_unix(),
-            sender: String::new(),
-            recipients: vec![Recipient::new(b.envelope.sender.clone())],
-            body: None,
             smtputf8: b.envelope.smtputf8,
-            envid: None,
-            ret: None,
-            origin: Origin {
-                kind: "dsn".into(),
-                ..Origin::default()
-            },
+            ..Envelope::new(
+                "",
+                vec![Recipient::new(b.envelope.sender.clone())],
+                Origin {
+                    kind: "dsn".into(),
+                    ..Origin::default()
+                },
+            )
         };
         let spool = self.spool.clone();
         let sealed = tokio::task::spawn_blocking(move || {

@@ -23,7 +23,7 @@ use crate::smtp::command::{Command, CommandError, parse};
 use crate::smtp::data::{DataReader, Progress};
 use crate::smtp::line::{Framed, LineFramer};
 use crate::smtp::reply::{self, Reply};
-use crate::spool::{Envelope, Origin, QueueId, Recipient, Spool, SpoolError, now_unix};
+use crate::spool::{Envelope, Origin, Recipient, Spool, SpoolError};
 
 #[derive(Clone, Debug)]
 pub struct Timeouts {
@@ -284,7 +284,29 @@ impl Conn {
             .transaction()
             .expect("content only inside a transaction")
             .clone();
-        let id = QueueId::generate(std::time::SystemTime::now());
+        let recipients = tx
+            .recipients
+            .iter()
+            .map(|r| Recipient {
+                address: r.mailbox.to_string(),
+                notify: r.notify.clone(),
+                orcpt: r.orcpt.clone(),
+            })
+            .collect();
+        let origin = Origin {
+            kind: "smtp".into(),
+            client: Some(self.peer.ip().to_string()),
+            helo: self.session.helo().map(str::to_owned),
+            auth: self.session.authenticated().map(str::to_owned),
+            ..Origin::default()
+        };
+        let envelope = Envelope {
+            body: tx.mail.body,
+            smtputf8: tx.mail.smtputf8,
+            envid: tx.mail.envid.clone(),
+            ret: tx.mail.ret,
+            ..Envelope::new(tx.mail.path.to_string(), recipients, origin)
+        };
         let single = match tx.recipients.as_slice() {
             [only] => Some(only.mailbox.to_string()),
             _ => None,
@@ -296,34 +318,9 @@ impl Conn {
             esmtp: self.session.esmtp(),
             tls: self.session.tls(),
             authenticated: self.session.authenticated().is_some(),
-            id: id.as_str(),
+            id: envelope.id.as_str(),
             single_recipient: single.as_deref(),
         });
-        let envelope = Envelope {
-            id,
-            received_at: now_unix(),
-            sender: tx.mail.path.to_string(),
-            recipients: tx
-                .recipients
-                .iter()
-                .map(|r| Recipient {
-                    address: r.mailbox.to_string(),
-                    notify: r.notify.clone(),
-                    orcpt: r.orcpt.clone(),
-                })
-                .collect(),
-            body: tx.mail.body,
-            smtputf8: tx.mail.smtputf8,
-            envid: tx.mail.envid.clone(),
-            ret: tx.mail.ret,
-            origin: Origin {
-                kind: "smtp".into(),
-                client: Some(self.peer.ip().to_string()),
-                helo: self.session.helo().map(str::to_owned),
-                auth: self.session.authenticated().map(str::to_owned),
-                ..Origin::default()
-            },
-        };
         // RFC 6409 §8: a submission server may complete Date and Message-ID; we do it
         // for authenticated clients only, never for relayed mail.
         let fix = self

@@ -207,13 +207,11 @@ mod tests {
             envelope: Envelope {
                 id,
                 received_at: 1000,
-                sender: "a@x.example".into(),
-                recipients: vec![Recipient::new("b@y.example"), Recipient::new("c@z.example")],
-                body: None,
-                smtputf8: false,
-                envid: None,
-                ret: None,
-                origin: Origin::default(),
+                ..Envelope::new(
+                    "a@x.example",
+                    vec![Recipient::new("b@y.example"), Recipient::new("c@z.example")],
+                    Origin::default(),
+                )
             },
             body_offset: 0,
             trailer: Trailer {

@@ -43,6 +43,24 @@ pub struct Envelope {
     pub origin: Origin,
 }
 
+impl Envelope {
+    /// A new message's envelope: a fresh queue id, received now, and no ESMTP options.
+    pub fn new(sender: impl Into<String>, recipients: Vec<Recipient>, origin: Origin) -> Envelope {
+        let now = std::time::SystemTime::now();
+        Envelope {
+            id: QueueId::generate(now),
+            received_at: super::now_unix(),
+            sender: sender.into(),
+            recipients,
+            body: None,
+            smtputf8: false,
+            envid: None,
+            ret: None,
+            origin,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
     pub address: String,
