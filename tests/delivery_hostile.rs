@@ -327,3 +327,45 @@ async fn mixed_recipient_outcomes_over_bdat() {
     );
     assert!(!contains(b"..y"), "no dot-stuffing under BDAT");
 }
+
+#[tokio::test]
+async fn without_chunking_a_batch_goes_message_by_message() {
+    let script: Script = Arc::new(|cmd: &str| {
+        if cmd.contains("r1@") {
+            reply("550 5.1.1 no such user")
+        } else {
+            accepting(cmd)
+        }
+    });
+    let (addr, seen) = fake(PLAIN_EHLO, script).await;
+    let mut c = Connection::open(addr, "fake.example", &settings(TlsPolicy::None, false))
+        .await
+        .unwrap();
+    assert!(!c.uses_chunking());
+    let r = rcpts(2);
+    let contents = [
+        &b"Subject: 1\r\n\r\n.one\r\n"[..],
+        b"Subject: 2\r\n\r\ntwo\r\n",
+        b"Subject: 3\r\n\r\nthree\r\n",
+    ];
+    let batch: Vec<Outgoing<'_>> = contents.iter().map(|c| message(&r, c)).collect();
+    let mut reported = Vec::new();
+    let outcomes = c
+        .send_batch_each(&batch, &mut |i, o| reported.push((i, o.len())))
+        .await;
+    assert_eq!(
+        reported,
+        [(0, 2), (1, 2), (2, 2)],
+        "each message reported as it is answered"
+    );
+    for o in &outcomes {
+        let got: Vec<Outcome> = o.iter().map(|c| c.outcome).collect();
+        assert_eq!(got, [Outcome::Delivered, Outcome::Bounced]);
+    }
+    let wire = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert_eq!(wire.matches("DATA\r\n").count(), 3);
+    assert!(
+        wire.contains("\r\n..one\r\n"),
+        "dot-stuffed on the DATA path"
+    );
+}
