@@ -120,6 +120,7 @@ async fn upstream(dir: &std::path::Path) -> std::net::SocketAddr {
         shutdown: tokio_util::sync::CancellationToken::new(),
         tls: None,
         auth: None,
+        etrn: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

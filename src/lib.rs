@@ -9,7 +9,9 @@
 //!   recovery, maildrop, lock.
 //! - `queue`   — the queue for people and scripts (listing, JSON); the retry policy and
 //!   the scheduler that owns delivery.
-//! - `delivery` — routes, the SMTP client, outcome classification, DSNs.
+//! - `delivery` — routes, MX resolution, the SMTP client, outcome classification, DSNs.
+//! - `link`    — the per-route link gates, probes, schedule windows, network hints, the
+//!   ETRN client, and the online-time clocks that expiry counts.
 //! - `inject`  — turning a `sendmail` invocation's input into a maildrop message.
 //! - `net`     — TCP streams that switch to TLS in place (server and client).
 //! - `control` — the unix-socket protocol between the CLI and the daemon.
@@ -24,6 +26,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod exit;
 pub mod inject;
+pub mod link;
 pub mod net;
 pub mod queue;
 pub mod server;

@@ -20,6 +20,8 @@ fn config(kind: ListenKind) -> Arc<SessionConfig> {
         tls_available: true,
         auth_available: true,
         max_errors: 10,
+        etrn_available: true,
+        etrn_networks: vec!["10.0.0.0/8".parse().unwrap()],
     })
 }
 
@@ -202,6 +204,7 @@ fn submission_needs_auth_and_the_ehlo_reply_advertises_only_what_applies() {
             "ENHANCEDSTATUSCODES",
             "CHUNKING",
             "DSN",
+            "ETRN",
             "STARTTLS"
         ]
     );
@@ -245,4 +248,46 @@ fn bdat_without_a_transaction_is_read_and_refused() {
         }
     );
     assert_eq!(code(&mut s, "DATA"), 503, "DATA after BDAT");
+}
+
+#[test]
+fn etrn_is_for_allowed_networks_and_authenticated_clients_and_names_a_domain() {
+    let etrn = |s: &mut Session, line: &str| s.handle(parse(line.as_bytes()).unwrap());
+    let mut allowed = session("10.1.2.3");
+    assert_eq!(code(&mut allowed, "ETRN field.example"), 503, "EHLO first");
+    code(&mut allowed, "EHLO hub.example");
+    assert_eq!(
+        etrn(&mut allowed, "ETRN Field.Example"),
+        Step::Etrn {
+            node: "field.example".into(),
+            subdomains: false
+        }
+    );
+    assert_eq!(
+        etrn(&mut allowed, "ETRN @field.example"),
+        Step::Etrn {
+            node: "field.example".into(),
+            subdomains: true
+        }
+    );
+    for bad in ["ETRN #queue", "ETRN #../x", "ETRN ;reboot", "ETRN a b"] {
+        assert_eq!(code(&mut allowed, bad), 501, "{bad}");
+    }
+    let long = format!("ETRN {}", "x".repeat(300));
+    assert_eq!(code(&mut allowed, &long), 501);
+    code(&mut allowed, "MAIL FROM:<a@x.example>");
+    assert_eq!(
+        code(&mut allowed, "ETRN field.example"),
+        503,
+        "not inside a transaction"
+    );
+
+    let mut stranger = session("192.0.2.9");
+    code(&mut stranger, "EHLO far.example");
+    assert_eq!(code(&mut stranger, "ETRN field.example"), 459);
+    stranger.authenticated_as("edge".into());
+    assert!(matches!(
+        etrn(&mut stranger, "ETRN field.example"),
+        Step::Etrn { .. }
+    ));
 }

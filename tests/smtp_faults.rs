@@ -51,6 +51,7 @@ async fn start_with(limits: ConnectionLimits, greet_pause: Duration) -> Fixture 
         shutdown: shutdown.clone(),
         tls: None,
         auth: None,
+        etrn: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

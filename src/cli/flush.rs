@@ -1,16 +1,21 @@
-//! `ferrymail flush` (and `sendmail -q`, `-qR DOMAIN`): wakes the daemon's queue owner;
-//! with a domain, that domain's held mail is released first. `--wait` follows the queue
-//! until nothing is due or in flight, then exits 0 if everything due was delivered and
-//! 75 if some of it stays deferred. Without a daemon there is nobody to deliver: exit 69.
+//! `ferrymail flush` (and `sendmail -q`, `-qR DOMAIN`): makes waiting mail due and starts
+//! a run on every route (or the domain's), which every link mode honours; with a domain,
+//! a hold route's mail for it is released. `--wait` follows the daemon until nothing is
+//! due or in flight, with a live line of progress on a terminal, then exits 0 if
+//! everything due was delivered and 75 if some stays deferred. Without a daemon there is
+//! nobody to deliver: exit 69.
 
 use std::path::Path;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::control::{Request, Response, client};
+use std::io::IsTerminal;
+
+use crate::control::{Progress, Request, Response, client};
 use crate::exit::{self, Failure};
-use crate::spool::{Layout, index, now_unix};
+use crate::queue::table::size;
+use crate::spool::Layout;
 
 #[derive(Args, Debug)]
 pub struct FlushArgs {
@@ -35,25 +40,50 @@ pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
         ));
     }
     let layout = Layout::new(&super::load_config(config)?.config.spool);
-    let released = start(&layout, args.domain.clone())?;
-    let deferred = if args.wait {
-        Some(wait(&layout)?)
+    let before = progress(&layout)?;
+    let (released, coalesced) = start(&layout, args.domain.clone())?;
+    let after = if args.wait {
+        Some(wait(&layout, &before, !args.json)?)
     } else {
         None
     };
+    let sent = after.as_ref().map(|p| {
+        (
+            p.messages_sent - before.messages_sent,
+            p.bytes_sent - before.bytes_sent,
+        )
+    });
+    let deferred = after.as_ref().map(|p| p.deferred);
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "released": released, "deferred": deferred })
+            serde_json::json!({
+                "released": released,
+                "coalesced": coalesced,
+                "delivered": sent.map(|s| s.0),
+                "bytes": sent.map(|s| s.1),
+                "deferred": deferred,
+            })
         );
     } else {
         if released > 0 {
             println!("{released} waiting made due now");
         }
-        match deferred {
-            None => println!("flush started"),
-            Some(0) => println!("everything due was delivered"),
-            Some(n) => println!("{n} recipient(s) still deferred (see ferrymail queue)"),
+        if coalesced {
+            println!("joined a delivery already running");
+        }
+        match (deferred, sent) {
+            (None, _) => println!("flush started"),
+            (Some(0), Some((n, bytes))) => {
+                println!(
+                    "everything due was delivered ({n} message(s), {})",
+                    size(bytes)
+                )
+            }
+            (Some(d), Some((n, _))) => println!(
+                "{n} message(s) delivered; {d} recipient(s) still deferred (see ferrymail queue)"
+            ),
+            (Some(_), None) => {}
         }
     }
     match deferred {
@@ -71,39 +101,53 @@ pub fn request_flush(config: Option<&Path>, domain: Option<String>) -> Result<()
     start(&layout, domain).map(|_| ())
 }
 
-fn start(layout: &Layout, domain: Option<String>) -> Result<usize, Failure> {
-    let reply = client::request(
-        &layout.control,
-        &Request::Flush { domain },
-        Duration::from_secs(30),
-    )
-    .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
-    match super::answer(reply)? {
-        Response::FlushStarted { released } => Ok(released),
+fn ask(layout: &Layout, request: &Request) -> Result<Response, Failure> {
+    let reply = client::request(&layout.control, request, Duration::from_secs(30))
+        .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
+    super::answer(reply)
+}
+
+fn start(layout: &Layout, domain: Option<String>) -> Result<(usize, bool), Failure> {
+    match ask(layout, &Request::Flush { domain })? {
+        Response::FlushStarted {
+            released,
+            coalesced,
+        } => Ok((released, coalesced)),
         other => Err(super::unexpected(other)),
     }
 }
 
-/// Polls the index until no recipient is due or in flight; returns how many are deferred.
-fn wait(layout: &Layout) -> Result<i64, Failure> {
-    let io = |e: rusqlite::Error| Failure::new(exit::IOERR, format!("reading the queue: {e}"));
+fn progress(layout: &Layout) -> Result<Progress, Failure> {
+    match ask(layout, &Request::Progress)? {
+        Response::Progress(p) => Ok(p),
+        other => Err(super::unexpected(other)),
+    }
+}
+
+/// Follows the daemon until nothing is due or in flight; on a terminal, one live line of
+/// progress on stderr.
+fn wait(layout: &Layout, before: &Progress, show: bool) -> Result<Progress, Failure> {
+    let live = show && std::io::stderr().is_terminal();
     loop {
-        let Some(conn) = index::open_reader(&layout.index).map_err(io)? else {
-            return Ok(0);
-        };
-        let (busy, deferred): (i64, i64) = conn
-            .query_row(
-                "SELECT
-                   COUNT(*) FILTER (WHERE state = 'in_flight'
-                       OR (state IN ('queued', 'deferred') AND next_attempt_at <= ?1)),
-                   COUNT(*) FILTER (WHERE state = 'deferred')
-                 FROM recipient",
-                [now_unix()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(io)?;
-        if busy == 0 {
-            return Ok(deferred);
+        let p = progress(layout)?;
+        if live {
+            let via = if p.active.is_empty() {
+                String::new()
+            } else {
+                format!(", via {}", p.active.join(", "))
+            };
+            eprint!(
+                "\r\x1b[K{} sent ({}), {} remaining{via}",
+                p.messages_sent - before.messages_sent,
+                size(p.bytes_sent - before.bytes_sent),
+                p.busy
+            );
+        }
+        if p.busy == 0 {
+            if live {
+                eprintln!();
+            }
+            return Ok(p);
         }
         std::thread::sleep(Duration::from_millis(200));
     }

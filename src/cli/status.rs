@@ -1,4 +1,6 @@
-//! `ferrymail status`: the daemon's state and queue counts, from the control socket.
+//! `ferrymail status`: the daemon, each route's link gate (state, reason, since; whether
+//! it may deliver), queue counts, the last flush and the next scheduled run, from the
+//! control socket.
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +17,14 @@ pub struct StatusArgs {
     /// One JSON document instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+fn mode_name(mode: crate::config::LinkMode) -> &'static str {
+    match mode {
+        crate::config::LinkMode::Auto => "auto",
+        crate::config::LinkMode::Schedule => "schedule",
+        crate::config::LinkMode::Manual => "manual",
+    }
 }
 
 pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
@@ -42,7 +52,34 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
     println!("spool:     {}", status.spool);
     println!("hostname:  {}", status.hostname);
     println!("listening: {}", status.listeners.join(", "));
-    println!("delivery:  {}", status.delivery);
+    println!("link mode: {}", mode_name(status.mode));
+    let now = now_unix();
+    for r in &status.routes {
+        let open = match (&r.run, r.open) {
+            (Some(why), true) => format!("delivering ({why})"),
+            (None, true) => "may deliver".to_owned(),
+            (_, false) => "closed".to_owned(),
+        };
+        println!(
+            "route:     {} → {}: {} for {} ({}); {open}",
+            r.route,
+            r.target,
+            r.state.as_str(),
+            age(now - r.since),
+            r.reason
+        );
+    }
+    if let Some(f) = &status.last_flush {
+        println!(
+            "flushed:   {} ago, by {}: {}",
+            age(now - f.at),
+            f.why,
+            f.result
+        );
+    }
+    if let Some(next) = status.next_flush_at {
+        println!("next run:  in {}", age(next - now));
+    }
     let counts: Vec<String> = status
         .recipients
         .iter()

@@ -114,7 +114,7 @@ fn required_tls() -> TlsPolicy {
 pub struct Route {
     /// Exact domains, or `.suffix` for every subdomain.
     pub domains: Vec<String>,
-    /// `host:port`, or `"mx"` for the recipients' MX hosts.
+    /// `host:port`, or `"mx"` for the recipients' MX hosts (`"mx:PORT"` on another port).
     #[serde(default = "mx")]
     pub via: String,
     /// Keep the mail until ETRN or a flush names the domain (a hub's held domains).

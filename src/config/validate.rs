@@ -79,10 +79,10 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
                 );
             }
         }
-        if r.via != "mx" && !is_host_port(&r.via) {
+        if mx_port(&r.via).is_none() && !is_host_port(&r.via) {
             return fault(
                 &format!("route[{i}].via"),
-                &format!("{:?} is neither \"mx\" nor host:port", r.via),
+                &format!("{:?} is neither \"mx\", \"mx:PORT\" nor host:port", r.via),
             );
         }
     }
@@ -156,6 +156,17 @@ pub fn is_domain(s: &str) -> bool {
         })
 }
 
+/// A route's `via` that asks for MX delivery: `"mx"` (port 25, RFC 5321 §2.3.5) or
+/// `"mx:PORT"` (the domain's MX hosts on another port, as Postfix's `relayhost =
+/// domain:port`); `None` for anything else.
+pub fn mx_port(via: &str) -> Option<u16> {
+    match via.strip_prefix("mx") {
+        Some("") => Some(25),
+        Some(rest) => rest.strip_prefix(':')?.parse().ok().filter(|p| *p != 0),
+        None => None,
+    }
+}
+
 fn is_host_port(s: &str) -> bool {
     if let Ok(addr) = s.parse::<std::net::SocketAddr>() {
         return addr.port() != 0;
@@ -206,5 +217,10 @@ mod tests {
         assert!(is_domain("edge.example.org"));
         assert!(!is_domain("-x.org"));
         assert!(!is_domain("a..b"));
+        assert_eq!(mx_port("mx"), Some(25));
+        assert_eq!(mx_port("mx:2525"), Some(2525));
+        assert_eq!(mx_port("mx:0"), None);
+        assert_eq!(mx_port("mx.example.net:25"), None);
+        assert_eq!(mx_port("mx:"), None);
     }
 }

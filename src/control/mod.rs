@@ -7,6 +7,8 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::LinkMode;
+use crate::link::{FlushRecord, RouteStatus};
 use crate::spool::{Change, ChangeOutcome, QueueId, RecipientState, RecoveryReport, Selection};
 
 /// Longest request line the daemon reads.
@@ -30,6 +32,8 @@ pub enum Request {
         #[serde(default)]
         domain: Option<String>,
     },
+    /// How delivery is going, for `flush --wait`.
+    Progress,
 }
 
 impl Request {
@@ -72,13 +76,17 @@ pub enum Response {
         pid: u32,
         version: String,
     },
-    Status(Status),
+    Status(Box<Status>),
     Changed(ChangeOutcome),
     /// The queue owner was woken; `released` counts what was made due first (recipients
-    /// for `--domain`, messages for a whole-queue flush).
+    /// for `--domain`, messages for a whole-queue flush); `coalesced` says a run was
+    /// already going and this flush joined it.
     FlushStarted {
         released: usize,
+        #[serde(default)]
+        coalesced: bool,
     },
+    Progress(Progress),
     /// The request could not be done; `code` is the sysexits code the CLI should use.
     Error {
         message: String,
@@ -103,8 +111,26 @@ pub struct Status {
     pub messages: i64,
     /// Drops in `maildrop/new` not yet picked up.
     pub maildrop: usize,
-    /// Whether this build can deliver (it cannot yet: no delivery module).
-    pub delivery: String,
+    /// `link.mode`: auto, schedule or manual.
+    pub mode: LinkMode,
+    /// Each route's link gate.
+    pub routes: Vec<RouteStatus>,
+    pub last_flush: Option<FlushRecord>,
+    /// When the schedule next starts delivery (schedule mode), Unix seconds.
+    pub next_flush_at: Option<i64>,
+}
+
+/// Delivery totals since the daemon started, and what is left.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    /// Recipients due now or in flight.
+    pub busy: i64,
+    /// Recipients deferred (waiting for a retry or for the link).
+    pub deferred: i64,
+    /// Connections delivering now (`route`, or `route (domain)` for MX).
+    pub active: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

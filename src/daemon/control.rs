@@ -1,20 +1,27 @@
 //! The daemon's answers to control requests. Queue changes go through the spool writer;
-//! status reads the index on a read-only connection.
+//! flushes through the queue owner's `Flusher`; status and progress read the index on a
+//! read-only connection, and the link gates from memory.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+use crate::config::LinkMode;
 use crate::control::server::Handler;
-use crate::control::{Request, Response, StateCount, Status};
+use crate::control::{Progress, Request, Response, StateCount, Status};
+use crate::delivery::runner;
 use crate::exit;
-use crate::queue::scheduler::OpenDomains;
-use crate::spool::{Change, RecipientState, RecoveryReport, Selection, Spool, index};
+use crate::link::Link;
+use crate::queue::flush::{FlushTarget, Flusher};
+use crate::spool::{RecipientState, RecoveryReport, Spool, index, now_unix};
 
 #[derive(Clone)]
 pub struct DaemonControl {
     pub spool: Spool,
-    /// Held domains a flush has opened (shared with the scheduler).
-    pub open_domains: Arc<OpenDomains>,
+    pub flusher: Arc<Flusher>,
+    pub link: Arc<Link>,
+    pub progress: Arc<runner::Progress>,
     pub hostname: String,
+    pub mode: LinkMode,
     pub started_at: i64,
     pub recovery: RecoveryReport,
     /// Bound SMTP listener addresses.
@@ -31,9 +38,17 @@ impl Handler for DaemonControl {
             Request::Status => {
                 let control = self.clone();
                 match tokio::task::spawn_blocking(move || control.status()).await {
-                    Ok(Ok(status)) => Response::Status(status),
+                    Ok(Ok(status)) => Response::Status(Box::new(status)),
                     Ok(Err(e)) => error(exit::IOERR, format!("status: {e}")),
                     Err(e) => error(exit::SOFTWARE, format!("status: {e}")),
+                }
+            }
+            Request::Progress => {
+                let control = self.clone();
+                match tokio::task::spawn_blocking(move || control.progress()).await {
+                    Ok(Ok(p)) => Response::Progress(p),
+                    Ok(Err(e)) => error(exit::IOERR, format!("progress: {e}")),
+                    Err(e) => error(exit::SOFTWARE, format!("progress: {e}")),
                 }
             }
             Request::Change { action, ids, all } => {
@@ -44,29 +59,23 @@ impl Handler for DaemonControl {
             }
             Request::Flush { domain } => {
                 // Like `postqueue -f`: whatever waits is tried now, not at its next attempt.
-                let now = crate::spool::now_unix();
-                let released = match &domain {
-                    Some(d) => {
-                        self.open_domains.open(d, false);
-                        self.spool.release_domain(d, false, now).await
-                    }
-                    None => self
-                        .spool
-                        .change(Change::Retry(Selection::All))
-                        .await
-                        .map(|o| o.changed.len()),
+                let (target, why) = match domain {
+                    Some(domain) => (
+                        FlushTarget::Domain {
+                            domain: domain.clone(),
+                            subdomains: false,
+                        },
+                        format!("ferrymail flush --domain {domain}"),
+                    ),
+                    None => (FlushTarget::All, "ferrymail flush".to_owned()),
                 };
-                let released = match released {
-                    Ok(n) => n,
-                    Err(e) => return error(exit::TEMPFAIL, e.to_string()),
-                };
-                tracing::info!(
-                    domain = domain.as_deref().unwrap_or("(all)"),
-                    due_now = released,
-                    "flush requested"
-                );
-                self.spool.wake_handle().notify_one();
-                Response::FlushStarted { released }
+                match self.flusher.flush(&target, &why).await {
+                    Ok(started) => Response::FlushStarted {
+                        released: started.released,
+                        coalesced: started.coalesced,
+                    },
+                    Err(e) => error(exit::TEMPFAIL, e.to_string()),
+                }
             }
         }
     }
@@ -114,8 +123,24 @@ impl DaemonControl {
             recipients,
             messages,
             maildrop,
-            delivery: "relay routes ([upstream], route via); direct MX is not in this version"
-                .into(),
+            mode: self.mode,
+            routes: self.link.status(),
+            last_flush: self.link.last_flush(),
+            next_flush_at: self.link.next_scheduled(),
+        })
+    }
+
+    fn progress(&self) -> rusqlite::Result<Progress> {
+        let (busy, deferred) = match index::open_reader(&self.spool.layout().index)? {
+            Some(conn) => index::busy_and_deferred(&conn, now_unix())?,
+            None => (0, 0),
+        };
+        Ok(Progress {
+            messages_sent: self.progress.messages_sent.load(Ordering::Relaxed),
+            bytes_sent: self.progress.bytes_sent.load(Ordering::Relaxed),
+            busy,
+            deferred,
+            active: self.progress.active(),
         })
     }
 }

@@ -1,9 +1,12 @@
 //! `ferrymail serve`: takes the spool lock, recovers the spool, then runs the SMTP
-//! listeners, the maildrop pickup, the delivery scheduler and the control socket until
-//! shutdown is requested, and stops them cleanly.
+//! listeners (with ETRN), the maildrop pickup, the delivery scheduler, the link task,
+//! the flush triggers (SIGUSR1, the trigger file) and the control socket until shutdown
+//! is requested, and stops them cleanly.
 
 pub mod control;
+mod etrn;
 pub mod pickup;
+mod triggers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +15,20 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delivery::connect::Us;
+use crate::delivery::mx::MxResolver;
 use crate::delivery::route::Router;
+use crate::delivery::runner::Progress;
 use crate::delivery::settings::client_settings;
 use crate::exit::{self, Failure};
+use crate::link::Link;
+use crate::link::schedule::local_zone;
+use crate::link::task::LinkTask;
+use crate::queue::flush::Flusher;
+use crate::queue::lane::Deliverer;
+use crate::queue::open_domains::OpenDomains;
 use crate::queue::retry::RetryPolicy;
-use crate::queue::scheduler::{OpenDomains, Scheduler};
+use crate::queue::scheduler::Scheduler;
 use crate::server::auth::Users;
 use crate::server::{
     AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
@@ -30,6 +42,9 @@ pub const PICKUP_RESCAN: Duration = Duration::from_secs(30);
 
 /// How long shutdown waits for a delivery in progress.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long one DNS query may take before the resolver counts as unreachable.
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A `maildrop/tmp` file untouched this long was left by a killed `sendmail`.
 pub const STALE_DROP: Duration = Duration::from_secs(36 * 3600);
@@ -57,6 +72,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     tracing::info!(spool = %layout.root.display(), ?recovery, "spool recovered");
     set_maildrop_permissions(&layout);
 
+    let router = Router::from_config(&config);
+    let settings = client_settings(&config, &router).map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let resolver = Arc::new(MxResolver::new(&config.dns.servers, DNS_TIMEOUT));
+    let (link, link_events) = Link::new(&config.link, &router, local_zone());
+    let link = Arc::new(link);
+    let open_domains = Arc::new(OpenDomains::default());
+    let flusher = Arc::new(Flusher {
+        spool: spool.clone(),
+        router: router.clone(),
+        link: link.clone(),
+        open_domains: open_domains.clone(),
+    });
+    let etrn: Arc<dyn crate::server::etrn::Flush> = Arc::new(etrn::EtrnService(flusher.clone()));
+
     let mut smtp_tasks = Vec::new();
     let mut bound = Vec::new();
     for listen in &config.listen {
@@ -72,14 +101,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
             .local_addr()
             .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
         tracing::info!(addr = %addr, kind = listen.kind.as_str(), "listening");
-        bound.push(addr.to_string());
+        bound.push(addr);
         let ctx = Arc::new(ServerContext {
-            session: Arc::new(SessionConfig::from_config(&config, listen.kind)),
+            session: Arc::new(SessionConfig {
+                etrn_available: true,
+                ..SessionConfig::from_config(&config, listen.kind)
+            }),
             spool: spool.clone(),
             timeouts: Timeouts::default(),
             shutdown: shutdown.clone(),
             tls: tls.clone(),
             auth: auth.clone(),
+            etrn: Some(etrn.clone()),
         });
         smtp_tasks.push(tokio::spawn(crate::server::serve(
             socket,
@@ -94,14 +127,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
             format!("control socket {}: {e}", layout.control.display()),
         )
     })?;
-    let open_domains = Arc::new(OpenDomains::default());
+    let progress = Arc::new(Progress::default());
     let handler = Arc::new(control::DaemonControl {
-        open_domains: open_domains.clone(),
+        flusher: flusher.clone(),
+        link: link.clone(),
+        progress: progress.clone(),
         spool: spool.clone(),
         hostname: config.hostname.clone(),
+        mode: config.link.mode,
         started_at: now_unix(),
         recovery,
-        listeners: bound,
+        listeners: bound.iter().map(ToString::to_string).collect(),
     });
     let control_task = tokio::spawn(crate::control::server::serve(
         listener,
@@ -109,17 +145,40 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         shutdown.clone(),
     ));
 
-    let router = Router::from_config(&config);
-    let settings = client_settings(&config, &router).map_err(|e| Failure::new(exit::CONFIG, e))?;
-    let scheduler = Scheduler {
+    let link_task = LinkTask {
+        link: link.clone(),
+        spool: spool.clone(),
+        router: router.clone(),
+        settings: settings.clone(),
+        resolver: resolver.clone(),
+        etrn: config.link.etrn.clone(),
+        max_wait: config.retry.max.0,
+    };
+    let link_task = tokio::spawn(link_task.run(link_events, shutdown.clone()));
+    let triggers_task = tokio::spawn(triggers::run(
+        flusher.clone(),
+        config.link.trigger_file.clone(),
+        shutdown.clone(),
+    ));
+
+    let deliverer = Arc::new(Deliverer {
         spool: spool.clone(),
         router,
         settings,
+        resolver,
+        us: Us {
+            hostname: config.hostname.to_ascii_lowercase(),
+            listeners: bound,
+        },
         retry: RetryPolicy::from_config(&config.retry),
         link_retry: config.link.probe_interval.0,
         hostname: config.hostname.clone(),
-        open_domains: open_domains.clone(),
-    };
+        open_domains,
+        progress,
+        link,
+        shutdown: shutdown.clone(),
+    });
+    let scheduler = Scheduler { deliverer };
     let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone()));
 
     let pickup = Arc::new(pickup::Pickup {
@@ -134,6 +193,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     tracing::info!("shutting down");
     let _ = pickup_task.await;
     let _ = control_task.await;
+    let _ = triggers_task.await;
+    let _ = link_task.await;
     // A delivery in progress over a dying link could take minutes: give it a moment, then
     // stop it. Its claims stay in_flight and recovery makes them due at the next start.
     let scheduler_abort = scheduler_task.abort_handle();

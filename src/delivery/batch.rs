@@ -1,19 +1,33 @@
 //! Many messages over one connection, pipelined across transactions when the upstream
 //! offers CHUNKING: a batch costs about one round trip instead of one per message, which
 //! is what a long thin link needs (issue 4). Writing and reading run at once, so a large
-//! batch cannot deadlock on full socket buffers.
+//! batch cannot deadlock on full socket buffers, and the writer stays within a bounded
+//! window of unanswered transactions, which bounds what a crash can deliver twice.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 
 use super::client::{Connection, Outgoing};
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use crate::smtp::response::Response;
 
+/// How far the writer may run ahead of the replies: at most this many transactions, and
+/// this many bytes, unanswered. It is what a crash can repeat (the upstream commits what
+/// it has read after we die), so it is bounded; and it must cover the link's
+/// bandwidth-delay product to keep the link busy: 1 MiB fills 600 ms at 13 Mbit/s.
+pub const WINDOW_MESSAGES: usize = 32;
+pub const WINDOW_BYTES: usize = 1 << 20;
+
+/// Content goes out in writes of this size, each under the data block timeout.
+const WRITE_CHUNK: usize = 64 << 10;
+
 impl Connection {
     /// Sends many messages, pipelined across messages when the upstream offers CHUNKING:
-    /// every transaction (MAIL, RCPTs, `BDAT n LAST`, RSET) goes out back to back while
-    /// the replies are read at the same time, so a batch costs about one round trip, not
-    /// one per message. The RSET closes a transaction the upstream kept open after
+    /// every transaction (MAIL, RCPTs, `BDAT n LAST`, RSET) goes out back to back, up to
+    /// the window ahead of the replies, which are read at the same time, so a batch costs
+    /// about one round trip, not one per message. The RSET closes a transaction the upstream kept open after
     /// refusing every recipient; it costs a reply line, not a wait. Without CHUNKING the
     /// messages go one by one (`send`). Returns outcomes per message, per recipient; a
     /// connection failure part-way applies to every message not yet answered.
@@ -52,52 +66,43 @@ impl Connection {
         }
         // Messages the upstream cannot take are answered here and never sent.
         let refusals: Vec<Option<Event>> = batch.iter().map(|m| self.refusal(m)).collect();
-        let mut wire = Vec::new();
         let mut expected = 0;
-        // Message index and recipient count of each transaction sent, in order.
+        // Message index and recipient count of each transaction sent, in order, and the
+        // bytes each puts on the wire.
         let mut plan = Vec::new();
+        let mut transactions = Vec::new();
         for (i, (m, refused)) in batch.iter().zip(&refusals).enumerate() {
             if refused.is_some() {
                 continue;
             }
-            wire.extend_from_slice(self.mail_line(m).as_bytes());
+            let mut head = self.mail_line(m);
             for r in m.recipients {
-                wire.extend_from_slice(self.rcpt_line(r).as_bytes());
+                head.push_str(&self.rcpt_line(r));
             }
-            wire.extend_from_slice(format!("BDAT {} LAST\r\n", m.content.len()).as_bytes());
-            wire.extend_from_slice(m.content);
-            wire.extend_from_slice(b"RSET\r\n");
+            head.push_str(&format!("BDAT {} LAST\r\n", m.content.len()));
             expected += m.recipients.len() + 3;
             plan.push((i, m.recipients.len()));
+            transactions.push((head, m.content));
         }
         let t = self.timeouts.clone();
         let (mut read_half, mut write_half) = tokio::io::split(&mut self.stream);
         let reader = &mut self.reader;
-        let write = async {
-            let sent = tokio::time::timeout(t.data_block.max(t.command), async {
-                write_half.write_all(&wire).await?;
-                write_half.flush().await
-            });
-            match sent.await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(classify(Phase::Mail, &Event::Broken(e.to_string()))),
-                Err(_) => Some(classify(
-                    Phase::Mail,
-                    &Event::Broken("write timed out".into()),
-                )),
-            }
-        };
-        let read = async {
+        // The writer stays at most a window ahead of the replies (`answered` counts the
+        // transactions fully answered; `stopped` says the reader gave up).
+        let answered = AtomicUsize::new(0);
+        let stopped = AtomicBool::new(false);
+        let replies_in = Notify::new();
+        let read_replies = async {
             let mut replies: Vec<Response> = Vec::with_capacity(expected);
             let mut buf = [0u8; 8192];
-            let (mut answered, mut consumed) = (0, 0);
+            let (mut answered_here, mut consumed) = (0, 0);
             while replies.len() < expected {
                 match reader.take_response() {
                     Ok(Some(r)) => {
                         let closing = r.code == 421;
                         replies.push(r);
                         // A transaction whose replies are all in is reported at once.
-                        while let Some(&(index, rcpts)) = plan.get(answered) {
+                        while let Some(&(index, rcpts)) = plan.get(answered_here) {
                             let needed = rcpts + 3;
                             if replies.len() - consumed < needed {
                                 break;
@@ -105,7 +110,9 @@ impl Connection {
                             let mut these = replies[consumed..consumed + needed].iter().cloned();
                             done(index, &transaction_outcomes(rcpts, &mut these, None));
                             consumed += needed;
-                            answered += 1;
+                            answered_here += 1;
+                            answered.store(answered_here, Ordering::Release);
+                            replies_in.notify_one();
                         }
                         if closing {
                             break;
@@ -151,7 +158,63 @@ impl Connection {
             }
             (replies, None)
         };
+        let write = async {
+            let mut sent_bytes = Vec::with_capacity(transactions.len() + 1);
+            sent_bytes.push(0usize);
+            for (k, (head, content)) in transactions.iter().enumerate() {
+                loop {
+                    let wait = replies_in.notified();
+                    tokio::pin!(wait);
+                    wait.as_mut().enable();
+                    if stopped.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    let done = answered.load(Ordering::Acquire);
+                    let unanswered = sent_bytes[k] - sent_bytes[done.min(k)];
+                    if k == done || (k - done < WINDOW_MESSAGES && unanswered < WINDOW_BYTES) {
+                        break;
+                    }
+                    wait.await;
+                }
+                let mut wire = Vec::with_capacity(head.len() + content.len() + 6);
+                wire.extend_from_slice(head.as_bytes());
+                wire.extend_from_slice(content);
+                wire.extend_from_slice(b"RSET\r\n");
+                for chunk in wire.chunks(WRITE_CHUNK) {
+                    // RFC 5321 §4.5.3.2.5: the data block timeout is per write, not per message.
+                    match tokio::time::timeout(t.data_block, write_half.write_all(chunk)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            return Some(classify(Phase::Mail, &Event::Broken(e.to_string())));
+                        }
+                        Err(_) => {
+                            return Some(classify(
+                                Phase::Mail,
+                                &Event::Broken("write timed out".into()),
+                            ));
+                        }
+                    }
+                }
+                sent_bytes.push(sent_bytes[k] + wire.len());
+            }
+            match tokio::time::timeout(t.data_block, write_half.flush()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(classify(Phase::Mail, &Event::Broken(e.to_string()))),
+                Err(_) => Some(classify(
+                    Phase::Mail,
+                    &Event::Broken("write timed out".into()),
+                )),
+            }
+        };
+        let read = async {
+            let result = read_replies.await;
+            // Wake a writer waiting for room in the window: nothing more will come.
+            stopped.store(true, Ordering::Release);
+            replies_in.notify_one();
+            result
+        };
         let (write_failure, (replies, read_failure)) = tokio::join!(write, read);
+
         let failure = read_failure.or(write_failure);
         let mut replies = replies.into_iter();
         let mut out = Vec::with_capacity(batch.len());

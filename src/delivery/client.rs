@@ -121,6 +121,8 @@ pub struct Connection {
     use_chunking: bool,
     /// The upstream, for `last_host`.
     pub host: String,
+    /// The name the upstream gave in its greeting (RFC 5321 §4.3.1), for loop checks.
+    pub greeting: String,
 }
 
 type Step<T> = Result<T, Classified>;
@@ -128,23 +130,19 @@ type Step<T> = Result<T, Classified>;
 impl Connection {
     /// Connects, reads the banner, says EHLO, does TLS by policy, and authenticates.
     pub async fn open(addr: SocketAddr, server_name: &str, s: &ClientSettings) -> Step<Connection> {
-        let connect = tokio::time::timeout(s.timeouts.connect, TcpStream::connect(addr)).await;
-        let tcp = match connect {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
-                return Err(classify(
-                    Phase::Connect,
-                    &Event::ConnectFailed(e.to_string()),
-                ));
-            }
-            Err(_) => {
-                return Err(classify(
-                    Phase::Connect,
-                    &Event::ConnectFailed("timed out".into()),
-                ));
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect(addr, s.timeouts.connect)
+            .await
+            .map_err(|e| classify(Phase::Connect, &Event::ConnectFailed(connect_error(&e))))?;
+        Connection::start(tcp, addr, server_name, s).await
+    }
+
+    /// `open` over a TCP connection already made (by `connect`).
+    pub async fn start(
+        tcp: TcpStream,
+        addr: SocketAddr,
+        server_name: &str,
+        s: &ClientSettings,
+    ) -> Step<Connection> {
         let mut conn = Connection {
             stream: MaybeTls::Plain(tcp),
             reader: ResponseReader::new(),
@@ -152,12 +150,19 @@ impl Connection {
             timeouts: s.timeouts.clone(),
             use_chunking: s.use_chunking,
             host: format!("{server_name}[{addr}]"),
+            greeting: String::new(),
         };
         if s.tls == TlsPolicy::Implicit {
             conn.handshake(server_name, s).await?;
         }
         let banner = conn.read(Phase::Banner, s.timeouts.banner).await?;
         expect(Phase::Banner, &banner, 220)?;
+        conn.greeting = banner
+            .lines
+            .first()
+            .and_then(|l| l.split_ascii_whitespace().next())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         conn.ehlo(&s.helo).await?;
         let wants_tls = matches!(s.tls, TlsPolicy::Required | TlsPolicy::Opportunistic);
         if wants_tls && !conn.stream.is_tls() {
@@ -197,6 +202,14 @@ impl Connection {
             expect(Phase::Auth, &r, 235)?;
         }
         Ok(conn)
+    }
+
+    /// RFC 1985: asks the upstream to start delivering what it holds for `node` (a
+    /// domain, or `@domain` for its subdomains too). Returns its reply.
+    pub async fn etrn(&mut self, node: &str) -> Step<Response> {
+        let timeout = self.timeouts.command;
+        self.command(&format!("ETRN {node}"), Phase::Etrn, timeout)
+            .await
     }
 
     pub fn capabilities(&self) -> &Capabilities {
@@ -429,6 +442,38 @@ impl Connection {
         let timeout = self.timeouts.command.min(Duration::from_secs(10));
         let _ = self.command("QUIT", Phase::Mail, timeout).await;
         let _ = self.stream.shutdown().await;
+    }
+}
+
+/// How long unacknowledged data may sit before the kernel gives up on a connection
+/// (`TCP_USER_TIMEOUT`), and when an idle one is probed: a dead link shows in seconds,
+/// not after the default 15 minutes of retransmissions.
+const USER_TIMEOUT: Duration = Duration::from_secs(30);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A TCP connection to an upstream, with keepalive and `TCP_USER_TIMEOUT` set.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(connected) => connected?,
+        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+    };
+    let _ = tcp.set_nodelay(true);
+    let sock = socket2::SockRef::from(&tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(3);
+    let _ = sock.set_tcp_keepalive(&keepalive);
+    let _ = sock.set_tcp_user_timeout(Some(USER_TIMEOUT));
+    Ok(tcp)
+}
+
+/// A connect error as the queue listing shows it.
+pub fn connect_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut => "timed out".into(),
+        _ => e.to_string(),
     }
 }
 

@@ -15,6 +15,9 @@ pub enum Action {
     Failed,
     Delayed,
     Delivered,
+    /// Passed to an upstream that does not offer DSN (RFC 3461 §6.2.2): we cannot
+    /// tell the sender more than that it left us.
+    Relayed,
 }
 
 impl Action {
@@ -23,6 +26,7 @@ impl Action {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
             Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
         }
     }
 
@@ -31,7 +35,7 @@ impl Action {
         match self {
             Action::Failed => "FAILURE",
             Action::Delayed => "DELAY",
-            Action::Delivered => "SUCCESS",
+            Action::Delivered | Action::Relayed => "SUCCESS",
         }
     }
 }
@@ -46,6 +50,25 @@ pub struct Reported<'a> {
     pub remote_mta: Option<&'a str>,
     /// The upstream's reply, or our reason.
     pub diagnostic: &'a str,
+}
+
+/// One recipient's line in a notice to be sent (`queue::notices`).
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub position: usize,
+    pub action: Action,
+    pub status: String,
+    pub remote_mta: Option<String>,
+    pub diagnostic: String,
+}
+
+/// A notice about one message, to be sent.
+#[derive(Clone, Debug)]
+pub struct Notice {
+    pub envelope: Envelope,
+    /// The original message as stored.
+    pub content: Vec<u8>,
+    pub lines: Vec<Line>,
 }
 
 /// Whether the sender wants to hear about `action` for `recipient`.
@@ -79,7 +102,9 @@ pub fn build(
     let any_failed = reports.iter().any(|r| r.action == Action::Failed);
     let subject = match (
         any_failed,
-        reports.iter().all(|r| r.action == Action::Delivered),
+        reports
+            .iter()
+            .all(|r| matches!(r.action, Action::Delivered | Action::Relayed)),
     ) {
         (true, _) => "Undelivered Mail Returned to Sender",
         (false, true) => "Successful Mail Delivery Report",

@@ -20,6 +20,7 @@ pub enum Phase {
     Ehlo,
     StartTls,
     Auth,
+    Etrn,
     Mail,
     Rcpt,
     Data,
@@ -35,6 +36,7 @@ impl fmt::Display for Phase {
             Phase::Ehlo => "EHLO",
             Phase::StartTls => "STARTTLS",
             Phase::Auth => "AUTH",
+            Phase::Etrn => "ETRN",
             Phase::Mail => "MAIL FROM",
             Phase::Rcpt => "RCPT TO",
             Phase::Data => "DATA",
@@ -66,6 +68,8 @@ pub enum Event {
     NoSuchDomain,
     /// RFC 7505 null MX: the domain accepts no mail.
     NullMx,
+    /// No mail host of the domain has an address.
+    NoMailHost(String),
     /// The MX points back at us.
     Loop,
     /// The message needs something the upstream lacks (SMTPUTF8, 8BITMIME, size); the
@@ -86,6 +90,9 @@ pub enum Outcome {
     Bounced,
     /// Our link is down: not an attempt, no backoff, no ageing.
     LinkDown,
+    /// Never put to the destination (the connection was already gone, or the spool
+    /// file could not be read): try again soon; not an attempt, and no news of the link.
+    Unsent,
 }
 
 /// Which recipients an outcome applies to.
@@ -197,6 +204,12 @@ pub fn classify(phase: Phase, event: &Event) -> Classified {
             Scope::Recipient,
             "the domain accepts no mail (null MX)".into(),
             "5.1.10",
+        ),
+        Event::NoMailHost(why) => of(
+            Outcome::Bounced,
+            Scope::Recipient,
+            format!("DNS: {why}"),
+            "5.4.4",
         ),
         Event::Loop => of(
             Outcome::Bounced,
@@ -358,6 +371,11 @@ mod tests {
         );
         assert_eq!(classify(Phase::Resolve, &Event::NullMx).status, "5.1.10");
         assert_eq!(classify(Phase::Resolve, &Event::Loop).status, "5.4.6");
+        let none = classify(Phase::Resolve, &Event::NoMailHost("x".into()));
+        assert_eq!(
+            (none.outcome, none.status.as_str()),
+            (Outcome::Bounced, "5.4.4")
+        );
         let lacks = Event::Unsupported {
             reason: "the upstream lacks SMTPUTF8".into(),
             status: "5.6.7",

@@ -4,7 +4,7 @@
 //! like any other route. Each route has a stable name (`route[N]`, `upstream`, `mx`) used
 //! to group deliveries and to key its link gate.
 
-use crate::config::{Config, TlsPolicy, domain_matches};
+use crate::config::{Config, TlsPolicy, domain_matches, mx_port};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -14,8 +14,8 @@ pub enum Target {
         tls: TlsPolicy,
         authenticated: bool,
     },
-    /// The recipient domain's MX hosts (RFC 5321 §5.1).
-    Mx { tls: TlsPolicy },
+    /// The recipient domain's MX hosts (RFC 5321 §5.1), on `port` (25 unless `mx:PORT`).
+    Mx { tls: TlsPolicy, port: u16 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,8 +39,8 @@ impl Router {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let target = if r.via == "mx" {
-                    Target::Mx { tls: r.tls }
+                let target = if let Some(port) = mx_port(&r.via) {
+                    Target::Mx { tls: r.tls, port }
                 } else {
                     Target::Relay {
                         host_port: r.via.clone(),
@@ -73,6 +73,7 @@ impl Router {
                 hold: false,
                 target: Target::Mx {
                     tls: TlsPolicy::Opportunistic,
+                    port: 25,
                 },
             },
         };
@@ -85,6 +86,11 @@ impl Router {
             .iter()
             .map(|(_, r)| r)
             .chain(std::iter::once(&self.fallback))
+    }
+
+    /// The route called `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Route> {
+        self.routes().find(|r| r.name == name)
     }
 
     /// The route for mail to `domain`.
@@ -112,13 +118,15 @@ mod tests {
             "spool = \"/s\"\n[upstream]\nsmarthost = \"smtp.example.net:587\"\nusername = \"me\"\npassword_file = \"p\"\n\
              [[route]]\ndomains = [\"field.example.org\", \".field.example.org\"]\nhold = true\n\
              [[route]]\ndomains = [\".example.org\"]\nvia = \"10.0.0.2:25\"\ntls = \"none\"\n\
-             [[route]]\ndomains = [\"direct.example\"]\n",
+             [[route]]\ndomains = [\"direct.example\"]\n\
+             [[route]]\ndomains = [\"test\"]\nvia = \"mx:2525\"\n",
         );
         assert!(r.route("field.example.org").hold);
         assert_eq!(
             r.route("field.example.org").target,
             Target::Mx {
-                tls: TlsPolicy::Opportunistic
+                tls: TlsPolicy::Opportunistic,
+                port: 25
             }
         );
         assert_eq!(r.route("A.Field.Example.Org.").name, "route[0]");
@@ -139,7 +147,15 @@ mod tests {
         assert_eq!(
             r.route("direct.example").target,
             Target::Mx {
-                tls: TlsPolicy::Opportunistic
+                tls: TlsPolicy::Opportunistic,
+                port: 25
+            }
+        );
+        assert_eq!(
+            r.route("test").target,
+            Target::Mx {
+                tls: TlsPolicy::Opportunistic,
+                port: 2525
             }
         );
         let up = r.route("anything.example");

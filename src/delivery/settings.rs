@@ -1,6 +1,8 @@
 //! How we talk to each route's upstream, prepared once at start: our EHLO name, the TLS
 //! policy, the certificates we trust (`[upstream] ca`, else the system's roots, which
 //! honour `SSL_CERT_FILE`), and the smarthost's credentials from `password_file`.
+//! Opportunistic TLS without credentials encrypts without verifying (`opportunistic`);
+//! everything else verifies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,15 +12,16 @@ use rustls_pki_types::pem::PemObject;
 
 use super::client::{ClientSettings, ClientTimeouts};
 use super::route::{Router, Target};
-use crate::config::Config;
+use crate::config::{Config, TlsPolicy};
 
-/// Client settings by route name, for every route of `router` that relays; TLS policy
-/// and whether to authenticate come from the route itself.
+/// Client settings by route name, for every route of `router`; TLS policy and whether
+/// to authenticate come from the route itself.
 pub fn client_settings(
     config: &Config,
     router: &Router,
 ) -> Result<HashMap<String, ClientSettings>, String> {
     let tls_config = tls_client_config(trust_roots(config)?)?;
+    let unverified = super::opportunistic::unauthenticated_client_config()?;
     let credentials = match config
         .upstream
         .as_ref()
@@ -33,21 +36,26 @@ pub fn client_settings(
     };
     let mut out = HashMap::new();
     for route in router.routes() {
-        let Target::Relay {
-            tls, authenticated, ..
-        } = &route.target
-        else {
-            continue;
+        let (tls, authenticated) = match &route.target {
+            Target::Relay {
+                tls, authenticated, ..
+            } => (*tls, *authenticated),
+            Target::Mx { tls, .. } => (*tls, false),
+        };
+        let credentials = if authenticated {
+            credentials.clone()
+        } else {
+            None
         };
         let settings = ClientSettings {
             helo: config.hostname.clone(),
-            tls: *tls,
-            tls_config: tls_config.clone(),
-            credentials: if *authenticated {
-                credentials.clone()
+            tls,
+            tls_config: if tls == TlsPolicy::Opportunistic && credentials.is_none() {
+                unverified.clone()
             } else {
-                None
+                tls_config.clone()
             },
+            credentials,
             use_chunking: true,
             timeouts: ClientTimeouts::default(),
         };
@@ -118,11 +126,7 @@ mod tests {
         let settings = client_settings(&config, &router).unwrap();
         let mut names: Vec<&str> = settings.keys().map(String::as_str).collect();
         names.sort();
-        assert_eq!(
-            names,
-            ["route[0]", "upstream"],
-            "an MX route needs no client settings"
-        );
+        assert_eq!(names, ["route[0]", "route[1]", "upstream"]);
         assert_eq!(
             settings["upstream"].credentials,
             Some(("edge".into(), "s3cret".into()))

@@ -1,243 +1,165 @@
-//! The queue owner's wake loop (DESIGN §3 `queue/`): it sleeps until the earliest due
-//! recipient, a new commit or a flush, claims what is due, sends each route's share its
-//! way, and records every outcome. The route is decided in the claim itself: hold routes
-//! put their mail `held` until a flush or ETRN names the domain, and direct MX (not in this
-//! version) leaves it `queued`, postponed, saying so. Bounces get their DSN committed
-//! *before* the bounce is recorded, so a crash can at worst repeat a notification, never
-//! lose one. Nothing expires yet: expiry
-//! counts online time, which arrives with the link gate (DESIGN §1.4).
+//! The queue owner's wake loop (DESIGN §3 `queue/`): one task sleeps until the earliest
+//! due recipient, a commit, a flush or a finished lane, then claims what is due for the
+//! lanes that are free and starts a runner for each. The route is decided in the claim
+//! itself: a hold route puts its mail `held` until a flush or ETRN names the domain; a
+//! route whose link gate is closed leaves its mail waiting for the gate (`link_wait`,
+//! released the moment it opens); a lane already running leaves its domains for that
+//! runner to claim. Runs that flushes started end when their route has nothing due. At most one runner
+//! per lane, `MAX_LANES` connections in all, `MAX_MX_LANES` of them to MX destinations.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::retry::RetryPolicy;
-use crate::delivery::client::ClientSettings;
-use crate::delivery::dsn::{self, Action, Reported};
-use crate::delivery::route::{Route, Router, Target};
-use crate::delivery::runner::{Bounced, run_relay};
+use super::lane::{Deliverer, LANE_CLAIM, LEASE, Lane, LaneReport};
+use crate::link::Permit;
 use crate::spool::claims::{Claim, Decide, Disposition, next_due};
-use crate::spool::{Envelope, Origin, QueueId, Recipient, Spool, index, now_unix};
+use crate::spool::{index, now_unix};
 
-/// How long a claim lasts before its recipients are due again (a stuck delivery).
-pub const LEASE: Duration = Duration::from_secs(3600);
-/// Most recipients claimed per pass.
-const CLAIM_LIMIT: usize = 2000;
+/// Connections at once, over every route.
+pub const MAX_LANES: usize = 10;
+/// Connections at once to MX destinations (one per domain).
+pub const MAX_MX_LANES: usize = 8;
 /// The longest the loop sleeps without a reason to wake.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Commits come in bursts: passes they cause are this far apart at least.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(50);
 
 pub struct Scheduler {
-    pub spool: Spool,
-    pub router: Router,
-    pub settings: HashMap<String, ClientSettings>,
-    pub retry: RetryPolicy,
-    /// Retry delay after our link was down (the probe interval).
-    pub link_retry: Duration,
-    pub hostname: String,
-    /// Domains whose hold routes a flush or ETRN has opened.
-    pub open_domains: Arc<OpenDomains>,
-}
-
-/// How long a flush or ETRN keeps a held domain open for delivery.
-pub const OPEN_FOR: Duration = Duration::from_secs(600);
-
-/// Held domains opened for delivery, each until a deadline.
-#[derive(Default)]
-pub struct OpenDomains {
-    open: std::sync::Mutex<Vec<(String, bool, std::time::Instant)>>,
-}
-
-impl OpenDomains {
-    /// Opens `domain` (and its subdomains when `subdomains`) for `OPEN_FOR`.
-    pub fn open(&self, domain: &str, subdomains: bool) {
-        let until = std::time::Instant::now() + OPEN_FOR;
-        let mut open = self.open.lock().expect("not poisoned");
-        open.retain(|(_, _, t)| *t > std::time::Instant::now());
-        open.push((
-            domain.trim_end_matches('.').to_ascii_lowercase(),
-            subdomains,
-            until,
-        ));
-    }
-
-    pub fn is_open(&self, domain: &str) -> bool {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        let now = std::time::Instant::now();
-        self.open
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .any(|(d, subdomains, until)| {
-                *until > now
-                    && (domain == *d || (*subdomains && domain.ends_with(&format!(".{d}"))))
-            })
-    }
+    pub deliverer: Arc<Deliverer>,
 }
 
 impl Scheduler {
     pub async fn run(self, shutdown: CancellationToken) {
-        let wake: Arc<Notify> = self.spool.wake_handle();
+        let spool = self.deliverer.spool.clone();
+        let wake = spool.wake_handle();
+        let mut running: JoinSet<LaneReport> = JoinSet::new();
+        let mut lanes: HashMap<tokio::task::Id, Lane> = HashMap::new();
         loop {
             if shutdown.is_cancelled() {
-                return;
+                break;
             }
-            let now = now_unix();
-            let decide = self.disposition();
-            let claims = match self
-                .spool
-                .claim(now, LEASE.as_secs() as i64, CLAIM_LIMIT, decide)
-                .await
+            let last_pass = Instant::now();
+            let pass_started = now_unix();
+            let busy: HashSet<Lane> = lanes.values().cloned().collect();
+            let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+            let claimed = spool
+                .claim(
+                    pass_started,
+                    LEASE.as_secs() as i64,
+                    LANE_CLAIM * MAX_LANES,
+                    self.disposition(busy.clone(), seen.clone()),
+                )
+                .await;
             {
+                let seen = seen.lock().expect("not poisoned");
+                self.deliverer.link.end_drained_runs(
+                    &|route| busy.iter().any(|l| l.route == route),
+                    &|route| seen.contains(route),
+                    pass_started,
+                );
+            }
+            let claims = match claimed {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming due mail failed; retrying shortly");
                     Vec::new()
                 }
             };
-            if claims.is_empty() {
-                let sleep = self.until_next_due(now).await;
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(sleep) => {}
+            if !claims.is_empty() {
+                for (lane, claims) in self.by_lane(claims) {
+                    tracing::debug!(lane = %lane, recipients = claims.len(), "starting delivery");
+                    let handle = running.spawn(self.deliverer.clone().run(lane.clone(), claims));
+                    lanes.insert(handle.id(), lane);
                 }
                 continue;
             }
-            self.deliver(claims).await;
+            let sleep = self.until_next_due(!lanes.is_empty()).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wake.notified() => {
+                    let since = last_pass.elapsed();
+                    if since < MIN_PASS_INTERVAL {
+                        tokio::time::sleep(MIN_PASS_INTERVAL - since).await;
+                    }
+                }
+                _ = tokio::time::sleep(sleep) => {}
+                Some(done) = running.join_next_with_id() => {
+                    let (id, report) = match done {
+                        Ok((id, report)) => (id, Some(report)),
+                        Err(e) => (e.id(), None),
+                    };
+                    let lane = lanes.remove(&id);
+                    match (lane, report) {
+                        (Some(lane), Some(r)) => tracing::debug!(lane = %lane, delivered = r.delivered, "delivery finished"),
+                        (lane, None) => tracing::error!(lane = ?lane, "a delivery task failed; its claims are retried when their lease ends"),
+                        (None, Some(_)) => {}
+                    }
+                }
+            }
         }
+        // Runners see the shutdown and claim nothing more; the daemon bounds the wait.
+        while running.join_next().await.is_some() {}
     }
 
-    /// The claim-time routing decision: a hold route holds unless its domain is open (a
-    /// flush or ETRN named it); relay routes deliver; direct MX (not in this version)
-    /// waits, saying why.
-    fn disposition(&self) -> Arc<Decide> {
-        let router = self.router.clone();
-        let open = self.open_domains.clone();
-        let postpone = self.retry.max.as_secs() as i64;
-        Arc::new(move |domain: &str| {
-            let route = router.route(domain);
-            if route.hold && !open.is_open(domain) {
+    /// The claim-time routing decision: hold routes hold unless their domain is open;
+    /// busy lanes are left to their runner; new lanes start while connections are free.
+    fn disposition(&self, busy: HashSet<Lane>, seen: Arc<Mutex<HashSet<String>>>) -> Box<Decide> {
+        let d = self.deliverer.clone();
+        let mut chosen: HashSet<Lane> = HashSet::new();
+        let mut mx = busy.iter().filter(|l| l.is_mx()).count();
+        Box::new(move |domain: &str| {
+            let route = d.router.route(domain);
+            if route.hold && !d.open_domains.is_open(domain) {
                 return Disposition::Hold {
+                    route: route.name.clone(),
                     reply: "held until a flush or ETRN names its domain".into(),
                 };
             }
-            match route.target {
-                Target::Relay { .. } => Disposition::Deliver,
-                Target::Mx { .. } => Disposition::Postpone {
-                    reply: "direct MX delivery is not in this version of ferrymail; set [upstream] or a route".into(),
-                    after: postpone,
-                },
+            if let Permit::Closed { reason, until } = d.link.permit(&route.name) {
+                return Disposition::Wait {
+                    route: route.name.clone(),
+                    reply: reason,
+                    until,
+                    link: true,
+                };
+            }
+            seen.lock()
+                .expect("not poisoned")
+                .insert(route.name.clone());
+            let lane = Lane::of(route, domain);
+            if busy.contains(&lane) {
+                return Disposition::Skip;
+            }
+            if !chosen.contains(&lane) {
+                if busy.len() + chosen.len() >= MAX_LANES || (lane.is_mx() && mx >= MAX_MX_LANES) {
+                    return Disposition::Skip;
+                }
+                mx += usize::from(lane.is_mx());
+                chosen.insert(lane);
+            }
+            Disposition::Deliver {
+                route: route.name.clone(),
             }
         })
     }
 
-    async fn deliver(&self, claims: Vec<Claim>) {
-        let mut by_route: BTreeMap<String, (Route, Vec<Claim>)> = BTreeMap::new();
+    fn by_lane(&self, claims: Vec<Claim>) -> BTreeMap<Lane, Vec<Claim>> {
+        let mut out: BTreeMap<Lane, Vec<Claim>> = BTreeMap::new();
         for c in claims {
-            let route = self.router.route(&c.domain).clone();
-            by_route
-                .entry(route.name.clone())
-                .or_insert_with(|| (route, Vec::new()))
-                .1
-                .push(c);
+            let lane = Lane::of(self.deliverer.router.route(&c.domain), &c.domain);
+            out.entry(lane).or_default().push(c);
         }
-        let mut records = Vec::new();
-        let mut bounced = Vec::new();
-        for (name, (route, claims)) in by_route {
-            let Target::Relay { host_port, .. } = &route.target else {
-                tracing::error!(route = %name, "claimed mail for a route that does not deliver");
-                continue;
-            };
-            let Some(settings) = self.settings.get(&name) else {
-                tracing::error!(route = %name, "no client settings for the route");
-                continue;
-            };
-            let result = run_relay(
-                &self.spool,
-                host_port,
-                settings,
-                &self.retry,
-                self.link_retry,
-                claims,
-            )
-            .await;
-            records.extend(result.records);
-            bounced.extend(result.bounced);
-        }
-        for b in bounced {
-            self.send_dsn(b).await;
-        }
-        if let Err(e) = self.spool.record(records, now_unix()).await {
-            tracing::error!(error = %e, "recording outcomes failed; the claims will expire and be retried");
-        }
+        out
     }
 
-    /// Commits the failure notice for a message's bounced recipients, if wanted.
-    async fn send_dsn(&self, b: Bounced) {
-        let id = b.envelope.id;
-        let reports: Vec<Reported<'_>> = b
-            .bounces
-            .iter()
-            .filter_map(|bounce| {
-                let recipient = b.envelope.recipients.get(bounce.position)?;
-                dsn::wanted(&b.envelope, recipient, Action::Failed).then(|| Reported {
-                    recipient,
-                    action: Action::Failed,
-                    status: &bounce.classified.status,
-                    remote_mta: bounce.host.as_deref(),
-                    diagnostic: &bounce.classified.reason,
-                })
-            })
-            .collect();
-        if reports.is_empty() {
-            tracing::info!(id = %id, "no DSN: the null sender, or NOTIFY did not ask for one");
-            return;
-        }
-        let dsn_id = QueueId::generate(std::time::SystemTime::now());
-        let content = dsn::build(
-            &self.hostname,
-            &b.envelope,
-            &reports,
-            &b.content,
-            now_unix(),
-            dsn_id.as_str(),
-        );
-        let envelope = Envelope {
-            id: dsn_id,
-            smtputf8: b.envelope.smtputf8,
-            ..Envelope::new(
-                "",
-                vec![Recipient::new(b.envelope.sender.clone())],
-                Origin {
-                    kind: "dsn".into(),
-                    ..Origin::default()
-                },
-            )
-        };
-        let spool = self.spool.clone();
-        let sealed = tokio::task::spawn_blocking(move || {
-            let mut draft = spool.create_draft(envelope)?;
-            draft.write(&content)?;
-            draft.seal()
-        })
-        .await;
-        match sealed {
-            Ok(Ok(sealed)) => match self.spool.commit(sealed).await {
-                Ok(queued) => {
-                    tracing::info!(id = %id, dsn = %queued, to = %b.envelope.sender, "DSN queued")
-                }
-                Err(e) => tracing::error!(id = %id, error = %e, "DSN could not be queued"),
-            },
-            Ok(Err(e)) => tracing::error!(id = %id, error = %e, "DSN could not be written"),
-            Err(e) => tracing::error!(id = %id, error = %e, "DSN task failed"),
-        }
-    }
-
-    async fn until_next_due(&self, now: i64) -> Duration {
-        let index_path = self.spool.layout().index.clone();
+    /// How long to sleep. Mail due but not claimed waits for a busy lane: its runner
+    /// finishing wakes the loop.
+    async fn until_next_due(&self, lanes_running: bool) -> Duration {
+        let index_path = self.deliverer.spool.layout().index.clone();
         let next = tokio::task::spawn_blocking(move || {
             index::open_reader(&index_path)
                 .ok()
@@ -247,8 +169,10 @@ impl Scheduler {
         .await
         .ok()
         .flatten();
+        let now = now_unix();
         match next {
             Some(at) if at > now => Duration::from_secs((at - now) as u64).min(MAX_SLEEP),
+            Some(_) if lanes_running => MAX_SLEEP,
             Some(_) => Duration::from_millis(200),
             None => MAX_SLEEP,
         }

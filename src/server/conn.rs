@@ -59,6 +59,8 @@ pub struct ServerContext {
     pub tls: Option<Arc<ServerTls>>,
     /// AUTH credentials, when `accept.users` is configured.
     pub auth: Option<Arc<AuthContext>>,
+    /// Who starts deliveries for ETRN (the daemon's queue owner).
+    pub etrn: Option<Arc<dyn super::etrn::Flush>>,
 }
 
 /// What AUTH needs, shared by every listener.
@@ -192,6 +194,16 @@ impl Conn {
             Step::Bdat { size, last, reject } => self.bdat(size, last, reject).await,
             Step::StartTls => self.starttls().await,
             Step::Auth { mechanism, initial } => self.auth(&mechanism, initial).await,
+            Step::Etrn { node, subdomains } => {
+                let r = match &self.ctx.etrn {
+                    Some(service) => {
+                        super::etrn::answer(&node, service.flush(&node, subdomains).await)
+                    }
+                    None => reply::NOT_IMPLEMENTED,
+                };
+                self.reply(&r);
+                Ok(())
+            }
         }
     }
 

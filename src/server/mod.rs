@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod etrn;
 pub mod intake;
 pub mod listener;
 pub mod policy;

@@ -27,6 +27,10 @@ pub struct SessionConfig {
     pub auth_available: bool,
     /// Protocol errors before the session is closed with 421.
     pub max_errors: u32,
+    /// ETRN is served: the daemon sets this when it supplies the flush service.
+    pub etrn_available: bool,
+    /// Clients that may ETRN without authenticating (`etrn.allowed_networks`).
+    pub etrn_networks: Vec<crate::config::IpNet>,
 }
 
 /// Protocol errors before a session is closed with 421 (Postfix's soft limit).
@@ -45,6 +49,8 @@ impl SessionConfig {
             tls_available: config.tls.is_some(),
             auth_available: config.accept.users.is_some(),
             max_errors: MAX_ERRORS,
+            etrn_available: false,
+            etrn_networks: config.etrn.allowed_networks.clone(),
         }
     }
 }
@@ -70,6 +76,11 @@ pub enum Step {
     Auth {
         mechanism: String,
         initial: Option<String>,
+    },
+    /// Start delivery of what waits for `node` (and its subdomains), then reply.
+    Etrn {
+        node: String,
+        subdomains: bool,
     },
 }
 
@@ -160,8 +171,7 @@ impl Session {
             Command::Expn(_) => self.error(reply::NOT_IMPLEMENTED),
             Command::StartTls => self.starttls(),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
-            // RFC 1985 service arrives with link awareness; until then say so plainly.
-            Command::Etrn(_) => self.error(reply::NOT_IMPLEMENTED),
+            Command::Etrn(arg) => self.etrn(&arg),
         }
     }
 
@@ -185,6 +195,9 @@ impl Session {
             ]
             .map(String::from),
         );
+        if c.etrn_available {
+            lines.push("ETRN".into());
+        }
         if c.tls_available && !self.tls {
             lines.push("STARTTLS".into());
         }
@@ -330,6 +343,30 @@ impl Session {
             );
         }
         Step::Auth { mechanism, initial }
+    }
+
+    /// RFC 1985: after HELO/EHLO, outside a transaction; a domain or `@domain`; from
+    /// an allowed network or an authenticated client.
+    fn etrn(&mut self, arg: &str) -> Step {
+        if !self.config.etrn_available {
+            return self.error(reply::NOT_IMPLEMENTED);
+        }
+        if self.helo.is_none() || self.tx.is_some() {
+            return self.error(reply::BAD_SEQUENCE);
+        }
+        let Some((node, subdomains)) = super::etrn::parse_node(arg) else {
+            return self.error(reply::ETRN_BAD_NODE);
+        };
+        let allowed = self.auth.is_some()
+            || self
+                .config
+                .etrn_networks
+                .iter()
+                .any(|net| net.contains(self.client));
+        if !allowed {
+            return Step::Reply(super::etrn::not_allowed(&node));
+        }
+        Step::Etrn { node, subdomains }
     }
 
     /// The TLS handshake finished: RFC 3207 §4.2, everything from before is forgotten.

@@ -87,6 +87,14 @@ const fn st(class: u8, subject: u16, detail: u16) -> Option<Status> {
 }
 
 // Positive.
+// RFC 1985 §5 ETRN answers (the text names the node: see `server::etrn`).
+pub const ETRN_NONE_WAITING: Reply = Reply::new(251, st(2, 0, 0), "OK, no messages waiting");
+pub const ETRN_PENDING: Reply = Reply::new(252, st(2, 0, 0), "OK, pending messages started");
+pub const ETRN_STARTED: Reply = Reply::new(253, st(2, 0, 0), "OK, pending messages started");
+pub const ETRN_CANNOT_QUEUE: Reply = Reply::new(458, st(4, 3, 0), "Unable to queue messages");
+pub const ETRN_NOT_ALLOWED: Reply = Reply::new(459, st(4, 7, 1), "Node not allowed");
+pub const ETRN_BAD_NODE: Reply = Reply::new(501, st(5, 5, 4), "ETRN needs a domain, or @domain");
+
 pub const HELP: Reply = Reply::new(214, st(2, 0, 0), "See RFC 5321; ferrymail relays mail");
 pub const READY_FOR_TLS: Reply = Reply::new(220, st(2, 0, 0), "Ready to start TLS");
 pub const CLOSING: Reply = Reply::new(221, st(2, 0, 0), "Bye");

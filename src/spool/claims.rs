@@ -3,10 +3,13 @@
 //! `next_attempt_at` to the end of the lease: if the delivery holding it dies, the lease
 //! runs out and the recipient is due again (restart resets every claim at once). Only
 //! attempts that reached a destination count and grow the backoff (DESIGN §1.4).
+//! Routing is decided once per due domain, so a route that cannot deliver now settles
+//! all of its mail in one statement, however large the backlog.
 
 use rusqlite::{Connection, Transaction, params};
 
 use super::id::QueueId;
+use super::index::ONLINE_AGE_SQL;
 use super::state::RecipientState;
 
 /// A recipient handed to delivery.
@@ -17,7 +20,10 @@ pub struct Claim {
     pub address: String,
     pub domain: String,
     pub attempts: i64,
+    /// Seconds queued while its route's link was up, as of the claim.
     pub online_age: i64,
+    /// Its delay notice has gone out.
+    pub warned: bool,
 }
 
 /// What became of a claimed recipient.
@@ -27,13 +33,16 @@ pub enum Recorded {
         reply: String,
         host: String,
     },
-    /// `attempt`: the destination answered (counts and ages); false for our own link
-    /// being down, which leaves the attempts as they were.
+    /// `attempt`: the destination answered (counts toward the backoff); false for our
+    /// own link being down, which leaves the attempts as they were. `link_wait`: due
+    /// again as soon as the route's gate opens. `warned`: a delay notice went out.
     Deferred {
         reply: String,
         host: Option<String>,
         next_attempt_at: i64,
         attempt: bool,
+        link_wait: bool,
+        warned: bool,
     },
     Bounced {
         reply: String,
@@ -44,85 +53,162 @@ pub enum Recorded {
     },
 }
 
-/// What the queue owner does with a due recipient, decided by its domain's route.
+/// What the queue owner does with a domain's due recipients, decided by its route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Disposition {
-    /// Claim it for delivery.
-    Deliver,
+    /// Claim them for delivery over `route`.
+    Deliver { route: String },
     /// A hold route: `held` until a flush or ETRN names the domain.
-    Hold { reply: String },
-    /// Cannot be delivered by this ferrymail now: stays `queued`, due again `after`
-    /// seconds later, with the reason shown.
-    Postpone { reply: String, after: i64 },
+    Hold { route: String, reply: String },
+    /// The route cannot deliver now: they keep their state, due again at `until`, with
+    /// the reason shown; `link` marks them as waiting for the route's gate.
+    Wait {
+        route: String,
+        reply: String,
+        until: i64,
+        link: bool,
+    },
+    /// Not now (their route's connection is busy): left as they are.
+    Skip,
 }
 
-/// The routing decision the claim applies, by recipient domain.
-pub type Decide = dyn Fn(&str) -> Disposition + Send + Sync;
+/// The routing decision, called once per due domain in one claim.
+pub type Decide = dyn FnMut(&str) -> Disposition + Send;
 
-/// Claims up to `limit` due recipients, oldest due first: `queued` or `deferred` ones due
-/// by `now`, and `in_flight` ones whose lease has run out. `decide` routes each by its
-/// domain; only those to deliver are claimed, the rest are settled in the same
-/// transaction, so no recipient is ever seen `in_flight` without a delivery behind it.
+const WAITING: &str = "('queued', 'deferred', 'in_flight')";
+
+/// Claims up to `limit` due recipients: `queued` or `deferred` ones due by `now`, and
+/// `in_flight` ones whose lease has run out. Domains are taken oldest due first, and
+/// `decide` routes each; only those to deliver are claimed, the rest are settled in the
+/// same transaction, so no recipient is ever seen `in_flight` without a delivery behind it.
 pub fn claim_due(
     tx: &Transaction<'_>,
     now: i64,
     lease_secs: i64,
     limit: usize,
-    decide: &Decide,
+    decide: &mut Decide,
 ) -> rusqlite::Result<Vec<Claim>> {
-    let mut select = tx.prepare_cached(
-        "SELECT message_id, position, address, domain, attempts, online_age FROM recipient
-         WHERE state IN ('queued', 'deferred', 'in_flight') AND next_attempt_at <= ?1
-         ORDER BY next_attempt_at, message_id, position LIMIT ?2",
-    )?;
-    let rows = select.query_map(params![now, limit as i64], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, i64>(4)?,
-            r.get::<_, i64>(5)?,
-        ))
-    })?;
+    let domains: Vec<String> = tx
+        .prepare_cached(&format!(
+            "SELECT domain FROM recipient WHERE state IN {WAITING} AND next_attempt_at <= ?1
+             GROUP BY domain ORDER BY MIN(next_attempt_at), domain"
+        ))?
+        .query_map([now], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     let mut claims = Vec::new();
-    let mut settled = Vec::new();
-    for row in rows {
-        let (id, position, address, domain, attempts, online_age) = row?;
-        let Ok(message_id) = QueueId::parse(&id) else {
-            continue;
-        };
+    for domain in domains {
+        if claims.len() >= limit {
+            break;
+        }
         match decide(&domain) {
-            Disposition::Deliver => claims.push(Claim {
-                message_id,
-                position: position as usize,
-                address,
-                domain,
-                attempts,
-                online_age,
-            }),
-            Disposition::Hold { reply } => {
-                settled.push((id, position, RecipientState::Held, reply, now))
+            Disposition::Skip => {}
+            Disposition::Deliver { route } => {
+                settle_route(tx, &domain, &route, now)?;
+                claim_domain(
+                    tx,
+                    &domain,
+                    now,
+                    lease_secs,
+                    limit - claims.len(),
+                    &mut claims,
+                )?;
             }
-            Disposition::Postpone { reply, after } => {
-                settled.push((id, position, RecipientState::Queued, reply, now + after))
+            Disposition::Hold { route, reply } => {
+                settle_route(tx, &domain, &route, now)?;
+                tx.prepare_cached(&format!(
+                    "UPDATE recipient SET state = 'held', last_reply = ?1, next_attempt_at = ?2,
+                         link_wait = 0, updated_at = ?2
+                     WHERE domain = ?3 AND state IN {WAITING} AND next_attempt_at <= ?2"
+                ))?
+                .execute(params![reply, now, domain])?;
+            }
+            Disposition::Wait {
+                route,
+                reply,
+                until,
+                link,
+            } => {
+                settle_route(tx, &domain, &route, now)?;
+                // A lease that ran out without an outcome counts as deferred.
+                tx.prepare_cached(&format!(
+                    "UPDATE recipient SET
+                         state = CASE state WHEN 'in_flight' THEN 'deferred' ELSE state END,
+                         last_reply = ?1, next_attempt_at = ?2, link_wait = ?3, updated_at = ?4
+                     WHERE domain = ?5 AND state IN {WAITING} AND next_attempt_at <= ?4"
+                ))?
+                .execute(params![reply, until, link, now, domain])?;
             }
         }
     }
-    drop(select);
-    let mut settle = tx.prepare_cached(
-        "UPDATE recipient SET state = ?1, last_reply = ?2, next_attempt_at = ?3, updated_at = ?4
-         WHERE message_id = ?5 AND position = ?6",
-    )?;
-    for (id, position, state, reply, next) in &settled {
-        settle.execute(params![state.as_str(), reply, next, now, id, position])?;
+    Ok(claims)
+}
+
+/// Due recipients of `domain` whose route differs from `route` take their online age so
+/// far with them and start on `route`'s clock.
+fn settle_route(tx: &Transaction<'_>, domain: &str, route: &str, now: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(&format!(
+        "UPDATE recipient SET
+             online_age = online_age + COALESCE(
+                 (SELECT online_secs FROM route_clock c WHERE c.route = recipient.route)
+                     - online_mark, 0),
+             online_mark = COALESCE(
+                 (SELECT online_secs FROM route_clock c WHERE c.route = ?1), 0),
+             route = ?1
+         WHERE domain = ?2 AND state IN {WAITING} AND next_attempt_at <= ?3
+           AND route IS NOT ?1"
+    ))?
+    .execute(params![route, domain, now])?;
+    Ok(())
+}
+
+fn claim_domain(
+    tx: &Transaction<'_>,
+    domain: &str,
+    now: i64,
+    lease_secs: i64,
+    limit: usize,
+    claims: &mut Vec<Claim>,
+) -> rusqlite::Result<()> {
+    let first = claims.len();
+    {
+        let mut select = tx.prepare_cached(&format!(
+            "SELECT r.message_id, r.position, r.address, r.attempts, {ONLINE_AGE_SQL}, r.warned
+             FROM recipient r LEFT JOIN route_clock c ON c.route = r.route
+             WHERE r.domain = ?1 AND r.state IN {WAITING} AND r.next_attempt_at <= ?2
+             ORDER BY r.next_attempt_at, r.message_id, r.position LIMIT ?3"
+        ))?;
+        let rows = select.query_map(params![domain, now, limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, position, address, attempts, online_age, warned) = row?;
+            let Ok(message_id) = QueueId::parse(&id) else {
+                continue;
+            };
+            claims.push(Claim {
+                message_id,
+                position: position as usize,
+                address,
+                domain: domain.to_owned(),
+                attempts,
+                online_age,
+                warned,
+            });
+        }
     }
-    drop(settle);
     let mut lease = tx.prepare_cached(
-        "UPDATE recipient SET state = 'in_flight', next_attempt_at = ?1, updated_at = ?2
+        "UPDATE recipient SET state = 'in_flight', next_attempt_at = ?1, link_wait = 0,
+             updated_at = ?2
          WHERE message_id = ?3 AND position = ?4",
     )?;
-    for c in &claims {
+    for c in &claims[first..] {
         lease.execute(params![
             now + lease_secs,
             now,
@@ -130,7 +216,7 @@ pub fn claim_due(
             c.position as i64
         ])?;
     }
-    Ok(claims)
+    Ok(())
 }
 
 /// Records the outcome of a claimed recipient.
@@ -141,35 +227,56 @@ pub fn record(
     outcome: &Recorded,
     now: i64,
 ) -> rusqlite::Result<()> {
-    let (state, reply, host, next, attempt) = match outcome {
+    let (state, reply, host, next, attempt, link_wait, warned) = match outcome {
         Recorded::Delivered { reply, host } => (
             RecipientState::Delivered,
             reply,
             Some(host.as_str()),
             None,
             true,
+            false,
+            false,
         ),
         Recorded::Deferred {
             reply,
             host,
             next_attempt_at,
             attempt,
+            link_wait,
+            warned,
         } => (
             RecipientState::Deferred,
             reply,
             host.as_deref(),
             Some(*next_attempt_at),
             *attempt,
+            *link_wait,
+            *warned,
         ),
-        Recorded::Bounced { reply, host } => {
-            (RecipientState::Bounced, reply, host.as_deref(), None, true)
-        }
-        Recorded::Expired { reply } => (RecipientState::Expired, reply, None, None, false),
+        Recorded::Bounced { reply, host } => (
+            RecipientState::Bounced,
+            reply,
+            host.as_deref(),
+            None,
+            true,
+            false,
+            false,
+        ),
+        Recorded::Expired { reply } => (
+            RecipientState::Expired,
+            reply,
+            None,
+            None,
+            false,
+            false,
+            false,
+        ),
     };
     tx.prepare_cached(
         "UPDATE recipient SET state = ?1, last_reply = ?2, last_host = COALESCE(?3, last_host),
-             next_attempt_at = ?4, attempts = attempts + ?5, updated_at = ?6
-         WHERE message_id = ?7 AND position = ?8",
+             next_attempt_at = ?4, attempts = attempts + ?5, link_wait = ?6,
+             warned = MAX(warned, ?7), updated_at = ?8
+         WHERE message_id = ?9 AND position = ?10",
     )?
     .execute(params![
         state.as_str(),
@@ -177,6 +284,8 @@ pub fn record(
         host,
         next,
         i64::from(attempt),
+        link_wait,
+        warned,
         now,
         id.as_str(),
         position as i64
@@ -184,200 +293,25 @@ pub fn record(
     Ok(())
 }
 
+/// Adds `secs` of online time to `route`'s clock: every recipient on that route ages by
+/// as much, in one row.
+pub fn advance_clock(conn: &Connection, route: &str, secs: i64, now: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO route_clock (route, online_secs, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (route) DO UPDATE SET online_secs = online_secs + ?2, updated_at = ?3",
+    )?
+    .execute(params![route, secs, now])?;
+    Ok(())
+}
+
 /// When the next recipient falls due (waiting ones and leases), for the wake loop.
 pub fn next_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row(
-        "SELECT MIN(next_attempt_at) FROM recipient WHERE state IN ('queued', 'deferred', 'in_flight')",
+        &format!("SELECT MIN(next_attempt_at) FROM recipient WHERE state IN {WAITING}"),
         [],
         |r| r.get(0),
     )
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spool::envelope::{Envelope, Origin, Recipient, StoredMessage, Trailer};
-    use crate::spool::index;
-
-    fn setup() -> (tempfile::TempDir, Connection, QueueId) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = index::open_writer(&dir.path().join("i.sqlite3")).unwrap();
-        let id = QueueId::generate(std::time::SystemTime::now());
-        let stored = StoredMessage {
-            envelope: Envelope {
-                id,
-                received_at: 1000,
-                ..Envelope::new(
-                    "a@x.example",
-                    vec![Recipient::new("b@y.example"), Recipient::new("c@z.example")],
-                    Origin::default(),
-                )
-            },
-            body_offset: 0,
-            trailer: Trailer {
-                size: 10,
-                eight_bit: false,
-            },
-        };
-        let tx = conn.transaction().unwrap();
-        index::insert_message(&tx, &stored, 1000, &|_, _| None).unwrap();
-        tx.commit().unwrap();
-        (dir, conn, id)
-    }
-
-    fn deliver(_: &str) -> Disposition {
-        Disposition::Deliver
-    }
-
-    fn state(
-        conn: &Connection,
-        id: QueueId,
-        position: usize,
-    ) -> (String, i64, Option<i64>, Option<String>) {
-        conn.query_row(
-            "SELECT state, attempts, next_attempt_at, last_reply FROM recipient WHERE message_id = ?1 AND position = ?2",
-            params![id.as_str(), position as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn claim_lease_record() {
-        let (_dir, mut conn, id) = setup();
-        assert_eq!(next_due(&conn).unwrap(), Some(1000));
-        let tx = conn.transaction().unwrap();
-        assert!(
-            claim_due(&tx, 999, 600, 10, &deliver).unwrap().is_empty(),
-            "nothing due yet"
-        );
-        let claims = claim_due(&tx, 1000, 600, 10, &deliver).unwrap();
-        assert_eq!(claims.len(), 2);
-        assert_eq!(
-            (claims[0].domain.as_str(), claims[1].position),
-            ("y.example", 1)
-        );
-        assert!(
-            claim_due(&tx, 1000, 600, 10, &deliver).unwrap().is_empty(),
-            "claimed ones are not claimed twice"
-        );
-        tx.commit().unwrap();
-        assert_eq!(state(&conn, id, 0).0, "in_flight");
-
-        let tx = conn.transaction().unwrap();
-        let delivered = Recorded::Delivered {
-            reply: "250 2.0.0 ok".into(),
-            host: "mx.y.example".into(),
-        };
-        record(&tx, id, 0, &delivered, 1010).unwrap();
-        let link_down = Recorded::Deferred {
-            reply: "connecting: timed out".into(),
-            host: None,
-            next_attempt_at: 1010,
-            attempt: false,
-        };
-        record(&tx, id, 1, &link_down, 1010).unwrap();
-        tx.commit().unwrap();
-        assert_eq!(
-            state(&conn, id, 0),
-            ("delivered".into(), 1, None, Some("250 2.0.0 ok".into()))
-        );
-        assert_eq!(state(&conn, id, 1).0, "deferred");
-        assert_eq!(
-            state(&conn, id, 1).1,
-            0,
-            "our link being down is not an attempt"
-        );
-
-        let tx = conn.transaction().unwrap();
-        let again = claim_due(&tx, 1010, 600, 10, &deliver).unwrap();
-        assert_eq!(again.len(), 1);
-        let answered = Recorded::Deferred {
-            reply: "451 4.7.1 later".into(),
-            host: Some("mx.z.example".into()),
-            next_attempt_at: 1310,
-            attempt: true,
-        };
-        record(&tx, id, 1, &answered, 1011).unwrap();
-        tx.commit().unwrap();
-        assert_eq!(
-            state(&conn, id, 1),
-            (
-                "deferred".into(),
-                1,
-                Some(1310),
-                Some("451 4.7.1 later".into())
-            )
-        );
-        assert_eq!(next_due(&conn).unwrap(), Some(1310));
-        assert!(
-            !index::is_finished(&conn, id).unwrap(),
-            "one recipient still deferred"
-        );
-        let tx = conn.transaction().unwrap();
-        let bounced = Recorded::Bounced {
-            reply: "550 5.1.1 no".into(),
-            host: None,
-        };
-        record(&tx, id, 1, &bounced, 1400).unwrap();
-        tx.commit().unwrap();
-        assert!(
-            index::is_finished(&conn, id).unwrap(),
-            "delivered and bounced: done"
-        );
-        let unknown = QueueId::generate(std::time::SystemTime::now());
-        assert!(
-            !index::is_finished(&conn, unknown).unwrap(),
-            "not indexed is not finished"
-        );
-    }
-
-    #[test]
-    fn routes_settle_what_is_not_delivered_in_the_same_transaction() {
-        let (_dir, mut conn, id) = setup();
-        let decide = |domain: &str| match domain {
-            "y.example" => Disposition::Hold {
-                reply: "held".into(),
-            },
-            _ => Disposition::Postpone {
-                reply: "no MX delivery".into(),
-                after: 3600,
-            },
-        };
-        let tx = conn.transaction().unwrap();
-        assert!(claim_due(&tx, 1000, 600, 10, &decide).unwrap().is_empty());
-        tx.commit().unwrap();
-        assert_eq!(
-            state(&conn, id, 0),
-            ("held".into(), 0, Some(1000), Some("held".into()))
-        );
-        assert_eq!(
-            state(&conn, id, 1),
-            (
-                "queued".into(),
-                0,
-                Some(4600),
-                Some("no MX delivery".into())
-            )
-        );
-        assert_eq!(
-            next_due(&conn).unwrap(),
-            Some(4600),
-            "held recipients are not due"
-        );
-    }
-
-    #[test]
-    fn an_expired_lease_is_claimed_again() {
-        let (_dir, mut conn, _id) = setup();
-        let tx = conn.transaction().unwrap();
-        assert_eq!(claim_due(&tx, 1000, 60, 10, &deliver).unwrap().len(), 2);
-        assert!(claim_due(&tx, 1059, 60, 10, &deliver).unwrap().is_empty());
-        assert_eq!(
-            claim_due(&tx, 1060, 60, 10, &deliver).unwrap().len(),
-            2,
-            "the dead delivery's lease ran out"
-        );
-        tx.commit().unwrap();
-    }
-}
+mod tests;

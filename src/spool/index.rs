@@ -14,7 +14,7 @@ use super::id::QueueId;
 use super::state::RecipientState;
 
 /// Schema version, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 fn schema_v1() -> String {
     let states: Vec<String> = RecipientState::ALL
@@ -49,6 +49,28 @@ fn schema_v1() -> String {
         states = states.join(",")
     )
 }
+
+/// Version 2: the online-age clock and waiting for the link (DESIGN §1.4). A recipient
+/// remembers the route it was last sent to and that route's online clock at that moment
+/// (`online_mark`); its online age is `online_age + route_clock.online_secs -
+/// online_mark`, so ageing a whole route costs one row, not one per recipient.
+/// `link_wait` marks mail that waits for its route's gate to open; `warned` that its
+/// delay notice went out.
+const SCHEMA_V2: &str = "
+    ALTER TABLE recipient ADD COLUMN route TEXT;
+    ALTER TABLE recipient ADD COLUMN online_mark INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE recipient ADD COLUMN link_wait INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE recipient ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX recipient_link_wait ON recipient(route) WHERE link_wait = 1;
+    CREATE TABLE route_clock (
+        route TEXT PRIMARY KEY NOT NULL,
+        online_secs INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;";
+
+/// A recipient's online age in seconds, as SQL over `recipient r LEFT JOIN route_clock c
+/// ON c.route = r.route`.
+pub const ONLINE_AGE_SQL: &str = "(r.online_age + COALESCE(c.online_secs - r.online_mark, 0))";
 
 /// Why an index could not be opened for writing.
 #[derive(Debug, thiserror::Error)]
@@ -88,16 +110,27 @@ pub fn open_reader(path: &Path) -> rusqlite::Result<Option<Connection>> {
 }
 
 fn migrate(conn: &Connection) -> Result<(), OpenError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version == 0 {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(&schema_v1())?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tx.commit()?;
-    } else if version > SCHEMA_VERSION {
+    let version = schema_version(conn)?;
+    if version > SCHEMA_VERSION {
         return Err(OpenError::TooNew(version));
     }
+    if version < SCHEMA_VERSION {
+        let tx = conn.unchecked_transaction()?;
+        if version < 1 {
+            tx.execute_batch(&schema_v1())?;
+        }
+        if version < 2 {
+            tx.execute_batch(SCHEMA_V2)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+    }
     Ok(())
+}
+
+/// The index's schema version (`PRAGMA user_version`); 0 for a new file.
+pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
 }
 
 /// `PRAGMA quick_check` passes.
@@ -123,6 +156,8 @@ pub struct CarriedState {
     pub online_age: i64,
     pub last_reply: Option<String>,
     pub last_host: Option<String>,
+    /// The delay notice went out.
+    pub warned: bool,
 }
 
 /// Indexes a committed message, every recipient `queued` and due now (or as carried).
@@ -148,8 +183,8 @@ pub fn insert_message(
     ])?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO recipient (message_id, position, address, domain, state, attempts,
-             next_attempt_at, online_age, last_reply, last_host, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             next_attempt_at, online_age, last_reply, last_host, updated_at, warned)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     for (position, r) in e.recipients.iter().enumerate() {
         let c = carried(position, &r.address).unwrap_or(CarriedState {
@@ -159,6 +194,7 @@ pub fn insert_message(
             online_age: 0,
             last_reply: None,
             last_host: None,
+            warned: false,
         });
         insert.execute(params![
             e.id.as_str(),
@@ -172,33 +208,48 @@ pub fn insert_message(
             c.last_reply,
             c.last_host,
             now,
+            c.warned,
         ])?;
     }
     Ok(())
 }
 
-/// Reads a recipient's state from an index (used to carry state into a rebuilt index).
+/// Reads a recipient's state from an index (used to carry state into a rebuilt index),
+/// of this schema version or the one before. The online age carried is the age reached.
 pub fn carried_state(
     conn: &Connection,
     id: QueueId,
     position: usize,
     address: &str,
 ) -> rusqlite::Result<Option<CarriedState>> {
-    conn.prepare_cached(
-        "SELECT state, attempts, next_attempt_at, online_age, last_reply, last_host
-         FROM recipient WHERE message_id = ?1 AND position = ?2 AND address = ?3",
-    )?
-    .query_row(params![id.as_str(), position as i64, address], |r| {
-        Ok(CarriedState {
-            state: RecipientState::parse(&r.get::<_, String>(0)?).unwrap_or(RecipientState::Queued),
-            attempts: r.get(1)?,
-            next_attempt_at: r.get(2)?,
-            online_age: r.get(3)?,
-            last_reply: r.get(4)?,
-            last_host: r.get(5)?,
+    let v2 = schema_version(conn)? >= 2;
+    let sql = if v2 {
+        format!(
+            "SELECT r.state, r.attempts, r.next_attempt_at, {ONLINE_AGE_SQL}, r.last_reply,
+                    r.last_host, r.warned
+             FROM recipient r LEFT JOIN route_clock c ON c.route = r.route
+             WHERE r.message_id = ?1 AND r.position = ?2 AND r.address = ?3"
+        )
+    } else {
+        "SELECT r.state, r.attempts, r.next_attempt_at, r.online_age, r.last_reply,
+                r.last_host, 0
+         FROM recipient r WHERE r.message_id = ?1 AND r.position = ?2 AND r.address = ?3"
+            .to_owned()
+    };
+    conn.prepare_cached(&sql)?
+        .query_row(params![id.as_str(), position as i64, address], |r| {
+            Ok(CarriedState {
+                state: RecipientState::parse(&r.get::<_, String>(0)?)
+                    .unwrap_or(RecipientState::Queued),
+                attempts: r.get(1)?,
+                next_attempt_at: r.get(2)?,
+                online_age: r.get(3)?,
+                last_reply: r.get(4)?,
+                last_host: r.get(5)?,
+                warned: r.get(6)?,
+            })
         })
-    })
-    .optional()
+        .optional()
 }
 
 /// Every indexed id (16 bytes each: a 100k queue costs a few MiB here, not the queue).
@@ -268,6 +319,21 @@ pub fn reset_in_flight(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<usize
     )
 }
 
+/// Mail waiting for a route's link (every route's with `None`) becomes due now: the gate
+/// opened, or the daemon starts and does not know the link yet. Returns how many.
+pub fn release_link_wait(
+    conn: &Connection,
+    route: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE recipient SET link_wait = 0, next_attempt_at = ?1, updated_at = ?1
+         WHERE link_wait = 1 AND (?2 IS NULL OR route = ?2)
+           AND state IN ('queued', 'deferred')",
+    )?
+    .execute(params![now, route])
+}
+
 pub fn delete_message(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM message WHERE id = ?1")?
         .execute([id])?;
@@ -300,6 +366,20 @@ pub fn all_ids(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
     let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
     rows.filter_map(|id| id.map(|id| QueueId::parse(&id).ok()).transpose())
         .collect()
+}
+
+/// Recipients due now or in flight, and recipients deferred: what `flush --wait`
+/// follows until the first is zero.
+pub fn busy_and_deferred(conn: &Connection, now: i64) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(
+        "SELECT
+           COUNT(*) FILTER (WHERE state = 'in_flight'
+               OR (state IN ('queued', 'deferred') AND next_attempt_at <= ?1)),
+           COUNT(*) FILTER (WHERE state = 'deferred')
+         FROM recipient",
+        [now],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// Recipient counts by state.

@@ -240,7 +240,7 @@ impl Spool {
         now: i64,
         lease_secs: i64,
         limit: usize,
-        decide: Arc<claims::Decide>,
+        decide: Box<claims::Decide>,
     ) -> Result<Vec<claims::Claim>, SpoolError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Claim {
@@ -284,6 +284,49 @@ impl Spool {
             reply,
         })?;
         rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Runs `work` on the index in the writer thread; returns its count.
+    async fn apply(&self, work: writer::IndexWork) -> Result<usize, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Apply { work, reply })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Mail waiting for `route`'s gate becomes due now: the gate opened.
+    pub async fn release_link_wait(&self, route: &str) -> Result<usize, SpoolError> {
+        let route = route.to_owned();
+        self.apply(Box::new(move |conn| {
+            index::release_link_wait(conn, Some(&route), now_unix())
+        }))
+        .await
+    }
+
+    /// Adds online time to route clocks (`claims::advance_clock`), in one transaction.
+    pub async fn advance_clocks(&self, clocks: Vec<(String, i64)>) -> Result<usize, SpoolError> {
+        self.apply(Box::new(move |conn| {
+            let tx = conn.transaction()?;
+            let now = now_unix();
+            for (route, secs) in &clocks {
+                claims::advance_clock(&tx, route, *secs, now)?;
+            }
+            tx.commit()?;
+            Ok(clocks.len())
+        }))
+        .await
+    }
+
+    /// Waiting mail due later than `latest` is due at `latest`: the wall clock went back,
+    /// and retries must not freeze for as long.
+    pub async fn clamp_due(&self, latest: i64) -> Result<usize, SpoolError> {
+        self.apply(Box::new(move |conn| {
+            conn.execute(
+                "UPDATE recipient SET next_attempt_at = ?1
+                 WHERE state IN ('queued', 'deferred') AND next_attempt_at > ?1",
+                [latest],
+            )
+        }))
+        .await
     }
 
     /// Stops the writer after the operations already sent, and waits for it.

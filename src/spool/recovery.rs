@@ -26,6 +26,9 @@ pub struct RecoveryReport {
     pub quarantined_files: usize,
     pub quarantined_rows: usize,
     pub in_flight_reset: usize,
+    /// Mail that waited for the link, due again: the link is unknown at start.
+    #[serde(default)]
+    pub link_waits_released: usize,
     pub finished_removed: usize,
 }
 
@@ -142,6 +145,7 @@ pub(crate) fn recover(
         index::delete_message(&tx, id.as_str())?;
     }
     report.in_flight_reset = index::reset_in_flight(&tx, now)?;
+    report.link_waits_released = index::release_link_wait(&tx, None, now)?;
     tx.commit()?;
 
     let finished = index::finished_messages(conn)?;

@@ -60,12 +60,20 @@ pub struct Recorded {
     pub finished: Vec<QueueId>,
 }
 
+/// Work on the index done by the writer thread (the only writer).
+pub(crate) type IndexWork = Box<dyn FnOnce(&mut Connection) -> rusqlite::Result<usize> + Send>;
+
 pub(crate) enum Op {
+    /// Runs `work` on the index; its count is the reply.
+    Apply {
+        work: IndexWork,
+        reply: oneshot::Sender<Result<usize, SpoolError>>,
+    },
     Claim {
         now: i64,
         lease_secs: i64,
         limit: usize,
-        decide: Arc<claims::Decide>,
+        decide: Box<claims::Decide>,
         reply: oneshot::Sender<Result<Vec<claims::Claim>, SpoolError>>,
     },
     Record {
@@ -136,6 +144,9 @@ impl Writer {
                     Op::Change { change, reply } => {
                         let _ = reply.send(self.apply(change));
                     }
+                    Op::Apply { work, reply } => {
+                        let _ = reply.send(work(&mut self.conn).map_err(SpoolError::from));
+                    }
                     Op::Claim {
                         now,
                         lease_secs,
@@ -143,7 +154,7 @@ impl Writer {
                         decide,
                         reply,
                     } => {
-                        let _ = reply.send(self.claim(now, lease_secs, limit, decide.as_ref()));
+                        let _ = reply.send(self.claim(now, lease_secs, limit, decide));
                     }
                     Op::Record {
                         outcomes,
@@ -277,10 +288,10 @@ impl Writer {
         now: i64,
         lease_secs: i64,
         limit: usize,
-        decide: &claims::Decide,
+        mut decide: Box<claims::Decide>,
     ) -> Result<Vec<claims::Claim>, SpoolError> {
         let tx = self.conn.transaction()?;
-        let claimed = claims::claim_due(&tx, now, lease_secs, limit, decide)?;
+        let claimed = claims::claim_due(&tx, now, lease_secs, limit, decide.as_mut())?;
         tx.commit()?;
         Ok(claimed)
     }

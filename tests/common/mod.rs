@@ -17,12 +17,19 @@ pub struct Env {
     pub spool: PathBuf,
 }
 
+/// A resolver address where nothing answers: MX lookups fail fast as "DNS unreachable",
+/// so no test ever asks the machine's resolver about the internet.
+pub const NO_DNS: &str = "[dns]\nservers = [\"127.0.0.1:1\"]\n";
+
 impl Env {
+    /// A daemon that delivers nothing until flushed (`link.mode = "manual"`): mail
+    /// stays in the queue for the test to look at.
     pub fn new() -> Env {
-        Env::with_config("")
+        Env::with_config("[link]\nmode = \"manual\"\n")
     }
 
-    /// A spool in a fresh directory, plus `extra` TOML appended to the config.
+    /// A spool in a fresh directory, plus `extra` TOML appended to the config (and
+    /// `NO_DNS` unless `extra` has its own `[dns]`).
     pub fn with_config(extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let spool = dir.path().join("spool");
@@ -30,8 +37,9 @@ impl Env {
         std::fs::write(
             &config,
             format!(
-                "hostname = \"edge.test\"\nspool = \"{}\"\n{extra}\n[[listen]]\naddr = \"127.0.0.1:0\"\n",
-                spool.display()
+                "hostname = \"edge.test\"\nspool = \"{}\"\n{extra}\n{}[[listen]]\naddr = \"127.0.0.1:0\"\n",
+                spool.display(),
+                if extra.contains("[dns]") { "" } else { NO_DNS }
             ),
         )
         .unwrap();

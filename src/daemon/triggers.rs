@@ -1,0 +1,61 @@
+//! Flushes that arrive as signals and files: SIGUSR1, and the trigger file
+//! (`link.trigger_file`, created, touched or written by the contrib/ hooks when a link
+//! comes up). Each is a flush of the whole queue, like `ferrymail flush`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::trigger;
+use crate::queue::flush::{FlushTarget, Flusher};
+
+/// How often the trigger file's modification time is looked at, besides notify.
+const POLL: Duration = Duration::from_secs(5);
+
+pub async fn run(
+    flusher: Arc<Flusher>,
+    trigger_file: Option<PathBuf>,
+    shutdown: CancellationToken,
+) {
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGUSR1");
+            None
+        }
+    };
+    let (changed, mut changes) = mpsc::unbounded_channel();
+    let _watcher = trigger_file
+        .as_ref()
+        .and_then(|f| trigger::watch(f, changed));
+    let mut poll = trigger_file.as_deref().map(trigger::Poll::new);
+    let mut ticker = tokio::time::interval(POLL);
+    loop {
+        let why = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Some(_) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => "SIGUSR1",
+            Some(()) = changes.recv() => {
+                // One touch makes several events: take them all as one flush.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while changes.try_recv().is_ok() {}
+                if let Some(p) = poll.as_mut() {
+                    p.changed();
+                }
+                "the trigger file"
+            }
+            _ = ticker.tick() => {
+                if !poll.as_mut().is_some_and(trigger::Poll::changed) {
+                    continue;
+                }
+                "the trigger file"
+            }
+        };
+        if let Err(e) = flusher.flush(&FlushTarget::All, why).await {
+            tracing::error!(why, error = %e, "flush failed");
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The link gate and its triggers (DESIGN §6). `Link` holds one gate per route and
+//! answers the scheduler's question "may this route deliver now?"; lanes, probes,
+//! flushes, the trigger file, netlink hints and the schedule feed it evidence. When a
+//! gate opens, the mail waiting for it becomes due at once (`task`). Online time — what
+//! expiry counts — accrues per route while its gate is open and the link up; offline
+//! time is never counted (DESIGN §1.4). Observing is synchronous and cheap; effects that
+//! need I/O go to the link task.
+
+pub mod etrn;
+pub mod gate;
+#[cfg(all(target_os = "linux", feature = "netlink"))]
+pub mod netlink;
+pub mod probe;
+pub mod schedule;
+pub mod task;
+pub mod trigger;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::LinkMode;
+use crate::delivery::route::{Router, Target};
+use crate::spool::now_unix;
+use gate::{Evidence, Gate, LinkState};
+use probe::ProbeTarget;
+use schedule::Schedule;
+
+/// The longest mail waits for a closed gate before it is looked at again (a safety net:
+/// the gate opening releases it at once).
+const WAIT_CHECK: i64 = 3600;
+
+/// Whether a route may deliver now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Permit {
+    Open,
+    /// Not now: why, and when to look again (unix seconds).
+    Closed {
+        reason: String,
+        until: i64,
+    },
+}
+
+/// A route's gate as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RouteStatus {
+    pub route: String,
+    /// Where it delivers: `host:port`, `mx`, or `mx:PORT`; `(hold)` for hold routes.
+    pub target: String,
+    pub state: LinkState,
+    pub reason: String,
+    /// Unix seconds of the last change.
+    pub since: i64,
+    /// Delivery may run now.
+    pub open: bool,
+    /// Why a run is going on, if one is.
+    pub run: Option<String>,
+}
+
+/// The last flush, for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FlushRecord {
+    pub at: i64,
+    pub why: String,
+    /// How the run ended: `drained`, or why it stopped.
+    pub result: String,
+}
+
+/// What the link task is told.
+#[derive(Debug)]
+pub enum Event {
+    /// `route`'s gate opened: release its waiting mail.
+    Opened { route: String },
+    /// `route`'s link came up: ETRN what `link.etrn` names.
+    Up { route: String },
+    /// Probe these routes now (a network change, a resume, a broken connection).
+    ProbeNow,
+}
+
+struct Entry {
+    gate: Gate,
+    probe: ProbeTarget,
+    hold: bool,
+    /// Where it delivers, for `status`.
+    target: String,
+    open: bool,
+    /// Since when online time has been accruing, if it is.
+    ageing_since: Option<Instant>,
+    /// Online time accrued but not yet written to the route's clock.
+    unsaved: Duration,
+}
+
+pub struct Link {
+    pub mode: LinkMode,
+    pub schedule: Schedule,
+    pub probe_interval: Duration,
+    pub(crate) tz: jiff::tz::TimeZone,
+    entries: Mutex<HashMap<String, Entry>>,
+    last_flush: Mutex<Option<FlushRecord>>,
+    /// When the next `every` run starts (unix seconds), set by the link task.
+    pub(crate) next_every_at: Mutex<Option<i64>>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Link {
+    /// A gate for every route of `router`; the receiver goes to `task::run`.
+    pub fn new(
+        link: &crate::config::Link,
+        router: &Router,
+        tz: jiff::tz::TimeZone,
+    ) -> (Link, mpsc::UnboundedReceiver<Event>) {
+        let now = now_unix();
+        let entries = router
+            .routes()
+            .map(|r| {
+                let (probe, target) = match &r.target {
+                    Target::Relay { host_port, .. } => {
+                        (ProbeTarget::Tcp(host_port.clone()), host_port.clone())
+                    }
+                    Target::Mx { port: 25, .. } => (ProbeTarget::Dns, "mx".to_owned()),
+                    Target::Mx { port, .. } => (ProbeTarget::Dns, format!("mx:{port}")),
+                };
+                let entry = Entry {
+                    gate: Gate::new(now),
+                    probe,
+                    hold: r.hold,
+                    target: if r.hold {
+                        format!("{target} (hold)")
+                    } else {
+                        target
+                    },
+                    open: false,
+                    ageing_since: None,
+                    unsaved: Duration::ZERO,
+                };
+                (r.name.clone(), entry)
+            })
+            .collect();
+        let (events, rx) = mpsc::unbounded_channel();
+        let link = Link {
+            mode: link.mode,
+            schedule: Schedule::new(&link.windows, link.every.map(|e| e.0)),
+            probe_interval: link.probe_interval.0,
+            tz,
+            entries: Mutex::new(entries),
+            last_flush: Mutex::new(None),
+            next_every_at: Mutex::new(None),
+            events,
+        };
+        link.refresh_all();
+        (link, rx)
+    }
+
+    fn window_open(&self) -> bool {
+        self.schedule
+            .open_at(&jiff::Timestamp::now().to_zoned_datetime(self.tz.clone()))
+    }
+
+    /// Whether `route` may deliver now, and if not, why and until when.
+    pub fn permit(&self, route: &str) -> Permit {
+        let window = self.window_open();
+        let entries = self.entries.lock().expect("not poisoned");
+        let Some(e) = entries.get(route) else {
+            return Permit::Open;
+        };
+        if e.gate.is_open(self.mode, window) {
+            return Permit::Open;
+        }
+        let now = now_unix();
+        let (reason, until) = if e.gate.state == LinkState::Down {
+            (
+                format!("waiting for the link: {}", e.gate.reason),
+                now + WAIT_CHECK,
+            )
+        } else if self.mode == LinkMode::Schedule {
+            let t = jiff::Timestamp::now().to_zoned_datetime(self.tz.clone());
+            let next = self
+                .schedule
+                .next_boundary(&t)
+                .map_or(now + WAIT_CHECK, |b| b.timestamp().as_second());
+            ("outside the delivery windows".to_owned(), next)
+        } else {
+            (
+                "manual mode: waiting for a flush".to_owned(),
+                now + WAIT_CHECK,
+            )
+        };
+        Permit::Closed { reason, until }
+    }
+
+    /// Feeds `evidence` about `route`'s link to its gate.
+    pub fn observe(&self, route: &str, evidence: Evidence) {
+        let now = now_unix();
+        let window = self.window_open();
+        let mut entries = self.entries.lock().expect("not poisoned");
+        let Some(e) = entries.get_mut(route) else {
+            return;
+        };
+        if let Some(change) = e.gate.observe(evidence, now) {
+            tracing::info!(route, from = change.from.as_str(), to = change.to.as_str(), reason = %e.gate.reason, "link");
+            if change.to == LinkState::Up {
+                let _ = self.events.send(Event::Up {
+                    route: route.to_owned(),
+                });
+            }
+        }
+        self.refresh(route, e, window);
+    }
+
+    /// A flush (or ETRN, the trigger file, `every`) for `route`, or every route: each
+    /// starts a run, coalesced with one already going. Returns whether one was.
+    pub fn flush(&self, route: Option<&str>, why: &str) -> bool {
+        let names: Vec<String> = match route {
+            Some(r) => vec![r.to_owned()],
+            None => self
+                .entries
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .filter(|(_, e)| !e.hold)
+                .map(|(n, _)| n.clone())
+                .collect(),
+        };
+        let running = {
+            let entries = self.entries.lock().expect("not poisoned");
+            names
+                .iter()
+                .any(|n| entries.get(n).is_some_and(|e| e.gate.run.is_some()))
+        };
+        for name in names {
+            self.observe(&name, Evidence::Flush(why.to_owned()));
+        }
+        *self.last_flush.lock().expect("not poisoned") = Some(FlushRecord {
+            at: now_unix(),
+            why: why.to_owned(),
+            result: "running".into(),
+        });
+        let _ = self.events.send(Event::ProbeNow);
+        running
+    }
+
+    /// Ends the runs of routes that have nothing more due; runs started after
+    /// `pass_started` are left alone (their mail may not have been seen yet).
+    pub fn end_drained_runs(
+        &self,
+        busy: &dyn Fn(&str) -> bool,
+        seen: &dyn Fn(&str) -> bool,
+        pass_started: i64,
+    ) {
+        let window = self.window_open();
+        let mut entries = self.entries.lock().expect("not poisoned");
+        let mut ended = Vec::new();
+        for (name, e) in entries.iter_mut() {
+            let Some(run) = &e.gate.run else { continue };
+            if run.started_at < pass_started && !busy(name) && !seen(name) {
+                tracing::info!(route = %name, why = %run.why, "run finished: nothing more is due");
+                ended.push(run.why.clone());
+                e.gate.run = None;
+            }
+        }
+        let names: Vec<String> = entries.keys().cloned().collect();
+        for name in names {
+            let e = entries.get_mut(&name).expect("listed");
+            self.refresh(&name, e, window);
+        }
+        drop(entries);
+        if !ended.is_empty() {
+            let mut last = self.last_flush.lock().expect("not poisoned");
+            if let Some(record) = last.as_mut().filter(|r| r.result == "running") {
+                record.result = "drained".into();
+            }
+        }
+    }
+
+    /// Re-evaluates every gate (the schedule may have opened or closed one).
+    pub fn refresh_all(&self) {
+        let window = self.window_open();
+        let mut entries = self.entries.lock().expect("not poisoned");
+        let names: Vec<String> = entries.keys().cloned().collect();
+        for name in names {
+            let e = entries.get_mut(&name).expect("listed");
+            self.refresh(&name, e, window);
+        }
+    }
+
+    /// Keeps `open` and the online-time accrual in step with the gate; an opening is
+    /// sent to the link task.
+    fn refresh(&self, name: &str, e: &mut Entry, window: bool) {
+        let open = e.gate.is_open(self.mode, window);
+        if open && !e.open {
+            let _ = self.events.send(Event::Opened {
+                route: name.to_owned(),
+            });
+        }
+        if !open && e.open {
+            tracing::debug!(route = name, "gate closed");
+        }
+        e.open = open;
+        let ageing = e.gate.is_ageing(self.mode, window);
+        match (ageing, e.ageing_since) {
+            (true, None) => e.ageing_since = Some(Instant::now()),
+            (false, Some(since)) => {
+                e.unsaved += since.elapsed();
+                e.ageing_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Online seconds accrued per route since the last call, for the route clocks. At
+    /// most `cap` per call: a monotonic clock that jumps (it should not) ages nothing.
+    pub fn take_online_time(&self, cap: Duration) -> Vec<(String, i64)> {
+        let mut entries = self.entries.lock().expect("not poisoned");
+        let mut out = Vec::new();
+        for (name, e) in entries.iter_mut() {
+            if let Some(since) = e.ageing_since {
+                e.unsaved += since.elapsed();
+                e.ageing_since = Some(Instant::now());
+            }
+            let total = e.unsaved.min(cap);
+            let secs = total.as_secs();
+            e.unsaved = total - Duration::from_secs(secs);
+            if secs > 0 {
+                out.push((name.clone(), secs as i64));
+            }
+        }
+        out
+    }
+
+    /// Routes to probe now: not known up, not hold routes, and allowed to deliver.
+    pub fn to_probe(&self) -> Vec<(String, ProbeTarget)> {
+        let window = self.window_open();
+        self.entries
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|(_, e)| {
+                !e.hold
+                    && e.gate.state != LinkState::Up
+                    && match self.mode {
+                        LinkMode::Auto => true,
+                        LinkMode::Schedule => window || e.gate.run.is_some(),
+                        LinkMode::Manual => e.gate.run.is_some(),
+                    }
+            })
+            .map(|(n, e)| (n.clone(), e.probe.clone()))
+            .collect()
+    }
+
+    /// The probe target of `route`.
+    pub fn probe_target(&self, route: &str) -> Option<ProbeTarget> {
+        self.entries
+            .lock()
+            .expect("not poisoned")
+            .get(route)
+            .map(|e| e.probe.clone())
+    }
+
+    /// Asks the link task to probe now (a network change was seen).
+    pub fn hint(&self, why: &str) {
+        tracing::debug!(why, "network change: probing");
+        let _ = self.events.send(Event::ProbeNow);
+    }
+
+    pub fn status(&self) -> Vec<RouteStatus> {
+        let window = self.window_open();
+        let mut out: Vec<RouteStatus> = self
+            .entries
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(name, e)| RouteStatus {
+                route: name.clone(),
+                target: e.target.clone(),
+                state: e.gate.state,
+                reason: e.gate.reason.clone(),
+                since: e.gate.since,
+                open: e.gate.is_open(self.mode, window),
+                run: e.gate.run.as_ref().map(|r| r.why.clone()),
+            })
+            .collect();
+        out.sort_by(|a, b| a.route.cmp(&b.route));
+        out
+    }
+
+    pub fn last_flush(&self) -> Option<FlushRecord> {
+        self.last_flush.lock().expect("not poisoned").clone()
+    }
+
+    /// A run ended because the link failed.
+    pub fn note_flush_failed(&self, why: &str) {
+        let mut last = self.last_flush.lock().expect("not poisoned");
+        if let Some(record) = last.as_mut().filter(|r| r.result == "running") {
+            record.result = format!("stopped: {why}");
+        }
+    }
+
+    /// When the schedule next starts delivery (unix seconds), in schedule mode.
+    pub fn next_scheduled(&self) -> Option<i64> {
+        if self.mode != LinkMode::Schedule {
+            return None;
+        }
+        let every_due = *self.next_every_at.lock().expect("not poisoned");
+        let t = jiff::Timestamp::now().to_zoned_datetime(self.tz.clone());
+        let window = (!self.schedule.open_at(&t))
+            .then(|| self.schedule.next_boundary(&t))
+            .flatten()
+            .map(|b| b.timestamp().as_second());
+        match (window, every_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
