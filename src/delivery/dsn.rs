@@ -77,7 +77,9 @@ pub fn wanted(envelope: &Envelope, recipient: &Recipient, action: Action) -> boo
         return false;
     }
     match recipient.notify.as_deref() {
-        None => action == Action::Failed,
+        // RFC 3461 §4.1: without NOTIFY, FAILURE or FAILURE,DELAY at our discretion; delay
+        // notices are then governed by `retry.warn_after` (zero turns them off).
+        None => matches!(action, Action::Failed | Action::Delayed),
         Some(list) => list
             .split(',')
             .any(|k| k.eq_ignore_ascii_case(action.notify_keyword())),
@@ -264,7 +266,10 @@ mod tests {
             ..Recipient::new("d@x.example")
         };
         assert!(wanted(&e, &plain, Action::Failed));
-        assert!(!wanted(&e, &plain, Action::Delayed));
+        assert!(
+            wanted(&e, &plain, Action::Delayed),
+            "no NOTIFY: failure and delay"
+        );
         assert!(!wanted(&e, &plain, Action::Delivered));
         assert!(!wanted(&e, &never, Action::Failed));
         assert!(wanted(&e, &all, Action::Delivered) && wanted(&e, &all, Action::Delayed));

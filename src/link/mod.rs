@@ -17,7 +17,9 @@ pub mod trigger;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -31,6 +33,10 @@ use schedule::Schedule;
 /// The longest mail waits for a closed gate before it is looked at again (a safety net:
 /// the gate opening releases it at once).
 const WAIT_CHECK: i64 = 3600;
+
+/// The most online time written to a route's clock at once: the link task writes at
+/// least every minute, so more means the monotonic clock misbehaved; it ages nothing.
+pub const ONLINE_TIME_CAP: Duration = Duration::from_secs(120);
 
 /// Whether a route may deliver now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +92,8 @@ struct Entry {
     /// Where it delivers, for `status`.
     target: String,
     open: bool,
+    /// When the current run started, on the monotonic clock.
+    run_started: Option<Instant>,
     /// Since when online time has been accruing, if it is.
     ageing_since: Option<Instant>,
     /// Online time accrued but not yet written to the route's clock.
@@ -132,6 +140,7 @@ impl Link {
                         target
                     },
                     open: false,
+                    run_started: None,
                     ageing_since: None,
                     unsaved: Duration::ZERO,
                 };
@@ -198,7 +207,12 @@ impl Link {
         let Some(e) = entries.get_mut(route) else {
             return;
         };
-        if let Some(change) = e.gate.observe(evidence, now) {
+        let had_run = e.gate.run.is_some();
+        let change = e.gate.observe(evidence, now);
+        if e.gate.run.is_some() && !had_run {
+            e.run_started = Some(Instant::now());
+        }
+        if let Some(change) = change {
             tracing::info!(route, from = change.from.as_str(), to = change.to.as_str(), reason = %e.gate.reason, "link");
             if change.to == LinkState::Up {
                 let _ = self.events.send(Event::Up {
@@ -247,14 +261,15 @@ impl Link {
         &self,
         busy: &dyn Fn(&str) -> bool,
         seen: &dyn Fn(&str) -> bool,
-        pass_started: i64,
+        pass_started: Instant,
     ) {
         let window = self.window_open();
         let mut entries = self.entries.lock().expect("not poisoned");
         let mut ended = Vec::new();
         for (name, e) in entries.iter_mut() {
             let Some(run) = &e.gate.run else { continue };
-            if run.started_at < pass_started && !busy(name) && !seen(name) {
+            let before_pass = e.run_started.is_some_and(|t| t < pass_started);
+            if before_pass && !busy(name) && !seen(name) {
                 tracing::info!(route = %name, why = %run.why, "run finished: nothing more is due");
                 ended.push(run.why.clone());
                 e.gate.run = None;
@@ -414,3 +429,6 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -180,14 +180,30 @@ impl LinkTask {
         tokio::spawn(async move { super::etrn::request(&host_port, &settings, &domains).await });
     }
 
+    /// Writes the online time accrued since the scheduler's last pass (which writes it
+    /// too). With nothing waiting there is nobody to age, and the time is dropped: it
+    /// must not age mail that arrives later.
     async fn save_clocks(&self) {
-        let clocks = self.link.take_online_time(CLOCK_TICK * 2);
-        if clocks.is_empty() {
+        let clocks = self.link.take_online_time(super::ONLINE_TIME_CAP);
+        if clocks.is_empty() || !self.anything_waits().await {
             return;
         }
         if let Err(e) = self.spool.advance_clocks(clocks).await {
             tracing::error!(error = %e, "writing online time failed");
         }
+    }
+
+    async fn anything_waits(&self) -> bool {
+        let index = self.spool.layout().index.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::spool::index::open_reader(&index)
+                .ok()
+                .flatten()
+                .and_then(|c| crate::spool::claims::next_due(&c).ok().flatten())
+                .is_some()
+        })
+        .await
+        .unwrap_or(true)
     }
 
     /// Compares the wall clock's progress with the monotonic clock's since `mark`.

@@ -211,6 +211,7 @@ impl Deliverer {
                     LEASE.as_secs() as i64,
                     LANE_CLAIM,
                     self.only(&lane),
+                    self.link.take_online_time(crate::link::ONLINE_TIME_CAP),
                 )
                 .await
             {

@@ -43,15 +43,17 @@ impl Scheduler {
                 break;
             }
             let last_pass = Instant::now();
-            let pass_started = now_unix();
             let busy: HashSet<Lane> = lanes.values().cloned().collect();
             let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
             let claimed = spool
                 .claim(
-                    pass_started,
+                    now_unix(),
                     LEASE.as_secs() as i64,
                     LANE_CLAIM * MAX_LANES,
                     self.disposition(busy.clone(), seen.clone()),
+                    self.deliverer
+                        .link
+                        .take_online_time(crate::link::ONLINE_TIME_CAP),
                 )
                 .await;
             {
@@ -59,7 +61,7 @@ impl Scheduler {
                 self.deliverer.link.end_drained_runs(
                     &|route| busy.iter().any(|l| l.route == route),
                     &|route| seen.contains(route),
-                    pass_started,
+                    last_pass.into(),
                 );
             }
             let claims = match claimed {

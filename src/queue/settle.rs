@@ -84,7 +84,7 @@ pub async fn settle(p: &Policy<'_>, results: Vec<(Claim, Classified)>, host: Opt
                     Recorded::Deferred {
                         reply: c.reason.clone(),
                         host: host.map(str::to_owned),
-                        next_attempt_at: now + delay.as_secs() as i64,
+                        next_attempt_at: now + delay.as_secs_f64().ceil() as i64,
                         attempt: true,
                         link_wait: false,
                         warned: warn,

@@ -234,13 +234,16 @@ impl Spool {
         rx.blocking_recv().map_err(|_| SpoolError::WriterGone)?
     }
 
-    /// Claims due recipients for delivery (`claims::claim_due`).
+    /// Claims due recipients for delivery (`claims::claim_due`), after adding `clocks`
+    /// (online seconds per route) to the route clocks in the same transaction, so the
+    /// ages the claims carry are current.
     pub async fn claim(
         &self,
         now: i64,
         lease_secs: i64,
         limit: usize,
         decide: Box<claims::Decide>,
+        clocks: Vec<(String, i64)>,
     ) -> Result<Vec<claims::Claim>, SpoolError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Claim {
@@ -248,6 +251,7 @@ impl Spool {
             lease_secs,
             limit,
             decide,
+            clocks,
             reply,
         })?;
         rx.await.map_err(|_| SpoolError::WriterGone)?

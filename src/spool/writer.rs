@@ -74,6 +74,7 @@ pub(crate) enum Op {
         lease_secs: i64,
         limit: usize,
         decide: Box<claims::Decide>,
+        clocks: Vec<(String, i64)>,
         reply: oneshot::Sender<Result<Vec<claims::Claim>, SpoolError>>,
     },
     Record {
@@ -152,9 +153,10 @@ impl Writer {
                         lease_secs,
                         limit,
                         decide,
+                        clocks,
                         reply,
                     } => {
-                        let _ = reply.send(self.claim(now, lease_secs, limit, decide));
+                        let _ = reply.send(self.claim(now, lease_secs, limit, decide, &clocks));
                     }
                     Op::Record {
                         outcomes,
@@ -289,8 +291,12 @@ impl Writer {
         lease_secs: i64,
         limit: usize,
         mut decide: Box<claims::Decide>,
+        clocks: &[(String, i64)],
     ) -> Result<Vec<claims::Claim>, SpoolError> {
         let tx = self.conn.transaction()?;
+        for (route, secs) in clocks {
+            claims::advance_clock(&tx, route, *secs, now)?;
+        }
         let claimed = claims::claim_due(&tx, now, lease_secs, limit, decide.as_mut())?;
         tx.commit()?;
         Ok(claimed)

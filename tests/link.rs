@@ -1,0 +1,348 @@
+//! Link awareness end to end (issue 5), with the real daemon and a scripted upstream: an
+//! upstream that is down keeps the mail without counting attempts or online age, and
+//! gets everything within a probe interval of coming back, over one connection; manual
+//! mode moves nothing until `flush --wait`; the trigger file flushes; a schedule outside
+//! its window sends nothing, and `every` sends; ETRN releases a hub's held mail to an
+//! allowed client only, and an edge sends ETRN by itself when its link comes up.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::upstream::Upstream;
+use common::{Env, wait_for};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An edge relaying through 127.0.0.1:`port`, probing every second; `link` adds keys
+/// to its `[link]` section, `extra` whole sections.
+fn edge(port: u16, link: &str, extra: &str) -> Env {
+    Env::with_config(&format!(
+        "[upstream]\nsmarthost = \"127.0.0.1:{port}\"\ntls = \"none\"\n[link]\nprobe_interval = \"1s\"\n{link}\n{extra}"
+    ))
+}
+
+fn recipients(env: &Env) -> Vec<serde_json::Value> {
+    env.queued()
+        .iter()
+        .flat_map(|e| e["recipients"].as_array().unwrap().clone())
+        .collect()
+}
+
+fn send(env: &Env, n: usize) {
+    for i in 0..n {
+        let out = env.send(
+            &["bob@far.example"],
+            format!("Subject: {i}\n\nx\n").as_bytes(),
+        );
+        assert!(out.status.success());
+    }
+}
+
+#[test]
+fn an_upstream_that_comes_back_gets_everything_within_a_probe_interval() {
+    let port = free_port();
+    let edge = edge(port, "", "");
+    let daemon = edge.start_daemon();
+    send(&edge, 3);
+    assert!(wait_for(Duration::from_secs(20), || {
+        let r = recipients(&edge);
+        r.len() == 3
+            && r.iter().all(|r| {
+                r["last_reply"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("refused"))
+            })
+    }));
+    // Down for a while: kept, no attempt counted, no online age.
+    std::thread::sleep(Duration::from_secs(3));
+    for r in recipients(&edge) {
+        assert_eq!(r["attempts"], 0, "{r}");
+        assert_eq!(r["online_age"], 0, "{r}");
+        assert_ne!(r["state"], "bounced");
+    }
+    let status = edge.run(&["status", "--json"], b"");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let route = &status["routes"][0];
+    assert_eq!(
+        (route["route"].as_str(), route["state"].as_str()),
+        (Some("upstream"), Some("down")),
+        "{status}"
+    );
+
+    let upstream = Upstream::accepting(&format!("127.0.0.1:{port}"));
+    let back = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(3), || upstream.received().len() == 3),
+        "not delivered within probe_interval + 2 s of the upstream coming back"
+    );
+    eprintln!(
+        "delivered {:?} after the upstream came back",
+        back.elapsed()
+    );
+    assert_eq!(
+        upstream.sessions(),
+        1,
+        "one SMTP session carried the backlog"
+    );
+    assert!(wait_for(Duration::from_secs(5), || edge
+        .queued()
+        .is_empty()));
+    daemon.stop();
+}
+
+#[test]
+fn manual_mode_moves_nothing_until_flush_wait_delivers_everything() {
+    let upstream = Upstream::accepting("127.0.0.1:0");
+    let edge = edge(upstream.addr.port(), "mode = \"manual\"", "");
+    let daemon = edge.start_daemon();
+    send(&edge, 2);
+    assert!(wait_for(Duration::from_secs(20), || recipients(&edge)
+        .len()
+        == 2));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        upstream.received().is_empty(),
+        "manual mode sent mail unasked"
+    );
+    assert!(
+        recipients(&edge).iter().all(|r| r["last_reply"]
+            .as_str()
+            .is_some_and(|s| s.contains("manual"))),
+        "{:?}",
+        recipients(&edge)
+    );
+    let out = edge.run(&["flush", "--wait"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("everything due was delivered"));
+    assert_eq!(upstream.received().len(), 2);
+    assert!(edge.queued().is_empty());
+    // The run ends once nothing is due: new mail waits again.
+    std::thread::sleep(Duration::from_secs(1));
+    send(&edge, 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(upstream.received().len(), 2);
+    daemon.stop();
+}
+
+#[test]
+fn touching_the_trigger_file_flushes() {
+    let upstream = Upstream::accepting("127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    let trigger = dir.path().join("run/flush");
+    let edge = edge(
+        upstream.addr.port(),
+        &format!(
+            "mode = \"manual\"\ntrigger_file = \"{}\"",
+            trigger.display()
+        ),
+        "",
+    );
+    let daemon = edge.start_daemon();
+    send(&edge, 1);
+    assert!(wait_for(Duration::from_secs(20), || recipients(&edge)
+        .len()
+        == 1));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(upstream.received().is_empty());
+    std::fs::write(&trigger, b"").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || upstream.received().len() == 1),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("trigger file"));
+    daemon.stop();
+}
+
+/// A window that is not open now: it starts two hours from now, local time.
+fn closed_window() -> String {
+    let now = jiff::ZonedDateTime::now();
+    let start = (now.hour() as i32 + 2) % 24;
+    let end = (start + 1) % 24;
+    format!(
+        "{start:02}:{:02}-{end:02}:{:02}",
+        now.minute(),
+        now.minute()
+    )
+}
+
+#[test]
+fn a_schedule_sends_only_in_its_window_and_every_period() {
+    let upstream = Upstream::accepting("127.0.0.1:0");
+    let outside = edge(
+        upstream.addr.port(),
+        &format!("mode = \"schedule\"\nwindows = [\"{}\"]", closed_window()),
+        "",
+    );
+    let daemon = outside.start_daemon();
+    send(&outside, 1);
+    assert!(wait_for(Duration::from_secs(20), || recipients(&outside)
+        .len()
+        == 1));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(upstream.received().is_empty(), "sent outside the window");
+    let status = outside.run(&["status", "--json"], b"");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(status["next_flush_at"].as_i64().unwrap() > ferrymail::spool::now_unix());
+    daemon.stop();
+
+    let every = edge(
+        upstream.addr.port(),
+        "mode = \"schedule\"\nevery = \"2s\"",
+        "",
+    );
+    let daemon = every.start_daemon();
+    send(&every, 2);
+    assert!(
+        wait_for(Duration::from_secs(8), || upstream.received().len() == 2),
+        "every 2s sent nothing"
+    );
+    daemon.stop();
+}
+
+/// One SMTP exchange from `from` (a loopback address): the reply code to each line.
+fn smtp(server: SocketAddr, from: &str, lines: &[&str]) -> Vec<u16> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect(&server.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut read_reply = || -> u16 {
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line[..3].parse().unwrap();
+            }
+        }
+    };
+    assert_eq!(read_reply(), 220);
+    lines
+        .iter()
+        .map(|l| {
+            writer.write_all(format!("{l}\r\n").as_bytes()).unwrap();
+            read_reply()
+        })
+        .collect()
+}
+
+/// A hub holding field.example's mail for a field station listening on `station`.
+fn hub(port: u16, station: u16) -> Env {
+    Env::with_config(&format!(
+        "[[listen]]\naddr = \"127.0.0.1:{port}\"\n\
+         [[route]]\ndomains = [\"field.example\"]\nvia = \"127.0.0.1:{station}\"\nhold = true\ntls = \"none\"\n\
+         [etrn]\nallowed_networks = [\"127.0.0.1/32\"]\n[link]\nprobe_interval = \"1s\"\n"
+    ))
+}
+
+fn hub_listener(hub: &Env) -> SocketAddr {
+    let status = hub.run(&["status", "--json"], b"");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    status["listeners"][0].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn etrn_releases_held_mail_to_allowed_clients_only() {
+    let station = Upstream::accepting("127.0.0.1:0");
+    let hub = hub(free_port(), station.addr.port());
+    let daemon = hub.start_daemon();
+    let out = hub.send(&["bob@field.example"], b"Subject: held\n\nfor the field\n");
+    assert!(out.status.success());
+    assert!(wait_for(Duration::from_secs(20), || recipients(&hub)
+        .first()
+        .is_some_and(|r| r["state"] == "held")));
+    let addr = hub_listener(&hub);
+    assert_eq!(
+        smtp(
+            addr,
+            "127.0.0.2",
+            &["EHLO stranger.example", "ETRN field.example", "QUIT"]
+        ),
+        [250, 459, 221],
+        "not in etrn.allowed_networks"
+    );
+    assert_eq!(
+        smtp(
+            addr,
+            "127.0.0.1",
+            &["EHLO field.example", "ETRN ;reboot", "ETRN #queue", "QUIT"]
+        ),
+        [250, 501, 501, 221]
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        station.received().is_empty(),
+        "refused ETRNs released nothing"
+    );
+    assert_eq!(
+        smtp(
+            addr,
+            "127.0.0.1",
+            &["EHLO field.example", "ETRN field.example", "QUIT"]
+        ),
+        [250, 253, 221]
+    );
+    assert!(wait_for(Duration::from_secs(5), || station
+        .received()
+        .len()
+        == 1));
+    assert_eq!(station.received()[0].rcpts, ["bob@field.example"]);
+    assert!(wait_for(Duration::from_secs(5), || hub.queued().is_empty()));
+    assert_eq!(
+        smtp(
+            addr,
+            "127.0.0.1",
+            &["EHLO field.example", "ETRN field.example", "QUIT"]
+        ),
+        [250, 251, 221],
+        "nothing waiting"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn an_edge_sends_etrn_when_its_link_comes_up() {
+    let station = Upstream::accepting("127.0.0.1:0");
+    let hub_port = free_port();
+    let hub = hub(hub_port, station.addr.port());
+    let hub_daemon = hub.start_daemon();
+    let out = hub.send(&["bob@field.example"], b"Subject: held\n\nfor the field\n");
+    assert!(out.status.success());
+    assert!(wait_for(Duration::from_secs(20), || recipients(&hub)
+        .first()
+        .is_some_and(|r| r["state"] == "held")));
+    let edge = edge(hub_port, "etrn = [\"field.example\"]", "");
+    let edge_daemon = edge.start_daemon();
+    assert!(
+        wait_for(Duration::from_secs(10), || station.received().len() == 1),
+        "edge log:\n{}\nhub log:\n{}",
+        edge_daemon.log(),
+        hub_daemon.log()
+    );
+    assert!(
+        edge_daemon.log().contains("ETRN accepted"),
+        "{}",
+        edge_daemon.log()
+    );
+    edge_daemon.stop();
+    hub_daemon.stop();
+}
