@@ -3,7 +3,8 @@
 //! receives. Content reaches it canonical and dot-stuffed; TLS required but missing means
 //! no MAIL and no credentials ever sent; endless continuations, huge lines and junk codes
 //! defer; silence after the dot times out and defers; failures at MAIL, DATA and end of
-//! data apply to every recipient of the transaction; 421 defers everything.
+//! data apply to every recipient of the transaction; 421 defers everything; a reply
+//! injected after STARTTLS's 220 is dropped and EHLO said again inside TLS.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -367,5 +368,93 @@ async fn without_chunking_a_batch_goes_message_by_message() {
     assert!(
         wire.contains("\r\n..one\r\n"),
         "dot-stuffed on the DATA path"
+    );
+}
+
+/// A STARTTLS upstream that injects a reply after its `220` (response injection): the
+/// client must drop it, do TLS, and say EHLO again, reading only what came inside TLS.
+#[tokio::test]
+async fn replies_injected_after_starttls_are_dropped() {
+    let ck = rcgen::generate_simple_self_signed(vec!["fake.example".into()]).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let inside = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = inside.clone();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        tcp.write_all(b"220 fake.example ESMTP\r\n").await.unwrap();
+        let _ = tcp.read(&mut buf).await.unwrap(); // EHLO
+        tcp.write_all(b"250-fake.example\r\n250 STARTTLS\r\n")
+            .await
+            .unwrap();
+        let _ = tcp.read(&mut buf).await.unwrap(); // STARTTLS
+        // The injection: a fake EHLO reply (no PIPELINING) sent with the 220.
+        tcp.write_all(b"220 go ahead\r\n250-injected\r\n250 8BITMIME\r\n")
+            .await
+            .unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let (read, mut write) = tokio::io::split(tls);
+        let mut read = BufReader::new(read);
+        loop {
+            let mut line = String::new();
+            if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let cmd = line.trim_end().to_owned();
+            log.lock().unwrap().push(cmd.clone());
+            let answer = if cmd.starts_with("EHLO") {
+                "250-inside.tls\r\n250-PIPELINING\r\n250 8BITMIME\r\n".to_owned()
+            } else if cmd == "DATA" {
+                "354 go on\r\n".to_owned()
+            } else if cmd == "." {
+                "250 2.0.0 queued inside TLS\r\n".to_owned()
+            } else if cmd == "QUIT" {
+                "221 bye\r\n".to_owned()
+            } else if cmd.starts_with("MAIL") || cmd.starts_with("RCPT") {
+                "250 2.0.0 ok\r\n".to_owned()
+            } else {
+                continue;
+            };
+            write.write_all(answer.as_bytes()).await.unwrap();
+        }
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let s = ClientSettings {
+        tls_config: ferrymail::delivery::settings::tls_client_config(roots).unwrap(),
+        ..settings(TlsPolicy::Required, false)
+    };
+    let mut c = Connection::open(addr, "fake.example", &s).await.unwrap();
+    assert!(
+        c.capabilities().pipelining,
+        "the capabilities are those said inside TLS, not the injected ones"
+    );
+    let r = rcpts(1);
+    let outcomes = c
+        .send(&message(&r, b"Subject: x\r\n\r\nx\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].outcome, Outcome::Delivered, "{:?}", outcomes[0]);
+    assert!(
+        outcomes[0].reason.contains("inside TLS"),
+        "{}",
+        outcomes[0].reason
+    );
+    c.quit().await;
+    let commands = inside.lock().unwrap().clone();
+    assert!(
+        commands[0].starts_with("EHLO"),
+        "EHLO again inside TLS: {commands:?}"
     );
 }

@@ -4,7 +4,10 @@
 //! batch cannot deadlock on full socket buffers, and the writer stays within a bounded
 //! window of unanswered transactions, which bounds what a crash can deliver twice.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -14,11 +17,15 @@ use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use crate::smtp::response::Response;
 
 /// How far the writer may run ahead of the replies: at most this many transactions, and
-/// this many bytes, unanswered. It is what a crash can repeat (the upstream commits what
-/// it has read after we die), so it is bounded; and it must cover the link's
-/// bandwidth-delay product to keep the link busy: 1 MiB fills 600 ms at 13 Mbit/s.
+/// this many bytes, unanswered. What is unanswered is what a crash can repeat (the
+/// upstream commits what it has read after we die), so the window is bounded, and kept
+/// near what the link needs: twice the messages answered per round trip, measured as
+/// the replies come (`Window`), so a fast path keeps two or three in flight while a long
+/// thin one keeps enough to stay busy. 1 MiB fills 600 ms at 13 Mbit/s.
 pub const WINDOW_MESSAGES: usize = 32;
 pub const WINDOW_BYTES: usize = 1 << 20;
+/// The smallest window: one transaction being answered while the next is on its way.
+const MIN_WINDOW: usize = 2;
 
 /// Content goes out in writes of this size, each under the data block timeout.
 const WRITE_CHUNK: usize = 64 << 10;
@@ -92,6 +99,7 @@ impl Connection {
         let answered = AtomicUsize::new(0);
         let stopped = AtomicBool::new(false);
         let replies_in = Notify::new();
+        let window = Mutex::new(self.window.take().unwrap_or_else(|| Window::new(self.rtt)));
         let read_replies = async {
             let mut replies: Vec<Response> = Vec::with_capacity(expected);
             let mut buf = [0u8; 8192];
@@ -111,6 +119,10 @@ impl Connection {
                             done(index, &transaction_outcomes(rcpts, &mut these, None));
                             consumed += needed;
                             answered_here += 1;
+                            window
+                                .lock()
+                                .expect("not poisoned")
+                                .answered(Instant::now());
                             answered.store(answered_here, Ordering::Release);
                             replies_in.notify_one();
                         }
@@ -171,7 +183,8 @@ impl Connection {
                     }
                     let done = answered.load(Ordering::Acquire);
                     let unanswered = sent_bytes[k] - sent_bytes[done.min(k)];
-                    if k == done || (k - done < WINDOW_MESSAGES && unanswered < WINDOW_BYTES) {
+                    let limit = window.lock().expect("not poisoned").limit();
+                    if k == done || (k - done < limit && unanswered < WINDOW_BYTES) {
                         break;
                     }
                     wait.await;
@@ -196,6 +209,7 @@ impl Connection {
                     }
                 }
                 sent_bytes.push(sent_bytes[k] + wire.len());
+                window.lock().expect("not poisoned").written(Instant::now());
             }
             match tokio::time::timeout(t.data_block, write_half.flush()).await {
                 Ok(Ok(())) => None,
@@ -214,6 +228,8 @@ impl Connection {
             result
         };
         let (write_failure, (replies, read_failure)) = tokio::join!(write, read);
+        // What was learnt of the path serves the connection's next batch.
+        self.window = Some(window.into_inner().expect("not poisoned"));
 
         let failure = read_failure.or(write_failure);
         let mut replies = replies.into_iter();
@@ -267,4 +283,109 @@ fn transaction_outcomes(
         }
     }
     outcomes
+}
+
+/// The pipelining window's measure of the path: the shortest time a transaction took to
+/// be answered once written (the round trip, unloaded), and the rate at which answers
+/// come. Keeping `2 × rate × round trip` in flight fills the link and no more.
+pub(super) struct Window {
+    written: VecDeque<Instant>,
+    answers: VecDeque<Instant>,
+    rtt: Duration,
+}
+
+impl Window {
+    /// Recent answers the rate is taken over.
+    const RATE_SPAN: usize = 8;
+    /// A round trip this long is a long thin link: start with the whole window, as
+    /// waiting to measure it would cost round trips there; a shorter path starts small.
+    const LONG_PATH: Duration = Duration::from_millis(200);
+    const START: usize = 4;
+
+    pub(super) fn new(rtt: Duration) -> Window {
+        Window {
+            written: VecDeque::new(),
+            answers: VecDeque::new(),
+            rtt,
+        }
+    }
+
+    fn written(&mut self, at: Instant) {
+        self.written.push_back(at);
+    }
+
+    fn answered(&mut self, at: Instant) {
+        if let Some(sent) = self.written.pop_front() {
+            let took = at.saturating_duration_since(sent);
+            if self.rtt.is_zero() || took < self.rtt {
+                self.rtt = took;
+            }
+        }
+        self.answers.push_back(at);
+        if self.answers.len() > Self::RATE_SPAN {
+            self.answers.pop_front();
+        }
+    }
+
+    /// Transactions that may be unanswered now.
+    fn limit(&self) -> usize {
+        let (Some(first), Some(last)) = (self.answers.front(), self.answers.back()) else {
+            return self.start();
+        };
+        if self.answers.len() < 3 {
+            return self.start();
+        }
+        let span = last
+            .saturating_duration_since(*first)
+            .as_secs_f64()
+            .max(1e-6);
+        let rate = (self.answers.len() - 1) as f64 / span;
+        let needed = (2.0 * rate * self.rtt.as_secs_f64()).ceil() as usize + 1;
+        needed.clamp(MIN_WINDOW, WINDOW_MESSAGES)
+    }
+
+    fn start(&self) -> usize {
+        if self.rtt >= Self::LONG_PATH {
+            WINDOW_MESSAGES
+        } else {
+            Self::START
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(rtt_ms: u64, every_ms: u64, n: u64) -> usize {
+        let start = Instant::now();
+        let mut w = Window::new(Duration::from_millis(rtt_ms));
+        for i in 0..n {
+            w.written(start + Duration::from_millis(i * every_ms));
+        }
+        for i in 0..n {
+            w.answered(start + Duration::from_millis(i * every_ms + rtt_ms));
+        }
+        w.limit()
+    }
+
+    #[test]
+    fn the_window_follows_the_path() {
+        assert_eq!(
+            Window::new(Duration::ZERO).limit(),
+            Window::START,
+            "unmeasured: start small"
+        );
+        assert_eq!(
+            Window::new(Duration::from_millis(600)).limit(),
+            WINDOW_MESSAGES,
+            "a long round trip starts wide"
+        );
+        // Loopback: answers a millisecond apart, a tenth of one to come back.
+        assert_eq!(feed(0, 1, 20), MIN_WINDOW);
+        // 600 ms round trip, a 4 KiB message every 33 ms at 1 Mbit/s: 2 × 30 × 0.6 ≈ 37.
+        assert_eq!(feed(600, 33, 20), WINDOW_MESSAGES);
+        // 100 ms round trip, one every 20 ms: 2 × 50 × 0.1 + 1 = 11.
+        assert_eq!(feed(100, 20, 20), 11);
+    }
 }

@@ -123,6 +123,10 @@ pub struct Connection {
     pub host: String,
     /// The name the upstream gave in its greeting (RFC 5321 §4.3.1), for loop checks.
     pub greeting: String,
+    /// The last EHLO's round trip: the link's delay, for the pipelining window.
+    pub rtt: Duration,
+    /// The pipelining window, as measured by earlier batches on this connection.
+    pub(super) window: Option<super::batch::Window>,
 }
 
 type Step<T> = Result<T, Classified>;
@@ -151,6 +155,8 @@ impl Connection {
             use_chunking: s.use_chunking,
             host: format!("{server_name}[{addr}]"),
             greeting: String::new(),
+            rtt: Duration::ZERO,
+            window: None,
         };
         if s.tls == TlsPolicy::Implicit {
             conn.handshake(server_name, s).await?;
@@ -242,9 +248,11 @@ impl Connection {
     }
 
     async fn ehlo(&mut self, helo: &str) -> Step<()> {
+        let asked = std::time::Instant::now();
         let r = self
             .command(&format!("EHLO {helo}"), Phase::Ehlo, self.timeouts.command)
             .await?;
+        self.rtt = asked.elapsed();
         expect(Phase::Ehlo, &r, 250)?;
         self.caps = Capabilities::from_ehlo(&r);
         Ok(())

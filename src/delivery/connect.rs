@@ -101,6 +101,7 @@ pub async fn open_mx(
                 if e.kind() == std::io::ErrorKind::NetworkUnreachable {
                     no_route += 1;
                 }
+                tracing::info!(host = name, %addr, reason = %connect_error(&e), "MX host did not answer; trying the next");
                 failures.push(classify(
                     Phase::Connect,
                     &Event::ConnectFailed(format!("{name}[{addr}]: {}", connect_error(&e))),
@@ -114,7 +115,10 @@ pub async fn open_mx(
                 return Err(classify(Phase::Banner, &Event::Loop));
             }
             Ok(conn) => return Ok(conn),
-            Err(c) => failures.push(c),
+            Err(c) => {
+                tracing::info!(host = name, %addr, reason = %c.reason, "MX host failed; trying the next");
+                failures.push(c);
+            }
         }
     }
     // A host that answered explains more than one that did not.

@@ -209,7 +209,11 @@ fn dns_failure(e: &NetError) -> Failure {
                 Failure::NoData
             }
         }
-        NetError::Dns(DnsError::ResponseCode(code)) => Failure::Temporary(code.to_string()),
+        NetError::Dns(DnsError::ResponseCode(code)) => Failure::Temporary(match *code {
+            ResponseCode::ServFail => "SERVFAIL".to_owned(),
+            ResponseCode::Refused => "REFUSED".to_owned(),
+            other => other.to_string(),
+        }),
         NetError::Timeout | NetError::NoConnections | NetError::Io(_) | NetError::Busy => {
             Failure::Unreachable
         }

@@ -55,7 +55,9 @@ fn schema_v1() -> String {
 /// (`online_mark`); its online age is `online_age + route_clock.online_secs -
 /// online_mark`, so ageing a whole route costs one row, not one per recipient.
 /// `link_wait` marks mail that waits for its route's gate to open; `warned` that its
-/// delay notice went out.
+/// delay notice went out. `finished_drop` remembers the maildrop names of messages that
+/// already left the spool, so a drop whose unlink a crash interrupted is not queued again
+/// even when its message was delivered that fast.
 const SCHEMA_V2: &str = "
     ALTER TABLE recipient ADD COLUMN route TEXT;
     ALTER TABLE recipient ADD COLUMN online_mark INTEGER NOT NULL DEFAULT 0;
@@ -66,6 +68,10 @@ const SCHEMA_V2: &str = "
         route TEXT PRIMARY KEY NOT NULL,
         online_secs INTEGER NOT NULL,
         updated_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE finished_drop (
+        drop_name TEXT PRIMARY KEY NOT NULL,
+        finished_at INTEGER NOT NULL
     ) STRICT;";
 
 /// A recipient's online age in seconds, as SQL over `recipient r LEFT JOIN route_clock c
@@ -272,8 +278,24 @@ pub fn contains(conn: &Connection, id: QueueId) -> rusqlite::Result<bool> {
 }
 
 pub fn has_drop(conn: &Connection, drop_name: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM message WHERE drop_name = ?1")?
-        .exists([drop_name])
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM message WHERE drop_name = ?1")?
+        .exists([drop_name])?
+        || conn
+            .prepare_cached("SELECT 1 FROM finished_drop WHERE drop_name = ?1")?
+            .exists([drop_name])?)
+}
+
+/// How long a finished message's drop name is remembered: far longer than any pickup
+/// takes to unlink a drop it has committed.
+pub const FINISHED_DROP_KEPT: i64 = 2 * 86400;
+
+/// Forgets finished drop names older than `FINISHED_DROP_KEPT` (recovery, at start).
+pub fn prune_finished_drops(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "DELETE FROM finished_drop WHERE finished_at < ?1",
+        [now - FINISHED_DROP_KEPT],
+    )
 }
 
 /// Messages whose every recipient is in a final state: ready to leave the spool.
@@ -334,7 +356,13 @@ pub fn release_link_wait(
     .execute(params![now, route])
 }
 
+/// Removes a message's rows; a maildrop name it came from is remembered (`has_drop`).
 pub fn delete_message(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO finished_drop (drop_name, finished_at)
+         SELECT drop_name, unixepoch() FROM message WHERE id = ?1 AND drop_name IS NOT NULL",
+    )?
+    .execute([id])?;
     tx.prepare_cached("DELETE FROM message WHERE id = ?1")?
         .execute([id])?;
     Ok(())

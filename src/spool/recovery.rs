@@ -146,6 +146,7 @@ pub(crate) fn recover(
     }
     report.in_flight_reset = index::reset_in_flight(&tx, now)?;
     report.link_waits_released = index::release_link_wait(&tx, None, now)?;
+    index::prune_finished_drops(&tx, now)?;
     tx.commit()?;
 
     let finished = index::finished_messages(conn)?;

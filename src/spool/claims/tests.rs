@@ -295,3 +295,44 @@ fn online_age_follows_the_route_clock() {
         .unwrap();
     assert_eq!(age, 45);
 }
+
+#[test]
+fn a_finished_drop_is_remembered_after_its_rows_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = index::open_writer(&dir.path().join("i.sqlite3")).unwrap();
+    let id = QueueId::generate(std::time::SystemTime::now());
+    let stored = StoredMessage {
+        envelope: Envelope {
+            id,
+            ..Envelope::new(
+                "a@x.example",
+                vec![Recipient::new("b@y.example")],
+                Origin {
+                    drop: Some("1800000000.1.P1.Rabc".into()),
+                    ..Origin::default()
+                },
+            )
+        },
+        body_offset: 0,
+        trailer: Trailer {
+            size: 1,
+            eight_bit: false,
+        },
+    };
+    let tx = conn.transaction().unwrap();
+    index::insert_message(&tx, &stored, 1000, &|_, _| None).unwrap();
+    tx.commit().unwrap();
+    assert!(index::has_drop(&conn, "1800000000.1.P1.Rabc").unwrap());
+    let tx = conn.transaction().unwrap();
+    index::delete_message(&tx, id.as_str()).unwrap();
+    tx.commit().unwrap();
+    assert!(
+        index::has_drop(&conn, "1800000000.1.P1.Rabc").unwrap(),
+        "delivered and removed, but a leftover drop must not be queued again"
+    );
+    let tx = conn.transaction().unwrap();
+    let later = crate::spool::now_unix() + index::FINISHED_DROP_KEPT + 10;
+    index::prune_finished_drops(&tx, later).unwrap();
+    tx.commit().unwrap();
+    assert!(!index::has_drop(&conn, "1800000000.1.P1.Rabc").unwrap());
+}
