@@ -293,9 +293,13 @@ async fn run_pickup(pickup: Arc<pickup::Pickup>, shutdown: CancellationToken) {
 /// platform refuses: the periodic rescan still picks everything up.
 fn watch(dir: &std::path::Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let mut watcher = notify::recommended_watcher(move |_event| wake.notify_one())
-        .map_err(|e| tracing::warn!(error = %e, "cannot watch maildrop; rescanning every 30s"))
-        .ok()?;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| crate::link::trigger::is_change(&e.kind)) {
+            wake.notify_one();
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch maildrop; rescanning every 30s"))
+    .ok()?;
     watcher
         .watch(dir, notify::RecursiveMode::NonRecursive)
         .map_err(|e| tracing::warn!(error = %e, "cannot watch maildrop; rescanning every 30s"))

@@ -27,6 +27,7 @@ pub fn watch(
     let name = file.file_name()?.to_owned();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
+            && is_change(&event.kind)
             && event.paths.iter().any(|p| p.file_name() == Some(&name))
         {
             let _ = changed.send(());
@@ -39,6 +40,19 @@ pub fn watch(
         .map_err(|e| tracing::warn!(error = %e, "cannot watch the trigger file; polling it"))
         .ok()?;
     Some(watcher)
+}
+
+/// An event that changes a file or a directory listing. Opening and reading are events
+/// too (inotify's IN_OPEN): a watcher that acted on them would wake itself for ever.
+pub fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Modify(_)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
 /// The trigger file's modification time, for polling.
