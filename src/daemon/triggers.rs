@@ -1,6 +1,8 @@
 //! Flushes that arrive as signals and files: SIGUSR1, and the trigger file
 //! (`link.trigger_file`, created, touched or written by the contrib/ hooks when a link
-//! comes up). Each is a flush of the whole queue, like `ferrymail flush`.
+//! comes up). Each is a flush of the whole queue, like `ferrymail flush`. A trigger file
+//! that says `down` (the hooks write it when a link goes away) is no flush: the gates
+//! probe at once, and close without waiting for a delivery to fail.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,8 +56,23 @@ pub async fn run(
                 "the trigger file"
             }
         };
+        if why == "the trigger file" && says_down(trigger_file.as_deref()) {
+            flusher.link.hint("the trigger file says down");
+            continue;
+        }
         if let Err(e) = flusher.flush(&FlushTarget::All, why).await {
             tracing::error!(why, error = %e, "flush failed");
         }
     }
+}
+
+/// The trigger file holds `down` (a hook saw the link go).
+fn says_down(file: Option<&std::path::Path>) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let Some(Ok(mut f)) = file.map(std::fs::File::open) else {
+        return false;
+    };
+    let n = f.read(&mut head).unwrap_or(0);
+    head[..n].trim_ascii() == b"down"
 }

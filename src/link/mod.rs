@@ -344,8 +344,9 @@ impl Link {
         out
     }
 
-    /// Routes to probe now: not known up, not hold routes, and allowed to deliver.
-    pub fn to_probe(&self) -> Vec<(String, ProbeTarget)> {
+    /// Routes to probe now: not hold routes, allowed to deliver, and not known up
+    /// (with `all`, after a network change, up ones too: the change may have cut them).
+    pub fn to_probe(&self, all: bool) -> Vec<(String, ProbeTarget)> {
         let window = self.window_open();
         self.entries
             .lock()
@@ -353,7 +354,7 @@ impl Link {
             .iter()
             .filter(|(_, e)| {
                 !e.hold
-                    && e.gate.state != LinkState::Up
+                    && (all || e.gate.state != LinkState::Up)
                     && match self.mode {
                         LinkMode::Auto => true,
                         LinkMode::Schedule => window || e.gate.run.is_some(),

@@ -63,6 +63,8 @@ impl LinkTask {
         let mut probes: JoinSet<(String, Result<String, String>)> = JoinSet::new();
         let mut probing: HashSet<String> = HashSet::new();
         let mut next_probe = Instant::now();
+        // A network change probes even the routes known up.
+        let mut probe_all = false;
         let mut next_tick = Instant::now() + CLOCK_TICK;
         let every = link
             .schedule
@@ -82,14 +84,18 @@ impl LinkTask {
                 Some(event) = events.recv() => match event {
                     Event::Opened { route } => self.opened(&route).await,
                     Event::Up { route } => self.came_up(&route),
-                    Event::ProbeNow => next_probe = Instant::now(),
+                    Event::ProbeNow => {
+                        next_probe = Instant::now();
+                        probe_all = true;
+                    }
                 },
                 Some(()) = netlink_rx.recv() => {
-                    link.hint("netlink");
+                    // Let the change settle (an address follows its link), then probe.
                     next_probe = Instant::now() + Duration::from_millis(200);
+                    probe_all = true;
                 }
                 _ = tokio::time::sleep_until(next_probe) => {
-                    for (route, target) in link.to_probe() {
+                    for (route, target) in link.to_probe(std::mem::take(&mut probe_all)) {
                         if probing.insert(route.clone()) {
                             let resolver = self.resolver.clone();
                             let timeout = link.probe_interval.min(Duration::from_secs(10));
