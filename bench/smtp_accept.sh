@@ -61,6 +61,8 @@ hostname = "ferrymail.bench.example"
 spool = "$WORK/ferrymail"
 [[listen]]
 addr = "127.0.0.1:$FM_PORT"
+[link]
+mode = "manual"      # keep what is accepted, as Postfix's HOLD does
 TOML
 "$FM_BIN" --config "$WORK/ferrymail.toml" serve 2>"$WORK/ferrymail.log" &
 FM_PID=$!
