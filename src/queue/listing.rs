@@ -47,13 +47,22 @@ pub fn for_each_entry(
     only: Option<&str>,
     mut f: impl FnMut(QueueEntry) -> io::Result<()>,
 ) -> Result<(), ListError> {
-    let mut stmt = conn.prepare(
+    // An index the daemon has not migrated yet (version 1) has no route clocks.
+    let (age, clocks) = if crate::spool::index::schema_version(conn)? >= 2 {
+        (
+            crate::spool::index::ONLINE_AGE_SQL,
+            "LEFT JOIN route_clock c ON c.route = r.route",
+        )
+    } else {
+        ("r.online_age", "")
+    };
+    let mut stmt = conn.prepare(&format!(
         "SELECT m.id, m.sender, m.size, m.received_at, r.address, r.state, r.attempts,
-                r.next_attempt_at, r.online_age, r.last_reply, r.last_host
-         FROM message m JOIN recipient r ON r.message_id = m.id
+                r.next_attempt_at, {age}, r.last_reply, r.last_host
+         FROM message m JOIN recipient r ON r.message_id = m.id {clocks}
          WHERE ?1 IS NULL OR m.id = ?1
-         ORDER BY m.received_at, m.id, r.position",
-    )?;
+         ORDER BY m.received_at, m.id, r.position"
+    ))?;
     let mut rows = stmt.query([only])?;
     let mut current: Option<QueueEntry> = None;
     while let Some(row) = rows.next()? {

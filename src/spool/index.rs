@@ -423,3 +423,46 @@ pub fn count_by_state(conn: &Connection) -> rusqlite::Result<Vec<(RecipientState
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_index_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&schema_v1()).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO message VALUES ('0000000000000001', 'a@x.example', 10, 0, 1000, NULL);
+                 INSERT INTO recipient (message_id, position, address, domain, state, attempts,
+                     next_attempt_at, online_age, updated_at)
+                 VALUES ('0000000000000001', 0, 'b@y.example', 'y.example', 'deferred', 3, 2000, 77, 1000);",
+            )
+            .unwrap();
+        }
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(schema_version(&reader).unwrap(), 1);
+        drop(reader);
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
+        let (attempts, age, link_wait): (i64, i64, i64) = conn
+            .query_row(
+                &format!(
+                    "SELECT r.attempts, {ONLINE_AGE_SQL}, r.link_wait FROM recipient r
+                     LEFT JOIN route_clock c ON c.route = r.route"
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (attempts, age, link_wait),
+            (3, 77, 0),
+            "state kept, new columns empty"
+        );
+    }
+}
