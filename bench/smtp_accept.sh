@@ -20,7 +20,7 @@ WORK=$(mktemp -d -p "$PWD/target" bench-smtp.XXXXXX)
 chmod 755 "$WORK"
 FM_PID=""
 cleanup() {
-  [ -n "$FM_PID" ] && kill -TERM "$FM_PID" 2>/dev/null && wait "$FM_PID" 2>/dev/null
+  if [ -n "$FM_PID" ] && kill -TERM "$FM_PID" 2>/dev/null; then wait "$FM_PID" 2>/dev/null || true; fi
   script -qc "postfix -c $WORK/postfix/etc stop" /dev/null >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }

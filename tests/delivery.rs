@@ -8,15 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Env, stored_messages, wait_for};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{Env, free_port, stored_messages, wait_for};
 
 /// The hub: it holds mail for hub.example (for an edge to collect); nobody may relay.
 fn hub(port: u16) -> Env {
@@ -209,16 +201,8 @@ fn sigkill_during_delivery_loses_nothing() {
     );
     edge_daemon.stop();
     hub_daemon.stop();
-    let markers: Vec<String> = stored_messages(&hub.spool)
-        .into_iter()
-        .map(|(_, b)| {
-            String::from_utf8_lossy(&b)
-                .lines()
-                .find(|l| l.starts_with("marker-"))
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let stored = stored_messages(&hub.spool);
+    let markers = common::markers(stored.iter().map(|(_, b)| b.as_slice()));
     let distinct: std::collections::HashSet<&String> = markers.iter().collect();
     assert_eq!(distinct.len(), N, "lost {} message(s)", N - distinct.len());
     let duplicates = markers.len() - N;
@@ -256,17 +240,8 @@ fn sigkill_during_data_delivery_repeats_at_most_one_message() {
         .queued()
         .is_empty()));
     edge_daemon.stop();
-    let markers: Vec<String> = upstream
-        .received()
-        .iter()
-        .map(|m| {
-            String::from_utf8_lossy(&m.data)
-                .lines()
-                .find(|l| l.starts_with("marker-"))
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let received = upstream.received();
+    let markers = common::markers(received.iter().map(|m| m.data.as_slice()));
     let distinct: std::collections::HashSet<&String> = markers.iter().collect();
     assert_eq!(distinct.len(), N, "lost {} message(s)", N - distinct.len());
     let duplicates = markers.len() - N;

@@ -12,15 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::upstream::Upstream;
-use common::{Env, wait_for};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{Env, free_port, wait_for};
 
 /// An edge relaying through 127.0.0.1:`port`, probing every second; `link` adds keys
 /// to its `[link]` section, `extra` whole sections.

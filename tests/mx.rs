@@ -13,16 +13,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::upstream::Upstream;
-use common::{Env, wait_for};
+use common::{Env, free_port, wait_for};
 use dns::Rr;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn recipient(env: &Env, address: &str) -> Option<serde_json::Value> {
     env.queued()

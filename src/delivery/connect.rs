@@ -102,10 +102,7 @@ pub async fn open_mx(
                     no_route += 1;
                 }
                 tracing::info!(host = name, %addr, reason = %connect_error(&e), "MX host did not answer; trying the next");
-                failures.push(classify(
-                    Phase::Connect,
-                    &Event::ConnectFailed(format!("{name}[{addr}]: {}", connect_error(&e))),
-                ));
+                failures.push(connect_failed(name, addr, &e));
                 continue;
             }
         };
@@ -189,6 +186,13 @@ async fn start_with_fallback(
         }
         other => other,
     }
+}
+
+fn connect_failed(host: &str, addr: SocketAddr, e: &std::io::Error) -> Classified {
+    classify(
+        Phase::Connect,
+        &Event::ConnectFailed(format!("{host}[{addr}]: {}", connect_error(e))),
+    )
 }
 
 #[cfg(test)]

@@ -158,6 +158,29 @@ pub fn run_with_input(mut cmd: Command, stdin: &[u8]) -> Output {
     }
 }
 
+/// A loopback port nobody listens on (just now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `marker-N` line of each message body (see `fill_maildrop`).
+pub fn markers<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
+    bodies
+        .into_iter()
+        .map(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .find(|l| l.starts_with("marker-"))
+                .expect("a marker line")
+                .to_owned()
+        })
+        .collect()
+}
+
 /// Polls `f` every 20 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
