@@ -10,6 +10,7 @@
 # Usage: bench/smtp_accept.sh [messages-per-run]   (default 3000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/lib.sh
 MESSAGES=${1:-3000}
 SESSIONS=20
 SIZE=4096
@@ -20,40 +21,17 @@ WORK=$(mktemp -d -p "$PWD/target" bench-smtp.XXXXXX)
 chmod 755 "$WORK"
 FM_PID=""
 cleanup() {
-  if [ -n "$FM_PID" ] && kill -TERM "$FM_PID" 2>/dev/null; then wait "$FM_PID" 2>/dev/null || true; fi
-  script -qc "postfix -c $WORK/postfix/etc stop" /dev/null >/dev/null 2>&1 || true
+  stop_pids $FM_PID
+  postfix_stop "$WORK/postfix"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PF_PORT=$(free_port); FM_PORT=$(free_port)
 
 # --- a private Postfix instance ---------------------------------------------------
 PF=$WORK/postfix
-mkdir -p "$PF/etc" "$PF/data" "$PF/queue"
-cat > "$PF/etc/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PF/queue
-data_directory = $PF/data
-myhostname = postfix.bench.example
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = check_client_access static:HOLD
-maillog_file = $PF/maillog
-maillog_file_prefixes = $PF
-default_process_limit = 100
-CF
-sed -e "s/^smtp      inet.*/$PF_PORT      inet  n       -       n       -       -       smtpd/" \
-    -e '/^#/d' /etc/postfix/master.cf > "$PF/etc/master.cf"
-chown postfix "$PF/data"
-# Postfix reports errors through its log; `script` gives its commands a terminal so they
-# also print them.
-pf() { script -qec "postfix -c $PF/etc $1" /dev/null; }
-pf check
-pf start
+private_postfix "$PF" "$PF_PORT" "smtpd_recipient_restrictions = check_client_access static:HOLD
+default_process_limit = 100"
 
 # --- ferrymail --------------------------------------------------------------------
 cat > "$WORK/ferrymail.toml" <<TOML

@@ -11,6 +11,7 @@
 # Usage: bench/thin_link.sh [messages]   (default 200)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/lib.sh
 MESSAGES=${1:-200}
 LOOPBACK=${LOOPBACK_MESSAGES:-2000}
 SIZE=4096; DELAY_MS=300; KBIT=1000
@@ -21,14 +22,11 @@ WORK=$(mktemp -d -p "$PWD/target" bench-thin.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do
-    if kill -TERM "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; fi
-  done
-  script -qc "postfix -c $WORK/postfix/etc stop" /dev/null >/dev/null 2>&1 || true
+  stop_pids "${PIDS[@]}"
+  postfix_stop "$WORK/postfix"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 calc() { python3 -c "print($1)"; }
 
@@ -96,26 +94,8 @@ FM_BYTES=$(stat_of fm bytes_up)
 
 # --- Postfix, over the same link ------------------------------------------------------
 PF=$WORK/postfix; PF_PORT=$(free_port); R2=$(free_port)
-mkdir -p "$PF/etc" "$PF/data" "$PF/queue"
-cat > "$PF/etc/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PF/queue
-data_directory = $PF/data
-myhostname = postfix.bench.example
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-relayhost = [127.0.0.1]:$R2
-defer_transports = smtp
-maillog_file = $PF/maillog
-maillog_file_prefixes = $PF
-CF
-sed -e "s/^smtp      inet.*/$PF_PORT      inet  n       -       n       -       -       smtpd/" \
-    -e '/^#/d' /etc/postfix/master.cf > "$PF/etc/master.cf"
-chown postfix "$PF/data"
-script -qec "postfix -c $PF/etc start" /dev/null >/dev/null
+private_postfix "$PF" "$PF_PORT" "relayhost = [127.0.0.1]:$R2
+defer_transports = smtp"
 pf_deferred() { find "$PF/queue/deferred" -type f 2>/dev/null | wc -l; }
 pf_fill() { # pf_fill N: queue N messages of SIZE bytes, then wait until all are deferred
   smtp-source -s 5 -l "$SIZE" -m "$1" -f sender@client.bench.example -t rcpt@far.bench.example "127.0.0.1:$PF_PORT"

@@ -151,6 +151,9 @@ fn tricky_content() -> Vec<u8> {
     c.extend_from_slice(b".leading dot\r\n..two dots\r\n.\r\nalone above was a dot line\r\n");
     c.extend_from_slice("8-bit: caf\u{e9} na\u{ef}ve\r\n".as_bytes());
     c.extend(std::iter::repeat_n(b'L', 5000));
+    c.extend_from_slice(b"\r\nbinary: ");
+    // Every octet but NUL (refused on intake) and bare CR or LF (never on the wire).
+    c.extend((1..=255u8).filter(|b| *b != b'\r' && *b != b'\n'));
     c.extend_from_slice(b"\r\nlast line\r\n");
     c
 }

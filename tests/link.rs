@@ -2,7 +2,7 @@
 //! upstream that is down keeps the mail without counting attempts or online age, and
 //! gets everything within a probe interval of coming back, over one connection; manual
 //! mode moves nothing until `flush --wait`; the trigger file flushes; a schedule outside
-//! its window sends nothing, and `every` sends; ETRN releases a hub's held mail to an
+//! its window sends nothing, and `every` sends; SIGUSR1 flushes; ETRN releases a hub's held mail to an
 //! allowed client only, and an edge sends ETRN by itself when its link comes up.
 
 mod common;
@@ -156,6 +156,25 @@ fn touching_the_trigger_file_flushes() {
         daemon.log()
     );
     assert!(daemon.log().contains("trigger file"));
+    daemon.stop();
+}
+
+#[test]
+fn sigusr1_flushes() {
+    let upstream = Upstream::accepting("127.0.0.1:0");
+    let edge = edge(upstream.addr.port(), "mode = \"manual\"", "");
+    let daemon = edge.start_daemon();
+    send(&edge, 1);
+    assert!(wait_for(Duration::from_secs(20), || recipients(&edge)
+        .len()
+        == 1));
+    daemon.signal(libc::SIGUSR1);
+    assert!(
+        wait_for(Duration::from_secs(5), || upstream.received().len() == 1),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("SIGUSR1"));
     daemon.stop();
 }
 

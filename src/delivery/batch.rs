@@ -25,7 +25,7 @@ use crate::smtp::response::Response;
 pub const WINDOW_MESSAGES: usize = 32;
 pub const WINDOW_BYTES: usize = 1 << 20;
 /// The smallest window: one transaction being answered while the next is on its way.
-const MIN_WINDOW: usize = 2;
+const MIN_WINDOW: usize = 8;
 
 /// Content goes out in writes of this size, each under the data block timeout.
 const WRITE_CHUNK: usize = 64 << 10;
@@ -300,7 +300,7 @@ impl Window {
     /// A round trip this long is a long thin link: start with the whole window, as
     /// waiting to measure it would cost round trips there; a shorter path starts small.
     const LONG_PATH: Duration = Duration::from_millis(200);
-    const START: usize = 4;
+    const START: usize = 8;
 
     pub(super) fn new(rtt: Duration) -> Window {
         Window {

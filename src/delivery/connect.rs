@@ -146,12 +146,7 @@ async fn open_with_fallback(
 ) -> Result<Connection, Classified> {
     let tcp = connect(addr, settings.timeouts.connect)
         .await
-        .map_err(|e| {
-            classify(
-                Phase::Connect,
-                &Event::ConnectFailed(format!("{host}[{addr}]: {}", connect_error(&e))),
-            )
-        })?;
+        .map_err(|e| connect_failed(host, addr, &e))?;
     start_with_fallback(tcp, addr, host, settings).await
 }
 
@@ -176,12 +171,7 @@ async fn start_with_fallback(
             };
             let tcp = connect(addr, settings.timeouts.connect)
                 .await
-                .map_err(|e| {
-                    classify(
-                        Phase::Connect,
-                        &Event::ConnectFailed(format!("{host}[{addr}]: {}", connect_error(&e))),
-                    )
-                })?;
+                .map_err(|e| connect_failed(host, addr, &e))?;
             Connection::start(tcp, addr, host, &clear).await
         }
         other => other,

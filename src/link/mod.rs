@@ -81,8 +81,9 @@ pub enum Event {
     Opened { route: String },
     /// `route`'s link came up: ETRN what `link.etrn` names.
     Up { route: String },
-    /// Probe these routes now (a network change, a resume, a broken connection).
-    ProbeNow,
+    /// Probe now the routes not known up; with `all`, those known up too (a network
+    /// change or a resume may have cut them).
+    ProbeNow { all: bool },
 }
 
 struct Entry {
@@ -251,7 +252,7 @@ impl Link {
             why: why.to_owned(),
             result: "running".into(),
         });
-        let _ = self.events.send(Event::ProbeNow);
+        let _ = self.events.send(Event::ProbeNow { all: false });
         running
     }
 
@@ -377,7 +378,7 @@ impl Link {
     /// Asks the link task to probe now (a network change was seen).
     pub fn hint(&self, why: &str) {
         tracing::debug!(why, "network change: probing");
-        let _ = self.events.send(Event::ProbeNow);
+        let _ = self.events.send(Event::ProbeNow { all: true });
     }
 
     pub fn status(&self) -> Vec<RouteStatus> {

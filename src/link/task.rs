@@ -84,9 +84,9 @@ impl LinkTask {
                 Some(event) = events.recv() => match event {
                     Event::Opened { route } => self.opened(&route).await,
                     Event::Up { route } => self.came_up(&route),
-                    Event::ProbeNow => {
+                    Event::ProbeNow { all } => {
                         next_probe = Instant::now();
-                        probe_all = true;
+                        probe_all |= all;
                     }
                 },
                 Some(()) = netlink_rx.recv() => {

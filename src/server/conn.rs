@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{MAX_CONCURRENT_CHECKS, Throttle, Users};
 use super::intake::Intake;
 use super::received::{MAX_RECEIVED, TraceInfo, received_header};
+use super::replies::{MAX_COMMITS, Replies};
 use super::session::{Session, SessionConfig, Step};
 use super::stream::Stream;
 use super::tls::ServerTls;
@@ -103,7 +104,7 @@ pub(super) struct Conn {
     pub(super) session: Session,
     pub(super) framer: LineFramer,
     pub(super) input: Vec<u8>,
-    pub(super) output: Vec<u8>,
+    pub(super) output: Replies,
     pub(super) deadline: Instant,
     pub(super) bdat: Option<(Intake, BdatCheck)>,
     pub(super) auth_failures: u32,
@@ -120,12 +121,14 @@ pub async fn serve_connection(stream: Stream, peer: SocketAddr, ctx: Arc<ServerC
         session,
         framer: LineFramer::new(),
         input: Vec::with_capacity(READ_SIZE),
-        output: Vec::with_capacity(4096),
+        output: Replies::default(),
         deadline,
         bdat: None,
         auth_failures: 0,
     };
     let result = conn.run().await;
+    // Commits still running finish before the connection is let go (flushing waits for
+    // them before it writes), whether or not their replies can still be sent.
     let _ = conn.flush().await;
     match result {
         Ok(()) | Err(Ended::Closed) | Err(Ended::Eof) => {
@@ -235,7 +238,7 @@ impl Conn {
     }
 
     pub(super) fn reply(&mut self, r: &Reply) {
-        r.write_to(&mut self.output);
+        self.output.push(r);
     }
 
     pub(super) async fn close(&mut self, r: &Reply) -> Result<(), Ended> {
@@ -244,11 +247,12 @@ impl Conn {
         Err(Ended::Closed)
     }
 
+    /// Sends every reply queued, each commit's once it is done.
     async fn flush(&mut self) -> Result<(), Ended> {
         if !self.output.is_empty() {
-            self.stream.write_all(&self.output).await?;
+            let bytes = self.output.take().await;
+            self.stream.write_all(&bytes).await?;
             self.stream.flush().await?;
-            self.output.clear();
         }
         Ok(())
     }
@@ -375,8 +379,7 @@ impl Conn {
             self.read_more(timeout).await?;
         }
         self.session.message_done();
-        let outcome = self.finish(intake, reader.too_big()).await;
-        self.reply(&outcome);
+        self.finish(intake, reader.too_big()).await?;
         if self.pipelined_too_early() {
             return self.close(&reply::SYNC_ERROR).await;
         }
@@ -423,24 +426,31 @@ impl Conn {
         if check.bad_line_ending() {
             return self.close(&reply::BARE_LINE_ENDING).await;
         }
-        let outcome = self.finish(intake, check.too_big()).await;
-        self.reply(&outcome);
-        Ok(())
+        self.finish(intake, check.too_big()).await
     }
 
-    /// Decides the reply for received content, committing it when it is acceptable.
-    async fn finish(&self, intake: Intake, too_big: bool) -> Reply {
+    /// Queues the reply for received content: refused at once, or committed on its own
+    /// task, its 250 queued behind it (commands pipelined after it go on meanwhile).
+    async fn finish(&mut self, intake: Intake, too_big: bool) -> Result<(), Ended> {
         if too_big {
-            return reply::MESSAGE_TOO_BIG;
+            self.reply(&reply::MESSAGE_TOO_BIG);
+            return Ok(());
         }
         if intake.received_count() > MAX_RECEIVED {
             tracing::warn!(peer = %self.peer, "message refused: more than {MAX_RECEIVED} Received headers");
-            return reply::LOOP_DETECTED;
+            self.reply(&reply::LOOP_DETECTED);
+            return Ok(());
         }
-        match intake.commit().await {
-            Ok(id) => reply::OK.with_text(format!("Ok: queued as {id}")),
-            Err(e) => local_failure(&e),
+        self.output.push_commit(tokio::spawn(async move {
+            match intake.commit().await {
+                Ok(id) => reply::OK.with_text(format!("Ok: queued as {id}")),
+                Err(e) => local_failure(&e),
+            }
+        }));
+        if self.output.commits() >= MAX_COMMITS {
+            self.flush().await?;
         }
+        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
-//! The SMTP listener: relay policy, the session state machine, the connection driver,
-//! the accept loop, and the intake of content into the spool. `smtp/` holds the
+//! The SMTP listener: relay policy, the session state machine, the connection driver
+//! (with its queue of replies, some waiting for commits), the accept loop, and the
+//! intake of content into the spool. `smtp/` holds the
 //! protocol; this module holds the decisions and the I/O.
 
 pub mod auth;
@@ -9,6 +10,7 @@ pub mod intake;
 pub mod listener;
 pub mod policy;
 pub mod received;
+mod replies;
 mod sasl;
 pub mod session;
 pub mod stream;

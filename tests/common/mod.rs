@@ -223,6 +223,11 @@ impl Daemon {
         child.wait().unwrap().code()
     }
 
+    /// Sends `sig` (e.g. `libc::SIGUSR1`) to the daemon.
+    pub fn signal(&self, sig: i32) {
+        signal(self.pid(), sig);
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -6,6 +6,7 @@
 # Usage: tests/interop/run.sh [path/to/ferrymail]   (default: target/debug/ferrymail)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/lib.sh
 BIN=${1:-target/debug/ferrymail}
 [ -x "$BIN" ] || { echo "interop: $BIN not built (run cargo build first)"; exit 1; }
 for tool in swaks nmap openssl python3; do
@@ -16,21 +17,12 @@ WORK=$(mktemp -d)
 DAEMON=""
 SMALL_DAEMON=""
 cleanup() {
-  for pid in $DAEMON $SMALL_DAEMON; do
-    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
-  done
+  stop_pids $DAEMON $SMALL_DAEMON
   mountpoint -q "$WORK/small" 2>/dev/null && umount "$WORK/small"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-passed=0; failed=0
-check() { # check NAME CONDITION-COMMAND...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SMTP=$(free_port); SUBMISSION=$(free_port); SMTPS=$(free_port)
 
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=edge.test \

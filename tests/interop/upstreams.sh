@@ -6,6 +6,7 @@
 # Usage: tests/interop/upstreams.sh [path/to/ferrymail]   (as root; needs postfix)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/lib.sh
 BIN=$(realpath "${1:-target/debug/ferrymail}")
 [ -x "$BIN" ] || { echo "upstreams: $BIN not built"; exit 1; }
 for tool in postfix smtp-sink python3; do
@@ -17,20 +18,11 @@ WORK=$(mktemp -d)
 chmod 755 "$WORK"
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
-  done
-  script -qc "postfix -c $WORK/postfix/etc stop" /dev/null >/dev/null 2>&1 || true
+  stop_pids "${PIDS[@]}"
+  postfix_stop "$WORK/postfix"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-passed=0; failed=0
-check() { # check NAME CONDITION-COMMAND...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # An edge in manual mode relaying through 127.0.0.1:$2, with $N messages queued.
 edge() { # edge NAME PORT
@@ -74,27 +66,7 @@ check "smtp-sink: content went by DATA (no CHUNKING offered)" test "$(grep -c 's
 # --- a private Postfix smtpd: BDAT --------------------------------------------------
 PF=$WORK/postfix
 PF_PORT=$(free_port)
-mkdir -p "$PF/etc" "$PF/data" "$PF/queue"
-cat > "$PF/etc/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PF/queue
-data_directory = $PF/data
-myhostname = postfix.interop.example
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = check_client_access static:HOLD
-maillog_file = $PF/maillog
-maillog_file_prefixes = $PF
-CF
-sed -e "s/^smtp      inet.*/$PF_PORT      inet  n       -       n       -       -       smtpd/" \
-    -e '/^#/d' /etc/postfix/master.cf > "$PF/etc/master.cf"
-chown postfix "$PF/data"
-script -qec "postfix -c $PF/etc start" /dev/null > "$WORK/postfix-start.log" 2>&1 \
-  || { cat "$WORK/postfix-start.log"; exit 1; }
-for _ in $(seq 50); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $PF_PORT))" 2>/dev/null && break; sleep 0.1; done
+private_postfix "$PF" "$PF_PORT" 'smtpd_recipient_restrictions = check_client_access static:HOLD'
 edge pf "$PF_PORT"
 check "postfix: flush --wait delivers everything" fm pf flush --wait
 check "postfix: the edge's queue is empty" test "$(queued pf)" = 0

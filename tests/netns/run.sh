@@ -9,6 +9,7 @@
 # Usage: tests/netns/run.sh [path/to/ferrymail]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/lib.sh
 BIN=$(realpath "${1:-target/debug/ferrymail}")
 [ -x "$BIN" ] || { echo "netns: $BIN not built"; exit 1; }
 if [ "$(id -u)" != 0 ] || ! ip netns add "fmprobe$$" 2>/dev/null; then
@@ -20,20 +21,13 @@ EDGE_NS=fm-edge-$$; HUB_NS=fm-hub-$$
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
-  done
+  stop_pids "${PIDS[@]}"
   ip netns del "$EDGE_NS" 2>/dev/null || true
   ip netns del "$HUB_NS" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-passed=0; failed=0
-check() { # check NAME CONDITION-COMMAND...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
-}
 
 ip netns add "$EDGE_NS"; ip netns add "$HUB_NS"
 ip link add fm-e$$ netns "$EDGE_NS" type veth peer name fm-h$$ netns "$HUB_NS"

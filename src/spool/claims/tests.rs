@@ -234,6 +234,22 @@ fn an_expired_lease_is_claimed_again() {
     );
 }
 
+/// Records every claim deferred by a destination, due at `next`.
+fn defer_all(conn: &mut Connection, id: QueueId, claims: &[Claim], next: i64, now: i64) {
+    let tx = conn.transaction().unwrap();
+    for c in claims {
+        record(
+            &tx,
+            id,
+            c.position,
+            &deferred("451", next, true, false),
+            now,
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
 #[test]
 fn online_age_follows_the_route_clock() {
     let (_dir, mut conn, id) = setup();
@@ -243,18 +259,7 @@ fn online_age_follows_the_route_clock() {
         claims[0].online_age, 0,
         "the clock before it was routed is not its age"
     );
-    let tx = conn.transaction().unwrap();
-    for c in &claims {
-        record(
-            &tx,
-            id,
-            c.position,
-            &deferred("451", 1100, true, false),
-            1001,
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
+    defer_all(&mut conn, id, &claims, 1100, 1001);
     advance_clock(&conn, "upstream", 40, 1050).unwrap();
     advance_clock(&conn, "other", 1000, 1050).unwrap();
     let claims = claim(&mut conn, 1100, 60, &mut deliver);
@@ -264,18 +269,7 @@ fn online_age_follows_the_route_clock() {
     );
 
     // Moved to another route (the configuration changed): the age so far comes along.
-    let tx = conn.transaction().unwrap();
-    for c in &claims {
-        record(
-            &tx,
-            id,
-            c.position,
-            &deferred("451", 1200, true, false),
-            1101,
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
+    defer_all(&mut conn, id, &claims, 1200, 1101);
     let mut elsewhere = |_: &str| Disposition::Deliver {
         route: "other".into(),
     };
