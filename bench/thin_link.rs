@@ -121,6 +121,7 @@ async fn upstream(dir: &std::path::Path) -> std::net::SocketAddr {
         tls: None,
         auth: None,
         etrn: None,
+        stats: Default::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

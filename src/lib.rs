@@ -14,6 +14,7 @@
 //!   ETRN client, and the online-time clocks that expiry counts.
 //! - `inject`  — turning a `sendmail` invocation's input into a maildrop message.
 //! - `net`     — TCP streams that switch to TLS in place (server and client).
+//! - `metrics` — Prometheus counters and gauges, and the tiny HTTP endpoint serving them.
 //! - `control` — the unix-socket protocol between the CLI and the daemon.
 //! - `daemon`  — `ferrymail serve`: the long-running tasks and their shutdown.
 //! - `cli`     — one file per subcommand; thin over the modules above.
@@ -27,6 +28,7 @@ pub mod delivery;
 pub mod exit;
 pub mod inject;
 pub mod link;
+pub mod metrics;
 pub mod net;
 pub mod queue;
 pub mod server;

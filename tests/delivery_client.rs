@@ -76,6 +76,7 @@ async fn upstream(tls: bool, max_recipients: u32) -> Upstream {
         tls: server_tls,
         auth,
         etrn: None,
+        stats: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

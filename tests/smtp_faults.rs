@@ -52,6 +52,7 @@ async fn start_with(limits: ConnectionLimits, greet_pause: Duration) -> Fixture 
         tls: None,
         auth: None,
         etrn: None,
+        stats: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

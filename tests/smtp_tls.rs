@@ -93,6 +93,7 @@ async fn start_with(kind: ListenKind, users: Option<&[(&str, &str)]>) -> Fixture
         tls: Some(tls.clone()),
         auth,
         etrn: None,
+        stats: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -92,6 +92,7 @@ async fn start(config_lines: &[String], timeout: Duration, deadline: Duration) -
         tls: None,
         auth: None,
         etrn: None,
+        stats: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -6,6 +6,7 @@
 mod config_check;
 mod flush;
 mod hash_password;
+pub mod man;
 mod queue;
 pub mod sendmail;
 mod serve;
@@ -37,7 +38,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the daemon in the foreground
-    Serve,
+    Serve(serve::ServeArgs),
     /// Inject a message from stdin (sendmail flags: -t -i -oi -f ADDR -F NAME -bm -bp -q -qR DOMAIN)
     Send {
         #[arg(
@@ -57,6 +58,18 @@ pub enum Command {
     Config(ConfigArgs),
     /// Read a password on stdin and print its hash for an `accept.users` line
     HashPassword,
+    /// Write the manual pages: ferrymail(8) and its subcommands, sendmail(8), mailq(1),
+    /// ferrymail.toml(5)
+    Man {
+        /// Directory to write them into
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print shell completions for ferrymail
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -68,7 +81,11 @@ pub struct ConfigArgs {
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Validate the configuration and print it with every default filled in
-    Check,
+    Check {
+        /// Only validate: print nothing unless it is wrong
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 /// Runs the program for `argv`; returns the exit code.
@@ -106,15 +123,31 @@ pub fn main(argv: Vec<OsString>) -> u8 {
 fn dispatch(cli: Cli) -> Result<(), Failure> {
     let config = cli.config.as_deref();
     match cli.command {
-        Command::Serve => serve::run(config),
+        Command::Serve(args) => serve::run(config, args),
         Command::Send { args } => sendmail::run(&args, config),
         Command::Queue(args) => queue::run(config, args),
         Command::Flush(args) => flush::run(config, args),
         Command::Status(args) => status::run(config, args),
         Command::Config(ConfigArgs {
-            command: ConfigCommand::Check,
-        }) => config_check::run(config),
+            command: ConfigCommand::Check { quiet },
+        }) => config_check::run(config, quiet),
         Command::HashPassword => hash_password::run(),
+        Command::Man { dir } => {
+            for page in man::write_pages(&dir)? {
+                println!("{}", page.display());
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ferrymail",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }
 

@@ -7,9 +7,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exit::{self, Failure};
 
-pub fn run(config: Option<&Path>) -> Result<(), Failure> {
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Log lines as text (coloured on a terminal unless NO_COLOR is set) or as JSON
+    /// objects, one a line, for log shippers
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn run(config: Option<&Path>, args: ServeArgs) -> Result<(), Failure> {
     let loaded = super::load_config(config)?;
-    init_logging();
+    init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,7 +56,7 @@ fn signal_error(e: std::io::Error) -> Failure {
 }
 
 /// Logs to stderr; `FERRYMAIL_LOG` sets the filter (e.g. `debug`, `ferrymail=trace`).
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
     let filter: Targets = std::env::var("FERRYMAIL_LOG")
@@ -51,12 +65,15 @@ fn init_logging() {
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(ansi),
-        )
-        .with(filter)
-        .try_init();
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_ansi(ansi))
+            .with(filter)
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().with_current_span(false))
+            .with(filter)
+            .try_init(),
+    };
 }

@@ -29,6 +29,16 @@ pub struct Config {
     pub link: Link,
     pub retry: Retry,
     pub etrn: Etrn,
+    /// Prometheus metrics over HTTP; absent: none served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Where `GET /metrics` answers, e.g. `127.0.0.1:9325`.
+    pub listen: SocketAddr,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -201,6 +211,7 @@ impl Default for Config {
             link: Link::default(),
             retry: Retry::default(),
             etrn: Etrn::default(),
+            metrics: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod control;
 mod etrn;
 pub mod pickup;
+pub mod systemd;
 mod triggers;
 
 use std::sync::Arc;
@@ -86,6 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     });
     let etrn: Arc<dyn crate::server::etrn::Flush> = Arc::new(etrn::EtrnService(flusher.clone()));
 
+    let server_stats = Arc::new(crate::server::ServerStats::default());
     let mut smtp_tasks = Vec::new();
     let mut bound = Vec::new();
     for listen in &config.listen {
@@ -113,6 +115,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
             tls: tls.clone(),
             auth: auth.clone(),
             etrn: Some(etrn.clone()),
+            stats: server_stats.clone(),
         });
         smtp_tasks.push(tokio::spawn(crate::server::serve(
             socket,
@@ -161,6 +164,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         shutdown.clone(),
     ));
 
+    let status_link = link.clone();
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics_task = match &config.metrics {
+        Some(m) => {
+            let socket = tokio::net::TcpListener::bind(m.listen).await.map_err(|e| {
+                Failure::new(
+                    exit::UNAVAILABLE,
+                    format!("metrics: cannot listen on {}: {e}", m.listen),
+                )
+            })?;
+            tracing::info!(addr = %m.listen, "metrics at /metrics");
+            let sources = Arc::new(crate::metrics::http::Sources {
+                metrics: metrics.clone(),
+                spool: spool.clone(),
+                link: link.clone(),
+                server: server_stats.clone(),
+            });
+            Some(tokio::spawn(crate::metrics::http::serve(
+                socket,
+                sources,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let deliverer = Arc::new(Deliverer {
         spool: spool.clone(),
         router,
@@ -176,6 +204,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         open_domains,
         progress,
         link,
+        metrics,
         shutdown: shutdown.clone(),
     });
     let scheduler = Scheduler { deliverer };
@@ -189,12 +218,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     let pickup_task = tokio::spawn(run_pickup(pickup, shutdown.clone()));
 
     tracing::info!(pid = std::process::id(), spool = %layout.root.display(), "ferrymail ready");
+    let notifier = systemd::Notifier::from_env().map(Arc::new);
+    let status_task = notifier.clone().map(|n| {
+        tokio::spawn(report_status(
+            n,
+            status_link,
+            spool.clone(),
+            shutdown.clone(),
+        ))
+    });
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1");
+    }
+    if let Some(task) = status_task {
+        let _ = task.await;
+    }
     let _ = pickup_task.await;
     let _ = control_task.await;
     let _ = triggers_task.await;
     let _ = link_task.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     // A delivery in progress over a dying link could take minutes: give it a moment, then
     // stop it. Its claims stay in_flight and recovery makes them due at the next start.
     let scheduler_abort = scheduler_task.abort_handle();
@@ -214,6 +261,74 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     let _ = std::fs::remove_file(&layout.control);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells systemd that the daemon is ready, then how it is doing every half minute (and
+/// `WATCHDOG=1` as often as it asks, each after a read of the index went through: a
+/// daemon whose disk or runtime is stuck stops answering).
+async fn report_status(
+    notifier: Arc<systemd::Notifier>,
+    link: Arc<Link>,
+    spool: Spool,
+    shutdown: CancellationToken,
+) {
+    let watchdog = systemd::watchdog_interval();
+    let period = watchdog.unwrap_or(STATUS_PERIOD).min(STATUS_PERIOD);
+    let mut ready = true;
+    loop {
+        let index = spool.layout().index.clone();
+        let counts = tokio::task::spawn_blocking(move || {
+            crate::spool::index::open_reader(&index)
+                .ok()
+                .flatten()
+                .and_then(|c| crate::spool::index::count_by_state(&c).ok())
+        })
+        .await
+        .ok()
+        .flatten();
+        let mut message = String::new();
+        if ready {
+            message.push_str("READY=1\n");
+            ready = false;
+        }
+        message.push_str(&format!("STATUS={}", status_text(&link, counts.as_deref())));
+        if watchdog.is_some() && counts.is_some() {
+            message.push_str("\nWATCHDOG=1");
+        }
+        notifier.send(&message);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// How often `STATUS=` is refreshed.
+const STATUS_PERIOD: Duration = Duration::from_secs(30);
+
+/// `upstream up; 3 queued, 1 deferred` for `systemctl status`.
+fn status_text(link: &Link, counts: Option<&[(crate::spool::RecipientState, i64)]>) -> String {
+    let gates: Vec<String> = link
+        .status()
+        .iter()
+        .map(|r| format!("{} {}", r.route, r.state.as_str()))
+        .collect();
+    let queue = match counts {
+        Some(counts) => {
+            let waiting: Vec<String> = counts
+                .iter()
+                .filter(|(s, n)| *n > 0 && !s.is_final())
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect();
+            if waiting.is_empty() {
+                "queue empty".to_owned()
+            } else {
+                waiting.join(", ")
+            }
+        }
+        None => "queue unreadable".to_owned(),
+    };
+    systemd::status_line(&format!("{}; {queue}", gates.join(", ")))
 }
 
 /// AUTH credentials from `accept.users`; a bad file is a configuration error.

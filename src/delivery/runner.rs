@@ -26,6 +26,8 @@ pub struct Delivery {
     pub rest: Vec<(Claim, Classified)>,
     /// Recipients delivered (and recorded).
     pub delivered: usize,
+    /// Bytes of the messages delivered.
+    pub bytes: u64,
     /// The connection can carry nothing more: the results in `rest` with connection
     /// scope say why.
     pub connection_lost: bool,
@@ -197,6 +199,9 @@ async fn send_batch(
     let (outcomes, recorded) = tokio::join!(send, record_deliveries);
     let upstream_has_dsn = conn.capabilities().dsn;
     for ((m, results), already) in batch.iter().zip(outcomes).zip(recorded) {
+        if results.iter().any(|c| c.outcome == Outcome::Delivered) {
+            out.bytes += m.content.len() as u64;
+        }
         let mut relayed = Vec::new();
         for (claim, c) in m.claims.iter().zip(&results) {
             let recipient = &m.envelope.recipients[claim.position];

@@ -77,6 +77,7 @@ pub struct Deliverer {
     pub open_domains: Arc<OpenDomains>,
     pub progress: Arc<Progress>,
     pub link: Arc<Link>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Set at shutdown: runners finish what they hold and claim nothing more.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -133,6 +134,12 @@ impl Deliverer {
         }
     }
 
+    fn count(&self, lane: &Lane, tally: &[(crate::metrics::Counted, u64)]) {
+        for (outcome, n) in tally {
+            self.metrics.count(&lane.route, *outcome, *n);
+        }
+    }
+
     /// After a connection broke: can the upstream still be reached? A failed probe
     /// closes the gate.
     async fn still_reachable(&self, lane: &Lane) -> bool {
@@ -176,7 +183,8 @@ impl Deliverer {
                     self.link.note_flush_failed(&failure.reason);
                 }
                 let results = claims.into_iter().map(|c| (c, failure.clone())).collect();
-                settle(&self.policy(), results, None).await;
+                let tally = settle(&self.policy(), results, None).await;
+                self.count(&lane, &tally);
                 report.connect_failure = Some(failure);
                 return report;
             }
@@ -186,6 +194,9 @@ impl Deliverer {
         loop {
             let mut done = deliver(&mut conn, &self.spool, claims, &self.progress).await;
             report.delivered += done.delivered;
+            let delivered = [(crate::metrics::Counted::Delivered, done.delivered as u64)];
+            self.count(&lane, &delivered);
+            self.metrics.sent(&lane.route, done.bytes);
             for notice in std::mem::take(&mut done.relayed) {
                 super::notices::send(&self.spool, &self.hostname, notice).await;
             }
@@ -197,7 +208,8 @@ impl Deliverer {
                     }
                 }
             }
-            settle(&self.policy(), done.rest, Some(&conn.host)).await;
+            let tally = settle(&self.policy(), done.rest, Some(&conn.host)).await;
+            self.count(&lane, &tally);
             if done.connection_lost {
                 return report;
             }

@@ -12,6 +12,7 @@ use super::notices;
 use super::retry::RetryPolicy;
 use crate::delivery::dsn::{Action, Line, Notice};
 use crate::delivery::outcome::{Classified, Outcome};
+use crate::metrics::Counted;
 use crate::spool::claims::{Claim, Recorded};
 use crate::spool::envelope::{read_body, read_stored};
 use crate::spool::{QueueId, Spool, now_unix};
@@ -26,10 +27,18 @@ pub struct Policy<'a> {
     pub link_retry: Duration,
 }
 
-/// Records every result, with the notices they call for.
-pub async fn settle(p: &Policy<'_>, results: Vec<(Claim, Classified)>, host: Option<&str>) {
+/// How many recipients came to each end, for the metrics. Deliveries are not in it:
+/// the delivery run counts those as they are answered.
+pub type Tally = Vec<(Counted, u64)>;
+
+/// Records every result, with the notices they call for; returns the tally.
+pub async fn settle(
+    p: &Policy<'_>,
+    results: Vec<(Claim, Classified)>,
+    host: Option<&str>,
+) -> Tally {
     if results.is_empty() {
-        return;
+        return Tally::new();
     }
     let now = now_unix();
     let mut records = Vec::with_capacity(results.len());
@@ -143,9 +152,24 @@ pub async fn settle(p: &Policy<'_>, results: Vec<(Claim, Classified)>, host: Opt
             }
         }
     }
+    let mut tally = Tally::new();
+    for (_, _, rec) in &records {
+        let counted = match rec {
+            Recorded::Delivered { .. } => continue,
+            Recorded::Deferred { attempt: true, .. } => Counted::Deferred,
+            Recorded::Deferred { .. } => Counted::NotAttempted,
+            Recorded::Bounced { .. } => Counted::Bounced,
+            Recorded::Expired { .. } => Counted::Expired,
+        };
+        match tally.iter_mut().find(|(c, _)| *c == counted) {
+            Some((_, n)) => *n += 1,
+            None => tally.push((counted, 1)),
+        }
+    }
     if let Err(e) = p.spool.record(records, now_unix()).await {
         tracing::error!(error = %e, "recording outcomes failed; the claims will expire and be retried");
     }
+    tally
 }
 
 /// The message as stored, for its notice.

@@ -62,6 +62,16 @@ pub struct ServerContext {
     pub auth: Option<Arc<AuthContext>>,
     /// Who starts deliveries for ETRN (the daemon's queue owner).
     pub etrn: Option<Arc<dyn super::etrn::Flush>>,
+    /// Connection counts, for the metrics (shared by every listener).
+    pub stats: Arc<ServerStats>,
+}
+
+/// Connections accepted, refused and open now, by the accept loops.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub accepted: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+    pub open: std::sync::atomic::AtomicI64,
 }
 
 /// What AUTH needs, shared by every listener.

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,14 +93,18 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, limits: Conne
             per_client.take(peer.ip(), limits.max_per_client).map(Some)
         };
         let (Ok(permit), Some(slot)) = (global.clone().try_acquire_owned(), slot) else {
+            ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracker.spawn(refuse(stream, peer));
             continue;
         };
+        ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
         tracker.spawn(async move {
+            ctx.stats.open.fetch_add(1, Ordering::Relaxed);
             if let Some(stream) = prepare(stream, &ctx).await {
-                serve_connection(stream, peer, ctx).await;
+                serve_connection(stream, peer, ctx.clone()).await;
             }
+            ctx.stats.open.fetch_sub(1, Ordering::Relaxed);
             drop((permit, slot));
         });
     }

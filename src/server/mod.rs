@@ -16,7 +16,7 @@ pub mod session;
 pub mod stream;
 pub mod tls;
 
-pub use conn::{AuthContext, ServerContext, Timeouts};
+pub use conn::{AuthContext, ServerContext, ServerStats, Timeouts};
 pub use listener::{ConnectionLimits, serve};
 pub use policy::RelayPolicy;
 pub use session::{Session, SessionConfig, Step, Transaction};

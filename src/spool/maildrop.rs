@@ -85,6 +85,13 @@ impl<'a> DropWriter<'a> {
         let name = new_drop_name();
         let tmp_path = layout.maildrop_tmp.join(&name);
         let mut out = io::BufWriter::with_capacity(64 * 1024, fs.create_new(&tmp_path)?);
+        // Readable by the group too: where `maildrop/` is setgid to the daemon's group
+        // (contrib/systemd/ferrymail.conf for tmpfiles.d), a daemon that is not root can
+        // read every user's drop, and no other user can.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&tmp_path, std::fs::Permissions::from_mode(0o640));
+        }
         let mut writer = DropWriter {
             fs,
             layout,

@@ -116,6 +116,8 @@ pub struct Spool {
 
 struct Inner {
     committed: Arc<tokio::sync::Notify>,
+    /// Messages committed since the spool opened (for the metrics).
+    accepted: Arc<std::sync::atomic::AtomicU64>,
     fs: Arc<dyn Fs>,
     layout: Layout,
     ops: Mutex<Option<mpsc::Sender<Op>>>,
@@ -135,8 +137,10 @@ impl Spool {
         let mut report = recovery::recover(fs.as_ref(), &layout, &mut conn)?;
         report.index_rebuilt = rebuilt;
         let committed = Arc::new(tokio::sync::Notify::new());
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer = Writer {
             committed: committed.clone(),
+            accepted: accepted.clone(),
             fs: fs.clone(),
             layout: layout.clone(),
             conn,
@@ -148,6 +152,7 @@ impl Spool {
         let spool = Spool {
             inner: Arc::new(Inner {
                 committed,
+                accepted,
                 fs,
                 layout,
                 ops: Mutex::new(Some(ops)),
@@ -173,6 +178,13 @@ impl Spool {
     /// Notified after every commit; the scheduler also uses it to be woken by flushes.
     pub fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
         self.inner.committed.clone()
+    }
+
+    /// Messages committed since the spool opened.
+    pub fn accepted(&self) -> u64 {
+        self.inner
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn layout(&self) -> &Layout {

@@ -103,6 +103,8 @@ pub(crate) enum Op {
 pub(crate) struct Writer {
     /// Woken after every successful commit (the scheduler listens).
     pub committed: Arc<tokio::sync::Notify>,
+    /// Counts the messages committed.
+    pub accepted: Arc<std::sync::atomic::AtomicU64>,
     pub fs: Arc<dyn Fs>,
     pub layout: Layout,
     pub conn: Connection,
@@ -188,6 +190,8 @@ impl Writer {
         match durable {
             Ok(()) => {
                 self.committed.notify_one();
+                self.accepted
+                    .fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 for (mut draft, reply) in group {
                     draft.keep();
                     let e = &draft.envelope;

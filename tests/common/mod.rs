@@ -101,11 +101,17 @@ impl Env {
 
     /// Starts `ferrymail serve` and waits until its control socket answers.
     pub fn start_daemon(&self) -> Daemon {
+        self.start_daemon_with(&[])
+    }
+
+    /// `start_daemon` with extra environment variables.
+    pub fn start_daemon_with(&self, envs: &[(&str, &str)]) -> Daemon {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.dir.path().join(format!("daemon-{n}.log"));
         let child = self
             .cmd(&["serve"])
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

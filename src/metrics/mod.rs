@@ -1,0 +1,316 @@
+//! Prometheus metrics (`[metrics] listen`; README "Metrics" lists them all). Counters
+//! are kept as things happen (lanes count recipients and bytes per route, the listeners
+//! count connections, the spool counts what it accepted); the queue's gauges and the
+//! link gates are read when scraped, from a read-only look at the index and the gates,
+//! so a scrape costs one index read and nothing is kept twice.
+
+pub mod http;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::link::Link;
+use crate::link::gate::LinkState;
+use crate::server::ServerStats;
+use crate::spool::{RecipientState, Spool, index, now_unix};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// What became of recipients, for `ferrymail_recipients_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    Delivered,
+    Deferred,
+    Bounced,
+    Expired,
+    /// Kept back: our link was down, or nothing could be sent.
+    NotAttempted,
+}
+
+impl Counted {
+    fn as_str(self) -> &'static str {
+        match self {
+            Counted::Delivered => "delivered",
+            Counted::Deferred => "deferred",
+            Counted::Bounced => "bounced",
+            Counted::Expired => "expired",
+            Counted::NotAttempted => "not_attempted",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    recipients: Family<Labels, Counter>,
+    bytes_sent: Family<Labels, Counter>,
+    connections: Family<Labels, Counter>,
+    sessions_open: Gauge,
+    accepted: Counter,
+    accepted_seen: AtomicU64,
+    connections_seen: [AtomicU64; 2],
+    queue_recipients: Family<Labels, Gauge>,
+    queue_by_route: Family<Labels, Gauge>,
+    queue_messages: Gauge,
+    oldest_age: Gauge,
+    link_state: Family<Labels, Gauge>,
+    gate_open: Family<Labels, Gauge>,
+    last_flush_at: Gauge,
+    last_flush_drained: Gauge,
+    /// One scrape at a time refreshes and encodes.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ferrymail");
+        let recipients = Family::default();
+        registry.register(
+            "recipients",
+            "Recipients settled by delivery, by route and outcome",
+            recipients.clone(),
+        );
+        let bytes_sent = Family::default();
+        registry.register(
+            "sent_bytes",
+            "Message bytes delivered, by route",
+            bytes_sent.clone(),
+        );
+        let connections = Family::default();
+        registry.register(
+            "smtp_connections",
+            "SMTP connections to the listeners, accepted or refused (over the caps)",
+            connections.clone(),
+        );
+        let sessions_open = Gauge::default();
+        registry.register(
+            "smtp_sessions",
+            "SMTP sessions open now",
+            sessions_open.clone(),
+        );
+        let accepted = Counter::default();
+        registry.register(
+            "messages_accepted",
+            "Messages accepted into the spool (SMTP, sendmail, notices)",
+            accepted.clone(),
+        );
+        let queue_recipients = Family::default();
+        registry.register(
+            "queue_recipients",
+            "Recipients in the queue, by state",
+            queue_recipients.clone(),
+        );
+        let queue_by_route = Family::default();
+        registry.register(
+            "queue_route_recipients",
+            "Recipients waiting (queued, deferred, in flight or held), by route",
+            queue_by_route.clone(),
+        );
+        let queue_messages = Gauge::default();
+        registry.register(
+            "queue_messages",
+            "Messages in the queue",
+            queue_messages.clone(),
+        );
+        let oldest_age = Gauge::default();
+        registry.register(
+            "queue_oldest_age_seconds",
+            "Age of the oldest message in the queue",
+            oldest_age.clone(),
+        );
+        let link_state = Family::default();
+        registry.register(
+            "link_state",
+            "Each route's link state: 1 for the current one of up, down, unknown",
+            link_state.clone(),
+        );
+        let gate_open = Family::default();
+        registry.register(
+            "link_gate_open",
+            "Whether each route may deliver now",
+            gate_open.clone(),
+        );
+        let last_flush_at = Gauge::default();
+        registry.register(
+            "last_flush_timestamp_seconds",
+            "When the last flush started (Unix time; 0: none yet)",
+            last_flush_at.clone(),
+        );
+        let last_flush_drained = Gauge::default();
+        registry.register(
+            "last_flush_drained",
+            "1 if the last flush delivered everything due, 0 if it stopped or still runs",
+            last_flush_drained.clone(),
+        );
+        Metrics {
+            registry,
+            recipients,
+            bytes_sent,
+            connections,
+            sessions_open,
+            accepted,
+            accepted_seen: AtomicU64::new(0),
+            connections_seen: [AtomicU64::new(0), AtomicU64::new(0)],
+            queue_recipients,
+            queue_by_route,
+            queue_messages,
+            oldest_age,
+            link_state,
+            gate_open,
+            last_flush_at,
+            last_flush_drained,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// `n` recipients of `route` came to `outcome`.
+    pub fn count(&self, route: &str, outcome: Counted, n: u64) {
+        if n > 0 {
+            self.recipients
+                .get_or_create(&vec![
+                    ("route", route.to_owned()),
+                    ("outcome", outcome.as_str().to_owned()),
+                ])
+                .inc_by(n);
+        }
+    }
+
+    pub fn sent(&self, route: &str, bytes: u64) {
+        if bytes > 0 {
+            self.bytes_sent
+                .get_or_create(&vec![("route", route.to_owned())])
+                .inc_by(bytes);
+        }
+    }
+
+    /// The exposition, after reading the queue, the gates and the totals kept elsewhere.
+    pub async fn render(
+        self: &Arc<Self>,
+        spool: &Spool,
+        link: &Link,
+        server: &ServerStats,
+    ) -> Result<String, String> {
+        let index_path = spool.layout().index.clone();
+        let queue = tokio::task::spawn_blocking(move || read_queue(&index_path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let _one = self.scrape.lock().expect("not poisoned");
+        self.catch_up(&self.accepted_seen, &self.accepted, spool.accepted());
+        for (i, (kind, total)) in [("accepted", &server.accepted), ("refused", &server.refused)]
+            .into_iter()
+            .enumerate()
+        {
+            let counter = self
+                .connections
+                .get_or_create(&vec![("result", kind.to_owned())])
+                .clone();
+            self.catch_up(
+                &self.connections_seen[i],
+                &counter,
+                total.load(Ordering::Relaxed),
+            );
+        }
+        self.sessions_open.set(load(&server.open));
+        for state in RecipientState::ALL {
+            let n = queue
+                .by_state
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            self.queue_recipients
+                .get_or_create(&vec![("state", state.as_str().to_owned())])
+                .set(n);
+        }
+        self.queue_by_route.clear();
+        for (route, n) in &queue.by_route {
+            self.queue_by_route
+                .get_or_create(&vec![("route", route.clone())])
+                .set(*n);
+        }
+        self.queue_messages.set(queue.messages);
+        self.oldest_age
+            .set(queue.oldest_at.map_or(0, |at| (now_unix() - at).max(0)));
+        for r in link.status() {
+            for state in [LinkState::Up, LinkState::Down, LinkState::Unknown] {
+                self.link_state
+                    .get_or_create(&vec![
+                        ("route", r.route.clone()),
+                        ("state", state.as_str().to_owned()),
+                    ])
+                    .set(i64::from(r.state == state));
+            }
+            self.gate_open
+                .get_or_create(&vec![("route", r.route.clone())])
+                .set(i64::from(r.open));
+        }
+        let flush = link.last_flush();
+        self.last_flush_at.set(flush.as_ref().map_or(0, |f| f.at));
+        self.last_flush_drained
+            .set(i64::from(flush.is_some_and(|f| f.result == "drained")));
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &self.registry).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    /// Brings `counter` up to `total`, a count kept elsewhere.
+    fn catch_up(&self, seen: &AtomicU64, counter: &Counter, total: u64) {
+        let before = seen.swap(total, Ordering::Relaxed);
+        counter.inc_by(total.saturating_sub(before));
+    }
+}
+
+fn load(n: &AtomicI64) -> i64 {
+    n.load(Ordering::Relaxed)
+}
+
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+struct Queue {
+    by_state: Vec<(RecipientState, i64)>,
+    by_route: Vec<(String, i64)>,
+    messages: i64,
+    oldest_at: Option<i64>,
+}
+
+fn read_queue(path: &std::path::Path) -> rusqlite::Result<Queue> {
+    let Some(conn) = index::open_reader(path)? else {
+        return Ok(Queue {
+            by_state: Vec::new(),
+            by_route: Vec::new(),
+            messages: 0,
+            oldest_at: None,
+        });
+    };
+    let (messages, oldest_at) =
+        conn.query_row("SELECT COUNT(*), MIN(received_at) FROM message", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let by_route = if index::schema_version(&conn)? >= 2 {
+        let mut stmt = conn.prepare(
+            "SELECT COALESCE(route, '(not yet routed)'), COUNT(*) FROM recipient
+             WHERE state IN ('queued', 'deferred', 'in_flight', 'held') GROUP BY 1",
+        )?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(Queue {
+        by_state: index::count_by_state(&conn)?,
+        by_route,
+        messages,
+        oldest_at,
+    })
+}
