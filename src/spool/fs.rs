@@ -30,6 +30,9 @@ pub trait Fs: Send + Sync + 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Makes everything on `file`'s file system durable (syncfs(2)): for a directory we
+    /// may write but not read, such as the maildrop, whose fsync needs it opened.
+    fn sync_filesystem(&self, file: &Path) -> io::Result<()>;
     /// Entry names of a directory, unsorted.
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>>;
 }
@@ -92,6 +95,10 @@ impl Fs for RealFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+
+    fn sync_filesystem(&self, file: &Path) -> io::Result<()> {
+        Ok(rustix::fs::syncfs(File::open(file)?)?)
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {

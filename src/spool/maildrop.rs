@@ -113,22 +113,31 @@ impl<'a> DropWriter<'a> {
             .write_all(bytes)
     }
 
-    /// fsync, move into `new/`, fsync `new/`. Returns the drop's name.
+    /// fsync, move into `new/`, fsync `new/`. Returns the drop's name. A user who may
+    /// write `new/` but not read it (mode 1733) cannot open it to fsync it: the whole
+    /// file system is synced instead (syncfs), which covers the new name too.
     pub fn finish(mut self) -> io::Result<String> {
         let out = self.out.take().expect("open until finished");
-        let result = out
+        let done = self.layout.maildrop_new.join(&self.name);
+        let written = out
             .into_inner()
             .map_err(|e| e.into_error())
             .and_then(|mut f| f.sync())
-            .and_then(|()| {
-                self.fs
-                    .rename(&self.tmp_path, &self.layout.maildrop_new.join(&self.name))
-            })
-            .and_then(|()| self.fs.sync_dir(&self.layout.maildrop_new));
-        if result.is_err() {
+            .and_then(|()| self.fs.rename(&self.tmp_path, &done));
+        if let Err(e) = written {
             let _ = self.fs.remove_file(&self.tmp_path);
+            return Err(e);
         }
-        result.map(|()| std::mem::take(&mut self.name))
+        let durable = match self.fs.sync_dir(&self.layout.maildrop_new) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => self.fs.sync_filesystem(&done),
+            other => other,
+        };
+        if let Err(e) = durable {
+            // Not known to be durable: take it back rather than leave it half-sent.
+            let _ = self.fs.remove_file(&done);
+            return Err(e);
+        }
+        Ok(std::mem::take(&mut self.name))
     }
 }
 

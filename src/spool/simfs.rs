@@ -271,6 +271,20 @@ impl Fs for SimFs {
         })
     }
 
+    fn sync_filesystem(&self, file: &Path) -> io::Result<()> {
+        self.take_fault(Fault::DirSync)?;
+        self.mutate(|s| {
+            s.lookup(file)?;
+            for inode in &mut s.inodes {
+                inode.durable = inode.data.clone();
+            }
+            for dir in s.dirs.values_mut() {
+                dir.durable = dir.entries.clone();
+            }
+            Ok(())
+        })
+    }
+
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
         self.read_state(|s| {
             Ok(s.dirs
@@ -317,5 +331,19 @@ mod tests {
         g.write_all(b"lost").unwrap();
         let image = fs.crash_image(fs.ops());
         assert_eq!(image.len(&dir.join("b")).unwrap(), 0);
+    }
+
+    #[test]
+    fn syncing_the_file_system_makes_everything_durable() {
+        let fs = SimFs::new();
+        let dir = Path::new("/d");
+        fs.create_dir_all(dir).unwrap();
+        let mut f = fs.create_new(&dir.join("a")).unwrap();
+        f.write_all(b"hello").unwrap();
+        fs.rename(&dir.join("a"), &dir.join("b")).unwrap();
+        fs.sync_filesystem(&dir.join("b")).unwrap();
+        let image = fs.crash_image(fs.ops());
+        assert_eq!(image.len(&dir.join("b")).unwrap(), 5);
+        assert!(fs.sync_filesystem(&dir.join("missing")).is_err());
     }
 }
