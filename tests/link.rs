@@ -59,8 +59,11 @@ fn an_upstream_that_comes_back_gets_everything_within_a_probe_interval() {
     for r in recipients(&edge) {
         assert_eq!(r["attempts"], 0, "{r}");
         assert_eq!(r["online_age"], 0, "{r}");
+        assert_eq!(r["link_wait"], true, "{r}");
         assert_ne!(r["state"], "bounced");
     }
+    let listing = edge.run(&["queue"], b"");
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("waiting for the link"));
     let status = edge.run(&["status", "--json"], b"");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let route = &status["routes"][0];

@@ -39,6 +39,8 @@ pub struct RecipientEntry {
     pub online_age: i64,
     pub last_reply: Option<String>,
     pub last_host: Option<String>,
+    /// Waiting for its route's link gate to open (then due at once).
+    pub link_wait: bool,
 }
 
 /// Calls `f` for each queued message, oldest first. `only` restricts to one id.
@@ -48,17 +50,18 @@ pub fn for_each_entry(
     mut f: impl FnMut(QueueEntry) -> io::Result<()>,
 ) -> Result<(), ListError> {
     // An index the daemon has not migrated yet (version 1) has no route clocks.
-    let (age, clocks) = if crate::spool::index::schema_version(conn)? >= 2 {
+    let (age, link_wait, clocks) = if crate::spool::index::schema_version(conn)? >= 2 {
         (
             crate::spool::index::ONLINE_AGE_SQL,
+            "r.link_wait",
             "LEFT JOIN route_clock c ON c.route = r.route",
         )
     } else {
-        ("r.online_age", "")
+        ("r.online_age", "0", "")
     };
     let mut stmt = conn.prepare(&format!(
         "SELECT m.id, m.sender, m.size, m.received_at, r.address, r.state, r.attempts,
-                r.next_attempt_at, {age}, r.last_reply, r.last_host
+                r.next_attempt_at, {age}, r.last_reply, r.last_host, {link_wait}
          FROM message m JOIN recipient r ON r.message_id = m.id {clocks}
          WHERE ?1 IS NULL OR m.id = ?1
          ORDER BY m.received_at, m.id, r.position"
@@ -90,6 +93,7 @@ pub fn for_each_entry(
             online_age: row.get(8)?,
             last_reply: row.get(9)?,
             last_host: row.get(10)?,
+            link_wait: row.get(11)?,
         });
     }
     if let Some(done) = current {
@@ -133,6 +137,7 @@ pub fn maildrop_entries(fs: &dyn Fs, layout: &Layout) -> Vec<QueueEntry> {
                     online_age: 0,
                     last_reply: None,
                     last_host: None,
+                    link_wait: false,
                 })
                 .collect(),
             file: Some(name),

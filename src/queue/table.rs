@@ -57,7 +57,10 @@ impl<W: Write> Table<W> {
             if r.attempts > 0 {
                 detail.push_str(&format!(", {} attempt(s)", r.attempts));
             }
-            if let (Some(next), Some("deferred" | "queued")) =
+            if r.link_wait {
+                // Due when the route's gate opens, not at a time.
+                detail.push_str(", waiting for the link");
+            } else if let (Some(next), Some("deferred" | "queued")) =
                 (r.next_attempt_at, r.state.as_deref())
                 && next > self.now
             {
