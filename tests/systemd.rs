@@ -1,6 +1,7 @@
 //! systemd integration: with `$NOTIFY_SOCKET` set, the daemon sends `READY=1` once its
 //! listeners accept connections, a `STATUS=` line with its gates and queue, `WATCHDOG=1`
-//! as often as `$WATCHDOG_USEC` asks, and `STOPPING=1` at shutdown.
+//! as often as `$WATCHDOG_USEC` asks, and `STOPPING=1` at shutdown. `--log-format json`
+//! writes one JSON object a line, for journald and log shippers.
 
 mod common;
 
@@ -53,4 +54,35 @@ fn ready_status_watchdog_and_stopping_reach_systemd() {
         stopping |= m.contains("STOPPING=1");
     }
     assert!(stopping, "no STOPPING=1 at shutdown");
+}
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let env = Env::new();
+    let log = env.dir.path().join("json.log");
+    let mut child = env
+        .cmd(&["serve", "--log-format", "json"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = common::wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("ferrymail ready"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        ready,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
 }
