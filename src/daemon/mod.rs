@@ -220,7 +220,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     tracing::info!(pid = std::process::id(), spool = %layout.root.display(), "ferrymail ready");
     let notifier = systemd::Notifier::from_env().map(Arc::new);
     let status_task = notifier.clone().map(|n| {
-        tokio::spawn(report_status(
+        tokio::spawn(systemd::report_status(
             n,
             status_link,
             spool.clone(),
@@ -261,74 +261,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     let _ = std::fs::remove_file(&layout.control);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Tells systemd that the daemon is ready, then how it is doing every half minute (and
-/// `WATCHDOG=1` as often as it asks, each after a read of the index went through: a
-/// daemon whose disk or runtime is stuck stops answering).
-async fn report_status(
-    notifier: Arc<systemd::Notifier>,
-    link: Arc<Link>,
-    spool: Spool,
-    shutdown: CancellationToken,
-) {
-    let watchdog = systemd::watchdog_interval();
-    let period = watchdog.unwrap_or(STATUS_PERIOD).min(STATUS_PERIOD);
-    let mut ready = true;
-    loop {
-        let index = spool.layout().index.clone();
-        let counts = tokio::task::spawn_blocking(move || {
-            crate::spool::index::open_reader(&index)
-                .ok()
-                .flatten()
-                .and_then(|c| crate::spool::index::count_by_state(&c).ok())
-        })
-        .await
-        .ok()
-        .flatten();
-        let mut message = String::new();
-        if ready {
-            message.push_str("READY=1\n");
-            ready = false;
-        }
-        message.push_str(&format!("STATUS={}", status_text(&link, counts.as_deref())));
-        if watchdog.is_some() && counts.is_some() {
-            message.push_str("\nWATCHDOG=1");
-        }
-        notifier.send(&message);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
-    }
-}
-
-/// How often `STATUS=` is refreshed.
-const STATUS_PERIOD: Duration = Duration::from_secs(30);
-
-/// `upstream up; 3 queued, 1 deferred` for `systemctl status`.
-fn status_text(link: &Link, counts: Option<&[(crate::spool::RecipientState, i64)]>) -> String {
-    let gates: Vec<String> = link
-        .status()
-        .iter()
-        .map(|r| format!("{} {}", r.route, r.state.as_str()))
-        .collect();
-    let queue = match counts {
-        Some(counts) => {
-            let waiting: Vec<String> = counts
-                .iter()
-                .filter(|(s, n)| *n > 0 && !s.is_final())
-                .map(|(s, n)| format!("{n} {s}"))
-                .collect();
-            if waiting.is_empty() {
-                "queue empty".to_owned()
-            } else {
-                waiting.join(", ")
-            }
-        }
-        None => "queue unreadable".to_owned(),
-    };
-    systemd::status_line(&format!("{}; {queue}", gates.join(", ")))
 }
 
 /// AUTH credentials from `accept.users`; a bad file is a configuration error.

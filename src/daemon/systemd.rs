@@ -2,10 +2,16 @@
 //! `KEY=value` lines to the socket named by `$NOTIFY_SOCKET` (a path, or `@name` in the
 //! abstract namespace). `READY=1` once the listeners are bound and delivery runs,
 //! `STATUS=` with the link gates and the queue, `WATCHDOG=1` when `$WATCHDOG_USEC` asks
-//! for it, `STOPPING=1` at shutdown. Without `$NOTIFY_SOCKET` everything here is a no-op.
+//! for it, `STOPPING=1` at shutdown. Without `$NOTIFY_SOCKET` nothing here runs.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::link::Link;
+use crate::spool::Spool;
 
 pub struct Notifier {
     socket: UnixDatagram,
@@ -53,4 +59,72 @@ pub fn status_line(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// Tells systemd that the daemon is ready, then how it is doing every half minute (and
+/// `WATCHDOG=1` as often as it asks, each after a read of the index went through: a
+/// daemon whose disk or runtime is stuck stops answering).
+pub async fn report_status(
+    notifier: Arc<Notifier>,
+    link: Arc<Link>,
+    spool: Spool,
+    shutdown: CancellationToken,
+) {
+    let watchdog = watchdog_interval();
+    let period = watchdog.unwrap_or(STATUS_PERIOD).min(STATUS_PERIOD);
+    let mut ready = true;
+    loop {
+        let index = spool.layout().index.clone();
+        let counts = tokio::task::spawn_blocking(move || {
+            crate::spool::index::open_reader(&index)
+                .ok()
+                .flatten()
+                .and_then(|c| crate::spool::index::count_by_state(&c).ok())
+        })
+        .await
+        .ok()
+        .flatten();
+        let mut message = String::new();
+        if ready {
+            message.push_str("READY=1\n");
+            ready = false;
+        }
+        message.push_str(&format!("STATUS={}", status_text(&link, counts.as_deref())));
+        if watchdog.is_some() && counts.is_some() {
+            message.push_str("\nWATCHDOG=1");
+        }
+        notifier.send(&message);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// How often `STATUS=` is refreshed.
+const STATUS_PERIOD: Duration = Duration::from_secs(30);
+
+/// `upstream up; 3 queued, 1 deferred` for `systemctl status`.
+fn status_text(link: &Link, counts: Option<&[(crate::spool::RecipientState, i64)]>) -> String {
+    let gates: Vec<String> = link
+        .status()
+        .iter()
+        .map(|r| format!("{} {}", r.route, r.state.as_str()))
+        .collect();
+    let queue = match counts {
+        Some(counts) => {
+            let waiting: Vec<String> = counts
+                .iter()
+                .filter(|(s, n)| *n > 0 && !s.is_final())
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect();
+            if waiting.is_empty() {
+                "queue empty".to_owned()
+            } else {
+                waiting.join(", ")
+            }
+        }
+        None => "queue unreadable".to_owned(),
+    };
+    status_line(&format!("{}; {queue}", gates.join(", ")))
 }

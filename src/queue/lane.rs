@@ -82,13 +82,11 @@ pub struct Deliverer {
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
-/// How a lane's run ended, for the scheduler (and the link gate).
+/// How a lane's run ended, for the scheduler's log.
 #[derive(Clone, Debug, Default)]
 pub struct LaneReport {
     /// Recipients delivered.
     pub delivered: usize,
-    /// Why the connection could not be made, if it could not.
-    pub connect_failure: Option<Classified>,
 }
 
 impl Deliverer {
@@ -185,7 +183,6 @@ impl Deliverer {
                 let results = claims.into_iter().map(|c| (c, failure.clone())).collect();
                 let tally = settle(&self.policy(), results, None).await;
                 self.count(&lane, &tally);
-                report.connect_failure = Some(failure);
                 return report;
             }
         };
