@@ -11,6 +11,8 @@
 # Needs: python3. Usage: bench/link_up.sh [messages]   (default 200)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/lib.sh
+. bench/lib.sh
 MESSAGES=${1:-200}
 SIZE=4096; DELAY_MS=300; KBIT=1000
 cargo build --release --quiet --bin ferrymail
@@ -19,32 +21,11 @@ FM_BIN=$PWD/target/release/ferrymail
 WORK=$(mktemp -d -p "$PWD/target" bench-linkup.XXXXXX)
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do
-    if kill -TERM "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; fi
-  done
+  stop_pids "${PIDS[@]}"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
-calc() { python3 -c "print($1)"; }
 
-fm_config() { # fm_config NAME PORT EXTRA
-  mkdir -p "$WORK/$1"
-  printf 'hostname = "%s.bench.example"\nspool = "%s/%s/spool"\n[[listen]]\naddr = "127.0.0.1:%s"\n%s\n' \
-    "$1" "$WORK" "$1" "$2" "$3" > "$WORK/$1/ferrymail.toml"
-}
-fm() { local name=$1; shift; "$FM_BIN" --config "$WORK/$name/ferrymail.toml" "$@"; }
-fm_start() { # the binary itself goes to the background, so its pid is the daemon's
-  "$FM_BIN" --config "$WORK/$1/ferrymail.toml" serve 2> "$WORK/$1/daemon.log" &
-  PIDS+=($!)
-  for _ in $(seq 100); do fm "$1" status >/dev/null 2>&1 && break; sleep 0.1; done
-}
-count() {
-  python3 -c 'import sqlite3,sys
-c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
-print(c.execute("SELECT COUNT(*) FROM message").fetchone()[0])' "$WORK/$1/spool/index.sqlite3"
-}
 BODY=$(head -c "$SIZE" /dev/zero | tr '\0' 'x' | fold -w 76)
 
 HUB=$(free_port)

@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib.sh
+. bench/lib.sh
 MESSAGES=${1:-200}
 LOOPBACK=${LOOPBACK_MESSAGES:-2000}
 SIZE=4096; DELAY_MS=300; KBIT=1000
@@ -27,26 +28,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
-calc() { python3 -c "print($1)"; }
 
-fm_config() { # fm_config NAME PORT EXTRA
-  mkdir -p "$WORK/$1"
-  printf 'hostname = "%s.bench.example"\nspool = "%s/%s/spool"\n[[listen]]\naddr = "127.0.0.1:%s"\n%s\n' \
-    "$1" "$WORK" "$1" "$2" "$3" > "$WORK/$1/ferrymail.toml"
-}
-fm() { local name=$1; shift; "$FM_BIN" --config "$WORK/$name/ferrymail.toml" "$@"; }
-fm_start() { # the binary itself goes to the background, so its pid is the daemon's
-  "$FM_BIN" --config "$WORK/$1/ferrymail.toml" serve 2> "$WORK/$1/daemon.log" &
-  PIDS+=($!)
-  for _ in $(seq 100); do fm "$1" status >/dev/null 2>&1 && break; sleep 0.1; done
-}
-# Messages in a ferrymail's index (read-only, cheap enough to poll).
-count() {
-  python3 -c 'import sqlite3,sys
-c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
-print(c.execute("SELECT COUNT(*) FROM message").fetchone()[0])' "$WORK/$1/spool/index.sqlite3"
-}
 wait_count() { # wait_count NAME N
   until [ "$(count "$1")" -ge "$2" ]; do sleep 0.05; done
 }

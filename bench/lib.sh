@@ -1,0 +1,30 @@
+# Helpers for the benchmark scripts that run whole ferrymail daemons (sourced after
+# tests/lib.sh; they expect WORK, FM_BIN and a PIDS array).
+
+now() { date +%s.%N; }
+calc() { python3 -c "print($1)"; }
+
+# fm_config NAME PORT EXTRA: a daemon's configuration in $WORK/NAME, listening on PORT.
+fm_config() {
+  mkdir -p "$WORK/$1"
+  printf 'hostname = "%s.bench.example"\nspool = "%s/%s/spool"\n[[listen]]\naddr = "127.0.0.1:%s"\n%s\n' \
+    "$1" "$WORK" "$1" "$2" "$3" > "$WORK/$1/ferrymail.toml"
+}
+
+# fm NAME ARGS...: a ferrymail command against that daemon's configuration.
+fm() { local name=$1; shift; "$FM_BIN" --config "$WORK/$name/ferrymail.toml" "$@"; }
+
+# fm_start NAME: starts the daemon (its own pid goes to PIDS) and waits until it answers.
+fm_start() {
+  "$FM_BIN" --config "$WORK/$1/ferrymail.toml" serve 2> "$WORK/$1/daemon.log" &
+  PIDS+=($!)
+  local _
+  for _ in $(seq 100); do fm "$1" status >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+# count NAME: messages in that daemon's index (read-only; cheap enough to poll).
+count() {
+  python3 -c 'import sqlite3,sys
+c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+print(c.execute("SELECT COUNT(*) FROM message").fetchone()[0])' "$WORK/$1/spool/index.sqlite3"
+}
