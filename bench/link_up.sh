@@ -4,7 +4,8 @@
 # each way at 1 Mbit/s, bench/link_relay.py, is not running: connections are refused).
 # Then the link comes up, and we measure the time to the first byte sent, and for the
 # whole backlog the share of the window (link up to the last message at the hub) that
-# carried payload (the bytes that crossed ÷ the bandwidth). Twice: the edge in `auto`
+# carried payload (the bytes that crossed ÷ the bandwidth), and the same share from the
+# first byte on (without the TCP handshake and banner). Twice: the edge in `auto`
 # mode finding the link by its probe (probe_interval = 1s), and in `manual` mode told
 # by the trigger file the moment the link is up.
 #
@@ -35,7 +36,8 @@ relay_networks = ["127.0.0.0/8"]
 mode = "manual"'
 fm_start hub
 
-# run NAME LINK-KEYS [TRIGGER]: sets RESULT to "first-byte-s window-s payload-share".
+# run NAME LINK-KEYS [TRIGGER]: sets RESULT to "first-byte-s window-s payload-share
+# payload-share-from-the-first-byte".
 # (It starts daemons, so it cannot run in $(...).)
 run() {
   local name=$1 relay_port; relay_port=$(free_port)
@@ -67,17 +69,19 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 up, done, rate = float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]) * 1000 / 8
 window = done - up
-print(f"{s['first_up_at'] - up:.2f} {window:.2f} {s['bytes_up'] / rate / window:.2f}")
+payload = s['bytes_up'] / rate
+session = done - s['first_up_at']
+print(f"{s['first_up_at'] - up:.2f} {window:.2f} {payload / window:.2f} {payload / session:.2f}")
 PY
 )
 }
 
 run probe ''
-read -r PROBE_FIRST PROBE_WINDOW PROBE_SHARE <<<"$RESULT"
+read -r PROBE_FIRST PROBE_WINDOW PROBE_SHARE PROBE_BUSY <<<"$RESULT"
 TRIGGER=$WORK/flush-trigger
 run trigger "mode = \"manual\"
 trigger_file = \"$TRIGGER\"" "$TRIGGER"
-read -r TRIG_FIRST TRIG_WINDOW TRIG_SHARE <<<"$RESULT"
+read -r TRIG_FIRST TRIG_WINDOW TRIG_SHARE TRIG_BUSY <<<"$RESULT"
 echo "link up, $MESSAGES waiting messages of $SIZE bytes, ${DELAY_MS} ms each way, ${KBIT} kbit/s"
-echo "  probe (auto, probe_interval 1s): first byte after ${PROBE_FIRST} s; all sent in ${PROBE_WINDOW} s, ${PROBE_SHARE} of it carrying payload"
-echo "  trigger file (manual):           first byte after ${TRIG_FIRST} s; all sent in ${TRIG_WINDOW} s, ${TRIG_SHARE} of it carrying payload"
+echo "  probe (auto, probe_interval 1s): first byte after ${PROBE_FIRST} s; all sent in ${PROBE_WINDOW} s, ${PROBE_SHARE} of it carrying payload (${PROBE_BUSY} from the first byte)"
+echo "  trigger file (manual):           first byte after ${TRIG_FIRST} s; all sent in ${TRIG_WINDOW} s, ${TRIG_SHARE} of it carrying payload (${TRIG_BUSY} from the first byte)"
