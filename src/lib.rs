@@ -18,6 +18,7 @@
 //! - `control` — the unix-socket protocol between the CLI and the daemon.
 //! - `daemon`  — `ferrymail serve`: the long-running tasks and their shutdown.
 //! - `cli`     — one file per subcommand; thin over the modules above.
+//! - `watch`   — file-system change notifications (the maildrop, the trigger file).
 //! - `exit`    — sysexits codes, the one error type the binary turns into an exit code.
 
 pub mod cli;
@@ -34,3 +35,4 @@ pub mod queue;
 pub mod server;
 pub mod smtp;
 pub mod spool;
+pub mod watch;

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::config::LinkMode;
 use crate::control::server::Handler;
 use crate::control::{Progress, Request, Response, StateCount, Status};
 use crate::delivery::runner;
@@ -21,7 +20,6 @@ pub struct DaemonControl {
     pub link: Arc<Link>,
     pub progress: Arc<runner::Progress>,
     pub hostname: String,
-    pub mode: LinkMode,
     pub started_at: i64,
     pub recovery: RecoveryReport,
     /// Bound SMTP listener addresses.
@@ -123,7 +121,7 @@ impl DaemonControl {
             recipients,
             messages,
             maildrop,
-            mode: self.mode,
+            mode: self.link.mode,
             routes: self.link.status(),
             last_flush: self.link.last_flush(),
             next_flush_at: self.link.next_scheduled(),

@@ -137,7 +137,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         progress: progress.clone(),
         spool: spool.clone(),
         hostname: config.hostname.clone(),
-        mode: config.link.mode,
         started_at: now_unix(),
         recovery,
         listeners: bound.iter().map(ToString::to_string).collect(),
@@ -199,7 +198,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
             listeners: bound,
         },
         retry: RetryPolicy::from_config(&config.retry),
-        link_retry: config.link.probe_interval.0,
         hostname: config.hostname.clone(),
         open_domains,
         progress,
@@ -315,7 +313,13 @@ fn set_maildrop_permissions(layout: &Layout) {
 
 async fn run_pickup(pickup: Arc<pickup::Pickup>, shutdown: CancellationToken) {
     let wake = Arc::new(Notify::new());
-    let _watcher = watch(&pickup.spool.layout().maildrop_new, wake.clone());
+    let waker = wake.clone();
+    let _watcher = crate::watch::watch_dir(
+        &pickup.spool.layout().maildrop_new,
+        None,
+        "the maildrop",
+        move || waker.notify_one(),
+    );
     loop {
         let scan = pickup.clone();
         let stop = shutdown.clone();
@@ -334,22 +338,4 @@ async fn run_pickup(pickup: Arc<pickup::Pickup>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(PICKUP_RESCAN) => {}
         }
     }
-}
-
-/// Watches a directory, waking `wake` on any event. `None` (with a warning) if the
-/// platform refuses: the periodic rescan still picks everything up.
-fn watch(dir: &std::path::Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| crate::link::trigger::is_change(&e.kind)) {
-            wake.notify_one();
-        }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "cannot watch maildrop; rescanning every 30s"))
-    .ok()?;
-    watcher
-        .watch(dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| tracing::warn!(error = %e, "cannot watch maildrop; rescanning every 30s"))
-        .ok()?;
-    Some(watcher)
 }

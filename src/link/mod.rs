@@ -163,6 +163,11 @@ impl Link {
         (link, rx)
     }
 
+    /// How long one probe may take: a probe interval, at most ten seconds.
+    pub fn probe_timeout(&self) -> Duration {
+        self.probe_interval.min(Duration::from_secs(10))
+    }
+
     fn window_open(&self) -> bool {
         self.schedule
             .open_at(&jiff::Timestamp::now().to_zoned_datetime(self.tz.clone()))

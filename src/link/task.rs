@@ -98,7 +98,7 @@ impl LinkTask {
                     for (route, target) in link.to_probe(std::mem::take(&mut probe_all)) {
                         if probing.insert(route.clone()) {
                             let resolver = self.resolver.clone();
-                            let timeout = link.probe_interval.min(Duration::from_secs(10));
+                            let timeout = link.probe_timeout();
                             probes.spawn(async move {
                                 let result = probe(&target, &resolver, timeout).await;
                                 (route, result)

@@ -9,50 +9,22 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-/// Watches `file`; every change sends `()` on `changed`. `None` (logged) when the
-/// platform refuses; polling still sees changes.
+/// Watches `file` (its directory, created if need be: the file may not exist yet);
+/// every change sends `()` on `changed`. `None` (logged) when that cannot be done;
+/// polling still sees changes.
 pub fn watch(
     file: &Path,
     changed: mpsc::UnboundedSender<()>,
 ) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let dir = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())?
-        .to_path_buf();
-    if let Err(e) = std::fs::create_dir_all(&dir) {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty())?;
+    if let Err(e) = std::fs::create_dir_all(dir) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot create the trigger file's directory; polling it");
         return None;
     }
     let name = file.file_name()?.to_owned();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && is_change(&event.kind)
-            && event.paths.iter().any(|p| p.file_name() == Some(&name))
-        {
-            let _ = changed.send(());
-        }
+    crate::watch::watch_dir(dir, Some(name), "the trigger file", move || {
+        let _ = changed.send(());
     })
-    .map_err(|e| tracing::warn!(error = %e, "cannot watch the trigger file; polling it"))
-    .ok()?;
-    watcher
-        .watch(&dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| tracing::warn!(error = %e, "cannot watch the trigger file; polling it"))
-        .ok()?;
-    Some(watcher)
-}
-
-/// An event that changes a file or a directory listing. Opening and reading are events
-/// too (inotify's IN_OPEN): a watcher that acted on them would wake itself for ever.
-pub fn is_change(kind: &notify::EventKind) -> bool {
-    use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode};
-    matches!(
-        kind,
-        EventKind::Create(_)
-            | EventKind::Modify(_)
-            | EventKind::Access(AccessKind::Close(AccessMode::Write))
-    )
 }
 
 /// The trigger file's modification time, for polling.

@@ -70,8 +70,6 @@ pub struct Deliverer {
     pub resolver: Arc<MxResolver>,
     pub us: Us,
     pub retry: RetryPolicy,
-    /// When mail kept back by our link is tried again at the latest.
-    pub link_retry: Duration,
     pub hostname: String,
     /// Domains whose hold routes a flush or ETRN has opened.
     pub open_domains: Arc<OpenDomains>,
@@ -95,7 +93,7 @@ impl Deliverer {
             spool: &self.spool,
             hostname: &self.hostname,
             retry: &self.retry,
-            link_retry: self.link_retry,
+            link_retry: self.link.probe_interval,
         }
     }
 
@@ -144,8 +142,7 @@ impl Deliverer {
         let Some(target) = self.link.probe_target(&lane.route) else {
             return true;
         };
-        let timeout = self.link.probe_interval.min(Duration::from_secs(10));
-        match probe(&target, &self.resolver, timeout).await {
+        match probe(&target, &self.resolver, self.link.probe_timeout()).await {
             Ok(_) => true,
             Err(why) => {
                 self.link

@@ -126,7 +126,6 @@ impl Scheduler {
                     route: route.name.clone(),
                     reply: reason,
                     until,
-                    link: true,
                 };
             }
             seen.lock()

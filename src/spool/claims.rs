@@ -60,13 +60,12 @@ pub enum Disposition {
     Deliver { route: String },
     /// A hold route: `held` until a flush or ETRN names the domain.
     Hold { route: String, reply: String },
-    /// The route cannot deliver now: they keep their state, due again at `until`, with
-    /// the reason shown; `link` marks them as waiting for the route's gate.
+    /// The route's gate is closed: they keep their state and wait for it to open
+    /// (`link_wait`), looked at again at `until` at the latest, with the reason shown.
     Wait {
         route: String,
         reply: String,
         until: i64,
-        link: bool,
     },
     /// Not now (their route's connection is busy): left as they are.
     Skip,
@@ -126,17 +125,16 @@ pub fn claim_due(
                 route,
                 reply,
                 until,
-                link,
             } => {
                 settle_route(tx, &domain, &route, now)?;
                 // A lease that ran out without an outcome counts as deferred.
                 tx.prepare_cached(&format!(
                     "UPDATE recipient SET
                          state = CASE state WHEN 'in_flight' THEN 'deferred' ELSE state END,
-                         last_reply = ?1, next_attempt_at = ?2, link_wait = ?3, updated_at = ?4
-                     WHERE domain = ?5 AND state IN {WAITING} AND next_attempt_at <= ?4"
+                         last_reply = ?1, next_attempt_at = ?2, link_wait = 1, updated_at = ?3
+                     WHERE domain = ?4 AND state IN {WAITING} AND next_attempt_at <= ?3"
                 ))?
-                .execute(params![reply, until, link, now, domain])?;
+                .execute(params![reply, until, now, domain])?;
             }
         }
     }

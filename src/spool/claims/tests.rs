@@ -112,16 +112,13 @@ fn claim_lease_record() {
     );
 
     assert_eq!(claim(&mut conn, 1010, 600, &mut deliver).len(), 1);
-    let tx = conn.transaction().unwrap();
-    record(
-        &tx,
+    record_one(
+        &mut conn,
         id,
         1,
         &deferred("451 4.7.1 later", 1310, true, false),
         1011,
-    )
-    .unwrap();
-    tx.commit().unwrap();
+    );
     assert_eq!(
         state(&conn, id, 1),
         (
@@ -166,7 +163,6 @@ fn routes_settle_what_is_not_delivered_in_the_same_transaction() {
             route: "upstream".into(),
             reply: "waiting for the link".into(),
             until: 4600,
-            link: true,
         },
     };
     assert!(claim(&mut conn, 1000, 600, &mut decide).is_empty());
@@ -232,6 +228,13 @@ fn an_expired_lease_is_claimed_again() {
         2,
         "the dead delivery's lease ran out"
     );
+}
+
+/// Records one outcome in a transaction of its own.
+fn record_one(conn: &mut Connection, id: QueueId, position: usize, outcome: &Recorded, now: i64) {
+    let tx = conn.transaction().unwrap();
+    record(&tx, id, position, outcome, now).unwrap();
+    tx.commit().unwrap();
 }
 
 /// Records every claim deferred by a destination, due at `next`.
