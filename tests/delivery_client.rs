@@ -305,6 +305,31 @@ async fn tls_and_auth_policies_hold() {
     plain.shutdown.cancel();
 }
 
+/// Opportunistic TLS (as for MX hosts, without credentials) encrypts even when the
+/// certificate is one nobody vouches for: a self-signed one here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opportunistic_tls_encrypts_without_verifying() {
+    let up = upstream(true, 100).await;
+    let s = ClientSettings {
+        tls_config: ferrymail::delivery::opportunistic::unauthenticated_client_config().unwrap(),
+        ..settings(TlsPolicy::Opportunistic, None, false, true)
+    };
+    let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
+    let rcpts = [Recipient::new("b@ours.example")];
+    let outcomes = conn
+        .send(&outgoing(&rcpts, b"Subject: may\r\n\r\nx\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].outcome, Outcome::Delivered, "{:?}", outcomes[0]);
+    conn.quit().await;
+    let stored = String::from_utf8_lossy(&stored(&up.layout)[0]).into_owned();
+    assert!(
+        stored.contains("with ESMTPS id"),
+        "sent under TLS: {stored}"
+    );
+    up.shutdown.cancel();
+}
+
 #[tokio::test]
 async fn an_unreachable_upstream_is_our_link_not_an_attempt() {
     let closed = {

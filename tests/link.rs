@@ -2,7 +2,8 @@
 //! upstream that is down keeps the mail without counting attempts or online age, and
 //! gets everything within a probe interval of coming back, over one connection; manual
 //! mode moves nothing until `flush --wait`; the trigger file flushes; a schedule outside
-//! its window sends nothing, and `every` sends; SIGUSR1 flushes; ETRN releases a hub's held mail to an
+//! its window sends nothing, and `every` sends; SIGUSR1 flushes; a trigger file saying
+//! `down` closes the gate at once; ETRN releases a hub's held mail to an
 //! allowed client only, and an edge sends ETRN by itself when its link comes up.
 
 mod common;
@@ -129,6 +130,15 @@ fn manual_mode_moves_nothing_until_flush_wait_delivers_everything() {
     send(&edge, 1);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(upstream.received().len(), 2);
+    let out = edge.run(&["flush", "--wait", "--json"], b"");
+    assert!(out.status.success());
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (result["delivered"].as_u64(), result["deferred"].as_i64()),
+        (Some(1), Some(0)),
+        "{result}"
+    );
+    assert_eq!(upstream.received().len(), 3);
     daemon.stop();
 }
 
@@ -178,6 +188,45 @@ fn sigusr1_flushes() {
         daemon.log()
     );
     assert!(daemon.log().contains("SIGUSR1"));
+    daemon.stop();
+}
+
+/// A hook writing `down` to the trigger file makes the gate probe at once: it closes
+/// without waiting for a delivery to fail, and nothing is flushed.
+#[test]
+fn a_trigger_file_that_says_down_closes_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let trigger = dir.path().join("flush");
+    let upstream = Upstream::accepting("127.0.0.1:0");
+    let port = upstream.addr.port();
+    let edge = edge(
+        port,
+        // Routes known up are not probed on a timer: only the hint can close the gate.
+        &format!("trigger_file = \"{}\"", trigger.display()),
+        "",
+    );
+    let daemon = edge.start_daemon();
+    let state = || {
+        let out = edge.run(&["status", "--json"], b"");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["routes"][0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(wait_for(Duration::from_secs(10), || state() == "up"));
+    drop(upstream); // the link goes: nothing listens any more
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::write(&trigger, b"down").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || state() == "down"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains(" flush why="),
+        "a down hook is not a flush"
+    );
     daemon.stop();
 }
 
