@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use ferrymail::queue::for_each_entry;
-use ferrymail::spool::{Envelope, Layout, Origin, RealFs, Recipient, Spool, SpoolOptions, index};
+use ferrymail::spool::{
+    Envelope, IndexReader, Layout, Origin, RealFs, Recipient, Spool, SpoolOptions,
+};
 
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -88,14 +89,15 @@ fn main() {
     );
 
     let t = Instant::now();
-    let conn = index::open_reader(&layout.index).unwrap().unwrap();
+    let reader = IndexReader::open(&layout).unwrap().unwrap();
     let mut listed = 0usize;
-    for_each_entry(&conn, None, |_| {
-        listed += 1;
-        Ok(())
-    })
-    .unwrap();
-    drop(conn);
+    reader
+        .for_each_entry(None, |_| {
+            listed += 1;
+            Ok(())
+        })
+        .unwrap();
+    drop(reader);
     println!(
         "listing {listed} entries: {:.2} s",
         t.elapsed().as_secs_f64()

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ferrymail::config::{ListenKind, TlsPolicy};
 use ferrymail::delivery::client::{ClientSettings, ClientTimeouts, Connection, Outgoing};
+use ferrymail::delivery::content::Content;
 use ferrymail::delivery::outcome::Outcome;
 use ferrymail::server::{ConnectionLimits, ServerContext, SessionConfig, Timeouts};
 use ferrymail::spool::{Layout, RealFs, Recipient, Spool, SpoolOptions};
@@ -166,7 +167,7 @@ async fn main() {
         .map(|c| Outgoing {
             sender: "a@edge.test",
             recipients: &rcpts,
-            content: c,
+            content: Content::Bytes(c),
             body: None,
             eight_bit: false,
             smtputf8: false,
@@ -180,7 +181,7 @@ async fn main() {
         .await
         .expect("connect through the link");
     let opened = started.elapsed();
-    let outcomes = conn.send_batch(&batch).await;
+    let outcomes = conn.send_batch_unrecorded(&batch).await;
     let elapsed = started.elapsed();
     conn.quit().await;
     let delivered = outcomes

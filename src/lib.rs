@@ -20,8 +20,10 @@
 //! - `cli`     — one file per subcommand; thin over the modules above.
 //! - `watch`   — file-system change notifications (the maildrop, the trigger file).
 //! - `exit`    — sysexits codes, the one error type the binary turns into an exit code.
+//! - `clock`   — the wall clock in Unix seconds, as due times count it.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;

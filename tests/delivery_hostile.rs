@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrymail::config::TlsPolicy;
+use ferrymail::delivery::batch::Tracker;
 use ferrymail::delivery::client::{ClientSettings, ClientTimeouts, Connection, Outgoing};
-use ferrymail::delivery::outcome::{Outcome, Scope};
+use ferrymail::delivery::content::Content;
+use ferrymail::delivery::outcome::{Classified, Outcome, Scope};
 use ferrymail::spool::Recipient;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -138,7 +140,7 @@ fn message<'a>(rcpts: &'a [Recipient], content: &'a [u8]) -> Outgoing<'a> {
     Outgoing {
         sender: "a@edge.test",
         recipients: rcpts,
-        content,
+        content: Content::Bytes(content),
         body: None,
         eight_bit: false,
         smtputf8: false,
@@ -351,9 +353,16 @@ async fn without_chunking_a_batch_goes_message_by_message() {
     ];
     let batch: Vec<Outgoing<'_>> = contents.iter().map(|c| message(&r, c)).collect();
     let mut reported = Vec::new();
-    let outcomes = c
-        .send_batch_each(&batch, &mut |i, o| reported.push((i, o.len())))
-        .await;
+    let (durable_tx, durable) = tokio::sync::watch::channel(0usize);
+    let mut answered = |i: usize, o: &[Classified]| {
+        reported.push((i, o.len()));
+        durable_tx.send_modify(|n| *n += 1);
+    };
+    let track = Tracker {
+        answered: &mut answered,
+        durable,
+    };
+    let outcomes = c.send_batch(&batch, track).await;
     assert_eq!(
         reported,
         [(0, 2), (1, 2), (2, 2)],

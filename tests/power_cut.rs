@@ -8,11 +8,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use ferrymail::spool::envelope::{read_body, read_stored};
+use ferrymail::spool::envelope::{BodySum, read_body, read_stored};
 use ferrymail::spool::simfs::{Fault, SimFs};
 use ferrymail::spool::{
-    Envelope, Fs, Layout, Origin, QueueId, Recipient, Spool, SpoolOptions, StoredMessage, Trailer,
-    index,
+    Envelope, Fs, IndexReader, Layout, Origin, QueueId, Recipient, Spool, SpoolOptions,
+    StoredMessage, Trailer, index,
 };
 
 fn envelope(n: usize) -> Envelope {
@@ -47,10 +47,9 @@ fn commit(spool: &Spool, n: usize) -> (QueueId, Vec<u8>, Trailer, Envelope) {
     draft.write(&bytes[..half]).unwrap();
     draft.write(&bytes[half..]).unwrap();
     let sealed = draft.seal().unwrap();
-    let trailer = Trailer {
-        size: bytes.len() as u64,
-        eight_bit: bytes.iter().any(|b| *b >= 0x80),
-    };
+    let mut sum = BodySum::default();
+    sum.update(&bytes);
+    let trailer = sum.trailer();
     let id = spool.commit_blocking(sealed).unwrap();
     (id, bytes, trailer, env)
 }
@@ -136,7 +135,7 @@ fn every_acknowledged_commit_survives_a_power_cut_at_every_step() {
                         body_offset: 0,
                         trailer: a.trailer,
                     };
-                    index::insert_message(&tx, &stored, 0, &|_, _| None).unwrap();
+                    index::insert_message(&tx, &stored, 0, None, &|_, _| None).unwrap();
                 }
                 tx.commit().unwrap();
             }
@@ -148,8 +147,8 @@ fn every_acknowledged_commit_survives_a_power_cut_at_every_step() {
             .unwrap();
             recovered.close();
 
-            let conn = index::open_reader(&layout.index).unwrap().unwrap();
-            let listed = index::all_ids(&conn).unwrap();
+            let reader = IndexReader::open(&layout).unwrap().unwrap();
+            let listed = reader.all_ids().unwrap();
             let unique: HashSet<_> = listed.iter().collect();
             assert_eq!(
                 unique.len(),
@@ -214,8 +213,8 @@ fn a_failed_file_fsync_discards_the_draft() {
     // The spool goes on working.
     let (id, ..) = commit(&spool, 2);
     spool.close();
-    let conn = index::open_reader(&layout.index).unwrap().unwrap();
-    assert_eq!(index::all_ids(&conn).unwrap(), vec![id]);
+    let reader = IndexReader::open(&layout).unwrap().unwrap();
+    assert_eq!(reader.all_ids().unwrap(), vec![id]);
 }
 
 #[test]
@@ -230,9 +229,9 @@ fn a_failed_directory_fsync_fails_the_commit_and_queues_nothing() {
         fs.list_dir(&layout.queue).unwrap().is_empty(),
         "unacknowledged file left in queue/"
     );
-    let conn = index::open_reader(&layout.index).unwrap().unwrap();
-    assert!(index::all_ids(&conn).unwrap().is_empty());
-    drop(conn);
+    let reader = IndexReader::open(&layout).unwrap().unwrap();
+    assert!(reader.all_ids().unwrap().is_empty());
+    drop(reader);
     let (id, ..) = commit(&spool, 2);
     spool.close();
     // And a restart does not resurrect the failed one.
@@ -243,6 +242,6 @@ fn a_failed_directory_fsync_fails_the_commit_and_queues_nothing() {
     )
     .unwrap();
     again.close();
-    let conn = index::open_reader(&layout.index).unwrap().unwrap();
-    assert_eq!(index::all_ids(&conn).unwrap(), vec![id]);
+    let reader = IndexReader::open(&layout).unwrap().unwrap();
+    assert_eq!(reader.all_ids().unwrap(), vec![id]);
 }

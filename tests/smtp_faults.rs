@@ -9,7 +9,7 @@ use std::time::Duration;
 use ferrymail::config::ListenKind;
 use ferrymail::server::{ConnectionLimits, ServerContext, SessionConfig, Timeouts};
 use ferrymail::spool::simfs::SimFs;
-use ferrymail::spool::{Fs, Layout, Spool, SpoolOptions, index};
+use ferrymail::spool::{Fs, IndexReader, Layout, Spool, SpoolOptions};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -107,9 +107,9 @@ async fn one_message(f: &Fixture, body: &str) -> String {
 }
 
 fn queued(layout: &Layout) -> usize {
-    index::open_reader(&layout.index)
+    IndexReader::open(layout)
         .unwrap()
-        .map_or(0, |c| index::all_ids(&c).unwrap().len())
+        .map_or(0, |r| r.all_ids().unwrap().len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

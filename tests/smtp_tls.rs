@@ -10,7 +10,7 @@ use ferrymail::config::ListenKind;
 use ferrymail::server::{
     AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
 };
-use ferrymail::spool::{Layout, RealFs, Spool, SpoolOptions, index};
+use ferrymail::spool::{IndexReader, Layout, RealFs, Spool, SpoolOptions};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -146,9 +146,9 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(s: &mut BufReader<S>, line: &st
 }
 
 fn queued(layout: &Layout) -> usize {
-    index::open_reader(&layout.index)
+    IndexReader::open(layout)
         .unwrap()
-        .map_or(0, |c| index::all_ids(&c).unwrap().len())
+        .map_or(0, |r| r.all_ids().unwrap().len())
 }
 
 #[tokio::test]
@@ -192,7 +192,11 @@ async fn starttls_then_mail_and_injection_is_ignored() {
     let done = send(&mut tls, "Subject: over TLS\r\n\r\nhi\r\n.").await;
     assert!(done[0].starts_with("250 2.0.0 Ok: queued as"), "{done:?}");
     assert_eq!(queued(&f.layout), 1);
-    let ids = index::all_ids(&index::open_reader(&f.layout.index).unwrap().unwrap()).unwrap();
+    let ids = IndexReader::open(&f.layout)
+        .unwrap()
+        .unwrap()
+        .all_ids()
+        .unwrap();
     let file = std::fs::read(f.layout.message_path(ids[0])).unwrap();
     assert!(
         String::from_utf8_lossy(&file).contains("with ESMTPS id"),
@@ -343,7 +347,11 @@ async fn submission_requires_tls_then_auth_and_then_relays() {
     assert!(
         send(&mut tls, "Subject: submitted\r\n\r\nhi\r\n.").await[0].starts_with("250 2.0.0 Ok")
     );
-    let ids = index::all_ids(&index::open_reader(&f.layout.index).unwrap().unwrap()).unwrap();
+    let ids = IndexReader::open(&f.layout)
+        .unwrap()
+        .unwrap()
+        .all_ids()
+        .unwrap();
     let file = String::from_utf8_lossy(&std::fs::read(f.layout.message_path(ids[0])).unwrap())
         .into_owned();
     assert!(

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use ferrymail::server::{ConnectionLimits, ServerContext, SessionConfig, Timeouts};
 use ferrymail::spool::envelope::{read_body, read_stored};
-use ferrymail::spool::{Layout, RealFs, Spool, SpoolOptions, index};
+use ferrymail::spool::{IndexReader, Layout, RealFs, Spool, SpoolOptions};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -144,9 +144,9 @@ async fn read_reply(
 }
 
 fn queued_ids(layout: &Layout) -> Vec<ferrymail::spool::QueueId> {
-    index::open_reader(&layout.index)
+    IndexReader::open(layout)
         .unwrap()
-        .map(|c| index::all_ids(&c).unwrap())
+        .map(|r| r.all_ids().unwrap())
         .unwrap_or_default()
 }
 

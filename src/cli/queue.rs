@@ -11,11 +11,12 @@ use clap::{Args, Subcommand};
 
 use crate::control::{ChangeAction, Request, Response, client};
 use crate::exit::{self, Failure};
+use crate::queue::jobs::ChangeOutcome;
+use crate::queue::maildrop_entries;
 use crate::queue::table::Table;
-use crate::queue::{for_each_entry, maildrop_entries};
 use crate::spool::envelope::read_stored;
 use crate::spool::lock::SpoolLock;
-use crate::spool::{ChangeOutcome, Layout, QueueId, RealFs, Spool, SpoolOptions, index, now_unix};
+use crate::spool::{IndexReader, Layout, QueueId, RealFs, Spool, SpoolOptions, now_unix};
 
 #[derive(Args, Debug)]
 pub struct QueueArgs {
@@ -34,7 +35,7 @@ pub enum QueueAction {
     Hold(Select),
     /// Make held messages due now
     Release(Select),
-    /// Make waiting messages due now (delivery is not in this version yet)
+    /// Make waiting messages due now
     Retry(Select),
     /// Remove messages from the queue, without a bounce
     Delete(Select),
@@ -74,7 +75,7 @@ fn index_error(e: impl std::fmt::Display) -> Failure {
 
 pub fn list(config: Option<&Path>, json: bool) -> Result<(), Failure> {
     let layout = layout(config)?;
-    let conn = index::open_reader(&layout.index).map_err(index_error)?;
+    let reader = IndexReader::open(&layout).map_err(index_error)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let drops = maildrop_entries(&RealFs, &layout);
@@ -85,8 +86,10 @@ pub fn list(config: Option<&Path>, json: bool) -> Result<(), Failure> {
             first = false;
             serde_json::to_writer(&mut *out, e).map_err(std::io::Error::other)
         };
-        if let Some(conn) = &conn {
-            for_each_entry(conn, None, |e| emit(&mut out, &e)).map_err(index_error)?;
+        if let Some(reader) = &reader {
+            reader
+                .for_each_entry(None, |e| emit(&mut out, &e))
+                .map_err(index_error)?;
         }
         for e in &drops {
             emit(&mut out, e).map_err(index_error)?;
@@ -94,8 +97,10 @@ pub fn list(config: Option<&Path>, json: bool) -> Result<(), Failure> {
         out.write_all(if first { b"[]\n" } else { b"\n]\n" })
     } else {
         let mut table = Table::new(&mut out, now_unix());
-        if let Some(conn) = &conn {
-            for_each_entry(conn, None, |e| table.entry(&e)).map_err(index_error)?;
+        if let Some(reader) = &reader {
+            reader
+                .for_each_entry(None, |e| table.entry(&e))
+                .map_err(index_error)?;
         }
         for e in &drops {
             table.entry(e).map_err(index_error)?;
@@ -158,14 +163,14 @@ fn show(config: Option<&Path>, id: &str) -> Result<(), Failure> {
         text.push_str(&format!("envid:       {envid}\n"));
     }
     text.push_str("recipients:\n");
-    let conn = index::open_reader(&layout.index).map_err(index_error)?;
     let mut states = Vec::new();
-    if let Some(conn) = &conn {
-        for_each_entry(conn, Some(id.as_str()), |entry| {
-            states = entry.recipients;
-            Ok(())
-        })
-        .map_err(index_error)?;
+    if let Some(reader) = IndexReader::open(&layout).map_err(index_error)? {
+        reader
+            .for_each_entry(Some(id.as_str()), |entry| {
+                states = entry.recipients;
+                Ok(())
+            })
+            .map_err(index_error)?;
     }
     for (i, r) in e.recipients.iter().enumerate() {
         let st = states.get(i);
@@ -216,6 +221,9 @@ fn change(config: Option<&Path>, action: ChangeAction, select: Select) -> Result
         ChangeAction::Retry => "due now",
         ChangeAction::Delete => "deleted",
     };
+    if select.all {
+        println!("{} message(s) {verb}", outcome.count);
+    }
     for id in &outcome.changed {
         println!("{id}: {verb}");
     }
@@ -244,7 +252,12 @@ fn change_offline(
                 format!("opening spool {}: {e}", layout.root.display()),
             )
         })?;
-    let outcome = spool.change_blocking(action.change(ids, all));
+    let change = action.change(ids, all);
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?
+        .block_on(crate::queue::jobs::apply(&spool, change));
     spool.close();
     outcome.map_err(|e| Failure::new(exit::IOERR, e.to_string()))
 }
@@ -271,7 +284,7 @@ fn reindex(config: Option<&Path>) -> Result<(), Failure> {
         ),
         other => Failure::new(exit::CANTCREAT, other.to_string()),
     })?;
-    let count = Spool::reindex(&layout, &RealFs)
+    let count = Spool::reindex(&layout, Arc::new(RealFs))
         .map_err(|e| Failure::new(exit::IOERR, format!("reindex: {e}")))?;
     println!(
         "re-indexed {count} message(s) from {}",

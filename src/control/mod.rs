@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LinkMode;
 use crate::link::{FlushRecord, RouteStatus};
-use crate::spool::{Change, ChangeOutcome, QueueId, RecipientState, RecoveryReport, Selection};
+use crate::queue::jobs::{Change, ChangeOutcome};
+use crate::spool::{QueueId, RecipientState, RecoveryReport, Scope};
 
 /// Longest request line the daemon reads.
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
@@ -55,11 +56,7 @@ pub enum ChangeAction {
 impl ChangeAction {
     /// The spool change this action makes to `ids`, or to every message when `all`.
     pub fn change(self, ids: Vec<QueueId>, all: bool) -> Change {
-        let selection = if all {
-            Selection::All
-        } else {
-            Selection::Ids(ids)
-        };
+        let selection = if all { Scope::All } else { Scope::Ids(ids) };
         match self {
             ChangeAction::Hold => Change::Hold(selection),
             ChangeAction::Release => Change::Release(selection),

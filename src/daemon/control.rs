@@ -1,6 +1,6 @@
-//! The daemon's answers to control requests. Queue changes go through the spool writer;
-//! flushes through the queue owner's `Flusher`; status and progress read the index on a
-//! read-only connection, and the link gates from memory.
+//! The daemon's answers to control requests. Queue changes and flushes go to the queue
+//! owner; status and progress read the index on a read-only connection, and the link
+//! gates from memory.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,13 +10,15 @@ use crate::control::{Progress, Request, Response, StateCount, Status};
 use crate::delivery::runner;
 use crate::exit;
 use crate::link::Link;
-use crate::queue::flush::{FlushTarget, Flusher};
-use crate::spool::{RecipientState, RecoveryReport, Spool, index, now_unix};
+use crate::queue::flush::FlushTarget;
+use crate::queue::owner::QueueHandle;
+use crate::spool::reader::ReadError;
+use crate::spool::{IndexReader, RecipientState, RecoveryReport, Spool, now_unix};
 
 #[derive(Clone)]
 pub struct DaemonControl {
     pub spool: Spool,
-    pub flusher: Arc<Flusher>,
+    pub queue: QueueHandle,
     pub link: Arc<Link>,
     pub progress: Arc<runner::Progress>,
     pub hostname: String,
@@ -50,7 +52,7 @@ impl Handler for DaemonControl {
                 }
             }
             Request::Change { action, ids, all } => {
-                match self.spool.change(action.change(ids, all)).await {
+                match self.queue.change(action.change(ids, all)).await {
                     Ok(outcome) => Response::Changed(outcome),
                     Err(e) => error(exit::TEMPFAIL, e.to_string()),
                 }
@@ -67,7 +69,7 @@ impl Handler for DaemonControl {
                     ),
                     None => (FlushTarget::All, "ferrymail flush".to_owned()),
                 };
-                match self.flusher.flush(&target, &why).await {
+                match self.queue.flush(target, &why).await {
                     Ok(started) => Response::FlushStarted {
                         released: started.released,
                         coalesced: started.coalesced,
@@ -85,16 +87,13 @@ fn error(code: u8, message: String) -> Response {
 
 impl DaemonControl {
     /// Reads the index: blocking, so called on a blocking thread.
-    fn status(&self) -> rusqlite::Result<Status> {
+    fn status(&self) -> Result<Status, ReadError> {
         let layout = self.spool.layout();
-        let conn = index::open_reader(&layout.index)?;
-        let (counts, messages) = match &conn {
-            Some(conn) => (
-                index::count_by_state(conn)?,
-                conn.query_row("SELECT COUNT(*) FROM message", [], |r| r.get(0))?,
-            ),
-            None => (Vec::new(), 0),
+        let summary = match IndexReader::open(layout)? {
+            Some(reader) => reader.summary()?,
+            None => Default::default(),
         };
+        let (counts, messages) = (summary.by_state, summary.messages);
         let recipients = RecipientState::ALL
             .iter()
             .map(|state| StateCount {
@@ -128,9 +127,9 @@ impl DaemonControl {
         })
     }
 
-    fn progress(&self) -> rusqlite::Result<Progress> {
-        let (busy, deferred) = match index::open_reader(&self.spool.layout().index)? {
-            Some(conn) => index::busy_and_deferred(&conn, now_unix())?,
+    fn progress(&self) -> Result<Progress, ReadError> {
+        let (busy, deferred) = match IndexReader::open(self.spool.layout())? {
+            Some(reader) => reader.busy_and_deferred(now_unix())?,
             None => (0, 0),
         };
         Ok(Progress {

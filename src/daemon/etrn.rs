@@ -2,12 +2,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
-use crate::queue::flush::{FlushTarget, Flusher};
+use crate::queue::flush::FlushTarget;
+use crate::queue::owner::QueueHandle;
 use crate::server::etrn::{Flush, Flushed};
 
-pub struct EtrnService(pub Arc<Flusher>);
+pub struct EtrnService(pub QueueHandle);
 
 impl Flush for EtrnService {
     fn flush<'a>(
@@ -21,7 +21,7 @@ impl Flush for EtrnService {
                 subdomains,
             };
             let why = format!("ETRN {}{domain}", if subdomains { "@" } else { "" });
-            match self.0.flush(&target, &why).await {
+            match self.0.flush(target, &why).await {
                 Ok(started) => Flushed::Started {
                     released: started.released,
                     coalesced: started.coalesced,

@@ -1,7 +1,7 @@
 //! `ferrymail serve`: takes the spool lock, recovers the spool, then runs the SMTP
-//! listeners (with ETRN), the maildrop pickup, the delivery scheduler, the link task,
-//! the flush triggers (SIGUSR1, the trigger file) and the control socket until shutdown
-//! is requested, and stops them cleanly.
+//! listeners (with ETRN), the maildrop pickup, the queue owner (which runs delivery),
+//! the link task, the flush triggers (SIGUSR1, the trigger file) and the control socket
+//! until shutdown is requested, and stops them cleanly.
 
 pub mod control;
 mod etrn;
@@ -25,11 +25,10 @@ use crate::exit::{self, Failure};
 use crate::link::Link;
 use crate::link::schedule::local_zone;
 use crate::link::task::LinkTask;
-use crate::queue::flush::Flusher;
-use crate::queue::lane::Deliverer;
+use crate::queue::lane::Kit;
 use crate::queue::open_domains::OpenDomains;
+use crate::queue::owner::{Inputs, Owner, QueueHandle};
 use crate::queue::retry::RetryPolicy;
-use crate::queue::scheduler::Scheduler;
 use crate::server::auth::Users;
 use crate::server::{
     AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
@@ -76,16 +75,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     let router = Router::from_config(&config);
     let settings = client_settings(&config, &router).map_err(|e| Failure::new(exit::CONFIG, e))?;
     let resolver = Arc::new(MxResolver::new(&config.dns.servers, DNS_TIMEOUT));
-    let (link, link_events) = Link::new(&config.link, &router, local_zone());
+    let (link, link_inputs) = Link::new(&config.link, &router, local_zone());
     let link = Arc::new(link);
     let open_domains = Arc::new(OpenDomains::default());
-    let flusher = Arc::new(Flusher {
-        spool: spool.clone(),
-        router: router.clone(),
-        link: link.clone(),
-        open_domains: open_domains.clone(),
-    });
-    let etrn: Arc<dyn crate::server::etrn::Flush> = Arc::new(etrn::EtrnService(flusher.clone()));
+    let (queue, queue_events) = QueueHandle::new();
+    let etrn: Arc<dyn crate::server::etrn::Flush> = Arc::new(etrn::EtrnService(queue.clone()));
 
     let server_stats = Arc::new(crate::server::ServerStats::default());
     let mut smtp_tasks = Vec::new();
@@ -132,7 +126,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     })?;
     let progress = Arc::new(Progress::default());
     let handler = Arc::new(control::DaemonControl {
-        flusher: flusher.clone(),
+        queue: queue.clone(),
         link: link.clone(),
         progress: progress.clone(),
         spool: spool.clone(),
@@ -149,16 +143,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
 
     let link_task = LinkTask {
         link: link.clone(),
-        spool: spool.clone(),
         router: router.clone(),
         settings: settings.clone(),
         resolver: resolver.clone(),
         etrn: config.link.etrn.clone(),
-        max_wait: config.retry.max.0,
     };
-    let link_task = tokio::spawn(link_task.run(link_events, shutdown.clone()));
+    let link_task = tokio::spawn(link_task.run(link_inputs.events, shutdown.clone()));
     let triggers_task = tokio::spawn(triggers::run(
-        flusher.clone(),
+        queue.clone(),
+        link.clone(),
         config.link.trigger_file.clone(),
         shutdown.clone(),
     ));
@@ -188,7 +181,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         }
         None => None,
     };
-    let deliverer = Arc::new(Deliverer {
+    let kit = Arc::new(Kit {
         spool: spool.clone(),
         router,
         settings,
@@ -197,16 +190,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
             hostname: config.hostname.to_ascii_lowercase(),
             listeners: bound,
         },
-        retry: RetryPolicy::from_config(&config.retry),
-        hostname: config.hostname.clone(),
-        open_domains,
         progress,
         link,
         metrics,
         shutdown: shutdown.clone(),
     });
-    let scheduler = Scheduler { deliverer };
-    let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone()));
+    let owner = Owner {
+        kit,
+        handle: queue.clone(),
+        retry: RetryPolicy::from_config(&config.retry),
+        hostname: config.hostname.clone(),
+        open_domains,
+    };
+    let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel();
+    spool
+        .set_placement(owner.placement(), due_tx)
+        .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    let inputs = Inputs {
+        events: queue_events,
+        due: due_rx,
+        news: link_inputs.news,
+    };
+    let owner_task = tokio::spawn(owner.run(inputs, shutdown.clone()));
 
     let pickup = Arc::new(pickup::Pickup {
         spool: spool.clone(),
@@ -242,15 +247,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     }
     // A delivery in progress over a dying link could take minutes: give it a moment, then
     // stop it. Its claims stay in_flight and recovery makes them due at the next start.
-    let scheduler_abort = scheduler_task.abort_handle();
-    if tokio::time::timeout(SHUTDOWN_GRACE, scheduler_task)
+    let owner_abort = owner_task.abort_handle();
+    if tokio::time::timeout(SHUTDOWN_GRACE, owner_task)
         .await
         .is_err()
     {
         tracing::warn!(
             "delivery still running at shutdown; stopped (it resumes at the next start)"
         );
-        scheduler_abort.abort();
+        owner_abort.abort();
     }
     for task in smtp_tasks {
         let _ = task.await;

@@ -7,12 +7,10 @@
 use std::io::Read;
 use std::path::Path;
 
-use rusqlite::Connection;
-
 use crate::smtp::Mailbox;
 use crate::smtp::canon::CrlfCanon;
 use crate::spool::maildrop::{DropError, is_drop_name, open_drop};
-use crate::spool::{Envelope, Origin, QueueId, Spool, SpoolError, index, now_unix};
+use crate::spool::{Envelope, IndexReader, Origin, QueueId, Spool, SpoolError, now_unix};
 
 pub struct Pickup {
     pub spool: Spool,
@@ -41,15 +39,17 @@ impl Pickup {
             return Ok(0);
         }
         names.sort();
-        let Some(conn) = index::open_reader(&layout.index)? else {
-            return Ok(0);
+        let reader = match IndexReader::open(layout) {
+            Ok(Some(reader)) => reader,
+            Ok(None) => return Ok(0),
+            Err(e) => return Err(SpoolError::io("read the index", std::io::Error::other(e))),
         };
         let mut picked = 0;
         for name in names {
             if stop() {
                 break;
             }
-            let outcome = self.ingest(&conn, &name)?;
+            let outcome = self.ingest(&reader, &name)?;
             if let Outcome::Quarantined(reason) = &outcome {
                 tracing::error!(drop = %name.to_string_lossy(), reason, "maildrop file quarantined in corrupt/");
             }
@@ -58,14 +58,17 @@ impl Pickup {
         Ok(picked)
     }
 
-    fn ingest(&self, conn: &Connection, name: &std::ffi::OsStr) -> Result<Outcome, SpoolError> {
+    fn ingest(&self, index: &IndexReader, name: &std::ffi::OsStr) -> Result<Outcome, SpoolError> {
         let layout = self.spool.layout();
         let fs = self.spool.fs().as_ref();
         let path = layout.maildrop_new.join(name);
         let Some(name) = name.to_str().filter(|n| is_drop_name(n)) else {
             return self.quarantine(&path, "bad file name");
         };
-        if index::has_drop(conn, name)? {
+        let known = index
+            .has_drop(name)
+            .map_err(|e| SpoolError::io("read the index", std::io::Error::other(e)))?;
+        if known {
             self.remove_drop(&path)?;
             return Ok(Outcome::AlreadyQueued);
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::link::Link;
-use crate::spool::Spool;
+use crate::spool::{IndexReader, Spool};
 
 pub struct Notifier {
     socket: UnixDatagram,
@@ -74,12 +74,11 @@ pub async fn report_status(
     let period = watchdog.unwrap_or(STATUS_PERIOD).min(STATUS_PERIOD);
     let mut ready = true;
     loop {
-        let index = spool.layout().index.clone();
-        let counts = tokio::task::spawn_blocking(move || {
-            crate::spool::index::open_reader(&index)
-                .ok()
-                .flatten()
-                .and_then(|c| crate::spool::index::count_by_state(&c).ok())
+        let layout = spool.layout().clone();
+        let counts = tokio::task::spawn_blocking(move || match IndexReader::open(&layout) {
+            Ok(Some(reader)) => reader.count_by_state().ok(),
+            Ok(None) => Some(Vec::new()),
+            Err(_) => None,
         })
         .await
         .ok()

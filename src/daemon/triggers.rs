@@ -12,14 +12,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::link::trigger;
-use crate::queue::flush::{FlushTarget, Flusher};
+use crate::link::{Link, trigger};
+use crate::queue::flush::FlushTarget;
+use crate::queue::owner::QueueHandle;
 
 /// How often the trigger file's modification time is looked at, besides notify.
 const POLL: Duration = Duration::from_secs(5);
 
 pub async fn run(
-    flusher: Arc<Flusher>,
+    queue: QueueHandle,
+    link: Arc<Link>,
     trigger_file: Option<PathBuf>,
     shutdown: CancellationToken,
 ) {
@@ -57,12 +59,10 @@ pub async fn run(
             }
         };
         if why == "the trigger file" && says_down(trigger_file.as_deref()) {
-            flusher.link.hint("the trigger file says down");
+            link.hint("the trigger file says down");
             continue;
         }
-        if let Err(e) = flusher.flush(&FlushTarget::All, why).await {
-            tracing::error!(why, error = %e, "flush failed");
-        }
+        queue.flush_soon(FlushTarget::All, why);
     }
 }
 

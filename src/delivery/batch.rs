@@ -1,56 +1,77 @@
 //! Many messages over one connection, pipelined across transactions when the upstream
 //! offers CHUNKING: a batch costs about one round trip instead of one per message, which
-//! is what a long thin link needs (issue 4). Writing and reading run at once, so a large
-//! batch cannot deadlock on full socket buffers, and the writer stays within a bounded
-//! window of unanswered transactions, which bounds what a crash can deliver twice.
+//! is what a long thin link needs. Writing and reading run at once, so a large batch
+//! cannot deadlock on full socket buffers. The writer stays within a bounded window of
+//! transactions whose outcomes are not yet durably recorded by the caller, which bounds
+//! what a crash can deliver twice whatever the disk's latency: an answered transaction
+//! leaves the window only once its outcome is on disk.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::client::{Connection, Outgoing};
+use super::content::{Content, PIECE};
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use crate::smtp::response::Response;
 
-/// How far the writer may run ahead of the replies: at most this many transactions, and
-/// this many bytes, unanswered. What is unanswered is what a crash can repeat (the
-/// upstream commits what it has read after we die), so the window is bounded, and kept
-/// near what the link needs: twice the messages answered per round trip, measured as
-/// the replies come (`Window`), so a fast path keeps two or three in flight while a long
-/// thin one keeps enough to stay busy. 1 MiB fills 600 ms at 13 Mbit/s.
+/// How far the writer may run ahead of what is recorded: at most this many
+/// transactions, and this many bytes, whose outcomes are not yet durable. That is what a
+/// crash can repeat (the upstream commits what it has read after we die), so the window
+/// is bounded, and kept near what the link needs: twice the messages answered per round
+/// trip, measured as the replies come (`Window`), so a fast path keeps a few in flight
+/// while a long thin one keeps enough to stay busy. 1 MiB fills 600 ms at 13 Mbit/s.
 pub const WINDOW_MESSAGES: usize = 32;
 pub const WINDOW_BYTES: usize = 1 << 20;
 /// The smallest window: one transaction being answered while the next is on its way.
 const MIN_WINDOW: usize = 8;
 
-/// Content goes out in writes of this size, each under the data block timeout.
-const WRITE_CHUNK: usize = 64 << 10;
+/// How a caller follows a batch as it goes.
+pub struct Tracker<'a> {
+    /// Called with message `i`'s outcomes as soon as its replies are all in, while later
+    /// messages are still on the wire.
+    pub answered: &'a mut (dyn FnMut(usize, &[Classified]) + Send),
+    /// How many answered messages (in the order they were answered) have their outcomes
+    /// durably recorded: the window is counted from it.
+    pub durable: watch::Receiver<usize>,
+}
 
 impl Connection {
-    /// Sends many messages, pipelined across messages when the upstream offers CHUNKING:
-    /// every transaction (MAIL, RCPTs, `BDAT n LAST`, RSET) goes out back to back, up to
-    /// the window ahead of the replies, which are read at the same time, so a batch costs
-    /// about one round trip, not one per message. The RSET closes a transaction the upstream kept open after
-    /// refusing every recipient; it costs a reply line, not a wait. Without CHUNKING the
-    /// messages go one by one (`send`). Returns outcomes per message, per recipient; a
-    /// connection failure part-way applies to every message not yet answered.
-    pub async fn send_batch(&mut self, batch: &[Outgoing<'_>]) -> Vec<Vec<Classified>> {
-        self.send_batch_each(batch, &mut |_, _| {}).await
+    /// `send_batch` for a caller that records nothing (a benchmark, a test): every answer
+    /// counts as durable at once.
+    pub async fn send_batch_unrecorded(&mut self, batch: &[Outgoing<'_>]) -> Vec<Vec<Classified>> {
+        let (durable_tx, durable) = watch::channel(0usize);
+        let mut answered = move |_: usize, _: &[Classified]| {
+            durable_tx.send_modify(|n| *n += 1);
+        };
+        let track = Tracker {
+            answered: &mut answered,
+            durable,
+        };
+        self.send_batch(batch, track).await
     }
 
-    /// `send_batch`, calling `done(i, outcomes)` for message `i` as soon as its replies
-    /// are all in, while later messages are still on the wire: the caller can record a
-    /// delivery at once, so a crash repeats at most the messages answered but not yet
-    /// recorded (the RFC 1047 window), not the whole batch.
-    pub async fn send_batch_each(
+    /// Sends many messages, pipelined across messages when the upstream offers CHUNKING:
+    /// every transaction (MAIL, RCPTs, `BDAT n LAST`, RSET) goes out back to back, up to
+    /// the window ahead of what is recorded, while the replies are read at the same time,
+    /// so a batch costs about one round trip, not one per message. The RSET closes a
+    /// transaction the upstream kept open after refusing every recipient; it costs a
+    /// reply line, not a wait. Without CHUNKING the messages go one by one (`send`), each
+    /// recorded before the next is sent. Returns outcomes per message, per recipient; a
+    /// connection failure part-way applies to every message not yet answered.
+    pub async fn send_batch(
         &mut self,
         batch: &[Outgoing<'_>],
-        done: &mut (dyn FnMut(usize, &[Classified]) + Send),
+        track: Tracker<'_>,
     ) -> Vec<Vec<Classified>> {
+        let Tracker {
+            answered: done,
+            mut durable,
+        } = track;
         if !self.uses_chunking() {
             let mut out = Vec::with_capacity(batch.len());
             for (i, m) in batch.iter().enumerate() {
@@ -58,6 +79,11 @@ impl Connection {
                     Ok(outcomes) => {
                         done(i, &outcomes);
                         out.push(outcomes);
+                        // One message unrecorded at a time: a crash repeats at most it.
+                        let sent = out.len();
+                        if durable.wait_for(|n| *n >= sent).await.is_err() {
+                            break;
+                        }
                     }
                     Err(failure) => {
                         out.extend(
@@ -94,11 +120,10 @@ impl Connection {
         let t = self.timeouts.clone();
         let (mut read_half, mut write_half) = tokio::io::split(&mut self.stream);
         let reader = &mut self.reader;
-        // The writer stays at most a window ahead of the replies (`answered` counts the
-        // transactions fully answered; `stopped` says the reader gave up).
-        let answered = AtomicUsize::new(0);
+        // The writer stays at most a window ahead of what is recorded (`durable` counts
+        // the transactions whose outcomes are on disk; `stopped` says the reader gave up).
         let stopped = AtomicBool::new(false);
-        let replies_in = Notify::new();
+        let reader_done = Notify::new();
         let window = Mutex::new(self.window.take().unwrap_or_else(|| Window::new(self.rtt)));
         let read_replies = async {
             let mut replies: Vec<Response> = Vec::with_capacity(expected);
@@ -123,8 +148,6 @@ impl Connection {
                                 .lock()
                                 .expect("not poisoned")
                                 .answered(Instant::now());
-                            answered.store(answered_here, Ordering::Release);
-                            replies_in.notify_one();
                         }
                         if closing {
                             break;
@@ -175,40 +198,25 @@ impl Connection {
             sent_bytes.push(0usize);
             for (k, (head, content)) in transactions.iter().enumerate() {
                 loop {
-                    let wait = replies_in.notified();
-                    tokio::pin!(wait);
-                    wait.as_mut().enable();
                     if stopped.load(Ordering::Acquire) {
                         return None;
                     }
-                    let done = answered.load(Ordering::Acquire);
-                    let unanswered = sent_bytes[k] - sent_bytes[done.min(k)];
+                    let recorded = (*durable.borrow_and_update()).min(k);
+                    let unrecorded = sent_bytes[k] - sent_bytes[recorded];
                     let limit = window.lock().expect("not poisoned").limit();
-                    if k == done || (k - done < limit && unanswered < WINDOW_BYTES) {
+                    if k == recorded || (k - recorded < limit && unrecorded < WINDOW_BYTES) {
                         break;
                     }
-                    wait.await;
-                }
-                let mut wire = Vec::with_capacity(head.len() + content.len() + 6);
-                wire.extend_from_slice(head.as_bytes());
-                wire.extend_from_slice(content);
-                wire.extend_from_slice(b"RSET\r\n");
-                for chunk in wire.chunks(WRITE_CHUNK) {
-                    // RFC 5321 §4.5.3.2.5: the data block timeout is per write, not per message.
-                    match tokio::time::timeout(t.data_block, write_half.write_all(chunk)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            return Some(classify(Phase::Mail, &Event::Broken(e.to_string())));
-                        }
-                        Err(_) => {
-                            return Some(classify(
-                                Phase::Mail,
-                                &Event::Broken("write timed out".into()),
-                            ));
-                        }
+                    tokio::select! {
+                        changed = durable.changed() => if changed.is_err() { return None },
+                        _ = reader_done.notified() => {}
                     }
                 }
-                sent_bytes.push(sent_bytes[k] + wire.len());
+                let written = write_transaction(&mut write_half, head, content, &t).await;
+                if let Err(failure) = written {
+                    return Some(failure);
+                }
+                sent_bytes.push(sent_bytes[k] + head.len() + content.len() as usize + 6);
                 window.lock().expect("not poisoned").written(Instant::now());
             }
             match tokio::time::timeout(t.data_block, write_half.flush()).await {
@@ -224,7 +232,7 @@ impl Connection {
             let result = read_replies.await;
             // Wake a writer waiting for room in the window: nothing more will come.
             stopped.store(true, Ordering::Release);
-            replies_in.notify_one();
+            reader_done.notify_one();
             result
         };
         let (write_failure, (replies, read_failure)) = tokio::join!(write, read);
@@ -246,6 +254,56 @@ impl Connection {
             ));
         }
         out
+    }
+}
+
+/// Writes one transaction: its commands, its content (one write when small and in
+/// memory, else a piece at a time, each under the data block timeout, RFC 5321
+/// §4.5.3.2.5), and the RSET that closes it.
+async fn write_transaction<W: tokio::io::AsyncWrite + Unpin>(
+    out: &mut W,
+    head: &str,
+    content: &Content<'_>,
+    t: &super::client::ClientTimeouts,
+) -> Result<(), Classified> {
+    let broken = |why: String| classify(Phase::Mail, &Event::Broken(why));
+    let mut put = async |bytes: &[u8]| -> Result<(), Classified> {
+        match tokio::time::timeout(t.data_block, out.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(broken(e.to_string())),
+            Err(_) => Err(broken("write timed out".into())),
+        }
+    };
+    if let Content::Bytes(bytes) = content
+        && bytes.len() <= PIECE
+    {
+        let mut wire = Vec::with_capacity(head.len() + bytes.len() + 6);
+        wire.extend_from_slice(head.as_bytes());
+        wire.extend_from_slice(bytes);
+        wire.extend_from_slice(b"RSET\r\n");
+        return put(&wire).await;
+    }
+    put(head.as_bytes()).await?;
+    let mut reader = content.reader().await.map_err(|e| unreadable(&e))?;
+    let mut piece = vec![0u8; PIECE];
+    loop {
+        let n = reader.read(&mut piece).await.map_err(|e| unreadable(&e))?;
+        if n == 0 {
+            break;
+        }
+        put(&piece[..n]).await?;
+    }
+    put(b"RSET\r\n").await
+}
+
+/// The spool file could not be read mid-transaction: the chunk cannot be completed, so
+/// the connection is given up. Our failure, not the upstream's: not an attempt.
+pub(super) fn unreadable(e: &std::io::Error) -> Classified {
+    Classified {
+        outcome: Outcome::Unsent,
+        scope: super::outcome::Scope::Connection,
+        reason: format!("reading the spool file: {e}"),
+        status: "4.3.0".into(),
     }
 }
 

@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::encode::{dot_stuff, xtext};
+use super::content::{Content, DotStuffer, PIECE};
+use super::encode::xtext;
 use super::outcome::{Classified, Event, Outcome, Phase, Scope, classify};
 use crate::config::TlsPolicy;
 use crate::net::MaybeTls;
@@ -105,7 +106,7 @@ impl Capabilities {
 pub struct Outgoing<'a> {
     pub sender: &'a str,
     pub recipients: &'a [Recipient],
-    pub content: &'a [u8],
+    pub content: Content<'a>,
     pub body: Option<BodyType>,
     pub eight_bit: bool,
     pub smtputf8: bool,
@@ -258,11 +259,22 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes `bytes` and flushes them.
     async fn write(&mut self, bytes: &[u8], phase: Phase, timeout: Duration) -> Step<()> {
         let written = tokio::time::timeout(timeout, async {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
         });
+        match written.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(classify(phase, &Event::Broken(e.to_string()))),
+            Err(_) => Err(classify(phase, &Event::Broken("write timed out".into()))),
+        }
+    }
+
+    /// Writes `bytes` without flushing (a piece of content; `write` flushes at the end).
+    async fn write_raw(&mut self, bytes: &[u8], phase: Phase, timeout: Duration) -> Step<()> {
+        let written = tokio::time::timeout(timeout, self.stream.write_all(bytes));
         match written.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(classify(phase, &Event::Broken(e.to_string()))),
@@ -316,8 +328,7 @@ impl Connection {
         if self.caps.pipelining {
             self.write(head.as_bytes(), Phase::Mail, t.command).await?;
             if chunking {
-                self.write(m.content, Phase::EndOfData, t.data_block)
-                    .await?;
+                self.write_content(&m.content, None).await?;
             }
         }
         let mut lines = head.split_inclusive("\r\n");
@@ -356,8 +367,8 @@ impl Connection {
                     accepted.then(|| classify(Phase::Data, &Event::Reply(go))),
                 ));
             }
-            let stuffed = dot_stuff(m.content);
-            self.write(&stuffed, Phase::EndOfData, t.data_block).await?;
+            self.write_content(&m.content, Some(DotStuffer::default()))
+                .await?;
             self.read(Phase::EndOfData, t.end_of_data).await?
         };
         if !accepted {
@@ -372,6 +383,48 @@ impl Connection {
             outcomes,
             Some(classify(Phase::EndOfData, &Event::Reply(end))),
         ))
+    }
+
+    /// Writes `content` a piece at a time, each under the data block timeout (RFC 5321
+    /// §4.5.3.2.5); dot-stuffed and terminated when `stuffer` is given (DATA).
+    async fn write_content(
+        &mut self,
+        content: &Content<'_>,
+        mut stuffer: Option<DotStuffer>,
+    ) -> Step<()> {
+        let timeout = self.timeouts.data_block;
+        let mut reader = content
+            .reader()
+            .await
+            .map_err(|e| super::batch::unreadable(&e))?;
+        let mut piece = vec![0u8; PIECE];
+        let mut stuffed = Vec::new();
+        loop {
+            let n = reader
+                .read(&mut piece)
+                .await
+                .map_err(|e| super::batch::unreadable(&e))?;
+            if n == 0 {
+                break;
+            }
+            match &mut stuffer {
+                Some(s) => {
+                    stuffed.clear();
+                    s.push(&piece[..n], &mut stuffed);
+                    self.write_raw(&stuffed, Phase::EndOfData, timeout).await?;
+                }
+                None => {
+                    self.write_raw(&piece[..n], Phase::EndOfData, timeout)
+                        .await?
+                }
+            }
+        }
+        if let Some(s) = stuffer {
+            stuffed.clear();
+            s.finish(&mut stuffed);
+            self.write_raw(&stuffed, Phase::EndOfData, timeout).await?;
+        }
+        self.write(b"", Phase::EndOfData, timeout).await
     }
 
     /// What the upstream cannot take of this message, before any command is sent.
@@ -391,11 +444,7 @@ impl Connection {
         if m.eight_bit && !self.caps.eight_bit_mime {
             return unsupported("8-bit content, and the upstream lacks 8BITMIME", "5.6.3");
         }
-        if self
-            .caps
-            .size
-            .is_some_and(|limit| m.content.len() as u64 > limit)
-        {
+        if self.caps.size.is_some_and(|limit| m.content.len() > limit) {
             return unsupported("larger than the upstream's SIZE limit", "5.3.4");
         }
         None

@@ -1,11 +1,14 @@
 //! Delivery status notifications (RFC 3464 multipart/report; RFC 3461 for what the sender
-//! asked for). `build` writes the whole notification as CRLF lines: a human explanation,
-//! the machine-readable `message/delivery-status`, and the original's headers (RET=HDRS,
-//! the default) or the whole original (RET=FULL). Never one for the null sender (RFC 5321
+//! asked for). `write_to` writes the whole notification as CRLF lines: a human
+//! explanation, the machine-readable `message/delivery-status`, and the original's
+//! headers (RET=HDRS, the default) or the whole original (RET=FULL), streamed from a
+//! reader so a large original is never held in memory. Never one for the null sender (RFC 5321
 //! §4.5.5, no bounce loops); NOTIFY=NEVER silences a recipient, SUCCESS and DELAY must be
 //! asked for, FAILURE is the default. Text from upstreams is stripped of control
 //! characters and kept under the 998-octet line limit. The MIME is written directly: its
 //! shape is fixed, and every line stays under our control.
+
+use std::io::{self, Read, Write};
 
 use crate::spool::{Envelope, Recipient, Ret};
 
@@ -62,13 +65,14 @@ pub struct Line {
     pub diagnostic: String,
 }
 
-/// A notice about one message, to be sent.
-#[derive(Clone, Debug)]
-pub struct Notice {
-    pub envelope: Envelope,
-    /// The original message as stored.
-    pub content: Vec<u8>,
-    pub lines: Vec<Line>,
+/// What of the original message a notice carries.
+pub enum Original<'a> {
+    /// Nothing (its file is damaged).
+    Nothing,
+    /// Its header section (RET=HDRS, the default), read up to the blank line.
+    Headers(&'a mut dyn Read),
+    /// All of it (RET=FULL); `eight_bit` when it holds octets above 127.
+    Full(&'a mut dyn Read, bool),
 }
 
 /// Whether the sender wants to hear about `action` for `recipient`.
@@ -89,8 +93,7 @@ pub fn wanted(envelope: &Envelope, recipient: &Recipient, action: Action) -> boo
 /// Longest line we write; RFC 5322 §2.1.1 allows 998.
 const MAX_LINE: usize = 900;
 
-/// The notification as a complete message. `original` is the stored message (headers
-/// and body); `arrival` and `now` are Unix seconds; `id` makes the Message-ID unique.
+/// The notification as a complete message, in memory (tests and small originals).
 pub fn build(
     hostname: &str,
     envelope: &Envelope,
@@ -99,6 +102,28 @@ pub fn build(
     now: i64,
     id: &str,
 ) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut reader = original;
+    let original = if envelope.ret == Some(Ret::Full) {
+        Original::Full(&mut reader, original.iter().any(|b| *b >= 0x80))
+    } else {
+        Original::Headers(&mut reader)
+    };
+    write_to(&mut out, hostname, envelope, reports, original, now, id).expect("writing to memory");
+    out
+}
+
+/// Writes the notification to `out`; `now` is Unix seconds; `id` makes the Message-ID
+/// unique.
+pub fn write_to(
+    out: &mut dyn Write,
+    hostname: &str,
+    envelope: &Envelope,
+    reports: &[Reported<'_>],
+    original: Original<'_>,
+    now: i64,
+    id: &str,
+) -> io::Result<()> {
     let boundary = format!("{id}.{now}/{hostname}");
     let date = crate::smtp::date::at(now);
     let any_failed = reports.iter().any(|r| r.action == Action::Failed);
@@ -185,32 +210,94 @@ pub fn build(
     }
     m.push_str("\r\n");
 
-    let full = envelope.ret == Some(Ret::Full);
-    let headers_end = original
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(original.len(), |p| p + 2);
-    let kind = if full {
-        "message/rfc822"
-    } else {
-        "text/rfc822-headers"
+    let (kind, eight_bit) = match &original {
+        Original::Nothing => {
+            out.write_all(m.as_bytes())?;
+            return out.write_all(format!("--{boundary}--\r\n").as_bytes());
+        }
+        Original::Headers(_) => ("text/rfc822-headers", false),
+        Original::Full(_, eight_bit) => ("message/rfc822", *eight_bit),
     };
     m.push_str(&format!("--{boundary}\r\nContent-Type: {kind}\r\n"));
-    if full && original.iter().any(|b| *b >= 0x80) {
+    if eight_bit {
         m.push_str("Content-Transfer-Encoding: 8bit\r\n");
     }
     m.push_str("\r\n");
-    let mut out = m.into_bytes();
-    out.extend_from_slice(if full {
-        original
-    } else {
-        &original[..headers_end]
-    });
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+    out.write_all(m.as_bytes())?;
+    let ended = match original {
+        Original::Nothing => unreachable!("handled above"),
+        Original::Headers(r) => copy_headers(r, out)?,
+        Original::Full(r, _) => copy_all(r, out)?,
+    };
+    if !ended {
+        out.write_all(b"\r\n")?;
     }
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    out
+    out.write_all(format!("\r\n--{boundary}--\r\n").as_bytes())
+}
+
+/// Copies `r` to `out`; returns whether it ended with CRLF.
+fn copy_all(r: &mut dyn Read, out: &mut dyn Write) -> io::Result<bool> {
+    let mut piece = vec![0u8; 64 << 10];
+    let mut last = [0u8; 2];
+    loop {
+        let n = r.read(&mut piece)?;
+        if n == 0 {
+            return Ok(&last == b"\r\n");
+        }
+        out.write_all(&piece[..n])?;
+        if n >= 2 {
+            last.copy_from_slice(&piece[n - 2..n]);
+        } else {
+            last = [last[1], piece[0]];
+        }
+    }
+}
+
+/// Copies the header section of `r` (up to and including the CRLF before the blank
+/// line, or all of it when there is no blank line); returns whether it ended with CRLF.
+/// A CR at the end of a piece is held back until the next shows whether it begins the
+/// blank line.
+fn copy_headers(r: &mut dyn Read, out: &mut dyn Write) -> io::Result<bool> {
+    let mut piece = vec![0u8; 16 << 10];
+    // How much of CRLF CRLF the bytes so far end with.
+    let mut matched = 0;
+    let mut held_cr = false;
+    let mut last = [0u8; 2];
+    loop {
+        let n = r.read(&mut piece)?;
+        if n == 0 {
+            if held_cr {
+                out.write_all(b"\r")?;
+            }
+            return Ok(&last == b"\r\n");
+        }
+        for (i, &b) in piece[..n].iter().enumerate() {
+            matched = match (matched, b) {
+                (0 | 2, b'\r') | (1 | 3, b'\n') => matched + 1,
+                (_, b'\r') => 1,
+                _ => 0,
+            };
+            if matched == 4 {
+                // The blank line's CR is piece[i - 1], or the CR held back (dropped).
+                if i >= 1 {
+                    if held_cr {
+                        out.write_all(b"\r")?;
+                    }
+                    out.write_all(&piece[..i - 1])?;
+                }
+                return Ok(true);
+            }
+        }
+        if held_cr {
+            out.write_all(b"\r")?;
+        }
+        held_cr = piece[n - 1] == b'\r';
+        let end = if held_cr { n - 1 } else { n };
+        out.write_all(&piece[..end])?;
+        for &b in &piece[..n] {
+            last = [last[1], b];
+        }
+    }
 }
 
 /// Control characters out, so no text from an upstream can end a line or a header.

@@ -1,11 +1,14 @@
 //! Delivery (DESIGN §5): routes, MX resolution, opening connections (relay or MX, with
 //! loop checks), the SMTP client (one transaction, or a batch pipelined across
-//! messages), the one classification of results, a delivery run over an open
-//! connection, and delivery status notifications. `queue::scheduler` drives it.
+//! messages, its content in memory or streamed from the spool), the one classification
+//! of results, a delivery run over an open connection that hands each answer to a
+//! recorder, and delivery status notifications. The queue owner (`queue`) drives it and
+//! records what it answers; nothing here writes recipient state.
 
 pub mod batch;
 pub mod client;
 pub mod connect;
+pub mod content;
 pub mod dsn;
 pub mod encode;
 pub mod mx;

@@ -1,28 +1,52 @@
 //! One delivery over an open connection: the claimed recipients' messages are read from
-//! the spool a batch at a time (bounded bytes in memory, however many are claimed), sent
-//! pipelined, and every recipient gets a classified result. Deliveries are recorded as
-//! their replies arrive, while the rest of the batch is still on the wire, so a crash
-//! repeats only what was unanswered (the RFC 1047 window). Everything else goes back to
-//! the caller, which decides retries, expiry and notices.
+//! the spool a batch at a time (small ones into memory, large ones streamed from their
+//! files, so memory stays bounded however much is claimed), sent pipelined, and every
+//! answer goes to the caller's recorder as it arrives, while the rest of the batch is
+//! still on the wire. The sender's window counts from what the recorder has made
+//! durable, so a crash repeats at most the window (the RFC 1047 duplicates), whatever
+//! the disk's latency. A message whose file fails its checks is reported as damaged and
+//! never sent. What the connection could not carry comes back to the caller.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::client::{Connection, Outgoing};
-use super::dsn::{self, Action, Line, Notice};
-use super::outcome::{Classified, Outcome, Scope};
-use crate::spool::claims::{Claim, Recorded};
-use crate::spool::envelope::{read_body, read_stored};
-use crate::spool::{Envelope, QueueId, Recipient, Spool, now_unix};
+use tokio::sync::{oneshot, watch};
 
-/// Bytes of content read into memory for one pipelined batch.
-const MAX_BATCH_BYTES: usize = 10 << 20;
+use super::batch::Tracker;
+use super::client::{Connection, Outgoing};
+use super::content::{Content, INLINE_MAX, StoredFile};
+use super::dsn::{self, Action};
+use super::outcome::{Classified, Outcome, Scope};
+use crate::spool::claims::Claim;
+use crate::spool::envelope::{FormatError, read_body, read_stored, verify_body};
+use crate::spool::{Envelope, QueueId, Recipient, Spool};
+
+/// Bytes of content one batch takes (at least one message, however large).
+const MAX_BATCH_BYTES: u64 = 10 << 20;
+
+/// Answers as they come, for the queue owner to record.
+#[derive(Debug, Default)]
+pub struct Answered {
+    pub results: Vec<(Claim, Classified)>,
+    /// The upstream, for `last_host` and notices.
+    pub host: Option<String>,
+    /// Delivered recipients whose sender asked to hear of success, where the upstream
+    /// cannot carry the request on: they get a "relayed" notice (RFC 3461 §6.2.2).
+    pub relayed: Vec<(QueueId, usize)>,
+    /// Messages whose spool file failed its checks, with why: they leave the queue.
+    pub damaged: Vec<(QueueId, String)>,
+}
+
+/// Takes answers to record; the receiver is answered once they are durable (or could
+/// not be made so: the claims then stay unrecorded and are retried).
+pub type Recorder<'a> = dyn Fn(Answered) -> oneshot::Receiver<()> + Send + Sync + 'a;
 
 /// What a delivery run did.
 #[derive(Debug, Default)]
 pub struct Delivery {
-    /// Every claim not already recorded as delivered, with its result.
+    /// Results not yet given to the recorder (never sent, or cut off with the
+    /// connection): the caller decides what they mean, then records them.
     pub rest: Vec<(Claim, Classified)>,
     /// Recipients delivered (and recorded).
     pub delivered: usize,
@@ -31,9 +55,6 @@ pub struct Delivery {
     /// The connection can carry nothing more: the results in `rest` with connection
     /// scope say why.
     pub connection_lost: bool,
-    /// Success notices for senders who asked (NOTIFY=SUCCESS) when the upstream cannot
-    /// carry the request on (no DSN extension): "relayed" (RFC 3461 §6.2.2).
-    pub relayed: Vec<Notice>,
 }
 
 /// Running totals a delivery updates as it goes, for `flush --wait` and `status`.
@@ -64,19 +85,34 @@ impl Progress {
     }
 }
 
+enum Body {
+    Inline(Vec<u8>),
+    File(StoredFile),
+}
+
 struct Loaded {
     envelope: Envelope,
-    content: Vec<u8>,
+    body: Body,
     eight_bit: bool,
     claims: Vec<Claim>,
 }
 
-/// Delivers `claims` over `conn`.
+impl Loaded {
+    fn content(&self) -> Content<'_> {
+        match &self.body {
+            Body::Inline(b) => Content::Bytes(b),
+            Body::File(f) => Content::File(f),
+        }
+    }
+}
+
+/// Delivers `claims` over `conn`, giving answers to `record` as they come.
 pub async fn deliver(
     conn: &mut Connection,
     spool: &Spool,
     claims: Vec<Claim>,
     progress: &Arc<Progress>,
+    record: &Recorder<'_>,
 ) -> Delivery {
     let mut by_message: BTreeMap<QueueId, Vec<Claim>> = BTreeMap::new();
     for c in claims {
@@ -86,12 +122,19 @@ pub async fn deliver(
     pending.reverse(); // popped oldest first
     let mut out = Delivery::default();
     while !pending.is_empty() {
-        let (batch, unreadable) = load_batch(spool, &mut pending).await;
-        out.rest.extend(unreadable);
-        if batch.is_empty() {
+        let loaded = load_batch(spool, &mut pending).await;
+        out.rest.extend(loaded.unreadable);
+        if !loaded.damaged.is_empty() {
+            let durable = record(Answered {
+                damaged: loaded.damaged,
+                ..Answered::default()
+            });
+            let _ = durable.await;
+        }
+        if loaded.batch.is_empty() {
             continue;
         }
-        send_batch(conn, spool, &batch, progress, &mut out).await;
+        send_batch(conn, &loaded.batch, progress, record, &mut out).await;
         if out.connection_lost {
             // Not sent at all: the connection is gone. Not an attempt.
             let failure = out
@@ -118,9 +161,9 @@ pub async fn deliver(
 
 async fn send_batch(
     conn: &mut Connection,
-    spool: &Spool,
     batch: &[Loaded],
     progress: &Arc<Progress>,
+    record: &Recorder<'_>,
     out: &mut Delivery,
 ) {
     let recipients: Vec<Vec<Recipient>> = batch
@@ -138,7 +181,7 @@ async fn send_batch(
         .map(|(m, rcpts)| Outgoing {
             sender: &m.envelope.sender,
             recipients: rcpts,
-            content: &m.content,
+            content: m.content(),
             body: m.envelope.body,
             eight_bit: m.eight_bit,
             smtputf8: m.envelope.smtputf8,
@@ -147,110 +190,97 @@ async fn send_batch(
         })
         .collect();
     let host = conn.host.clone();
+    let upstream_dsn = conn.capabilities().dsn;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Vec<Classified>)>();
+    let (durable_tx, durable_rx) = watch::channel(0usize);
     let send = async {
-        let mut report = move |i: usize, o: &[Classified]| {
+        let mut answered = move |i: usize, o: &[Classified]| {
             let _ = tx.send((i, o.to_vec()));
         };
-        conn.send_batch_each(&outgoing, &mut report).await
+        let track = Tracker {
+            answered: &mut answered,
+            durable: durable_rx,
+        };
+        conn.send_batch(&outgoing, track).await
     };
-    let record_deliveries = async {
-        let mut recorded = vec![false; batch.len()];
+    let record_answers = async {
+        let mut reported = vec![false; batch.len()];
+        let (mut durable, mut delivered, mut bytes) = (0, 0, 0);
         while let Some(first) = rx.recv().await {
-            // Everything answered meanwhile goes into the same transaction: recording
-            // must keep up with replies, or the crash window grows instead of shrinking.
+            // Everything answered meanwhile goes into the same record: recording must
+            // keep up with replies, or the window stalls.
             let mut answered = vec![first];
             while let Ok(more) = rx.try_recv() {
                 answered.push(more);
             }
-            let mut delivered = Vec::new();
-            let mut messages = Vec::new();
+            let (mut results, mut relayed) = (Vec::new(), Vec::new());
             for (i, outcomes) in &answered {
-                let before = delivered.len();
-                for (claim, c) in batch[*i].claims.iter().zip(outcomes) {
-                    if c.outcome == Outcome::Delivered {
-                        let rec = Recorded::Delivered {
-                            reply: c.reason.clone(),
-                            host: host.clone(),
-                        };
-                        delivered.push((claim.message_id, claim.position, rec));
-                    }
-                }
-                if delivered.len() > before {
-                    messages.push(*i);
+                reported[*i] = true;
+                let m = &batch[*i];
+                if outcomes.iter().any(|c| c.outcome == Outcome::Delivered) {
                     progress.messages_sent.fetch_add(1, Ordering::Relaxed);
                     progress
                         .bytes_sent
-                        .fetch_add(batch[*i].content.len() as u64, Ordering::Relaxed);
+                        .fetch_add(m.content().len(), Ordering::Relaxed);
+                    bytes += m.content().len();
+                }
+                for (claim, c) in m.claims.iter().zip(outcomes) {
+                    if c.outcome == Outcome::Delivered {
+                        tracing::info!(id = %claim.message_id, to = %claim.address, relay = %host, reply = %c.reason, "delivered");
+                        delivered += 1;
+                        let recipient = &m.envelope.recipients[claim.position];
+                        if !upstream_dsn && dsn::wanted(&m.envelope, recipient, Action::Relayed) {
+                            relayed.push((claim.message_id, claim.position));
+                        }
+                    }
+                    results.push((claim.clone(), c.clone()));
                 }
             }
-            if delivered.is_empty() {
-                continue;
-            }
-            match spool.record(delivered, now_unix()).await {
-                Ok(_) => messages.iter().for_each(|i| recorded[*i] = true),
-                Err(e) => {
-                    tracing::error!(error = %e, "recording deliveries failed; they will be recorded after the batch")
-                }
-            }
-        }
-        recorded
-    };
-    let (outcomes, recorded) = tokio::join!(send, record_deliveries);
-    let upstream_has_dsn = conn.capabilities().dsn;
-    for ((m, results), already) in batch.iter().zip(outcomes).zip(recorded) {
-        if results.iter().any(|c| c.outcome == Outcome::Delivered) {
-            out.bytes += m.content.len() as u64;
-        }
-        let mut relayed = Vec::new();
-        for (claim, c) in m.claims.iter().zip(&results) {
-            let recipient = &m.envelope.recipients[claim.position];
-            if c.outcome == Outcome::Delivered
-                && !upstream_has_dsn
-                && dsn::wanted(&m.envelope, recipient, Action::Relayed)
-            {
-                relayed.push(Line {
-                    position: claim.position,
-                    action: Action::Relayed,
-                    status: "2.0.0".into(),
-                    remote_mta: Some(host.clone()),
-                    diagnostic: c.reason.clone(),
-                });
-            }
-        }
-        if !relayed.is_empty() {
-            out.relayed.push(Notice {
-                envelope: m.envelope.clone(),
-                content: m.content.clone(),
-                lines: relayed,
+            let recorded = record(Answered {
+                results,
+                host: Some(host.clone()),
+                relayed,
+                damaged: Vec::new(),
             });
+            let _ = recorded.await;
+            durable += answered.len();
+            let _ = durable_tx.send(durable);
         }
+        (reported, delivered, bytes)
+    };
+    let (outcomes, (reported, delivered, bytes)) = tokio::join!(send, record_answers);
+    out.delivered += delivered;
+    out.bytes += bytes;
+    for ((m, results), already) in batch.iter().zip(outcomes).zip(reported) {
         for (claim, c) in m.claims.iter().zip(results) {
             if c.scope == Scope::Connection && c.outcome != Outcome::Delivered {
                 out.connection_lost = true;
             }
-            if c.outcome == Outcome::Delivered {
-                tracing::info!(id = %claim.message_id, to = %claim.address, relay = %host, reply = %c.reason, "delivered");
-                out.delivered += 1;
-                if already {
-                    continue;
-                }
+            if !already {
+                out.rest.push((claim.clone(), c));
             }
-            out.rest.push((claim.clone(), c));
         }
     }
 }
 
-/// Reads messages from the end of `pending` until the batch holds `MAX_BATCH_BYTES`
-/// (at least one message). Claims whose file cannot be read come back separately.
-async fn load_batch(
-    spool: &Spool,
-    pending: &mut Vec<(QueueId, Vec<Claim>)>,
-) -> (Vec<Loaded>, Vec<(Claim, Classified)>) {
+/// A batch read from the spool, and what could not be read.
+#[derive(Default)]
+struct LoadedBatch {
+    batch: Vec<Loaded>,
+    /// Claims whose file could not be read now (not its fault): not an attempt.
+    unreadable: Vec<(Claim, Classified)>,
+    /// Messages whose file is damaged.
+    damaged: Vec<(QueueId, String)>,
+}
+
+/// Reads messages from the end of `pending` until the batch holds `MAX_BATCH_BYTES` of
+/// content (at least one message). Small bodies are read whole, checksum checked; a
+/// large one's checksum is checked by reading it once, and it is sent from its file.
+async fn load_batch(spool: &Spool, pending: &mut Vec<(QueueId, Vec<Claim>)>) -> LoadedBatch {
     let spool = spool.clone();
     let mut taken = std::mem::take(pending);
-    let (loaded, unreadable, rest) = tokio::task::spawn_blocking(move || {
-        let (mut loaded, mut unreadable) = (Vec::new(), Vec::new());
+    let (loaded, rest) = tokio::task::spawn_blocking(move || {
+        let mut out = LoadedBatch::default();
         let mut bytes = 0;
         while bytes < MAX_BATCH_BYTES {
             let Some((id, claims)) = taken.pop() else {
@@ -258,39 +288,49 @@ async fn load_batch(
             };
             let path = spool.layout().message_path(id);
             let fs = spool.fs().as_ref();
-            let read = read_stored(fs, &path)
-                .map_err(|e| e.to_string())
-                .and_then(|s| {
-                    let body = read_body(fs, &path, &s).map_err(|e| e.to_string())?;
-                    Ok((s, body))
-                });
+            let read = read_stored(fs, &path).and_then(|stored| {
+                let body = if stored.trailer.size <= INLINE_MAX {
+                    Body::Inline(read_body(fs, &path, &stored)?)
+                } else {
+                    verify_body(fs, &path, &stored)?;
+                    Body::File(StoredFile {
+                        path: path.clone(),
+                        offset: stored.body_offset,
+                        len: stored.trailer.size,
+                    })
+                };
+                Ok((stored, body))
+            });
             match read {
-                Ok((stored, content)) => {
-                    bytes += content.len();
-                    loaded.push(Loaded {
+                Ok((stored, body)) => {
+                    bytes += stored.trailer.size;
+                    out.batch.push(Loaded {
                         envelope: stored.envelope,
-                        content,
+                        body,
                         eight_bit: stored.trailer.eight_bit,
                         claims,
                     });
                 }
-                Err(why) => unreadable.extend(claims.into_iter().map(|c| {
-                    // The file should be there; recovery will look at it. Not an attempt.
-                    let result = Classified {
-                        outcome: Outcome::Unsent,
-                        scope: Scope::Recipient,
-                        reason: format!("reading the spool file: {why}"),
-                        status: "4.3.0".into(),
-                    };
-                    (c, result)
-                })),
+                Err(e) if e.is_damage() => out.damaged.push((id, e.to_string())),
+                Err(e) => out
+                    .unreadable
+                    .extend(claims.into_iter().map(|c| (c, not_read(&e)))),
             }
         }
-        (loaded, unreadable, taken)
+        (out, taken)
     })
     .await
-    // A panic while reading loses these claims only until their lease runs out.
+    // A panic while reading leaves these claims to be released when the lane ends.
     .unwrap_or_default();
     *pending = rest;
-    (loaded, unreadable)
+    loaded
+}
+
+fn not_read(e: &FormatError) -> Classified {
+    Classified {
+        outcome: Outcome::Unsent,
+        scope: Scope::Recipient,
+        reason: format!("reading the spool file: {e}"),
+        status: "4.3.0".into(),
+    }
 }

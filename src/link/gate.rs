@@ -36,6 +36,27 @@ pub enum Evidence {
     /// Someone asked to try now (a flush, the trigger file, ETRN, `every`): the state is
     /// no longer known to be down, and a run starts.
     Flush(String),
+    /// As `Flush`, for one domain's mail only (`flush --domain`, ETRN): the run it
+    /// starts covers that domain (and those under it, when `subdomains`).
+    FlushDomain {
+        why: String,
+        domain: String,
+        subdomains: bool,
+    },
+}
+
+/// A domain a run covers, with or without the domains under it.
+pub type DomainScope = (String, bool);
+
+/// Whether `scope` covers mail for `domain`.
+pub fn covers(scope: &[DomainScope], domain: &str) -> bool {
+    scope.iter().any(|(d, subdomains)| {
+        domain == d
+            || (*subdomains
+                && domain.len() > d.len()
+                && domain.ends_with(d.as_str())
+                && domain.as_bytes()[domain.len() - d.len() - 1] == b'.')
+    })
 }
 
 /// A delivery run that a flush or the schedule started: it lasts until the route has
@@ -44,6 +65,30 @@ pub enum Evidence {
 pub struct Run {
     pub why: String,
     pub started_at: i64,
+    /// The domains it covers; `None`: all of the route's mail.
+    pub domains: Option<Vec<DomainScope>>,
+}
+
+impl Run {
+    /// Whether the run covers mail for `domain`.
+    pub fn covers(&self, domain: &str) -> bool {
+        self.domains
+            .as_ref()
+            .is_none_or(|list| covers(list, domain))
+    }
+
+    /// Joins a request for `scope` (`None`: the whole route) to the run.
+    fn join(&mut self, scope: Option<DomainScope>) {
+        match (&mut self.domains, scope) {
+            (_, None) => self.domains = None,
+            (None, Some(_)) => {}
+            (Some(list), Some(s)) => {
+                if !list.contains(&s) {
+                    list.push(s);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,18 +125,12 @@ impl Gate {
                 self.run = None;
                 (LinkState::Down, why)
             }
-            Evidence::Flush(why) => {
-                if self.run.is_none() {
-                    self.run = Some(Run {
-                        why: why.clone(),
-                        started_at: now,
-                    });
-                }
-                match self.state {
-                    LinkState::Down => (LinkState::Unknown, why),
-                    state => (state, self.reason.clone()),
-                }
-            }
+            Evidence::Flush(why) => self.start_run(why, None, now),
+            Evidence::FlushDomain {
+                why,
+                domain,
+                subdomains,
+            } => self.start_run(why, Some((domain, subdomains)), now),
         };
         self.reason = reason;
         if to == self.state {
@@ -104,6 +143,29 @@ impl Gate {
         self.state = to;
         self.since = now;
         Some(change)
+    }
+
+    /// Starts a run (or joins the one going); the state, if known down, becomes unknown.
+    fn start_run(
+        &mut self,
+        why: String,
+        scope: Option<DomainScope>,
+        now: i64,
+    ) -> (LinkState, String) {
+        match &mut self.run {
+            Some(run) => run.join(scope),
+            None => {
+                self.run = Some(Run {
+                    why: why.clone(),
+                    started_at: now,
+                    domains: scope.map(|s| vec![s]),
+                })
+            }
+        }
+        match self.state {
+            LinkState::Down => (LinkState::Unknown, why),
+            state => (state, self.reason.clone()),
+        }
     }
 
     /// Whether delivery may run now under `mode` (`window_open`: inside a schedule
@@ -180,6 +242,7 @@ mod tests {
             g.run = run.then(|| Run {
                 why: "flush".into(),
                 started_at: 0,
+                domains: None,
             });
             assert_eq!(
                 g.is_open(mode, window),
@@ -217,5 +280,26 @@ mod tests {
         g.observe(Unreachable("timed out".into()), 4);
         assert_eq!(g.run, None);
         assert!(!g.is_open(LinkMode::Manual, false));
+    }
+
+    #[test]
+    fn a_domain_flush_covers_that_domain_until_a_whole_flush_joins() {
+        let mut g = Gate::new(0);
+        let domain = |d: &str, subdomains| FlushDomain {
+            why: "flush".into(),
+            domain: d.into(),
+            subdomains,
+        };
+        g.observe(domain("a.test", false), 1);
+        let run = g.run.clone().unwrap();
+        assert!(run.covers("a.test") && !run.covers("b.test") && !run.covers("x.a.test"));
+        g.observe(domain("c.test", true), 2);
+        let run = g.run.clone().unwrap();
+        assert!(run.covers("a.test") && run.covers("x.c.test") && !run.covers("b.test"));
+        g.observe(Flush("all".into()), 3);
+        assert!(
+            g.run.unwrap().covers("b.test"),
+            "a whole flush widens the run"
+        );
     }
 }

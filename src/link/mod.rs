@@ -1,7 +1,8 @@
 //! The link gate and its triggers (DESIGN §6). `Link` holds one gate per route and
-//! answers the scheduler's question "may this route deliver now?"; lanes, probes,
-//! flushes, the trigger file, netlink hints and the schedule feed it evidence. When a
-//! gate opens, the mail waiting for it becomes due at once (`task`). Online time — what
+//! answers the queue owner's question "may this route deliver now, and which of its
+//! mail?"; deliveries, probes, flushes, the trigger file, netlink hints and the schedule
+//! feed it evidence. What the queue must act on (a gate opened, the wall clock went
+//! back) goes out as `News`; the link knows nothing of the spool. Online time — what
 //! expiry counts — accrues per route while its gate is open and the link up; offline
 //! time is never counted (DESIGN §1.4). Observing is synchronous and cheap; effects that
 //! need I/O go to the link task.
@@ -23,10 +24,10 @@ use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 
+use crate::clock::now_unix;
 use crate::config::LinkMode;
 use crate::delivery::route::{Router, Target};
-use crate::spool::now_unix;
-use gate::{Evidence, Gate, LinkState};
+use gate::{DomainScope, Evidence, Gate, LinkState};
 use probe::ProbeTarget;
 use schedule::Schedule;
 
@@ -42,6 +43,9 @@ pub const ONLINE_TIME_CAP: Duration = Duration::from_secs(120);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Permit {
     Open,
+    /// Only mail for these domains: a flush naming them opened a gate its mode keeps
+    /// closed (manual mode, or outside the schedule's windows).
+    Only(Vec<DomainScope>),
     /// Not now: why, and when to look again (unix seconds).
     Closed {
         reason: String,
@@ -74,10 +78,22 @@ pub struct FlushRecord {
     pub result: String,
 }
 
+/// What the queue owner is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum News {
+    /// `route`'s gate opened: mail waiting for it may go (as far as its permit says).
+    Opened { route: String },
+    /// A run started on `route`, or a flush joined it: what it covers may go.
+    Run { route: String },
+    /// The wall clock went back: retries pushed far into the future must come back in
+    /// reach.
+    ClockBack,
+}
+
 /// What the link task is told.
 #[derive(Debug)]
 pub enum Event {
-    /// `route`'s gate opened: release its waiting mail.
+    /// `route`'s gate opened: refresh the resolver for MX, and tell the queue owner.
     Opened { route: String },
     /// `route`'s link came up: ETRN what `link.etrn` names.
     Up { route: String },
@@ -93,8 +109,6 @@ struct Entry {
     /// Where it delivers, for `status`.
     target: String,
     open: bool,
-    /// When the current run started, on the monotonic clock.
-    run_started: Option<Instant>,
     /// Since when online time has been accruing, if it is.
     ageing_since: Option<Instant>,
     /// Online time accrued but not yet written to the route's clock.
@@ -111,15 +125,23 @@ pub struct Link {
     /// When the next `every` run starts (unix seconds), set by the link task.
     pub(crate) next_every_at: Mutex<Option<i64>>,
     events: mpsc::UnboundedSender<Event>,
+    news: mpsc::UnboundedSender<News>,
+}
+
+/// The link's receivers: events for the link task, news for the queue owner.
+pub struct Receivers {
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub news: mpsc::UnboundedReceiver<News>,
 }
 
 impl Link {
-    /// A gate for every route of `router`; the receiver goes to `task::run`.
+    /// A gate for every route of `router`; the events go to `task::run`, the news to
+    /// the queue owner.
     pub fn new(
         link: &crate::config::Link,
         router: &Router,
         tz: jiff::tz::TimeZone,
-    ) -> (Link, mpsc::UnboundedReceiver<Event>) {
+    ) -> (Link, Receivers) {
         let now = now_unix();
         let entries = router
             .routes()
@@ -141,7 +163,6 @@ impl Link {
                         target
                     },
                     open: false,
-                    run_started: None,
                     ageing_since: None,
                     unsaved: Duration::ZERO,
                 };
@@ -149,6 +170,7 @@ impl Link {
             })
             .collect();
         let (events, rx) = mpsc::unbounded_channel();
+        let (news, news_rx) = mpsc::unbounded_channel();
         let link = Link {
             mode: link.mode,
             schedule: Schedule::new(&link.windows, link.every.map(|e| e.0)),
@@ -158,9 +180,21 @@ impl Link {
             last_flush: Mutex::new(None),
             next_every_at: Mutex::new(None),
             events,
+            news,
         };
         link.refresh_all();
-        (link, rx)
+        (
+            link,
+            Receivers {
+                events: rx,
+                news: news_rx,
+            },
+        )
+    }
+
+    /// Tells the queue owner.
+    pub fn tell(&self, news: News) {
+        let _ = self.news.send(news);
     }
 
     /// How long one probe may take: a probe interval, at most ten seconds.
@@ -181,10 +215,32 @@ impl Link {
             return Permit::Open;
         };
         if e.gate.is_open(self.mode, window) {
-            return Permit::Open;
+            let by_mode = match self.mode {
+                LinkMode::Auto => true,
+                LinkMode::Schedule => window,
+                LinkMode::Manual => false,
+            };
+            return match e.gate.run.as_ref().and_then(|r| r.domains.clone()) {
+                Some(domains) if !by_mode => Permit::Only(domains),
+                _ => Permit::Open,
+            };
         }
+        let (reason, until) = self.closed(e);
+        Permit::Closed { reason, until }
+    }
+
+    /// Why `route`'s mail outside a run waits, and until when at the latest.
+    pub fn closed_reason(&self, route: &str) -> (String, i64) {
+        let entries = self.entries.lock().expect("not poisoned");
+        match entries.get(route) {
+            Some(e) => self.closed(e),
+            None => (String::new(), now_unix()),
+        }
+    }
+
+    fn closed(&self, e: &Entry) -> (String, i64) {
         let now = now_unix();
-        let (reason, until) = if e.gate.state == LinkState::Down {
+        if e.gate.state == LinkState::Down {
             (
                 format!("waiting for the link: {}", e.gate.reason),
                 now + WAIT_CHECK,
@@ -201,8 +257,7 @@ impl Link {
                 "manual mode: waiting for a flush".to_owned(),
                 now + WAIT_CHECK,
             )
-        };
-        Permit::Closed { reason, until }
+        }
     }
 
     /// Feeds `evidence` about `route`'s link to its gate.
@@ -213,11 +268,7 @@ impl Link {
         let Some(e) = entries.get_mut(route) else {
             return;
         };
-        let had_run = e.gate.run.is_some();
         let change = e.gate.observe(evidence, now);
-        if e.gate.run.is_some() && !had_run {
-            e.run_started = Some(Instant::now());
-        }
         if let Some(change) = change {
             tracing::info!(route, from = change.from.as_str(), to = change.to.as_str(), reason = %e.gate.reason, "link");
             if change.to == LinkState::Up {
@@ -230,8 +281,9 @@ impl Link {
     }
 
     /// A flush (or ETRN, the trigger file, `every`) for `route`, or every route: each
-    /// starts a run, coalesced with one already going. Returns whether one was.
-    pub fn flush(&self, route: Option<&str>, why: &str) -> bool {
+    /// starts a run, coalesced with one already going; with `domain`, the run covers
+    /// that domain's mail only. Returns whether a run was already going.
+    pub fn flush(&self, route: Option<&str>, why: &str, domain: Option<DomainScope>) -> bool {
         let names: Vec<String> = match route {
             Some(r) => vec![r.to_owned()],
             None => self
@@ -250,7 +302,18 @@ impl Link {
                 .any(|n| entries.get(n).is_some_and(|e| e.gate.run.is_some()))
         };
         for name in names {
-            self.observe(&name, Evidence::Flush(why.to_owned()));
+            self.tell(News::Run {
+                route: name.clone(),
+            });
+            let evidence = match &domain {
+                None => Evidence::Flush(why.to_owned()),
+                Some((d, subdomains)) => Evidence::FlushDomain {
+                    why: why.to_owned(),
+                    domain: d.clone(),
+                    subdomains: *subdomains,
+                },
+            };
+            self.observe(&name, evidence);
         }
         *self.last_flush.lock().expect("not poisoned") = Some(FlushRecord {
             at: now_unix(),
@@ -261,33 +324,32 @@ impl Link {
         running
     }
 
-    /// Ends the runs of routes that have nothing more due; runs started after
-    /// `pass_started` are left alone (their mail may not have been seen yet).
-    pub fn end_drained_runs(
-        &self,
-        busy: &dyn Fn(&str) -> bool,
-        seen: &dyn Fn(&str) -> bool,
-        pass_started: Instant,
-    ) {
+    /// Routes with a run going.
+    pub fn runs(&self) -> Vec<String> {
+        self.entries
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|(_, e)| e.gate.run.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Ends `route`'s run: nothing of it is due any more.
+    pub fn end_run(&self, route: &str) {
         let window = self.window_open();
         let mut entries = self.entries.lock().expect("not poisoned");
-        let mut ended = Vec::new();
-        for (name, e) in entries.iter_mut() {
-            let Some(run) = &e.gate.run else { continue };
-            let before_pass = e.run_started.is_some_and(|t| t < pass_started);
-            if before_pass && !busy(name) && !seen(name) {
-                tracing::info!(route = %name, why = %run.why, "run finished: nothing more is due");
-                ended.push(run.why.clone());
-                e.gate.run = None;
-            }
-        }
-        let names: Vec<String> = entries.keys().cloned().collect();
-        for name in names {
-            let e = entries.get_mut(&name).expect("listed");
-            self.refresh(&name, e, window);
-        }
+        let Some(e) = entries.get_mut(route) else {
+            return;
+        };
+        let Some(run) = e.gate.run.take() else {
+            return;
+        };
+        tracing::info!(route, why = %run.why, "run finished: nothing more is due");
+        self.refresh(route, e, window);
+        let any_left = entries.values().any(|e| e.gate.run.is_some());
         drop(entries);
-        if !ended.is_empty() {
+        if !any_left {
             let mut last = self.last_flush.lock().expect("not poisoned");
             if let Some(record) = last.as_mut().filter(|r| r.result == "running") {
                 record.result = "drained".into();

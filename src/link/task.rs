@@ -1,12 +1,12 @@
 //! The link task: everything the gates need that takes time or I/O. It probes routes not
 //! known up every `probe_interval` (at once after a network change, a resume or a
-//! flush), releases the mail waiting for a gate the moment it opens and wakes the
-//! scheduler, clears the resolver, sends ETRN when a link comes up, starts `every` runs,
-//! follows the schedule's windows, and writes online time to the route clocks. (The
-//! trigger file and SIGUSR1 are flushes: the daemon forwards them to `queue::flush`.) Wall-clock
-//! jumps are watched against the monotonic clock: forward (or a laptop resuming) probes
-//! at once; backward brings retries pushed far into the future back in reach. Neither
-//! ages any mail: online time is measured on the monotonic clock.
+//! flush), tells the queue owner when a gate opens (after clearing the resolver for MX),
+//! sends ETRN when a link comes up, starts `every` runs, and follows the schedule's
+//! windows. (The trigger file and SIGUSR1 are flushes: the daemon forwards them to the
+//! queue owner.) Wall-clock jumps are watched against the monotonic clock: forward (or a
+//! laptop resuming) probes at once; backward is news for the queue owner, which brings
+//! retries pushed far into the future back in reach. Neither ages any mail: online time
+//! is measured on the monotonic clock.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,27 +19,24 @@ use tokio_util::sync::CancellationToken;
 
 use super::gate::Evidence;
 use super::probe::probe;
-use super::{Event, Link};
+use super::{Event, Link, News};
+use crate::clock::now_unix;
 use crate::delivery::client::ClientSettings;
 use crate::delivery::mx::MxResolver;
 use crate::delivery::route::{Router, Target};
-use crate::spool::{Spool, now_unix};
 
-/// How often online time is written to the route clocks.
+/// How often the wall clock is compared with the monotonic one.
 const CLOCK_TICK: Duration = Duration::from_secs(60);
 /// A wall clock this far off the monotonic one has jumped (or the machine slept).
 const JUMP: i64 = 30;
 
 pub struct LinkTask {
     pub link: Arc<Link>,
-    pub spool: Spool,
     pub router: Router,
     pub settings: HashMap<String, ClientSettings>,
     pub resolver: Arc<MxResolver>,
     /// Domains to ETRN when a relay route's link comes up (`link.etrn`).
     pub etrn: Vec<String>,
-    /// The latest a waiting recipient should be due (`retry.max`), for backward jumps.
-    pub max_wait: Duration,
 }
 
 impl LinkTask {
@@ -82,7 +79,7 @@ impl LinkTask {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(event) = events.recv() => match event {
-                    Event::Opened { route } => self.opened(&route).await,
+                    Event::Opened { route } => self.opened(route),
                     Event::Up { route } => self.came_up(&route),
                     Event::ProbeNow { all } => {
                         next_probe = Instant::now();
@@ -118,20 +115,18 @@ impl LinkTask {
                     }
                 }
                 _ = tokio::time::sleep_until(next_tick) => {
-                    self.save_clocks().await;
-                    wall_mark = self.watch_wall_clock(wall_mark).await;
+                    wall_mark = self.watch_wall_clock(wall_mark);
                     next_tick = Instant::now() + CLOCK_TICK;
                 }
                 _ = tokio::time::sleep_until(boundary) => link.refresh_all(),
                 _ = sleep_until_opt(next_every) => {
                     let period = every.expect("set with next_every");
-                    link.flush(None, &format!("every {}", humantime::format_duration(period)));
+                    link.flush(None, &format!("every {}", humantime::format_duration(period)), None);
                     next_every = Some(Instant::now() + period);
                     set_every(next_every, every);
                 }
             }
         }
-        self.save_clocks().await;
     }
 
     /// The next schedule window boundary (or a minute from now, at the latest).
@@ -152,23 +147,14 @@ impl LinkTask {
         }
     }
 
-    async fn opened(&self, route: &str) {
-        match self.spool.release_link_wait(route).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(route, released = n, "gate open: waiting mail is due now")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(route, error = %e, "releasing mail waiting for the link failed")
-            }
-        }
+    fn opened(&self, route: String) {
         if matches!(
-            self.router.by_name(route).map(|r| &r.target),
+            self.router.by_name(&route).map(|r| &r.target),
             Some(Target::Mx { .. })
         ) {
             self.resolver.refresh();
         }
-        self.spool.wake_handle().notify_one();
+        self.link.tell(News::Opened { route });
     }
 
     fn came_up(&self, route: &str) {
@@ -186,34 +172,8 @@ impl LinkTask {
         tokio::spawn(async move { super::etrn::request(&host_port, &settings, &domains).await });
     }
 
-    /// Writes the online time accrued since the scheduler's last pass (which writes it
-    /// too). With nothing waiting there is nobody to age, and the time is dropped: it
-    /// must not age mail that arrives later.
-    async fn save_clocks(&self) {
-        let clocks = self.link.take_online_time(super::ONLINE_TIME_CAP);
-        if clocks.is_empty() || !self.anything_waits().await {
-            return;
-        }
-        if let Err(e) = self.spool.advance_clocks(clocks).await {
-            tracing::error!(error = %e, "writing online time failed");
-        }
-    }
-
-    async fn anything_waits(&self) -> bool {
-        let index = self.spool.layout().index.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::spool::index::open_reader(&index)
-                .ok()
-                .flatten()
-                .and_then(|c| crate::spool::claims::next_due(&c).ok().flatten())
-                .is_some()
-        })
-        .await
-        .unwrap_or(true)
-    }
-
     /// Compares the wall clock's progress with the monotonic clock's since `mark`.
-    async fn watch_wall_clock(&self, mark: (i64, Instant)) -> (i64, Instant) {
+    fn watch_wall_clock(&self, mark: (i64, Instant)) -> (i64, Instant) {
         let wall = now_unix() - mark.0;
         let mono = mark.1.elapsed().as_secs() as i64;
         if wall > mono + JUMP {
@@ -223,17 +183,8 @@ impl LinkTask {
             );
             self.link.hint("resume");
         } else if wall < mono - JUMP {
-            let latest = now_unix() + self.max_wait.as_secs() as i64;
-            match self.spool.clamp_due(latest).await {
-                Ok(n) => tracing::warn!(
-                    behind = mono - wall,
-                    retries_brought_forward = n,
-                    "the wall clock went back"
-                ),
-                Err(e) => {
-                    tracing::error!(error = %e, "the wall clock went back; rescheduling failed")
-                }
-            }
+            tracing::warn!(behind = mono - wall, "the wall clock went back");
+            self.link.tell(News::ClockBack);
         }
         (now_unix(), Instant::now())
     }

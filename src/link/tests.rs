@@ -1,12 +1,13 @@
 //! The gates over time, with tokio's clock paused: online time accrues only while a
 //! gate is open and its link up, a jump of the clock ages nothing past the cap, modes
-//! close and open gates, and an opening is announced to the link task.
+//! close and open gates, an opening is announced to the link task, and a flush naming a
+//! domain opens the gate for that domain only.
 
 use std::time::Duration;
 
 use super::*;
 
-fn link(mode: &str) -> (Link, mpsc::UnboundedReceiver<Event>) {
+fn link(mode: &str) -> (Link, Receivers) {
     let text = format!(
         "spool = \"/s\"\n[upstream]\nsmarthost = \"hub.example:25\"\ntls = \"none\"\n[link]\nmode = \"{mode}\"\n"
     );
@@ -15,9 +16,9 @@ fn link(mode: &str) -> (Link, mpsc::UnboundedReceiver<Event>) {
     Link::new(&config.link, &router, jiff::tz::TimeZone::UTC)
 }
 
-fn opened(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec<String> {
+fn opened(rx: &mut Receivers) -> Vec<String> {
     let mut out = Vec::new();
-    while let Ok(e) = rx.try_recv() {
+    while let Ok(e) = rx.events.try_recv() {
         if let Event::Opened { route } = e {
             out.push(route);
         }
@@ -85,24 +86,51 @@ async fn manual_mode_opens_for_a_flush_until_the_route_drains() {
     let _ = opened(&mut rx);
     assert!(matches!(link.permit("upstream"), Permit::Closed { .. }));
     assert!(link.to_probe(true).is_empty(), "manual mode does not probe");
-    assert!(!link.flush(None, "ferrymail flush"), "no run was going");
+    assert!(
+        !link.flush(None, "ferrymail flush", None),
+        "no run was going"
+    );
     assert_eq!(link.permit("upstream"), Permit::Open);
     assert!(opened(&mut rx).contains(&"upstream".to_owned()));
-    assert!(link.flush(None, "again"), "coalesced with the run going");
-    // A pass that began before the run cannot end it; a later one with nothing due can.
-    let earlier = Instant::now() - Duration::from_millis(1);
-    link.end_drained_runs(&|_| false, &|_| false, earlier);
-    assert_eq!(link.permit("upstream"), Permit::Open);
-    tokio::time::advance(Duration::from_millis(5)).await;
-    link.end_drained_runs(&|_| true, &|_| false, Instant::now());
-    assert_eq!(
-        link.permit("upstream"),
-        Permit::Open,
-        "a busy lane keeps it"
+    assert!(
+        link.flush(None, "again", None),
+        "coalesced with the run going"
     );
-    link.end_drained_runs(&|_| false, &|_| true, Instant::now());
-    assert_eq!(link.permit("upstream"), Permit::Open, "mail due keeps it");
-    link.end_drained_runs(&|_| false, &|_| false, Instant::now());
+    let mut runs = Vec::new();
+    while let Ok(n) = rx.news.try_recv() {
+        runs.push(n);
+    }
+    assert!(
+        runs.contains(&News::Run {
+            route: "upstream".into()
+        }),
+        "the queue owner hears of the run: {runs:?}"
+    );
+    assert_eq!(link.runs(), ["upstream"]);
+    link.end_run("upstream");
     assert!(matches!(link.permit("upstream"), Permit::Closed { .. }));
     assert_eq!(link.last_flush().unwrap().result, "drained");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_domain_flush_opens_a_manual_gate_for_that_domain_only() {
+    let (link, _rx) = link("manual");
+    link.flush(
+        Some("upstream"),
+        "ferrymail flush --domain a.test",
+        Some(("a.test".into(), false)),
+    );
+    assert_eq!(
+        link.permit("upstream"),
+        Permit::Only(vec![("a.test".into(), false)])
+    );
+    link.flush(None, "ferrymail flush", None);
+    assert_eq!(link.permit("upstream"), Permit::Open, "a whole flush joins");
+    let (auto, _rx) = self::link("auto");
+    auto.flush(Some("upstream"), "ETRN", Some(("a.test".into(), true)));
+    assert_eq!(
+        auto.permit("upstream"),
+        Permit::Open,
+        "auto mode sends everything"
+    );
 }

@@ -18,7 +18,8 @@ use prometheus_client::registry::Registry;
 use crate::link::Link;
 use crate::link::gate::LinkState;
 use crate::server::ServerStats;
-use crate::spool::{RecipientState, Spool, index, now_unix};
+use crate::spool::reader::{ReadError, Summary};
+use crate::spool::{IndexReader, RecipientState, Spool, now_unix};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -201,8 +202,8 @@ impl Metrics {
         link: &Link,
         server: &ServerStats,
     ) -> Result<String, String> {
-        let index_path = spool.layout().index.clone();
-        let queue = tokio::task::spawn_blocking(move || read_queue(&index_path))
+        let layout = spool.layout().clone();
+        let queue = tokio::task::spawn_blocking(move || read_queue(&layout))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
@@ -277,40 +278,10 @@ fn load(n: &AtomicI64) -> i64 {
 
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-struct Queue {
-    by_state: Vec<(RecipientState, i64)>,
-    by_route: Vec<(String, i64)>,
-    messages: i64,
-    oldest_at: Option<i64>,
-}
-
-fn read_queue(path: &std::path::Path) -> rusqlite::Result<Queue> {
-    let Some(conn) = index::open_reader(path)? else {
-        return Ok(Queue {
-            by_state: Vec::new(),
-            by_route: Vec::new(),
-            messages: 0,
-            oldest_at: None,
-        });
-    };
-    let (messages, oldest_at) =
-        conn.query_row("SELECT COUNT(*), MIN(received_at) FROM message", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    let by_route = if index::schema_version(&conn)? >= 2 {
-        let mut stmt = conn.prepare(
-            "SELECT COALESCE(route, '(not yet routed)'), COUNT(*) FROM recipient
-             WHERE state IN ('queued', 'deferred', 'in_flight', 'held') GROUP BY 1",
-        )?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?
-    } else {
-        Vec::new()
-    };
-    Ok(Queue {
-        by_state: index::count_by_state(&conn)?,
-        by_route,
-        messages,
-        oldest_at,
-    })
+/// The queue, counted, from a read-only view of the index (empty without one).
+fn read_queue(layout: &crate::spool::Layout) -> Result<Summary, ReadError> {
+    match IndexReader::open(layout)? {
+        Some(reader) => reader.summary(),
+        None => Ok(Summary::default()),
+    }
 }

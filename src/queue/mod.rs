@@ -1,17 +1,22 @@
-//! The queue: as people and scripts see it (listing entries streamed from the index,
-//! never the whole queue in memory; drops still waiting in the maildrop; the human
-//! table), and its owner: the scheduler's wake loop, lanes that each run one
-//! connection, the retry policy, what results mean (`settle`) and the notices they send.
-//! Changes to the queue go through the spool writer (`spool::Change`).
+//! The queue: its owner, and the queue as people and scripts see it. The owner
+//! (`owner`) is the one task that changes recipient state: it places committed mail on
+//! lanes, claims due mail for lanes' runners (`lane`), records what their deliveries
+//! answer (`settle`, with the notices they send: `notices`), carries out flushes and
+//! operator changes a bounded step at a time (`jobs`, `flush`), and wakes by a list of
+//! lanes in due order (`schedule`). The retry policy is `retry`; listing entries and
+//! the human table are `listing` and `table`.
 
 pub mod flush;
+pub mod jobs;
 pub mod lane;
 pub mod listing;
 pub mod notices;
 pub mod open_domains;
+pub mod owner;
 pub mod retry;
-pub mod scheduler;
+pub mod schedule;
 pub mod settle;
 pub mod table;
 
-pub use listing::{QueueEntry, RecipientEntry, for_each_entry, maildrop_entries};
+pub use crate::spool::reader::{QueueEntry, RecipientEntry};
+pub use listing::maildrop_entries;

@@ -1,68 +1,89 @@
-//! What a delivery result means for its recipient, decided in one place: the retry
-//! policy's backoff for destinations that answered, no attempt and no ageing when our
-//! link was down (DESIGN §1.4), expiry once the online age passes `retry.expire_after`,
-//! a delay notice once it passes `retry.warn_after`, and a failure notice for every
-//! bounce, committed *before* the bounce is recorded: a crash can repeat a notice, never
-//! lose one. A failure notice that cannot be queued leaves its recipient deferred.
+//! What a delivery result means for its recipient, decided in one place and without I/O:
+//! the retry policy's backoff for destinations that answered, no attempt and no ageing
+//! when our link was down (DESIGN §1.4), expiry once the online age passes
+//! `retry.expire_after`, a delay notice once it passes `retry.warn_after`, a failure
+//! notice for every bounce, and a "relayed" notice where the sender asked for success
+//! and the upstream cannot carry the request on. The notices are built and committed
+//! with the records that report them (`notices`, `owner`): a bounce whose notice cannot
+//! be queued stays deferred, never recorded without it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::notices;
 use super::retry::RetryPolicy;
-use crate::delivery::dsn::{Action, Line, Notice};
+use crate::delivery::dsn::{Action, Line};
 use crate::delivery::outcome::{Classified, Outcome};
 use crate::metrics::Counted;
+use crate::spool::QueueId;
 use crate::spool::claims::{Claim, Recorded};
-use crate::spool::envelope::{read_body, read_stored};
-use crate::spool::{QueueId, Spool, now_unix};
 
 /// What settling needs to know.
 pub struct Policy<'a> {
-    pub spool: &'a Spool,
-    pub hostname: &'a str,
     pub retry: &'a RetryPolicy,
-    /// When mail kept back by our link is tried again at the latest (the gate opening
-    /// brings it forward).
-    pub link_retry: Duration,
+    /// When mail kept back by a failure of ours is tried again at the latest.
+    pub soon: Duration,
 }
 
-/// How many recipients came to each end, for the metrics. Deliveries are not in it:
-/// the delivery run counts those as they are answered.
+/// A notice to build about one message: its lines, and the records (by index) that
+/// must not be written without it.
+#[derive(Clone, Debug)]
+pub struct NoticeRequest {
+    pub id: QueueId,
+    pub lines: Vec<Line>,
+    pub records: Vec<usize>,
+}
+
+/// How many recipients came to each end, for the metrics.
 pub type Tally = Vec<(Counted, u64)>;
 
-/// Records every result, with the notices they call for; returns the tally.
-pub async fn settle(
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub records: Vec<(QueueId, usize, Recorded)>,
+    pub notices: Vec<NoticeRequest>,
+    pub tally: Tally,
+}
+
+/// Decides every result. `host` is the upstream that answered; `relayed` says which
+/// delivered recipients get a "relayed" notice (their sender asked for success, and the
+/// upstream cannot carry the request on).
+pub fn settle(
     p: &Policy<'_>,
     results: Vec<(Claim, Classified)>,
     host: Option<&str>,
-) -> Tally {
-    if results.is_empty() {
-        return Tally::new();
-    }
-    let now = now_unix();
-    let mut records = Vec::with_capacity(results.len());
-    let mut lines: BTreeMap<QueueId, Vec<(usize, Line)>> = BTreeMap::new();
+    relayed: &dyn Fn(&Claim) -> bool,
+    now: i64,
+    jitter: f64,
+) -> Settled {
+    let mut out = Settled::default();
+    let mut lines: BTreeMap<QueueId, NoticeRequest> = BTreeMap::new();
     for (claim, c) in results {
         let id = claim.message_id;
-        let index = records.len();
+        let index = out.records.len();
         let mut notice = |action: Action, status: &str, diagnostic: String| {
-            lines.entry(id).or_default().push((
-                index,
-                Line {
-                    position: claim.position,
-                    action,
-                    status: status.to_owned(),
-                    remote_mta: host.map(str::to_owned),
-                    diagnostic,
-                },
-            ));
+            let request = lines.entry(id).or_insert_with(|| NoticeRequest {
+                id,
+                lines: Vec::new(),
+                records: Vec::new(),
+            });
+            request.lines.push(Line {
+                position: claim.position,
+                action,
+                status: status.to_owned(),
+                remote_mta: host.map(str::to_owned),
+                diagnostic,
+            });
+            request.records.push(index);
         };
         let rec = match c.outcome {
-            Outcome::Delivered => Recorded::Delivered {
-                reply: c.reason.clone(),
-                host: host.unwrap_or_default().to_owned(),
-            },
+            Outcome::Delivered => {
+                if relayed(&claim) {
+                    notice(Action::Relayed, "2.0.0", c.reason.clone());
+                }
+                Recorded::Delivered {
+                    reply: c.reason.clone(),
+                    host: host.unwrap_or_default().to_owned(),
+                }
+            }
             Outcome::Bounced => {
                 tracing::warn!(id = %id, to = %claim.address, reason = %c.reason, "bounced");
                 notice(Action::Failed, &c.status, c.reason.clone());
@@ -88,14 +109,15 @@ pub async fn settle(
                     if warn {
                         notice(Action::Delayed, &c.status, c.reason.clone());
                     }
-                    let delay = p.retry.next_delay(claim.attempts as u32 + 1, jitter());
-                    tracing::info!(id = %id, to = %claim.address, reason = %c.reason, retry_in = ?delay, "deferred");
+                    let delay = p.retry.next_delay(claim.attempts as u32 + 1, jitter);
+                    let retry_in = Duration::from_secs(delay.as_secs_f64().ceil() as u64);
+                    tracing::info!(id = %id, to = %claim.address, reason = %c.reason,
+                        retry_in = %humantime::format_duration(retry_in), "deferred");
                     Recorded::Deferred {
                         reply: c.reason.clone(),
                         host: host.map(str::to_owned),
-                        next_attempt_at: now + delay.as_secs_f64().ceil() as i64,
+                        next_attempt_at: Some(now + retry_in.as_secs() as i64),
                         attempt: true,
-                        link_wait: false,
                         warned: warn,
                     }
                 }
@@ -107,53 +129,52 @@ pub async fn settle(
                 Recorded::Deferred {
                     reply: c.reason.clone(),
                     host: None,
-                    next_attempt_at: now + p.link_retry.as_secs() as i64,
+                    // The gate, closed by what the delivery saw, releases it when it opens.
+                    next_attempt_at: (!link).then(|| now + p.soon.as_secs() as i64),
                     attempt: false,
-                    link_wait: link,
                     warned: false,
                 }
             }
         };
-        records.push((id, claim.position, rec));
+        out.records.push((id, claim.position, rec));
     }
-    for (id, indexed) in lines {
-        let queued = match load(p.spool, id).await {
-            Ok(notice) => {
-                let notice = Notice {
-                    lines: indexed.iter().map(|(_, l)| l.clone()).collect(),
-                    ..notice
+    out.notices = lines.into_values().collect();
+    out.tally = tally(&out.records);
+    out
+}
+
+/// A notice could not be queued: the records that needed it wait instead (a bounce is
+/// tried again later, a delay notice at the next deferral).
+pub fn without_notice(
+    records: &mut [(QueueId, usize, Recorded)],
+    request: &NoticeRequest,
+    retry_at: i64,
+) {
+    for (index, line) in request.records.iter().zip(&request.lines) {
+        let rec = &mut records[*index].2;
+        match (rec, line.action) {
+            (Recorded::Deferred { warned, .. }, _) => *warned = false,
+            (rec @ (Recorded::Bounced { .. } | Recorded::Expired { .. }), Action::Failed) => {
+                *rec = Recorded::Deferred {
+                    reply: format!(
+                        "{}; its failure notice could not be queued yet",
+                        line.diagnostic
+                    ),
+                    host: None,
+                    next_attempt_at: Some(retry_at),
+                    attempt: false,
+                    warned: false,
                 };
-                notices::send(p.spool, p.hostname, notice).await
             }
-            Err(e) => {
-                tracing::error!(id = %id, error = %e, "cannot read the message for its DSN");
-                false
-            }
-        };
-        if !queued {
-            // The bounce waits until its notice can be queued: never one without it.
-            // A delay notice is tried again at the next deferral.
-            for (index, line) in &indexed {
-                if let Recorded::Deferred { warned, .. } = &mut records[*index].2 {
-                    *warned = false;
-                } else if line.action == Action::Failed {
-                    records[*index].2 = Recorded::Deferred {
-                        reply: format!(
-                            "{}; its failure notice could not be queued yet",
-                            line.diagnostic
-                        ),
-                        host: None,
-                        next_attempt_at: now + p.retry.initial.as_secs() as i64,
-                        attempt: false,
-                        link_wait: false,
-                        warned: false,
-                    };
-                }
-            }
+            _ => {}
         }
     }
+}
+
+/// Counts each end, deliveries aside (the delivery counts those as they are answered).
+pub fn tally(records: &[(QueueId, usize, Recorded)]) -> Tally {
     let mut tally = Tally::new();
-    for (_, _, rec) in &records {
+    for (_, _, rec) in records {
         let counted = match rec {
             Recorded::Delivered { .. } => continue,
             Recorded::Deferred { attempt: true, .. } => Counted::Deferred,
@@ -166,33 +187,148 @@ pub async fn settle(
             None => tally.push((counted, 1)),
         }
     }
-    if let Err(e) = p.spool.record(records, now_unix()).await {
-        tracing::error!(error = %e, "recording outcomes failed; the claims will expire and be retried");
-    }
     tally
 }
 
-/// The message as stored, for its notice.
-async fn load(spool: &Spool, id: QueueId) -> Result<Notice, String> {
-    let spool = spool.clone();
-    tokio::task::spawn_blocking(move || {
-        let path = spool.layout().message_path(id);
-        let fs = spool.fs().as_ref();
-        let stored = read_stored(fs, &path).map_err(|e| e.to_string())?;
-        let content = read_body(fs, &path, &stored).map_err(|e| e.to_string())?;
-        Ok(Notice {
-            envelope: stored.envelope,
-            content,
-            lines: Vec::new(),
-        })
-    })
-    .await
-    .map_err(|e| e.to_string())?
-}
-
 /// A number in [0, 1) for retry jitter.
-fn jitter() -> f64 {
+pub fn jitter() -> f64 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::outcome::Scope;
+
+    fn claim(position: usize, attempts: i64, age: i64) -> Claim {
+        Claim {
+            message_id: QueueId::parse("0000000000000001").unwrap(),
+            position,
+            address: format!("r{position}@x.example"),
+            domain: "x.example".into(),
+            route: "upstream".into(),
+            lane: "upstream".into(),
+            attempts,
+            online_age: age,
+            warned: false,
+        }
+    }
+
+    fn result(outcome: Outcome) -> Classified {
+        Classified {
+            outcome,
+            scope: Scope::Recipient,
+            reason: "450 later".into(),
+            status: "4.0.0".into(),
+        }
+    }
+
+    #[test]
+    fn each_result_comes_to_its_end_with_the_notices_it_needs() {
+        let retry = RetryPolicy {
+            initial: Duration::from_secs(300),
+            max: Duration::from_secs(3600),
+            expire_after: Duration::from_secs(86400),
+            warn_after: Duration::from_secs(3600),
+        };
+        let p = Policy {
+            retry: &retry,
+            soon: Duration::from_secs(30),
+        };
+        let results = vec![
+            (claim(0, 0, 0), result(Outcome::Delivered)),
+            (claim(1, 2, 0), result(Outcome::Deferred)),
+            (claim(2, 0, 7200), result(Outcome::Deferred)),
+            (claim(3, 9, 90000), result(Outcome::Deferred)),
+            (claim(4, 0, 0), result(Outcome::Bounced)),
+            (claim(5, 0, 0), result(Outcome::LinkDown)),
+            (claim(6, 0, 0), result(Outcome::Unsent)),
+        ];
+        let s = settle(&p, results, Some("hub"), &|c| c.position == 0, 1000, 0.5);
+        let states: Vec<_> = s
+            .records
+            .iter()
+            .map(|(_, _, r)| r.state().as_str())
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "delivered",
+                "deferred",
+                "deferred",
+                "expired",
+                "bounced",
+                "deferred",
+                "deferred"
+            ]
+        );
+        let Recorded::Deferred {
+            next_attempt_at,
+            attempt,
+            ..
+        } = &s.records[1].2
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (*next_attempt_at, *attempt),
+            (Some(1000 + 1200), true),
+            "third attempt: 4 × initial"
+        );
+        let Recorded::Deferred {
+            next_attempt_at,
+            attempt,
+            ..
+        } = &s.records[5].2
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (*next_attempt_at, *attempt),
+            (None, false),
+            "link down waits for the gate"
+        );
+        let Recorded::Deferred {
+            next_attempt_at, ..
+        } = &s.records[6].2
+        else {
+            panic!()
+        };
+        assert_eq!(*next_attempt_at, Some(1030));
+        // One notice for the message: relayed, delayed, expired and bounced lines.
+        assert_eq!(s.notices.len(), 1);
+        let actions: Vec<Action> = s.notices[0].lines.iter().map(|l| l.action).collect();
+        assert_eq!(
+            actions,
+            [
+                Action::Relayed,
+                Action::Delayed,
+                Action::Failed,
+                Action::Failed
+            ]
+        );
+        assert_eq!(s.notices[0].records, [0, 2, 3, 4]);
+        // Without its notice, a bounce waits; a delay is not marked warned.
+        let mut records = s.records.clone();
+        without_notice(&mut records, &s.notices[0], 2000);
+        let states: Vec<_> = records.iter().map(|(_, _, r)| r.state().as_str()).collect();
+        assert_eq!(
+            states,
+            [
+                "delivered",
+                "deferred",
+                "deferred",
+                "deferred",
+                "deferred",
+                "deferred",
+                "deferred"
+            ]
+        );
+        assert!(matches!(
+            records[2].2,
+            Recorded::Deferred { warned: false, .. }
+        ));
+    }
 }

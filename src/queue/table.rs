@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use super::listing::QueueEntry;
+use crate::spool::reader::QueueEntry;
 
 /// Writes entries one by one and keeps the counts for the summary line.
 pub struct Table<W: Write> {

@@ -1,24 +1,27 @@
-//! The queue owner's writes to per-recipient state: claiming due recipients for delivery
-//! and recording what became of them. A claim marks a recipient `in_flight` and sets its
-//! `next_attempt_at` to the end of the lease: if the delivery holding it dies, the lease
-//! runs out and the recipient is due again (restart resets every claim at once). Only
-//! attempts that reached a destination count and grow the backoff (DESIGN §1.4).
-//! Routing is decided once per due domain, so a route that cannot deliver now settles
-//! all of its mail in one statement, however large the backlog.
+//! The queue owner's writes for delivery: claiming one lane's due recipients, recording
+//! what became of them, and the lane-level questions the owner's wake loop asks. A claim
+//! marks a recipient `in_flight` until its outcome is recorded; the owner knows every
+//! delivery it started, so one that dies has its claims released by lane, and a restart
+//! releases them all. Only attempts that reached a destination count and grow the
+//! backoff (DESIGN §1.4). Every query here walks the `recipient_lane` index: its cost
+//! follows the lane's due mail, never the size of the queue.
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, params};
 
 use super::id::QueueId;
 use super::index::ONLINE_AGE_SQL;
 use super::state::RecipientState;
 
-/// A recipient handed to delivery.
+/// A recipient handed to delivery: it carries its route and lane, decided when it was
+/// placed, so delivery never routes again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     pub message_id: QueueId,
     pub position: usize,
     pub address: String,
     pub domain: String,
+    pub route: String,
+    pub lane: String,
     pub attempts: i64,
     /// Seconds queued while its route's link was up, as of the claim.
     pub online_age: i64,
@@ -33,15 +36,14 @@ pub enum Recorded {
         reply: String,
         host: String,
     },
-    /// `attempt`: the destination answered (counts toward the backoff); false for our
-    /// own link being down, which leaves the attempts as they were. `link_wait`: due
-    /// again as soon as the route's gate opens. `warned`: a delay notice went out.
+    /// `next_attempt_at`: when it is due again; `None` waits for the route's gate to
+    /// open (our own link was down). `attempt`: the destination answered (counts toward
+    /// the backoff). `warned`: a delay notice went out.
     Deferred {
         reply: String,
         host: Option<String>,
-        next_attempt_at: i64,
+        next_attempt_at: Option<i64>,
         attempt: bool,
-        link_wait: bool,
         warned: bool,
     },
     Bounced {
@@ -53,242 +55,257 @@ pub enum Recorded {
     },
 }
 
-/// What the queue owner does with a domain's due recipients, decided by its route.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Disposition {
-    /// Claim them for delivery over `route`.
-    Deliver { route: String },
-    /// A hold route: `held` until a flush or ETRN names the domain.
-    Hold { route: String, reply: String },
-    /// The route's gate is closed: they keep their state and wait for it to open
-    /// (`link_wait`), looked at again at `until` at the latest, with the reason shown.
-    Wait {
-        route: String,
-        reply: String,
-        until: i64,
-    },
-    /// Not now (their route's connection is busy): left as they are.
-    Skip,
+impl Recorded {
+    /// The state it leaves the recipient in.
+    pub fn state(&self) -> RecipientState {
+        match self {
+            Recorded::Delivered { .. } => RecipientState::Delivered,
+            Recorded::Deferred { .. } => RecipientState::Deferred,
+            Recorded::Bounced { .. } => RecipientState::Bounced,
+            Recorded::Expired { .. } => RecipientState::Expired,
+        }
+    }
 }
 
-/// The routing decision, called once per due domain in one claim.
-pub type Decide = dyn FnMut(&str) -> Disposition + Send;
+const CLAIM_COLUMNS: &str = "r.rowid, r.message_id, r.position, r.address, r.domain, r.route,
+    r.lane, r.attempts, r.warned";
 
-const WAITING: &str = "('queued', 'deferred', 'in_flight')";
-
-/// Claims up to `limit` due recipients: `queued` or `deferred` ones due by `now`, and
-/// `in_flight` ones whose lease has run out. Domains are taken oldest due first, and
-/// `decide` routes each; only those to deliver are claimed, the rest are settled in the
-/// same transaction, so no recipient is ever seen `in_flight` without a delivery behind it.
-pub fn claim_due(
-    tx: &Transaction<'_>,
+/// Claims up to `limit` due recipients of `lane` (of `domain` only, when given), oldest
+/// due first; the last message's other due recipients on the lane come along, so a
+/// message is never split between two claims.
+pub fn claim(
+    tx: &Connection,
+    lane: &str,
+    domain: Option<&str>,
     now: i64,
-    lease_secs: i64,
     limit: usize,
-    decide: &mut Decide,
 ) -> rusqlite::Result<Vec<Claim>> {
-    let domains: Vec<String> = tx
-        .prepare_cached(&format!(
-            "SELECT domain FROM recipient WHERE state IN {WAITING} AND next_attempt_at <= ?1
-             GROUP BY domain ORDER BY MIN(next_attempt_at), domain"
-        ))?
-        .query_map([now], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut claims = Vec::new();
-    for domain in domains {
-        if claims.len() >= limit {
-            break;
-        }
-        match decide(&domain) {
-            Disposition::Skip => {}
-            Disposition::Deliver { route } => {
-                settle_route(tx, &domain, &route, now)?;
-                claim_domain(
-                    tx,
-                    &domain,
-                    now,
-                    lease_secs,
-                    limit - claims.len(),
-                    &mut claims,
-                )?;
-            }
-            Disposition::Hold { route, reply } => {
-                settle_route(tx, &domain, &route, now)?;
-                tx.prepare_cached(&format!(
-                    "UPDATE recipient SET state = 'held', last_reply = ?1, next_attempt_at = ?2,
-                         link_wait = 0, updated_at = ?2
-                     WHERE domain = ?3 AND state IN {WAITING} AND next_attempt_at <= ?2"
-                ))?
-                .execute(params![reply, now, domain])?;
-            }
-            Disposition::Wait {
-                route,
-                reply,
-                until,
-            } => {
-                settle_route(tx, &domain, &route, now)?;
-                // A lease that ran out without an outcome counts as deferred.
-                tx.prepare_cached(&format!(
-                    "UPDATE recipient SET
-                         state = CASE state WHEN 'in_flight' THEN 'deferred' ELSE state END,
-                         last_reply = ?1, next_attempt_at = ?2, link_wait = 1, updated_at = ?3
-                     WHERE domain = ?4 AND state IN {WAITING} AND next_attempt_at <= ?3"
-                ))?
-                .execute(params![reply, until, now, domain])?;
+    let mut rows = Vec::new();
+    let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, Option<Claim>)> {
+        let rowid = r.get(0)?;
+        let Ok(message_id) = QueueId::parse(&r.get::<_, String>(1)?) else {
+            return Ok((rowid, None));
+        };
+        let claim = Claim {
+            message_id,
+            position: r.get::<_, i64>(2)? as usize,
+            address: r.get(3)?,
+            domain: r.get(4)?,
+            route: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            lane: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+            attempts: r.get(7)?,
+            warned: r.get(8)?,
+            online_age: r.get(9)?,
+        };
+        Ok((rowid, Some(claim)))
+    };
+    let mut due = tx.prepare_cached(&format!(
+        "SELECT {CLAIM_COLUMNS}, {ONLINE_AGE_SQL}
+         FROM recipient r LEFT JOIN route_clock c ON c.route = r.route
+         WHERE r.lane = ?1 AND r.next_attempt_at <= ?2 AND (?3 IS NULL OR r.domain = ?3)
+         ORDER BY r.next_attempt_at, r.rowid LIMIT ?4"
+    ))?;
+    for row in due.query_map(params![lane, now, domain, limit as i64], read)? {
+        rows.push(row?);
+    }
+    if rows.len() == limit
+        && let Some((_, Some(last))) = rows.last()
+    {
+        let last = last.message_id;
+        let mut rest = tx.prepare_cached(&format!(
+            "SELECT {CLAIM_COLUMNS}, {ONLINE_AGE_SQL}
+             FROM recipient r LEFT JOIN route_clock c ON c.route = r.route
+             WHERE r.message_id = ?1 AND r.lane = ?2 AND r.next_attempt_at <= ?3
+               AND (?4 IS NULL OR r.domain = ?4)"
+        ))?;
+        let taken: Vec<i64> = rows.iter().map(|(rowid, _)| *rowid).collect();
+        for row in rest.query_map(params![last.as_str(), lane, now, domain], read)? {
+            let row = row?;
+            if !taken.contains(&row.0) {
+                rows.push(row);
             }
         }
+    }
+    let mut lease = tx.prepare_cached(
+        "UPDATE recipient SET state = 'in_flight', next_attempt_at = NULL, link_wait = 0,
+             updated_at = ?1
+         WHERE rowid = ?2",
+    )?;
+    let mut claims = Vec::with_capacity(rows.len());
+    for (rowid, claim) in rows {
+        lease.execute(params![now, rowid])?;
+        // A row with a damaged id can name no file: it stays claimed until recovery.
+        claims.extend(claim);
     }
     Ok(claims)
 }
 
-/// Due recipients of `domain` whose route differs from `route` take their online age so
-/// far with them and start on `route`'s clock.
-fn settle_route(tx: &Transaction<'_>, domain: &str, route: &str, now: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached(&format!(
-        "UPDATE recipient SET
-             online_age = online_age + COALESCE(
-                 (SELECT online_secs FROM route_clock c WHERE c.route = recipient.route)
-                     - online_mark, 0),
-             online_mark = COALESCE(
-                 (SELECT online_secs FROM route_clock c WHERE c.route = ?1), 0),
-             route = ?1
-         WHERE domain = ?2 AND state IN {WAITING} AND next_attempt_at <= ?3
-           AND route IS NOT ?1"
-    ))?
-    .execute(params![route, domain, now])?;
-    Ok(())
-}
-
-fn claim_domain(
-    tx: &Transaction<'_>,
-    domain: &str,
-    now: i64,
-    lease_secs: i64,
-    limit: usize,
-    claims: &mut Vec<Claim>,
-) -> rusqlite::Result<()> {
-    let first = claims.len();
-    {
-        let mut select = tx.prepare_cached(&format!(
-            "SELECT r.message_id, r.position, r.address, r.attempts, {ONLINE_AGE_SQL}, r.warned
-             FROM recipient r LEFT JOIN route_clock c ON c.route = r.route
-             WHERE r.domain = ?1 AND r.state IN {WAITING} AND r.next_attempt_at <= ?2
-             ORDER BY r.next_attempt_at, r.message_id, r.position LIMIT ?3"
-        ))?;
-        let rows = select.query_map(params![domain, now, limit as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, bool>(5)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, position, address, attempts, online_age, warned) = row?;
-            let Ok(message_id) = QueueId::parse(&id) else {
-                continue;
-            };
-            claims.push(Claim {
-                message_id,
-                position: position as usize,
-                address,
-                domain: domain.to_owned(),
-                attempts,
-                online_age,
-                warned,
-            });
-        }
-    }
-    let mut lease = tx.prepare_cached(
-        "UPDATE recipient SET state = 'in_flight', next_attempt_at = ?1, link_wait = 0,
-             updated_at = ?2
-         WHERE message_id = ?3 AND position = ?4",
-    )?;
-    for c in &claims[first..] {
-        lease.execute(params![
-            now + lease_secs,
-            now,
-            c.message_id.as_str(),
-            c.position as i64
-        ])?;
-    }
-    Ok(())
-}
-
-/// Records the outcome of a claimed recipient.
+/// Records the outcome of a claimed recipient; a recipient no longer claimed (its
+/// message deleted meanwhile) is left alone. Returns whether it was recorded.
 pub fn record(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: QueueId,
     position: usize,
     outcome: &Recorded,
     now: i64,
-) -> rusqlite::Result<()> {
-    let (state, reply, host, next, attempt, link_wait, warned) = match outcome {
-        Recorded::Delivered { reply, host } => (
-            RecipientState::Delivered,
-            reply,
-            Some(host.as_str()),
-            None,
-            true,
-            false,
-            false,
-        ),
+) -> rusqlite::Result<bool> {
+    let (reply, host, next, attempt, link_wait, warned) = match outcome {
+        Recorded::Delivered { reply, host } => {
+            (reply, Some(host.as_str()), None, true, false, false)
+        }
         Recorded::Deferred {
             reply,
             host,
             next_attempt_at,
             attempt,
-            link_wait,
             warned,
         } => (
-            RecipientState::Deferred,
             reply,
             host.as_deref(),
-            Some(*next_attempt_at),
+            *next_attempt_at,
             *attempt,
-            *link_wait,
+            next_attempt_at.is_none(),
             *warned,
         ),
-        Recorded::Bounced { reply, host } => (
-            RecipientState::Bounced,
-            reply,
-            host.as_deref(),
-            None,
-            true,
-            false,
-            false,
-        ),
-        Recorded::Expired { reply } => (
-            RecipientState::Expired,
-            reply,
-            None,
-            None,
-            false,
-            false,
-            false,
-        ),
+        Recorded::Bounced { reply, host } => (reply, host.as_deref(), None, true, false, false),
+        Recorded::Expired { reply } => (reply, None, None, false, false, false),
     };
-    tx.prepare_cached(
-        "UPDATE recipient SET state = ?1, last_reply = ?2, last_host = COALESCE(?3, last_host),
-             next_attempt_at = ?4, attempts = attempts + ?5, link_wait = ?6,
-             warned = MAX(warned, ?7), updated_at = ?8
-         WHERE message_id = ?9 AND position = ?10",
-    )?
+    let n = tx
+        .prepare_cached(
+            "UPDATE recipient SET state = ?1, last_reply = ?2,
+                 last_host = COALESCE(?3, last_host), next_attempt_at = ?4,
+                 attempts = attempts + ?5, link_wait = ?6, warned = MAX(warned, ?7),
+                 updated_at = ?8
+             WHERE message_id = ?9 AND position = ?10 AND state = 'in_flight'",
+        )?
+        .execute(params![
+            outcome.state().as_str(),
+            reply,
+            host,
+            next,
+            i64::from(attempt),
+            link_wait,
+            warned,
+            now,
+            id.as_str(),
+            position as i64
+        ])?;
+    Ok(n > 0)
+}
+
+/// A recipient that cannot be delivered whatever its state (its message file is
+/// damaged) takes `outcome`, unless it is final already.
+pub fn fail_pending(
+    tx: &Connection,
+    id: QueueId,
+    position: usize,
+    outcome: &Recorded,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let reply = match outcome {
+        Recorded::Bounced { reply, .. } | Recorded::Expired { reply } => reply,
+        Recorded::Delivered { reply, .. } | Recorded::Deferred { reply, .. } => reply,
+    };
+    tx.prepare_cached(&format!(
+        "UPDATE recipient SET state = ?1, last_reply = ?2, next_attempt_at = NULL,
+             link_wait = 0, updated_at = ?3
+         WHERE message_id = ?4 AND position = ?5 AND state IN ({})",
+        RecipientState::sql_list(RecipientState::PENDING)
+    ))?
     .execute(params![
-        state.as_str(),
+        outcome.state().as_str(),
         reply,
-        host,
-        next,
-        i64::from(attempt),
-        link_wait,
-        warned,
         now,
         id.as_str(),
         position as i64
     ])?;
     Ok(())
+}
+
+/// The positions of `id`'s recipients that are not final.
+pub fn pending_positions(conn: &Connection, id: QueueId) -> rusqlite::Result<Vec<usize>> {
+    conn.prepare_cached(&format!(
+        "SELECT position FROM recipient WHERE message_id = ?1 AND state IN ({})
+         ORDER BY position",
+        RecipientState::sql_list(RecipientState::PENDING)
+    ))?
+    .query_map([id.as_str()], |r| Ok(r.get::<_, i64>(0)? as usize))?
+    .collect()
+}
+
+/// Whether the outcomes a notice reports are recorded: its bounced or expired, warned,
+/// or delivered recipients are so in the index (or the message has left the spool,
+/// which it does only once every outcome is recorded).
+pub fn reported(conn: &Connection, about: &super::envelope::About) -> rusqlite::Result<bool> {
+    if !super::index::contains(conn, about.id)? {
+        return Ok(true);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, warned FROM recipient WHERE message_id = ?1 AND position = ?2",
+    )?;
+    let mut check = |position: usize, ok: &dyn Fn(RecipientState, bool) -> bool| {
+        stmt.query_row(params![about.id.as_str(), position as i64], |r| {
+            let state = RecipientState::parse(&r.get::<_, String>(0)?);
+            Ok(state.is_some_and(|s| ok(s, r.get(1).unwrap_or(false))))
+        })
+    };
+    for p in &about.failed {
+        if !check(*p, &|s, _| {
+            matches!(s, RecipientState::Bounced | RecipientState::Expired)
+        })? {
+            return Ok(false);
+        }
+    }
+    for p in &about.delayed {
+        if !check(*p, &|_, warned| warned)? {
+            return Ok(false);
+        }
+    }
+    for p in &about.relayed {
+        if !check(*p, &|s, _| s == RecipientState::Delivered)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A delivery of `lane` ended without recording some of its claims (it failed): they
+/// are due now again, not counted as an attempt. Returns how many.
+pub fn release_claims(tx: &Connection, lane: &str, now: i64) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
+        "UPDATE recipient SET state = 'deferred', next_attempt_at = ?1, updated_at = ?1
+         WHERE lane = ?2 AND state = 'in_flight'",
+    )?
+    .execute(params![now, lane])
+}
+
+/// When `lane`'s next recipient falls due; `None` when nothing of it waits for a time.
+pub fn lane_next_due(conn: &Connection, lane: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT MIN(next_attempt_at) FROM recipient
+         WHERE lane = ?1 AND next_attempt_at IS NOT NULL",
+    )?
+    .query_row([lane], |r| r.get(0))
+}
+
+/// Every lane with mail waiting for a time, and when its first falls due (the owner's
+/// schedule at start). Unplaced recipients are not in it.
+pub fn due_lanes(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare(
+        "SELECT lane, MIN(next_attempt_at) FROM recipient
+         WHERE lane IS NOT NULL AND next_attempt_at IS NOT NULL GROUP BY lane",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+/// The domains with mail due on `lane` by `now`.
+pub fn due_domains(conn: &Connection, lane: &str, now: i64) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT DISTINCT domain FROM recipient WHERE lane = ?1 AND next_attempt_at <= ?2",
+    )?
+    .query_map(params![lane, now], |r| r.get(0))?
+    .collect()
 }
 
 /// Adds `secs` of online time to `route`'s clock: every recipient on that route ages by
@@ -302,14 +319,5 @@ pub fn advance_clock(conn: &Connection, route: &str, secs: i64, now: i64) -> rus
     Ok(())
 }
 
-/// When the next recipient falls due (waiting ones and leases), for the wake loop.
-pub fn next_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        &format!("SELECT MIN(next_attempt_at) FROM recipient WHERE state IN {WAITING}"),
-        [],
-        |r| r.get(0),
-    )
-}
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

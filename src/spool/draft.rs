@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::SpoolError;
-use super::envelope::{Envelope, Trailer, write_header};
+use super::envelope::{BodySum, Envelope, Trailer, write_header};
 use super::fs::{Fs, FsFile};
 use super::id::QueueId;
 
@@ -21,8 +21,7 @@ pub struct Draft {
     queue_path: PathBuf,
     envelope: Envelope,
     out: Option<BufWriter<Box<dyn FsFile>>>,
-    size: u64,
-    eight_bit: bool,
+    sum: BodySum,
 }
 
 /// A fully written, fsynced draft, renamed into `queue/` but not yet durable by name
@@ -80,8 +79,7 @@ impl Draft {
             queue_path,
             envelope,
             out: None,
-            size: 0,
-            eight_bit: false,
+            sum: BodySum::default(),
         };
         write_header(&mut out, &draft.envelope).map_err(|e| SpoolError::io("write draft", e))?;
         draft.out = Some(out);
@@ -98,7 +96,7 @@ impl Draft {
 
     /// Bytes of the message written so far.
     pub fn size(&self) -> u64 {
-        self.size
+        self.sum.size()
     }
 
     /// Appends message bytes, exactly as they are to be stored.
@@ -106,18 +104,14 @@ impl Draft {
         let out = self.out.as_mut().expect("draft is open until sealed");
         out.write_all(bytes)
             .map_err(|e| SpoolError::io("write draft", e))?;
-        self.size += bytes.len() as u64;
-        self.eight_bit |= bytes.iter().any(|b| *b >= 0x80);
+        self.sum.update(bytes);
         Ok(())
     }
 
     /// Writes the end record, fsyncs, and renames the file into `queue/`. On failure the
     /// draft is removed.
     pub fn seal(mut self) -> Result<Sealed, SpoolError> {
-        let trailer = Trailer {
-            size: self.size,
-            eight_bit: self.eight_bit,
-        };
+        let trailer = self.sum.trailer();
         let mut out = self.out.take().expect("draft is open until sealed");
         let result = out
             .write_all(&trailer.end_record())

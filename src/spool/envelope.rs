@@ -1,22 +1,29 @@
 //! The committed message file (spool/README.md): a magic line, the envelope as one JSON
-//! line, the exact message bytes, and a fixed-size end record carrying the body size.
-//! A file is valid only when all four agree, so truncation is always detected; files
-//! are immutable once committed, which is what lets the index be rebuilt from them.
+//! line, the exact message bytes, and a fixed-size end record carrying the body size and
+//! a CRC-32 of the body. A file is valid only when all of them agree, so truncation is
+//! always detected, and a changed byte is detected whenever the body is read. Files are
+//! immutable once committed, which is what lets the index be rebuilt from them. Version 1
+//! files (no checksum) are still read.
 
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::fs::Fs;
+use super::fs::{Fs, FsRead};
 use super::id::QueueId;
 use crate::smtp::{Mailbox, ReversePath};
 
-pub const MAGIC: &[u8] = b"ferrymail-message 1\n";
+/// The magic line of files written now.
+pub const MAGIC: &[u8] = b"ferrymail-message 2\n";
+/// The magic line of version 1 files: the same, without a checksum in the end record.
+const MAGIC_V1: &[u8] = b"ferrymail-message 1\n";
 /// Bound on the envelope line, so a damaged file cannot make us read gigabytes as JSON.
 pub const MAX_ENVELOPE_LINE: usize = 4 << 20;
-/// `ferrymail-end <16 hex size> <2 hex flags>\n`
-pub const END_RECORD_LEN: usize = 34;
+/// `ferrymail-end <16 hex size> <2 hex flags> <8 hex CRC-32>\n`
+pub const END_RECORD_LEN: usize = 43;
+/// The version 1 end record: `ferrymail-end <16 hex size> <2 hex flags>\n`.
+const END_RECORD_V1_LEN: usize = 34;
 const END_PREFIX: &[u8] = b"ferrymail-end ";
 const FLAG_EIGHT_BIT: u8 = 1;
 
@@ -116,6 +123,26 @@ pub struct Origin {
     /// The maildrop file a local injection came from: picking it up twice is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop: Option<String>,
+    /// For a delivery status notification: the message and recipients it reports on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<About>,
+}
+
+/// What a notice reports: it is committed in the same transaction as the outcomes it
+/// reports, so after a crash recovery keeps a notice found without its row only when
+/// those outcomes were recorded (spool/README.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct About {
+    pub id: QueueId,
+    /// Positions reported as failed: bounced or expired.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<usize>,
+    /// Positions reported as delayed: warned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delayed: Vec<usize>,
+    /// Positions reported as relayed: delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relayed: Vec<usize>,
 }
 
 /// What is known only once the body is written.
@@ -124,27 +151,70 @@ pub struct Trailer {
     pub size: u64,
     /// The body holds octets above 127.
     pub eight_bit: bool,
+    /// CRC-32 of the body; `None` in version 1 files, which have none.
+    pub checksum: Option<u32>,
 }
 
 impl Trailer {
     pub fn end_record(&self) -> [u8; END_RECORD_LEN] {
         let flags = if self.eight_bit { FLAG_EIGHT_BIT } else { 0 };
-        let text = format!("ferrymail-end {:016x} {:02x}\n", self.size, flags);
+        let text = format!(
+            "ferrymail-end {:016x} {:02x} {:08x}\n",
+            self.size,
+            flags,
+            self.checksum.unwrap_or(0)
+        );
         text.as_bytes().try_into().expect("fixed width")
     }
 
     fn parse(record: &[u8]) -> Option<Trailer> {
         let rest = record.strip_prefix(END_PREFIX)?.strip_suffix(b"\n")?;
         let text = std::str::from_utf8(rest).ok()?;
-        let (size, flags) = text.split_once(' ')?;
-        if size.len() != 16 || flags.len() != 2 {
+        let mut fields = text.split(' ');
+        let (size, flags) = (fields.next()?, fields.next()?);
+        let checksum = fields.next();
+        if fields.next().is_some() || size.len() != 16 || flags.len() != 2 {
             return None;
         }
+        let checksum = match checksum {
+            Some(c) if c.len() == 8 => Some(u32::from_str_radix(c, 16).ok()?),
+            Some(_) => return None,
+            None => None,
+        };
         let flags = u8::from_str_radix(flags, 16).ok()?;
         Some(Trailer {
             size: u64::from_str_radix(size, 16).ok()?,
             eight_bit: flags & FLAG_EIGHT_BIT != 0,
+            checksum,
         })
+    }
+}
+
+/// The body's running checksum (CRC-32) and 8-bit flag, as it is written or read.
+#[derive(Clone, Default)]
+pub struct BodySum {
+    crc: crc32fast::Hasher,
+    size: u64,
+    eight_bit: bool,
+}
+
+impl BodySum {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.crc.update(bytes);
+        self.size += bytes.len() as u64;
+        self.eight_bit |= bytes.iter().any(|b| *b >= 0x80);
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn trailer(&self) -> Trailer {
+        Trailer {
+            size: self.size,
+            eight_bit: self.eight_bit,
+            checksum: Some(self.crc.clone().finalize()),
+        }
     }
 }
 
@@ -164,6 +234,16 @@ pub enum FormatError {
     EndRecord,
     #[error("file length does not match the end record (file truncated?)")]
     Length,
+    #[error("the content does not match its checksum (the file was changed or damaged)")]
+    Checksum,
+}
+
+impl FormatError {
+    /// The file is there but not a valid message: it belongs in `corrupt/`. (An I/O error
+    /// says nothing about the file.)
+    pub fn is_damage(&self) -> bool {
+        !matches!(self, FormatError::Io(_))
+    }
 }
 
 /// Writes the magic line and the envelope line; returns the bytes written.
@@ -183,19 +263,21 @@ pub struct StoredMessage {
     pub trailer: Trailer,
 }
 
-/// Reads and checks a message file's envelope and end record.
-pub fn read_stored(fs: &dyn Fs, path: &Path) -> Result<StoredMessage, FormatError> {
-    let len = fs.len(path)?;
-    let mut reader = BufReader::new(fs.open(path)?);
+/// Reads the magic line and the envelope, and nothing after them: all that can be known
+/// of a damaged file (for the notice to its sender). Returns the envelope, the offset of
+/// the body and the end record's length for this file's version.
+fn read_head(reader: &mut impl BufRead) -> Result<(Envelope, u64, usize), FormatError> {
     let mut magic = vec![0u8; MAGIC.len()];
     reader
         .read_exact(&mut magic)
         .map_err(|_| FormatError::Magic)?;
-    if magic != MAGIC {
-        return Err(FormatError::Magic);
-    }
+    let end_len = match magic.as_slice() {
+        m if m == MAGIC => END_RECORD_LEN,
+        m if m == MAGIC_V1 => END_RECORD_V1_LEN,
+        _ => return Err(FormatError::Magic),
+    };
     let mut line = Vec::new();
-    (&mut reader)
+    reader
         .take(MAX_ENVELOPE_LINE as u64 + 1)
         .read_until(b'\n', &mut line)?;
     if line.pop() != Some(b'\n') {
@@ -203,16 +285,33 @@ pub fn read_stored(fs: &dyn Fs, path: &Path) -> Result<StoredMessage, FormatErro
     }
     let envelope: Envelope = serde_json::from_slice(&line).map_err(FormatError::EnvelopeJson)?;
     check_envelope(&envelope).map_err(FormatError::Envelope)?;
-    let body_offset = (MAGIC.len() + line.len() + 1) as u64;
-    if len < body_offset + END_RECORD_LEN as u64 {
+    Ok((envelope, (MAGIC.len() + line.len() + 1) as u64, end_len))
+}
+
+/// The envelope of a message file, whatever state the rest of it is in.
+pub fn read_envelope(fs: &dyn Fs, path: &Path) -> Result<Envelope, FormatError> {
+    let mut reader = BufReader::new(fs.open(path)?);
+    read_head(&mut reader).map(|(envelope, _, _)| envelope)
+}
+
+/// Reads and checks a message file's envelope and end record (the body's checksum is
+/// checked when the body is read).
+pub fn read_stored(fs: &dyn Fs, path: &Path) -> Result<StoredMessage, FormatError> {
+    let len = fs.len(path)?;
+    let mut reader = BufReader::new(fs.open(path)?);
+    let (envelope, body_offset, end_len) = read_head(&mut reader)?;
+    if len < body_offset + end_len as u64 {
         return Err(FormatError::EndRecord);
     }
     let mut inner = reader.into_inner();
-    inner.seek(SeekFrom::Start(len - END_RECORD_LEN as u64))?;
-    let mut record = [0u8; END_RECORD_LEN];
+    inner.seek(SeekFrom::Start(len - end_len as u64))?;
+    let mut record = vec![0u8; end_len];
     inner.read_exact(&mut record)?;
     let trailer = Trailer::parse(&record).ok_or(FormatError::EndRecord)?;
-    if body_offset + trailer.size + END_RECORD_LEN as u64 != len {
+    if trailer.checksum.is_some() != (end_len == END_RECORD_LEN) {
+        return Err(FormatError::EndRecord);
+    }
+    if body_offset + trailer.size + end_len as u64 != len {
         return Err(FormatError::Length);
     }
     Ok(StoredMessage {
@@ -222,13 +321,91 @@ pub fn read_stored(fs: &dyn Fs, path: &Path) -> Result<StoredMessage, FormatErro
     })
 }
 
-/// Reads a committed message's body (the exact message bytes).
-pub fn read_body(fs: &dyn Fs, path: &Path, stored: &StoredMessage) -> io::Result<Vec<u8>> {
-    let mut file = fs.open(path)?;
-    file.seek(SeekFrom::Start(stored.body_offset))?;
+/// Reads a committed message's body (the exact message bytes), checking its checksum.
+pub fn read_body(fs: &dyn Fs, path: &Path, stored: &StoredMessage) -> Result<Vec<u8>, FormatError> {
     let mut body = Vec::with_capacity(stored.trailer.size as usize);
-    file.take(stored.trailer.size).read_to_end(&mut body)?;
+    BodyReader::open(fs, path, stored)?
+        .read_to_end(&mut body)
+        .map_err(format_error)?;
     Ok(body)
+}
+
+/// Reads the whole body once to check its checksum, holding only a buffer: before a large
+/// message is streamed to an upstream, which must never see damaged content.
+pub fn verify_body(fs: &dyn Fs, path: &Path, stored: &StoredMessage) -> Result<(), FormatError> {
+    let mut reader = BodyReader::open(fs, path, stored)?;
+    let mut buf = vec![0u8; 64 << 10];
+    while reader.read(&mut buf).map_err(format_error)? > 0 {}
+    Ok(())
+}
+
+/// A message's body read in pieces. The checksum is checked at the end: the read that
+/// reaches it fails with `FormatError::Checksum` (as an `io::Error` of kind InvalidData)
+/// when the content was changed.
+pub struct BodyReader {
+    file: io::Take<Box<dyn FsRead>>,
+    sum: BodySum,
+    expected: Trailer,
+}
+
+impl BodyReader {
+    pub fn open(
+        fs: &dyn Fs,
+        path: &Path,
+        stored: &StoredMessage,
+    ) -> Result<BodyReader, FormatError> {
+        let mut file = fs.open(path)?;
+        file.seek(SeekFrom::Start(stored.body_offset))?;
+        Ok(BodyReader {
+            file: file.take(stored.trailer.size),
+            sum: BodySum::default(),
+            expected: stored.trailer,
+        })
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.sum.update(&buf[..n]);
+        if n == 0 || self.sum.size() == self.expected.size {
+            let got = self.sum.trailer();
+            let intact = got.size == self.expected.size
+                && self
+                    .expected
+                    .checksum
+                    .is_none_or(|c| got.checksum == Some(c));
+            if !intact {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    FormatError::Checksum,
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl From<FormatError> for io::Error {
+    fn from(e: FormatError) -> io::Error {
+        match e {
+            FormatError::Io(e) => e,
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+/// An `io::Error` from reading a body, as the format error it stands for.
+pub fn format_error(e: io::Error) -> FormatError {
+    let checksum = e.kind() == io::ErrorKind::InvalidData
+        && e.get_ref()
+            .and_then(|i| i.downcast_ref::<FormatError>())
+            .is_some_and(|inner| matches!(inner, FormatError::Checksum));
+    if checksum {
+        FormatError::Checksum
+    } else {
+        FormatError::Io(e)
+    }
 }
 
 /// The envelope rules every stored message obeys, whatever wrote it.
@@ -253,14 +430,18 @@ mod tests {
             Trailer {
                 size: 0,
                 eight_bit: false,
+                checksum: Some(0),
             },
             Trailer {
                 size: u64::MAX,
                 eight_bit: true,
+                checksum: Some(u32::MAX),
             },
         ] {
             assert_eq!(Trailer::parse(&t.end_record()), Some(t));
         }
         assert_eq!(Trailer::parse(b"ferrymail-end 00000000000000zz 00\n"), None);
+        let v1 = Trailer::parse(b"ferrymail-end 0000000000000010 01\n").unwrap();
+        assert_eq!((v1.size, v1.eight_bit, v1.checksum), (16, true, None));
     }
 }

@@ -23,6 +23,9 @@ pub trait Fs: Send + Sync + 'static {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Creates a file that must not exist yet, readable by its owner only.
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// Opens a file for appending, creating it (owner-only) when missing. A new file's
+    /// name is durable only after `sync_dir`.
+    fn append(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     fn open(&self, path: &Path) -> io::Result<Box<dyn FsRead>>;
     fn len(&self, path: &Path) -> io::Result<u64>;
     /// The uid owning the file (a maildrop file's submitter).
@@ -68,6 +71,15 @@ impl Fs for RealFs {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Box::new(RealFile(file)))
+    }
+
+    fn append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
             .mode(0o600)
             .open(path)?;
         Ok(Box::new(RealFile(file)))

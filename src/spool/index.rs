@@ -1,7 +1,9 @@
 //! The SQLite index of the queue: one row per message, one per recipient, holding all
 //! per-recipient state. It is derived from `queue/` (every row's file exists; rebuilt by
-//! reindex), opened in WAL with `synchronous=FULL` so a commit is durable when it returns.
-//! Writes happen only on the writer thread; readers open their own read-only connection.
+//! reindex, with the outcome journal replayed), opened in WAL with `synchronous=FULL` so
+//! a commit is durable when it returns. Writes happen only on the writer thread; readers
+//! open their own read-only connection (`reader`). This file holds the schema, its
+//! migrations, and the statements that add and remove whole messages.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -14,13 +16,9 @@ use super::id::QueueId;
 use super::state::RecipientState;
 
 /// Schema version, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 fn schema_v1() -> String {
-    let states: Vec<String> = RecipientState::ALL
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
     format!(
         "CREATE TABLE message (
             id TEXT PRIMARY KEY NOT NULL,
@@ -35,7 +33,7 @@ fn schema_v1() -> String {
             position INTEGER NOT NULL,
             address TEXT NOT NULL,
             domain TEXT NOT NULL,
-            state TEXT NOT NULL CHECK (state IN ({states})),
+            state TEXT NOT NULL CHECK (state IN ({})),
             attempts INTEGER NOT NULL DEFAULT 0,
             next_attempt_at INTEGER,
             online_age INTEGER NOT NULL DEFAULT 0,
@@ -46,7 +44,7 @@ fn schema_v1() -> String {
         ) STRICT;
         CREATE INDEX recipient_due ON recipient(state, next_attempt_at);
         CREATE INDEX recipient_domain ON recipient(domain, state);",
-        states = states.join(",")
+        RecipientState::sql_list(RecipientState::ALL)
     )
 }
 
@@ -73,6 +71,25 @@ const SCHEMA_V2: &str = "
         drop_name TEXT PRIMARY KEY NOT NULL,
         finished_at INTEGER NOT NULL
     ) STRICT;";
+
+/// Version 3: the queue at backlog scale. A recipient is placed on its `lane` (what one
+/// connection serves) when it is committed, so claims read one lane's due mail from an
+/// index instead of grouping the whole queue. `next_attempt_at` is set only while the
+/// recipient waits for a time (`queued` or `deferred`, not waiting for its link), so
+/// everything due is one range of `recipient_due`, and set-based changes walk indexes in
+/// bounded batches. `meta` keeps how far the outcome journal has been applied.
+const SCHEMA_V3: &str = "
+    ALTER TABLE recipient ADD COLUMN lane TEXT;
+    UPDATE recipient SET next_attempt_at = NULL
+        WHERE state NOT IN ('queued', 'deferred') OR link_wait = 1;
+    DROP INDEX recipient_due;
+    CREATE INDEX recipient_due ON recipient(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+    CREATE INDEX recipient_lane ON recipient(lane, next_attempt_at);
+    DROP INDEX recipient_link_wait;
+    CREATE INDEX recipient_link_wait ON recipient(route, domain) WHERE link_wait = 1;
+    CREATE INDEX recipient_held ON recipient(message_id) WHERE state = 'held';
+    CREATE INDEX recipient_in_flight ON recipient(lane) WHERE state = 'in_flight';
+    CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) STRICT;";
 
 /// A recipient's online age in seconds, as SQL over `recipient r LEFT JOIN route_clock c
 /// ON c.route = r.route`.
@@ -102,8 +119,8 @@ pub fn open_writer(path: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
-/// Opens the index read-only (for the CLI); `None` when there is no index yet.
-pub fn open_reader(path: &Path) -> rusqlite::Result<Option<Connection>> {
+/// Opens the index read-only; `None` when there is no index yet.
+pub(crate) fn open_read_only(path: &Path) -> rusqlite::Result<Option<Connection>> {
     if !path.exists() {
         return Ok(None);
     }
@@ -127,6 +144,9 @@ fn migrate(conn: &Connection) -> Result<(), OpenError> {
         }
         if version < 2 {
             tx.execute_batch(SCHEMA_V2)?;
+        }
+        if version < 3 {
+            tx.execute_batch(SCHEMA_V3)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -153,6 +173,28 @@ pub fn domain_of(address: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Where a recipient's mail goes, as the queue owner's routing decides it for a domain
+/// (the spool only stores it): its route (whose online clock ages it), its lane, and
+/// whether it waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub route: String,
+    pub lane: String,
+    pub wait: Option<Wait>,
+}
+
+/// Why newly placed mail is not due at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// A hold route keeps it (`held`) until a flush or ETRN names its domain.
+    Held(String),
+    /// Its route's gate is closed: it waits for it to open (`link_wait`).
+    Link(String),
+}
+
+/// The routing decision for a domain, given to the spool by the queue owner.
+pub type Place = dyn Fn(&str) -> Placement + Send + Sync;
+
 /// Per-recipient state carried over from an older index when rebuilding.
 #[derive(Clone, Debug)]
 pub struct CarriedState {
@@ -166,13 +208,17 @@ pub struct CarriedState {
     pub warned: bool,
 }
 
-/// Indexes a committed message, every recipient `queued` and due now (or as carried).
+/// Indexes a committed message. Each recipient is placed by `place` (unplaced with
+/// `None`: the daemon places it at start), `queued` and due now unless its placement
+/// makes it wait; `carried` state from an older index wins over both. Returns the lanes
+/// with mail due now.
 pub fn insert_message(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     stored: &StoredMessage,
     now: i64,
+    place: Option<&Place>,
     carried: &dyn Fn(usize, &str) -> Option<CarriedState>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<String>> {
     let e = &stored.envelope;
     debug_assert!(check_envelope(e).is_ok());
     tx.prepare_cached(
@@ -189,39 +235,75 @@ pub fn insert_message(
     ])?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO recipient (message_id, position, address, domain, state, attempts,
-             next_attempt_at, online_age, last_reply, last_host, updated_at, warned)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             next_attempt_at, online_age, last_reply, last_host, updated_at, warned,
+             route, lane, link_wait, online_mark)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+             COALESCE((SELECT online_secs FROM route_clock WHERE route = ?13), 0))",
     )?;
+    let mut placed: Option<(String, Placement)> = None;
+    let mut due_lanes = Vec::new();
     for (position, r) in e.recipients.iter().enumerate() {
+        let domain = domain_of(&r.address);
+        let placement = match (place, &placed) {
+            (None, _) => None,
+            (Some(_), Some((d, p))) if *d == domain => Some(p.clone()),
+            (Some(f), _) => {
+                let p = f(&domain);
+                placed = Some((domain.clone(), p.clone()));
+                Some(p)
+            }
+        };
+        let (state, next, reply, link_wait) = match placement.as_ref().and_then(|p| p.wait.as_ref())
+        {
+            None => (RecipientState::Queued, Some(now), None, false),
+            Some(Wait::Held(reply)) => (RecipientState::Held, None, Some(reply.clone()), false),
+            Some(Wait::Link(reply)) => (RecipientState::Queued, None, Some(reply.clone()), true),
+        };
         let c = carried(position, &r.address).unwrap_or(CarriedState {
-            state: RecipientState::Queued,
+            state,
             attempts: 0,
-            next_attempt_at: Some(now),
+            next_attempt_at: next,
             online_age: 0,
-            last_reply: None,
+            last_reply: reply,
             last_host: None,
             warned: false,
         });
+        let waits_for_time = matches!(c.state, RecipientState::Queued | RecipientState::Deferred);
+        let link_wait = link_wait && waits_for_time;
+        let next = if waits_for_time && !link_wait {
+            Some(c.next_attempt_at.unwrap_or(now))
+        } else {
+            None
+        };
         insert.execute(params![
             e.id.as_str(),
             position as i64,
             r.address,
-            domain_of(&r.address),
+            domain,
             c.state.as_str(),
             c.attempts,
-            c.next_attempt_at,
+            next,
             c.online_age,
             c.last_reply,
             c.last_host,
             now,
             c.warned,
+            placement.as_ref().map(|p| p.route.as_str()),
+            placement.as_ref().map(|p| p.lane.as_str()),
+            link_wait,
         ])?;
+        if let (Some(p), Some(at)) = (&placement, next)
+            && at <= now
+            && !due_lanes.contains(&p.lane)
+        {
+            due_lanes.push(p.lane.clone());
+        }
     }
-    Ok(())
+    Ok(due_lanes)
 }
 
 /// Reads a recipient's state from an index (used to carry state into a rebuilt index),
-/// of this schema version or the one before. The online age carried is the age reached.
+/// of this schema version or the ones before. The online age carried is the age reached.
 pub fn carried_state(
     conn: &Connection,
     id: QueueId,
@@ -244,9 +326,14 @@ pub fn carried_state(
     };
     conn.prepare_cached(&sql)?
         .query_row(params![id.as_str(), position as i64, address], |r| {
+            let state =
+                RecipientState::parse(&r.get::<_, String>(0)?).unwrap_or(RecipientState::Queued);
             Ok(CarriedState {
-                state: RecipientState::parse(&r.get::<_, String>(0)?)
-                    .unwrap_or(RecipientState::Queued),
+                // A claim of the old index is void: the delivery holding it is gone.
+                state: match state {
+                    RecipientState::InFlight => RecipientState::Deferred,
+                    other => other,
+                },
                 attempts: r.get(1)?,
                 next_attempt_at: r.get(2)?,
                 online_age: r.get(3)?,
@@ -300,15 +387,10 @@ pub fn prune_finished_drops(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<
 
 /// Messages whose every recipient is in a final state: ready to leave the spool.
 pub fn finished_messages(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
-    let finals: Vec<String> = RecipientState::ALL
-        .iter()
-        .filter(|s| s.is_final())
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
     let sql = format!(
         "SELECT id FROM message m WHERE NOT EXISTS (SELECT 1 FROM recipient r
-         WHERE r.message_id = m.id AND r.state NOT IN ({}))",
-        finals.join(",")
+         WHERE r.message_id = m.id AND r.state IN ({}))",
+        RecipientState::sql_list(RecipientState::PENDING)
     );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -319,14 +401,9 @@ pub fn finished_messages(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
 /// `id` is indexed and every recipient of it is in a final state: one message looked at,
 /// for the hot path of recording outcomes (`finished_messages` scans them all).
 pub fn is_finished(conn: &Connection, id: QueueId) -> rusqlite::Result<bool> {
-    let pending: Vec<String> = RecipientState::ALL
-        .iter()
-        .filter(|s| !s.is_final())
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
     let sql = format!(
         "SELECT 1 FROM recipient WHERE message_id = ?1 AND state IN ({}) LIMIT 1",
-        pending.join(",")
+        RecipientState::sql_list(RecipientState::PENDING)
     );
     let waiting = conn.prepare_cached(&sql)?.exists([id.as_str()])?;
     Ok(!waiting && contains(conn, id)?)
@@ -341,21 +418,6 @@ pub fn reset_in_flight(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<usize
     )
 }
 
-/// Mail waiting for a route's link (every route's with `None`) becomes due now: the gate
-/// opened, or the daemon starts and does not know the link yet. Returns how many.
-pub fn release_link_wait(
-    conn: &Connection,
-    route: Option<&str>,
-    now: i64,
-) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        "UPDATE recipient SET link_wait = 0, next_attempt_at = ?1, updated_at = ?1
-         WHERE link_wait = 1 AND (?2 IS NULL OR route = ?2)
-           AND state IN ('queued', 'deferred')",
-    )?
-    .execute(params![now, route])
-}
-
 /// Removes a message's rows; a maildrop name it came from is remembered (`has_drop`).
 pub fn delete_message(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
@@ -368,60 +430,20 @@ pub fn delete_message(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Sets `to` on the recipients of `id` whose state is one of `from`; returns how many.
-pub fn transition(
-    tx: &Transaction<'_>,
-    id: QueueId,
-    from: &[RecipientState],
-    to: RecipientState,
-    next_attempt_at: Option<i64>,
-    now: i64,
-) -> rusqlite::Result<usize> {
-    let from: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
-    let sql = format!(
-        "UPDATE recipient SET state = ?1, next_attempt_at = COALESCE(?2, next_attempt_at),
-             updated_at = ?3
-         WHERE message_id = ?4 AND state IN ({})",
-        from.join(",")
-    );
-    tx.prepare_cached(&sql)?
-        .execute(params![to.as_str(), next_attempt_at, now, id.as_str()])
+/// A number kept in `meta` (the journal's generation and applied length).
+pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()
 }
 
-/// Ids of every message in the index, oldest first.
-pub fn all_ids(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
-    let mut stmt = conn.prepare("SELECT id FROM message ORDER BY received_at, id")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    rows.filter_map(|id| id.map(|id| QueueId::parse(&id).ok()).transpose())
-        .collect()
-}
-
-/// Recipients due now or in flight, and recipients deferred: what `flush --wait`
-/// follows until the first is zero.
-pub fn busy_and_deferred(conn: &Connection, now: i64) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row(
-        "SELECT
-           COUNT(*) FILTER (WHERE state = 'in_flight'
-               OR (state IN ('queued', 'deferred') AND next_attempt_at <= ?1)),
-           COUNT(*) FILTER (WHERE state = 'deferred')
-         FROM recipient",
-        [now],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-}
-
-/// Recipient counts by state.
-pub fn count_by_state(conn: &Connection) -> rusqlite::Result<Vec<(RecipientState, i64)>> {
-    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM recipient GROUP BY state")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (state, n) = row?;
-        if let Some(state) = RecipientState::parse(&state) {
-            out.push((state, n));
-        }
-    }
-    Ok(out)
+pub fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = ?2",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -440,29 +462,32 @@ mod tests {
                 "INSERT INTO message VALUES ('0000000000000001', 'a@x.example', 10, 0, 1000, NULL);
                  INSERT INTO recipient (message_id, position, address, domain, state, attempts,
                      next_attempt_at, online_age, updated_at)
-                 VALUES ('0000000000000001', 0, 'b@y.example', 'y.example', 'deferred', 3, 2000, 77, 1000);",
+                 VALUES ('0000000000000001', 0, 'b@y.example', 'y.example', 'deferred', 3, 2000, 77, 1000);
+                 INSERT INTO recipient (message_id, position, address, domain, state, attempts,
+                     next_attempt_at, online_age, updated_at)
+                 VALUES ('0000000000000001', 1, 'c@y.example', 'y.example', 'held', 0, 2000, 0, 1000);",
             )
             .unwrap();
         }
-        let reader = open_reader(&path).unwrap().unwrap();
+        let reader = open_read_only(&path).unwrap().unwrap();
         assert_eq!(schema_version(&reader).unwrap(), 1);
         drop(reader);
         let conn = open_writer(&path).unwrap();
         assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
-        let (attempts, age, link_wait): (i64, i64, i64) = conn
-            .query_row(
-                &format!(
-                    "SELECT r.attempts, {ONLINE_AGE_SQL}, r.link_wait FROM recipient r
-                     LEFT JOIN route_clock c ON c.route = r.route"
-                ),
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+        let rows: Vec<(i64, i64, i64, Option<i64>)> = conn
+            .prepare(&format!(
+                "SELECT r.attempts, {ONLINE_AGE_SQL}, r.link_wait, r.next_attempt_at FROM recipient r
+                 LEFT JOIN route_clock c ON c.route = r.route ORDER BY r.position"
+            ))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(
-            (attempts, age, link_wait),
-            (3, 77, 0),
-            "state kept, new columns empty"
+            rows,
+            [(3, 77, 0, Some(2000)), (0, 0, 0, None)],
+            "state kept, new columns empty, a held recipient is due at no time"
         );
     }
 }

@@ -16,6 +16,8 @@ pub struct Layout {
     /// Quarantine for damaged files and orphaned index rows; never deleted by us.
     pub corrupt: PathBuf,
     pub index: PathBuf,
+    /// The outcome journal: what a rebuilt index must not forget.
+    pub journal: PathBuf,
     pub lock: PathBuf,
     pub control: PathBuf,
 }
@@ -30,6 +32,7 @@ impl Layout {
             maildrop_new: root.join("maildrop/new"),
             corrupt: root.join("corrupt"),
             index: root.join("index.sqlite3"),
+            journal: root.join("journal"),
             lock: root.join("lock"),
             control: root.join("control.sock"),
             root,

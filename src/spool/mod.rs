@@ -10,30 +10,37 @@ pub mod envelope;
 pub mod fs;
 pub mod id;
 pub mod index;
+pub mod journal;
 pub mod layout;
 pub mod lock;
 pub mod maildrop;
-mod recovery;
+pub mod reader;
+pub(crate) mod recovery;
+pub mod sets;
 pub mod simfs;
 pub mod state;
 mod writer;
 
 use std::io;
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 pub use draft::{Draft, Sealed};
 pub use envelope::{BodyType, Envelope, Origin, Recipient, Ret, StoredMessage, Trailer};
 pub use fs::{Fs, RealFs};
 pub use id::QueueId;
+pub use index::{Place, Placement, Wait};
 pub use layout::Layout;
+pub use reader::IndexReader;
 pub use recovery::RecoveryReport;
+pub use sets::{Action, Batch, Scope};
 pub use state::RecipientState;
-pub use writer::{Change, ChangeOutcome, Recorded, Selection};
+pub use writer::{Damaged, Outcomes};
 
-use writer::{Op, Writer};
+use claims::Claim;
+use writer::{Finish, Op, Writer};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -90,11 +97,7 @@ impl From<rusqlite::Error> for SpoolError {
     }
 }
 
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use crate::clock::now_unix;
 
 #[derive(Clone, Copy, Debug)]
 pub struct SpoolOptions {
@@ -115,7 +118,6 @@ pub struct Spool {
 }
 
 struct Inner {
-    committed: Arc<tokio::sync::Notify>,
     /// Messages committed since the spool opened (for the metrics).
     accepted: Arc<std::sync::atomic::AtomicU64>,
     fs: Arc<dyn Fs>,
@@ -134,24 +136,24 @@ impl Spool {
         fs.create_dir_all(&layout.root)
             .map_err(|e| SpoolError::io("create spool directory", e))?;
         let (mut conn, rebuilt) = recovery::open_index(&layout)?;
-        let mut report = recovery::recover(fs.as_ref(), &layout, &mut conn)?;
+        let (journal, mut report) = recovery::recover(&fs, &layout, &mut conn)?;
         report.index_rebuilt = rebuilt;
-        let committed = Arc::new(tokio::sync::Notify::new());
         let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer = Writer {
-            committed: committed.clone(),
             accepted: accepted.clone(),
             fs: fs.clone(),
             layout: layout.clone(),
             conn,
+            journal,
             group_commit: options.group_commit,
+            place: None,
+            due: None,
         };
         let (ops, thread) = writer
             .spawn()
             .map_err(|e| SpoolError::io("start the spool writer", e))?;
         let spool = Spool {
             inner: Arc::new(Inner {
-                committed,
                 accepted,
                 fs,
                 layout,
@@ -162,22 +164,17 @@ impl Spool {
         Ok((spool, report))
     }
 
-    /// Rebuilds the index from `queue/` (the spool must not be open), then recovers.
-    /// Returns how many messages were indexed.
-    pub fn reindex(layout: &Layout, fs: &dyn Fs) -> Result<usize, SpoolError> {
+    /// Rebuilds the index from `queue/` (the spool must not be open), replays the
+    /// outcome journal onto it, then recovers. Returns how many messages were indexed.
+    pub fn reindex(layout: &Layout, fs: Arc<dyn Fs>) -> Result<usize, SpoolError> {
         for dir in layout.dirs() {
             fs.create_dir_all(dir)
                 .map_err(|e| SpoolError::io("create spool directory", e))?;
         }
-        let count = recovery::rebuild_index(fs, layout)?;
+        let count = recovery::rebuild_index(fs.as_ref(), layout)?;
         let (mut conn, _) = recovery::open_index(layout)?;
-        recovery::recover(fs, layout, &mut conn)?;
+        recovery::recover(&fs, layout, &mut conn)?;
         Ok(count)
-    }
-
-    /// Notified after every commit; the scheduler also uses it to be woken by flushes.
-    pub fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
-        self.inner.committed.clone()
     }
 
     /// Messages committed since the spool opened.
@@ -234,114 +231,242 @@ impl Spool {
         rx.blocking_recv().map_err(|_| SpoolError::WriterGone)?
     }
 
-    pub async fn change(&self, change: Change) -> Result<ChangeOutcome, SpoolError> {
+    /// From now on, committed mail is placed by `place`; the lanes of mail due at once
+    /// are sent to `due` after each commit.
+    pub fn set_placement(
+        &self,
+        place: Arc<Place>,
+        due: tokio::sync::mpsc::UnboundedSender<Vec<String>>,
+    ) -> Result<(), SpoolError> {
+        self.send(Op::Place { place, due })
+    }
+
+    /// Records a delivery's outcomes, with the notices they send, in one transaction;
+    /// returns once they are durable. Messages they finish then leave the spool.
+    pub async fn record(&self, outcomes: Outcomes) -> Result<(), SpoolError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Change { change, reply })?;
+        self.send(Op::Record { outcomes, reply })?;
         rx.await.map_err(|_| SpoolError::WriterGone)?
     }
 
-    pub fn change_blocking(&self, change: Change) -> Result<ChangeOutcome, SpoolError> {
+    /// Runs `f` on the index in the writer's next group, inside a savepoint; answers
+    /// once the group has committed.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, SpoolError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Change { change, reply })?;
-        rx.blocking_recv().map_err(|_| SpoolError::WriterGone)?
+        self.send(Op::Run(Box::new(move |conn: &Connection| {
+            let result = f(conn);
+            let done = result.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let _ = reply.send(match (result, committed) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) => Err(e.into()),
+                    (Ok(_), Err(e)) => Err(e),
+                });
+            });
+            (done, finish)
+        })))?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
     }
 
-    /// Claims due recipients for delivery (`claims::claim_due`), after adding `clocks`
-    /// (online seconds per route) to the route clocks in the same transaction, so the
-    /// ages the claims carry are current.
+    /// Claims up to `limit` due recipients of `lane` (of `domain` only, when given),
+    /// after adding `clocks` (online seconds per route) to the route clocks, so the ages
+    /// the claims carry are current.
     pub async fn claim(
         &self,
-        now: i64,
-        lease_secs: i64,
+        lane: &str,
+        domain: Option<&str>,
         limit: usize,
-        decide: Box<claims::Decide>,
         clocks: Vec<(String, i64)>,
-    ) -> Result<Vec<claims::Claim>, SpoolError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Op::Claim {
-            now,
-            lease_secs,
-            limit,
-            decide,
-            clocks,
-            reply,
-        })?;
-        rx.await.map_err(|_| SpoolError::WriterGone)?
-    }
-
-    /// Records delivery outcomes; messages whose recipients are all final leave the spool.
-    pub async fn record(
-        &self,
-        outcomes: Vec<(QueueId, usize, claims::Recorded)>,
-        now: i64,
-    ) -> Result<Recorded, SpoolError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Op::Record {
-            outcomes,
-            now,
-            reply,
-        })?;
-        rx.await.map_err(|_| SpoolError::WriterGone)?
-    }
-
-    /// Makes mail for `domain` due now, held mail included (a flush or ETRN naming it).
-    /// Returns how many recipients it concerned.
-    pub async fn release_domain(
-        &self,
-        domain: &str,
-        subdomains: bool,
-        now: i64,
-    ) -> Result<usize, SpoolError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Op::ReleaseDomain {
-            domain: domain.to_owned(),
-            subdomains,
-            now,
-            reply,
-        })?;
-        rx.await.map_err(|_| SpoolError::WriterGone)?
-    }
-
-    /// Runs `work` on the index in the writer thread; returns its count.
-    async fn apply(&self, work: writer::IndexWork) -> Result<usize, SpoolError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Op::Apply { work, reply })?;
-        rx.await.map_err(|_| SpoolError::WriterGone)?
-    }
-
-    /// Mail waiting for `route`'s gate becomes due now: the gate opened.
-    pub async fn release_link_wait(&self, route: &str) -> Result<usize, SpoolError> {
-        let route = route.to_owned();
-        self.apply(Box::new(move |conn| {
-            index::release_link_wait(conn, Some(&route), now_unix())
-        }))
-        .await
-    }
-
-    /// Adds online time to route clocks (`claims::advance_clock`), in one transaction.
-    pub async fn advance_clocks(&self, clocks: Vec<(String, i64)>) -> Result<usize, SpoolError> {
-        self.apply(Box::new(move |conn| {
-            let tx = conn.transaction()?;
+    ) -> Result<Vec<Claim>, SpoolError> {
+        let (lane, domain) = (lane.to_owned(), domain.map(str::to_owned));
+        self.run(move |conn| {
             let now = now_unix();
             for (route, secs) in &clocks {
-                claims::advance_clock(&tx, route, *secs, now)?;
+                claims::advance_clock(conn, route, *secs, now)?;
             }
-            tx.commit()?;
-            Ok(clocks.len())
-        }))
+            claims::claim(conn, &lane, domain.as_deref(), now, limit)
+        })
         .await
     }
 
-    /// Waiting mail due later than `latest` is due at `latest`: the wall clock went back,
-    /// and retries must not freeze for as long.
-    pub async fn clamp_due(&self, latest: i64) -> Result<usize, SpoolError> {
-        self.apply(Box::new(move |conn| {
-            conn.execute(
-                "UPDATE recipient SET next_attempt_at = ?1
-                 WHERE state IN ('queued', 'deferred') AND next_attempt_at > ?1",
-                [latest],
-            )
-        }))
+    /// Claims of `lane` a delivery left unrecorded are due again now.
+    pub async fn release_claims(&self, lane: &str) -> Result<usize, SpoolError> {
+        let lane = lane.to_owned();
+        self.run(move |conn| claims::release_claims(conn, &lane, now_unix()))
+            .await
+    }
+
+    /// When `lane`'s next recipient is due, if any waits for a time.
+    pub async fn lane_next_due(&self, lane: &str) -> Result<Option<i64>, SpoolError> {
+        let lane = lane.to_owned();
+        self.run(move |conn| claims::lane_next_due(conn, &lane))
+            .await
+    }
+
+    /// Every lane with mail waiting for a time, with when it is first due.
+    pub async fn due_lanes(&self) -> Result<Vec<(String, i64)>, SpoolError> {
+        self.run(claims::due_lanes).await
+    }
+
+    /// The domains with mail due now on `lane`.
+    pub async fn due_domains(&self, lane: &str) -> Result<Vec<String>, SpoolError> {
+        let lane = lane.to_owned();
+        self.run(move |conn| claims::due_domains(conn, &lane, now_unix()))
+            .await
+    }
+
+    /// One step (at most `limit` recipients) of an operator's change over `scope`.
+    pub async fn apply(
+        &self,
+        action: Action,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Batch, SpoolError> {
+        let scope = scope.clone();
+        self.run(move |conn| sets::apply(conn, action, &scope, now_unix(), limit))
+            .await
+    }
+
+    /// One step of deleting `scope`: at most `limit` messages leave the spool, without
+    /// a notice.
+    pub async fn delete(&self, scope: &Scope, limit: usize) -> Result<Batch, SpoolError> {
+        let scope = scope.clone();
+        let ids = self
+            .run(move |conn| sets::messages_in(conn, &scope, limit))
+            .await?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Remove {
+            ids: ids.clone(),
+            reply,
+        })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)??;
+        Ok(Batch {
+            changed: ids.len(),
+            more: ids.len() == limit,
+            messages: ids,
+            lanes: Vec::new(),
+        })
+    }
+
+    /// One step of releasing mail of `route` (of `domain` only, when given) that waits
+    /// for the link: the gate opened.
+    pub async fn release_link_wait(
+        &self,
+        route: &str,
+        domain: Option<&str>,
+        limit: usize,
+    ) -> Result<Batch, SpoolError> {
+        let (route, domain) = (route.to_owned(), domain.map(str::to_owned));
+        self.run(move |conn| {
+            sets::release_link_wait(conn, &route, domain.as_deref(), now_unix(), limit)
+        })
+        .await
+    }
+
+    /// One step of making due mail of `lane` (of `domain` only) wait for its link.
+    pub async fn wait_for_link(
+        &self,
+        lane: &str,
+        domain: Option<&str>,
+        reason: &str,
+        limit: usize,
+    ) -> Result<Batch, SpoolError> {
+        let (lane, domain, reason) = (
+            lane.to_owned(),
+            domain.map(str::to_owned),
+            reason.to_owned(),
+        );
+        self.run(move |conn| {
+            sets::wait_for_link(conn, &lane, domain.as_deref(), &reason, now_unix(), limit)
+        })
+        .await
+    }
+
+    /// One step of holding due mail of `lane` for `domain` (a hold route, not open).
+    pub async fn hold_due(
+        &self,
+        lane: &str,
+        domain: &str,
+        reason: &str,
+        limit: usize,
+    ) -> Result<Batch, SpoolError> {
+        let (lane, domain, reason) = (lane.to_owned(), domain.to_owned(), reason.to_owned());
+        self.run(move |conn| sets::hold_due(conn, &lane, &domain, &reason, now_unix(), limit))
+            .await
+    }
+
+    /// One step of bringing mail due after `latest` back to `latest`.
+    pub async fn clamp_due(&self, latest: i64, limit: usize) -> Result<Batch, SpoolError> {
+        self.run(move |conn| sets::clamp_due(conn, latest, limit))
+            .await
+    }
+
+    /// One step of moving `domain`'s pending mail to `placement`.
+    pub async fn place(
+        &self,
+        domain: &str,
+        placement: &Placement,
+        limit: usize,
+    ) -> Result<Batch, SpoolError> {
+        let (domain, placement) = (domain.to_owned(), placement.clone());
+        self.run(move |conn| sets::place(conn, &domain, &placement, limit))
+            .await
+    }
+
+    /// Each domain with pending mail, with the lanes its mail is on.
+    pub async fn placed_domains(&self) -> Result<Vec<(String, Option<String>)>, SpoolError> {
+        self.run(sets::placed_domains).await
+    }
+
+    /// `ids` split into those in the queue and those not.
+    pub async fn known_ids(
+        &self,
+        ids: Vec<QueueId>,
+    ) -> Result<(Vec<QueueId>, Vec<QueueId>), SpoolError> {
+        self.run(move |conn| {
+            let (mut known, mut unknown) = (Vec::new(), Vec::new());
+            for id in ids {
+                if index::contains(conn, id)? {
+                    known.push(id);
+                } else {
+                    unknown.push(id);
+                }
+            }
+            Ok((known, unknown))
+        })
+        .await
+    }
+
+    /// Some recipient still needs delivery (or is held).
+    pub async fn anything_pending(&self) -> Result<bool, SpoolError> {
+        self.run(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT 1 FROM recipient WHERE state IN ({}) LIMIT 1",
+                RecipientState::sql_list(RecipientState::PENDING)
+            ))?
+            .exists([])
+        })
+        .await
+    }
+
+    /// The positions of `id`'s recipients not yet final.
+    pub async fn pending_positions(&self, id: QueueId) -> Result<Vec<usize>, SpoolError> {
+        self.run(move |conn| claims::pending_positions(conn, id))
+            .await
+    }
+
+    /// Adds online time to route clocks, in one transaction.
+    pub async fn advance_clocks(&self, clocks: Vec<(String, i64)>) -> Result<(), SpoolError> {
+        self.run(move |conn| {
+            let now = now_unix();
+            for (route, secs) in &clocks {
+                claims::advance_clock(conn, route, *secs, now)?;
+            }
+            Ok(())
+        })
         .await
     }
 

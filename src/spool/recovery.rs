@@ -1,21 +1,30 @@
 //! Start-up recovery (DESIGN §4) and index rebuilding. Recovery makes the index agree
-//! with `queue/`: drafts in `tmp/` are removed, committed files without rows are indexed,
-//! damaged files and rows of pending mail without a file go to `corrupt/` (loudly),
-//! `in_flight` recipients become due, and finished messages leave the spool.
+//! with `queue/` and the outcome journal: drafts in `tmp/` are removed, committed files
+//! without rows are indexed, the journal's facts the index lacks are applied, a notice
+//! whose transaction never committed is removed (its bounce was not recorded either, and
+//! will be reported again), damaged files and rows of pending mail without a file go to
+//! `corrupt/` (loudly), `in_flight` recipients become due, and finished messages leave
+//! the spool.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::envelope::read_stored;
+use super::claims;
+use super::envelope::{StoredMessage, read_stored};
 use super::fs::Fs;
 use super::id::QueueId;
 use super::index::{self, CarriedState};
+use super::journal::Journal;
 use super::layout::Layout;
 use super::writer::remove_messages;
 use super::{SpoolError, now_unix};
+
+/// A journal longer than this is rewritten at start.
+const REWRITE_AT_START: u64 = 1 << 20;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecoveryReport {
@@ -26,9 +35,13 @@ pub struct RecoveryReport {
     pub quarantined_files: usize,
     pub quarantined_rows: usize,
     pub in_flight_reset: usize,
-    /// Mail that waited for the link, due again: the link is unknown at start.
+    /// Recipients whose outcome the index lacked and the journal had.
     #[serde(default)]
-    pub link_waits_released: usize,
+    pub journal_applied: usize,
+    /// Notices found without their row whose outcomes were never recorded: removed,
+    /// to be sent again when the outcome is.
+    #[serde(default)]
+    pub notices_dropped: usize,
     pub finished_removed: usize,
 }
 
@@ -68,12 +81,13 @@ fn set_aside(index: &Path, tag: &str) -> Result<String, SpoolError> {
 }
 
 pub(crate) fn recover(
-    fs: &dyn Fs,
+    fs: &Arc<dyn Fs>,
     layout: &Layout,
     conn: &mut Connection,
-) -> Result<RecoveryReport, SpoolError> {
+) -> Result<(Journal, RecoveryReport), SpoolError> {
     let mut report = RecoveryReport::default();
     let now = now_unix();
+    let fs_ref = fs.as_ref();
     for dir in layout.dirs() {
         fs.create_dir_all(dir)
             .map_err(|e| SpoolError::io("create spool directory", e))?;
@@ -92,6 +106,7 @@ pub(crate) fn recover(
         .list_dir(&layout.queue)
         .map_err(|e| SpoolError::io("list queue/", e))?;
     let mut on_disk = HashSet::with_capacity(names.len());
+    let mut notices = Vec::new();
     let tx = conn.transaction()?;
     for name in names {
         let text = name.to_string_lossy().into_owned();
@@ -99,7 +114,7 @@ pub(crate) fn recover(
         let id = match QueueId::parse(&text) {
             Ok(id) if id.as_str() == text => id,
             _ => {
-                quarantine_file(fs, layout, &path, &text, "not a queue id")?;
+                quarantine_file(fs_ref, layout, &path, &text, "not a queue id")?;
                 report.quarantined_files += 1;
                 continue;
             }
@@ -108,16 +123,20 @@ pub(crate) fn recover(
         if indexed.contains(&id) {
             continue;
         }
-        match read_stored(fs, &path) {
+        match read_stored(fs_ref, &path) {
+            Ok(stored) if stored.envelope.id == id && stored.envelope.origin.about.is_some() => {
+                // Decided once the journal has been replayed.
+                notices.push(stored);
+            }
             Ok(stored) if stored.envelope.id == id => {
-                index::insert_message(&tx, &stored, now, &|_, _| None)?;
+                index::insert_message(&tx, &stored, now, None, &|_, _| None)?;
                 tracing::warn!(id = %id, "queued (re-indexed from its spool file)");
                 report.reindexed += 1;
             }
             Ok(_) => {
                 on_disk.remove(&id);
                 quarantine_file(
-                    fs,
+                    fs_ref,
                     layout,
                     &path,
                     &text,
@@ -127,35 +146,82 @@ pub(crate) fn recover(
             }
             Err(e) => {
                 on_disk.remove(&id);
-                quarantine_file(fs, layout, &path, &text, &e.to_string())?;
+                quarantine_file(fs_ref, layout, &path, &text, &e.to_string())?;
                 report.quarantined_files += 1;
             }
         }
     }
     tx.commit()?;
 
+    let mut journal = Journal::open(fs.clone(), &layout.journal)?;
+    report.journal_applied = journal.replay(conn)?;
+    let kept = notices.len();
+    let dropped = settle_notices(fs_ref, layout, conn, notices, now)?;
+    report.notices_dropped = dropped.len();
+    report.reindexed += kept - dropped.len();
+    for id in &dropped {
+        on_disk.remove(id);
+    }
+
     let orphans: Vec<QueueId> = indexed.difference(&on_disk).copied().collect();
     let finished: HashSet<QueueId> = index::finished_messages(conn)?.into_iter().collect();
     let tx = conn.transaction()?;
     for id in &orphans {
         if !finished.contains(id) {
-            quarantine_rows(fs, layout, &tx, id.as_str())?;
+            quarantine_rows(fs_ref, layout, &tx, id.as_str())?;
             report.quarantined_rows += 1;
         }
         index::delete_message(&tx, id.as_str())?;
     }
     report.in_flight_reset = index::reset_in_flight(&tx, now)?;
-    report.link_waits_released = index::release_link_wait(&tx, None, now)?;
     index::prune_finished_drops(&tx, now)?;
     tx.commit()?;
 
     let finished = index::finished_messages(conn)?;
-    remove_messages(fs, layout, conn, &finished)?;
+    remove_messages(fs_ref, layout, conn, &finished)?;
     report.finished_removed = finished.len();
-    Ok(report)
+    if journal.len() > REWRITE_AT_START {
+        journal.rewrite(conn)?;
+    }
+    Ok((journal, report))
 }
 
-fn quarantine_file(
+/// Notices found in `queue/` without a row: indexed when the outcomes they report are
+/// recorded, removed otherwise (their transaction never committed). Returns the removed.
+fn settle_notices(
+    fs: &dyn Fs,
+    layout: &Layout,
+    conn: &mut Connection,
+    notices: Vec<StoredMessage>,
+    now: i64,
+) -> Result<Vec<QueueId>, SpoolError> {
+    let mut dropped = Vec::new();
+    let tx = conn.transaction()?;
+    for stored in notices {
+        let id = stored.envelope.id;
+        let about = stored.envelope.origin.about.as_ref().expect("a notice");
+        if claims::reported(&tx, about)? {
+            index::insert_message(&tx, &stored, now, None, &|_, _| None)?;
+            tracing::warn!(id = %id, about = %about.id, "notice queued (re-indexed from its spool file)");
+        } else {
+            match fs.remove_file(&layout.message_path(id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SpoolError::io("remove an unrecorded notice", e)),
+            }
+            tracing::info!(id = %id, about = %about.id, "notice removed: the outcome it reports was never recorded");
+            dropped.push(id);
+        }
+    }
+    tx.commit()?;
+    if !dropped.is_empty() {
+        fs.sync_dir(&layout.queue)
+            .map_err(|e| SpoolError::io("fsync queue directory", e))?;
+    }
+    Ok(dropped)
+}
+
+pub(crate) fn quarantine_file(
     fs: &dyn Fs,
     layout: &Layout,
     path: &Path,
@@ -231,7 +297,7 @@ pub(crate) fn rebuild_index(fs: &dyn Fs, layout: &Layout) -> Result<usize, Spool
     };
     let old = aside
         .as_ref()
-        .and_then(|p| index::open_reader(Path::new(p)).ok().flatten())
+        .and_then(|p| index::open_read_only(Path::new(p)).ok().flatten())
         .filter(index::is_healthy);
     let mut conn = index::open_writer(&layout.index)?;
     let now = now_unix();
@@ -245,7 +311,11 @@ pub(crate) fn rebuild_index(fs: &dyn Fs, layout: &Layout) -> Result<usize, Spool
         let Ok(stored) = read_stored(fs, &path) else {
             continue; // left for recovery to quarantine, with its reason
         };
-        if stored.envelope.id.as_str() != name.to_string_lossy() {
+        if stored.envelope.id.as_str() != name.to_string_lossy()
+            || stored.envelope.origin.about.is_some()
+        {
+            // Notices are left to recovery, which keeps them only when what they report
+            // was recorded.
             continue;
         }
         let id = stored.envelope.id;
@@ -255,7 +325,7 @@ pub(crate) fn rebuild_index(fs: &dyn Fs, layout: &Layout) -> Result<usize, Spool
                 .ok()
                 .flatten()
         };
-        index::insert_message(&tx, &stored, now, &carried)?;
+        index::insert_message(&tx, &stored, now, None, &carried)?;
         count += 1;
     }
     tx.commit()?;

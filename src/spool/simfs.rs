@@ -224,6 +224,20 @@ impl Fs for SimFs {
         }))
     }
 
+    fn append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let inode = match self.read_state(|s| s.lookup(path)) {
+            Ok(inode) => inode,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return self.create_new(path);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Box::new(SimFile {
+            fs: self.clone(),
+            inode,
+        }))
+    }
+
     fn open(&self, path: &Path) -> io::Result<Box<dyn FsRead>> {
         let data = self.read_state(|s| Ok(s.inodes[s.lookup(path)?].data.clone()))?;
         Ok(Box::new(Cursor::new(data)))

@@ -30,6 +30,30 @@ impl RecipientState {
         RecipientState::Expired,
     ];
 
+    /// States that still need something from us.
+    pub const PENDING: [RecipientState; 4] = [
+        RecipientState::Queued,
+        RecipientState::InFlight,
+        RecipientState::Deferred,
+        RecipientState::Held,
+    ];
+
+    /// The final states.
+    pub const FINAL: [RecipientState; 3] = [
+        RecipientState::Delivered,
+        RecipientState::Bounced,
+        RecipientState::Expired,
+    ];
+
+    /// `'a','b'` for an SQL `IN (…)` list (the names are fixed words, never input).
+    pub fn sql_list<const N: usize>(states: [RecipientState; N]) -> String {
+        states
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RecipientState::Queued => "queued",

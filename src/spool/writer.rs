@@ -1,114 +1,102 @@
 //! The single writer of the index. It owns the write connection on its own thread and
-//! takes operations from a channel. Commits that arrive together form one group (their
-//! files already fsynced and renamed into `queue/` by their producers): one fsync of
-//! `queue/` and one SQLite transaction cover them all, and only then is each caller
-//! answered. With `group_commit` off every commit pays its own directory fsync and
-//! transaction (the benchmark's baseline).
+//! takes operations from a channel. Everything that arrives together forms one group,
+//! made durable at once: one fsync of `queue/` for the new files among it (committed
+//! messages, whose producers already fsynced and renamed them, and notices), one append
+//! to the outcome journal for the final outcomes among it, and one SQLite transaction
+//! for all of its rows, each operation inside its own savepoint. Only then is each
+//! caller answered. Messages the group finished leave the spool after it: files first,
+//! rows after. With `group_commit` off every operation pays for itself (the benchmark's
+//! baseline).
 
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, mpsc};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
 
-use super::claims;
+use super::claims::{self, Recorded};
 use super::draft::Sealed;
 use super::fs::Fs;
-use super::index;
+use super::id::QueueId;
+use super::index::{self, Place};
+use super::journal::{Entry, Fact, Journal};
 use super::layout::Layout;
 use super::state::RecipientState;
 use super::{SpoolError, StoredMessage, now_unix};
-use crate::spool::id::QueueId;
 
-/// Most commits gathered in one group.
+/// Most operations gathered in one group.
 const MAX_GROUP: usize = 1024;
 
-/// Which messages an operator's change applies to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Selection {
-    All,
-    Ids(Vec<QueueId>),
+/// Work on the index inside the group's transaction. It returns whether it succeeded (if
+/// not, its changes are undone) and what to do once the transaction has committed or
+/// failed: answer its caller.
+pub(crate) type Work = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+pub(crate) type Finish = Box<dyn FnOnce(Result<(), SpoolError>) + Send>;
+
+/// What a delivery's outcomes call for: records, the notices they send (committed in
+/// the same transaction, so a bounce is never recorded without its notice nor a notice
+/// queued without its bounce), and damaged files to quarantine, whose pending
+/// recipients (at the positions given) all bounce.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    pub records: Vec<(QueueId, usize, Recorded)>,
+    pub notices: Vec<Sealed>,
+    pub damaged: Vec<Damaged>,
 }
 
-/// An operator's change to queued messages.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// Waiting recipients (`queued`, `deferred`) become `held`.
-    Hold(Selection),
-    /// `held` recipients become `queued`, due now.
-    Release(Selection),
-    /// Waiting recipients (`queued`, `deferred`) are due now, keeping their state.
-    Retry(Selection),
-    /// The message leaves the spool: file removed, then its rows.
-    Delete(Selection),
+#[derive(Clone, Debug)]
+pub struct Damaged {
+    pub id: QueueId,
+    /// Why the file is damaged, for the log and the recipients' last reply.
+    pub reason: String,
+    pub positions: Vec<usize>,
 }
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ChangeOutcome {
-    /// Messages the change applied to.
-    pub changed: Vec<QueueId>,
-    /// Named messages not in the queue.
-    pub unknown: Vec<QueueId>,
-}
-
-type Reply = oneshot::Sender<Result<QueueId, SpoolError>>;
-
-/// Outcomes to record, and what recording them finished.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Recorded {
-    /// Messages that left the spool: every recipient final.
-    pub finished: Vec<QueueId>,
-}
-
-/// Work on the index done by the writer thread (the only writer).
-pub(crate) type IndexWork = Box<dyn FnOnce(&mut Connection) -> rusqlite::Result<usize> + Send>;
 
 pub(crate) enum Op {
-    /// Runs `work` on the index; its count is the reply.
-    Apply {
-        work: IndexWork,
-        reply: oneshot::Sender<Result<usize, SpoolError>>,
-    },
-    Claim {
-        now: i64,
-        lease_secs: i64,
-        limit: usize,
-        decide: Box<claims::Decide>,
-        clocks: Vec<(String, i64)>,
-        reply: oneshot::Sender<Result<Vec<claims::Claim>, SpoolError>>,
-    },
-    Record {
-        outcomes: Vec<(QueueId, usize, claims::Recorded)>,
-        now: i64,
-        reply: oneshot::Sender<Result<Recorded, SpoolError>>,
-    },
-    /// Mail for `domain` (and its subdomains when `subdomains`) becomes due now: `held`
-    /// recipients are released, `queued` and `deferred` ones brought forward.
-    ReleaseDomain {
-        domain: String,
-        subdomains: bool,
-        now: i64,
-        reply: oneshot::Sender<Result<usize, SpoolError>>,
-    },
     Commit {
         draft: Box<Sealed>,
         reply: oneshot::Sender<Result<QueueId, SpoolError>>,
     },
-    Change {
-        change: Change,
-        reply: oneshot::Sender<Result<ChangeOutcome, SpoolError>>,
+    Record {
+        outcomes: Outcomes,
+        reply: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    Run(Work),
+    /// Removes whole messages (an operator's delete): files first, then rows.
+    Remove {
+        ids: Vec<QueueId>,
+        reply: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    /// From now on, committed mail is placed by `place`, and the lanes of what is due at
+    /// once go to `due`.
+    Place {
+        place: Arc<Place>,
+        due: tokio::sync::mpsc::UnboundedSender<Vec<String>>,
     },
 }
 
 pub(crate) struct Writer {
-    /// Woken after every successful commit (the scheduler listens).
-    pub committed: Arc<tokio::sync::Notify>,
     /// Counts the messages committed.
     pub accepted: Arc<std::sync::atomic::AtomicU64>,
     pub fs: Arc<dyn Fs>,
     pub layout: Layout,
     pub conn: Connection,
+    pub journal: Journal,
     pub group_commit: bool,
+    pub place: Option<Arc<Place>>,
+    pub due: Option<tokio::sync::mpsc::UnboundedSender<Vec<String>>>,
+}
+
+/// Where an operation's answer goes.
+type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
+
+/// One group's operations, sorted by what they need.
+#[derive(Default)]
+struct Group {
+    commits: Vec<(Box<Sealed>, Reply<QueueId>)>,
+    records: Vec<(Outcomes, Reply<()>)>,
+    work: Vec<Work>,
+    removes: Vec<(Vec<QueueId>, Reply<()>)>,
 }
 
 impl Writer {
@@ -131,261 +119,332 @@ impl Writer {
                     }
                 }
             }
-            let mut commits = Vec::new();
-            let mut others = Vec::new();
+            let mut group = Group::default();
             for op in ops {
                 match op {
-                    Op::Commit { draft, reply } => commits.push((draft, reply)),
-                    other => others.push(other),
+                    Op::Commit { draft, reply } => group.commits.push((draft, reply)),
+                    Op::Record { outcomes, reply } => group.records.push((outcomes, reply)),
+                    Op::Run(work) => group.work.push(work),
+                    Op::Remove { ids, reply } => group.removes.push((ids, reply)),
+                    Op::Place { place, due } => {
+                        self.place = Some(place);
+                        self.due = Some(due);
+                    }
                 }
             }
-            if !commits.is_empty() {
-                self.commit_group(commits);
-            }
-            for op in others {
-                match op {
-                    Op::Change { change, reply } => {
-                        let _ = reply.send(self.apply(change));
-                    }
-                    Op::Apply { work, reply } => {
-                        let _ = reply.send(work(&mut self.conn).map_err(SpoolError::from));
-                    }
-                    Op::Claim {
-                        now,
-                        lease_secs,
-                        limit,
-                        decide,
-                        clocks,
-                        reply,
-                    } => {
-                        let _ = reply.send(self.claim(now, lease_secs, limit, decide, &clocks));
-                    }
-                    Op::Record {
-                        outcomes,
-                        now,
-                        reply,
-                    } => {
-                        let _ = reply.send(self.record(&outcomes, now));
-                    }
-                    Op::ReleaseDomain {
-                        domain,
-                        subdomains,
-                        now,
-                        reply,
-                    } => {
-                        let _ = reply.send(self.release_domain(&domain, subdomains, now));
-                    }
-                    Op::Commit { .. } => unreachable!("sorted out above"),
-                }
-            }
+            self.write_group(group);
         }
     }
 
-    fn commit_group(&mut self, group: Vec<(Box<Sealed>, Reply)>) {
-        let durable = self
-            .fs
-            .sync_dir(&self.layout.queue)
-            .map_err(|e| SpoolError::io("fsync queue directory", e))
-            .and_then(|()| self.index_group(&group));
-        match durable {
+    fn write_group(&mut self, mut group: Group) {
+        let quarantined = self.quarantine(&group.records);
+        let files =
+            !group.commits.is_empty() || group.records.iter().any(|(o, _)| !o.notices.is_empty());
+        if files
+            && let Err(e) = self
+                .fs
+                .sync_dir(&self.layout.queue)
+                .map_err(|e| SpoolError::io("fsync queue directory", e))
+        {
+            // The new files' names may not be durable: none of them is acknowledged.
+            fail(std::mem::take(&mut group.commits), &e);
+            fail(std::mem::take(&mut group.records), &e);
+            let _ = self.fs.sync_dir(&self.layout.queue);
+        }
+        let entries = journal_entries(&group.records);
+        if let Err(e) = self.append_journal(&entries) {
+            // Final outcomes not in the journal are not recorded at all.
+            fail(std::mem::take(&mut group.records), &e);
+        }
+        let (records, record_replies): (Vec<Outcomes>, Vec<_>) = group.records.into_iter().unzip();
+        let now = now_unix();
+        let mut finishes = Vec::with_capacity(group.work.len());
+        let mut due_lanes = BTreeSet::new();
+        let mut touched = BTreeSet::new();
+        let mut record_results = Vec::with_capacity(records.len());
+        let place = self.place.clone();
+        let journal = &self.journal;
+        let result = (|| -> Result<(), SpoolError> {
+            let tx = self.conn.transaction()?;
+            for (draft, _) in &group.commits {
+                insert(&tx, draft, now, place.as_deref(), &mut due_lanes)?;
+            }
+            for outcomes in &records {
+                record_results.push(in_savepoint_result(&tx, |tx| {
+                    record(
+                        tx,
+                        outcomes,
+                        now,
+                        place.as_deref(),
+                        &mut due_lanes,
+                        &mut touched,
+                    )
+                }));
+            }
+            for work in group.work {
+                finishes.push(in_savepoint(&tx, work));
+            }
+            if !entries.is_empty() {
+                journal.mark_applied(&tx)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        match &result {
             Ok(()) => {
-                self.committed.notify_one();
-                self.accepted
-                    .fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                for (mut draft, reply) in group {
+                self.accepted.fetch_add(
+                    group.commits.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                for (mut draft, reply) in group.commits {
                     draft.keep();
-                    let e = &draft.envelope;
-                    tracing::info!(
-                        id = %e.id,
-                        from = %format_args!("<{}>", e.sender),
-                        nrcpt = e.recipients.len(),
-                        size = draft.trailer.size,
-                        origin = %e.origin.kind,
-                        "queued"
-                    );
-                    let _ = reply.send(Ok(e.id));
+                    log_queued(&draft);
+                    let _ = reply.send(Ok(draft.envelope.id));
+                }
+                for ((mut outcomes, reply), recorded) in
+                    records.into_iter().zip(record_replies).zip(record_results)
+                {
+                    if recorded.is_ok() {
+                        for notice in &mut outcomes.notices {
+                            notice.keep();
+                            log_queued(notice);
+                        }
+                    }
+                    let _ = reply.send(recorded);
+                }
+                if let (Some(due), false) = (&self.due, due_lanes.is_empty()) {
+                    let _ = due.send(due_lanes.into_iter().collect());
                 }
             }
             Err(err) => {
                 // Never acknowledged, so never to be delivered: dropping each `Sealed`
                 // removes its file. A failed fsync is not retried (DESIGN §1).
-                tracing::error!(error = %err, count = group.len(), "commit failed; drafts discarded");
-                let mut replies = Vec::with_capacity(group.len());
-                for (draft, reply) in group {
-                    drop(draft);
-                    replies.push(reply);
-                }
+                tracing::error!(error = %err, commits = group.commits.len(), "index transaction failed; drafts discarded");
+                fail(group.commits, err);
+                drop(records);
                 let _ = self.fs.sync_dir(&self.layout.queue);
-                for reply in replies {
+                for reply in record_replies {
                     let _ = reply.send(Err(err.clone()));
                 }
             }
         }
-    }
-
-    fn index_group(&mut self, group: &[(Box<Sealed>, Reply)]) -> Result<(), SpoolError> {
-        let now = now_unix();
-        let tx = self.conn.transaction()?;
-        for (draft, _) in group {
-            let stored = StoredMessage {
-                envelope: draft.envelope.clone(),
-                body_offset: 0,
-                trailer: draft.trailer,
-            };
-            index::insert_message(&tx, &stored, now, &|_, _| None)?;
+        for finish in finishes {
+            finish(result.clone());
         }
-        tx.commit()?;
-        Ok(())
+        if result.is_ok() {
+            touched.extend(quarantined);
+            self.remove_finished(touched);
+        }
+        for (ids, reply) in group.removes {
+            let removed = remove_messages(self.fs.as_ref(), &self.layout, &mut self.conn, &ids);
+            let _ = reply.send(removed);
+        }
     }
 
-    fn apply(&mut self, change: Change) -> Result<ChangeOutcome, SpoolError> {
-        let selection = match &change {
-            Change::Hold(s) | Change::Release(s) | Change::Retry(s) | Change::Delete(s) => s,
-        };
-        let mut outcome = ChangeOutcome::default();
-        let ids = match selection {
-            Selection::All => index::all_ids(&self.conn)?,
-            Selection::Ids(ids) => {
-                let mut known = Vec::new();
-                for id in ids {
-                    if index::contains(&self.conn, *id)? {
-                        known.push(*id);
-                    } else {
-                        outcome.unknown.push(*id);
+    fn append_journal(&mut self, entries: &[Entry]) -> Result<(), SpoolError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if self.journal.needs_rewrite() {
+            self.journal.rewrite(&self.conn)?;
+        }
+        self.journal.append(entries)
+    }
+
+    /// Moves damaged files to `corrupt/` (logged); returns their ids, whose rows go once
+    /// their recipients are recorded.
+    fn quarantine(&self, records: &[(Outcomes, Reply<()>)]) -> Vec<QueueId> {
+        let mut moved = Vec::new();
+        for (outcomes, _) in records.iter() {
+            for d in &outcomes.damaged {
+                let path = self.layout.message_path(d.id);
+                match super::recovery::quarantine_file(
+                    self.fs.as_ref(),
+                    &self.layout,
+                    &path,
+                    d.id.as_str(),
+                    &d.reason,
+                ) {
+                    Ok(()) => moved.push(d.id),
+                    Err(e) => {
+                        tracing::error!(id = %d.id, error = %e, "could not quarantine a damaged message file")
                     }
                 }
-                known
-            }
-        };
-        let now = now_unix();
-        match change {
-            Change::Hold(_) => {
-                let from = [RecipientState::Queued, RecipientState::Deferred];
-                outcome.changed = self.transition(&ids, &from, RecipientState::Held, None, now)?;
-                log_each(&outcome.changed, "held by the operator");
-            }
-            Change::Release(_) => {
-                let from = [RecipientState::Held];
-                outcome.changed =
-                    self.transition(&ids, &from, RecipientState::Queued, Some(now), now)?;
-                log_each(&outcome.changed, "released by the operator");
-            }
-            Change::Retry(_) => {
-                let mut changed = Vec::new();
-                for state in [RecipientState::Queued, RecipientState::Deferred] {
-                    changed.extend(self.transition(&ids, &[state], state, Some(now), now)?);
-                }
-                changed.sort();
-                changed.dedup();
-                outcome.changed = changed;
-                log_each(&outcome.changed, "made due now by the operator");
-            }
-            Change::Delete(_) => {
-                self.remove_messages(&ids)?;
-                outcome.changed = ids;
-                log_each(&outcome.changed, "deleted by the operator");
             }
         }
-        Ok(outcome)
+        moved
     }
 
-    fn claim(
-        &mut self,
-        now: i64,
-        lease_secs: i64,
-        limit: usize,
-        mut decide: Box<claims::Decide>,
-        clocks: &[(String, i64)],
-    ) -> Result<Vec<claims::Claim>, SpoolError> {
-        let tx = self.conn.transaction()?;
-        for (route, secs) in clocks {
-            claims::advance_clock(&tx, route, *secs, now)?;
-        }
-        let claimed = claims::claim_due(&tx, now, lease_secs, limit, decide.as_mut())?;
-        tx.commit()?;
-        Ok(claimed)
-    }
-
-    /// Records outcomes in one transaction, then removes messages now finished.
-    fn record(
-        &mut self,
-        outcomes: &[(QueueId, usize, claims::Recorded)],
-        now: i64,
-    ) -> Result<Recorded, SpoolError> {
-        let tx = self.conn.transaction()?;
-        for (id, position, outcome) in outcomes {
-            claims::record(&tx, *id, *position, outcome, now)?;
-        }
-        tx.commit()?;
-        let mut touched: Vec<QueueId> = outcomes.iter().map(|(id, _, _)| *id).collect();
-        touched.sort();
-        touched.dedup();
+    /// Removes the messages among `ids` whose recipients are all final.
+    fn remove_finished(&mut self, ids: BTreeSet<QueueId>) {
         let mut finished = Vec::new();
-        for id in touched {
-            if index::is_finished(&self.conn, id)? {
-                finished.push(id);
-            }
-        }
-        if !finished.is_empty() {
-            self.remove_messages(&finished)?;
-            for id in &finished {
-                tracing::info!(id = %id, "removed: every recipient is done");
-            }
-        }
-        Ok(Recorded { finished })
-    }
-
-    fn release_domain(
-        &mut self,
-        domain: &str,
-        subdomains: bool,
-        now: i64,
-    ) -> Result<usize, SpoolError> {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        let pattern = format!("%.{domain}");
-        let n = self.conn.execute(
-            "UPDATE recipient SET state = CASE state WHEN 'held' THEN 'queued' ELSE state END,
-                 next_attempt_at = ?1, updated_at = ?1
-             WHERE state IN ('held', 'queued', 'deferred')
-               AND (domain = ?2 OR (?3 AND domain LIKE ?4))",
-            rusqlite::params![now, domain, subdomains, pattern],
-        )?;
-        Ok(n)
-    }
-
-    fn transition(
-        &mut self,
-        ids: &[QueueId],
-        from: &[RecipientState],
-        to: RecipientState,
-        next_attempt_at: Option<i64>,
-        now: i64,
-    ) -> Result<Vec<QueueId>, SpoolError> {
-        let tx = self.conn.transaction()?;
-        let mut changed = Vec::new();
         for id in ids {
-            if index::transition(&tx, *id, from, to, next_attempt_at, now)? > 0 {
-                changed.push(*id);
+            match index::is_finished(&self.conn, id) {
+                Ok(true) => finished.push(id),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(id = %id, error = %e, "checking whether a message is done failed")
+                }
             }
         }
-        tx.commit()?;
-        Ok(changed)
-    }
-
-    /// Removes files first (then one fsync of `queue/`), rows after: a crash in between
-    /// leaves rows without files for finished work, which recovery drops quietly, rather
-    /// than files without rows, which recovery would queue again.
-    fn remove_messages(&mut self, ids: &[QueueId]) -> Result<(), SpoolError> {
-        remove_messages(self.fs.as_ref(), &self.layout, &mut self.conn, ids)
+        if finished.is_empty() {
+            return;
+        }
+        match remove_messages(self.fs.as_ref(), &self.layout, &mut self.conn, &finished) {
+            Ok(()) => {
+                for id in &finished {
+                    tracing::info!(id = %id, "removed: every recipient is done");
+                }
+            }
+            // Left for the next start's recovery, which removes finished messages.
+            Err(e) => tracing::error!(error = %e, "removing finished messages failed"),
+        }
     }
 }
 
+/// Answers operations that could not be made durable; dropping what they carry removes
+/// their files.
+fn fail<T, R>(ops: Vec<(T, Reply<R>)>, err: &SpoolError) {
+    for (op, reply) in ops {
+        drop(op);
+        let _ = reply.send(Err(err.clone()));
+    }
+}
+
+/// Runs `f` inside a savepoint, undoing its changes when it fails.
+fn in_savepoint_result(
+    tx: &Transaction<'_>,
+    f: impl FnOnce(&Connection) -> Result<(), SpoolError>,
+) -> Result<(), SpoolError> {
+    tx.execute_batch("SAVEPOINT op")?;
+    let result = f(tx);
+    let end = if result.is_ok() {
+        "RELEASE op"
+    } else {
+        "ROLLBACK TO op; RELEASE op"
+    };
+    tx.execute_batch(end)?;
+    result
+}
+
+/// Runs `work` inside a savepoint: when it fails, its changes are undone and the rest
+/// of the group's transaction goes on.
+fn in_savepoint(tx: &Transaction<'_>, work: Work) -> Finish {
+    if let Err(e) = tx.execute_batch("SAVEPOINT op") {
+        let e = SpoolError::from(e);
+        return Box::new(move |_| tracing::error!(error = %e, "index savepoint failed"));
+    }
+    let (done, finish) = work(tx);
+    let end = if done {
+        "RELEASE op"
+    } else {
+        "ROLLBACK TO op; RELEASE op"
+    };
+    if let Err(e) = tx.execute_batch(end) {
+        tracing::error!(error = %e, "index savepoint could not end");
+    }
+    finish
+}
+
+fn insert(
+    tx: &Connection,
+    draft: &Sealed,
+    now: i64,
+    place: Option<&Place>,
+    due_lanes: &mut BTreeSet<String>,
+) -> Result<(), SpoolError> {
+    let stored = StoredMessage {
+        envelope: draft.envelope.clone(),
+        body_offset: 0,
+        trailer: draft.trailer,
+    };
+    let placed = index::insert_message(tx, &stored, now, place, &|_, _| None)?;
+    due_lanes.extend(placed);
+    Ok(())
+}
+
+fn record(
+    tx: &Connection,
+    outcomes: &Outcomes,
+    now: i64,
+    place: Option<&Place>,
+    due_lanes: &mut BTreeSet<String>,
+    touched: &mut BTreeSet<QueueId>,
+) -> Result<(), SpoolError> {
+    for notice in &outcomes.notices {
+        insert(tx, notice, now, place, due_lanes)?;
+    }
+    for (id, position, outcome) in &outcomes.records {
+        claims::record(tx, *id, *position, outcome, now)?;
+        touched.insert(*id);
+    }
+    for d in &outcomes.damaged {
+        let bounced = Recorded::Bounced {
+            reply: format!(
+                "the message file is damaged ({}); moved to corrupt/",
+                d.reason
+            ),
+            host: None,
+        };
+        for position in &d.positions {
+            claims::fail_pending(tx, d.id, *position, &bounced, now)?;
+        }
+        touched.insert(d.id);
+    }
+    Ok(())
+}
+
+/// The journal facts among a group's outcomes.
+fn journal_entries(records: &[(Outcomes, Reply<()>)]) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    for (outcomes, _) in records {
+        for (id, position, outcome) in &outcomes.records {
+            let fact = match outcome {
+                Recorded::Deferred { warned: true, .. } => Fact::Warned,
+                Recorded::Deferred { .. } => continue,
+                other => Fact::Final(other.state()),
+            };
+            entries.push(Entry {
+                id: *id,
+                position: *position,
+                fact,
+            });
+        }
+        for d in &outcomes.damaged {
+            entries.extend(d.positions.iter().map(|p| Entry {
+                id: d.id,
+                position: *p,
+                fact: Fact::Final(RecipientState::Bounced),
+            }));
+        }
+    }
+    entries
+}
+
+fn log_queued(draft: &Sealed) {
+    let e = &draft.envelope;
+    tracing::info!(
+        id = %e.id,
+        from = %format_args!("<{}>", e.sender),
+        nrcpt = e.recipients.len(),
+        size = draft.trailer.size,
+        origin = %e.origin.kind,
+        "queued"
+    );
+}
+
+/// Removes files first (then one fsync of `queue/`), rows after: a crash in between
+/// leaves rows without files for finished work, which recovery drops quietly, rather
+/// than files without rows, which recovery would queue again.
 pub(crate) fn remove_messages(
     fs: &dyn Fs,
     layout: &Layout,
     conn: &mut Connection,
     ids: &[QueueId],
 ) -> Result<(), SpoolError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     for id in ids {
         match fs.remove_file(&layout.message_path(*id)) {
             Ok(()) => {}
@@ -401,10 +460,4 @@ pub(crate) fn remove_messages(
     }
     tx.commit()?;
     Ok(())
-}
-
-fn log_each(ids: &[QueueId], what: &str) {
-    for id in ids {
-        tracing::info!(id = %id, "{what}");
-    }
 }

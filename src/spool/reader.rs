@@ -1,0 +1,243 @@
+//! Reading the index, for everyone but its writer: the CLI (listing, `queue show`), the
+//! daemon's status, progress and metrics, and the maildrop pickup. Each opens its own
+//! read-only connection (WAL readers never wait for the writer), and every question is a
+//! named function here, so no SQL lives outside the spool. Listing streams rows message
+//! by message: a 100k-message queue is never held in memory.
+
+use std::io;
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::id::QueueId;
+use super::index::{self, ONLINE_AGE_SQL};
+use super::layout::Layout;
+use super::state::RecipientState;
+
+/// One message, as DESIGN §7's `--json` describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QueueEntry {
+    /// The queue id; `None` for a drop not yet picked up by the daemon.
+    pub id: Option<String>,
+    /// `queue`, or `maildrop` for a drop waiting for the daemon.
+    pub location: &'static str,
+    /// Empty for the null sender `<>`.
+    pub sender: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub received_at: i64,
+    pub recipients: Vec<RecipientEntry>,
+    /// The maildrop file name, for drops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecipientEntry {
+    pub address: String,
+    /// A `RecipientState` name; `None` for drops (no state until picked up).
+    pub state: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    /// Seconds queued while the link was up (counts toward expiry).
+    pub online_age: i64,
+    pub last_reply: Option<String>,
+    pub last_host: Option<String>,
+    /// Waiting for its route's link gate to open (then due at once).
+    pub link_wait: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading the index: {0}")]
+    Index(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What the queue holds, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Recipients by state (states with none left out).
+    pub by_state: Vec<(RecipientState, i64)>,
+    /// Pending recipients (queued, deferred, in flight, held) by route.
+    pub by_route: Vec<(String, i64)>,
+    pub messages: i64,
+    /// Unix seconds the oldest message arrived.
+    pub oldest_at: Option<i64>,
+}
+
+/// A read-only view of the index.
+pub struct IndexReader {
+    conn: Connection,
+}
+
+impl IndexReader {
+    /// Opens the index of `layout`; `None` when there is none yet.
+    pub fn open(layout: &Layout) -> Result<Option<IndexReader>, ReadError> {
+        Ok(index::open_read_only(&layout.index)?.map(|conn| IndexReader { conn }))
+    }
+
+    /// Recipients by state.
+    pub fn count_by_state(&self) -> Result<Vec<(RecipientState, i64)>, ReadError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM recipient GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (state, n) = row?;
+            if let Some(state) = RecipientState::parse(&state) {
+                out.push((state, n));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn summary(&self) -> Result<Summary, ReadError> {
+        let (messages, oldest_at) =
+            self.conn
+                .query_row("SELECT COUNT(*), MIN(received_at) FROM message", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        let by_route = if index::schema_version(&self.conn)? >= 2 {
+            self.conn
+                .prepare(&format!(
+                    "SELECT COALESCE(route, '(not yet routed)'), COUNT(*) FROM recipient
+                     WHERE state IN ({}) GROUP BY 1",
+                    RecipientState::sql_list(RecipientState::PENDING)
+                ))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Summary {
+            by_state: self.count_by_state()?,
+            by_route,
+            messages,
+            oldest_at,
+        })
+    }
+
+    /// Recipients due by `now` or in flight, and recipients deferred: what `flush
+    /// --wait` follows until the first is zero.
+    pub fn busy_and_deferred(&self, now: i64) -> Result<(i64, i64), ReadError> {
+        Ok(self.conn.query_row(
+            "SELECT
+               COUNT(*) FILTER (WHERE state = 'in_flight' OR next_attempt_at <= ?1),
+               COUNT(*) FILTER (WHERE state = 'deferred')
+             FROM recipient",
+            [now],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    /// Some recipient still needs delivery (or is held).
+    pub fn anything_pending(&self) -> Result<bool, ReadError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT 1 FROM recipient WHERE state IN ({}) LIMIT 1",
+                RecipientState::sql_list(RecipientState::PENDING)
+            ))?
+            .exists([])?)
+    }
+
+    /// Ids of every message in the index, oldest first.
+    pub fn all_ids(&self) -> Result<Vec<QueueId>, ReadError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM message ORDER BY received_at, id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for id in rows {
+            if let Ok(id) = QueueId::parse(&id?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A maildrop file of this name was committed (and maybe already delivered).
+    pub fn has_drop(&self, name: &str) -> Result<bool, ReadError> {
+        Ok(index::has_drop(&self.conn, name)?)
+    }
+
+    /// Domains with pending mail at `domain` or below it (for ETRN `@domain`).
+    pub fn domains_under(&self, domain: &str) -> Result<Vec<String>, ReadError> {
+        let suffix = format!(".{domain}");
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT DISTINCT domain FROM recipient WHERE state IN ({})",
+            RecipientState::sql_list(RecipientState::PENDING)
+        ))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for d in rows {
+            let d = d?;
+            if d == domain || d.ends_with(&suffix) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` for each queued message, oldest first; `only` restricts to one id.
+    pub fn for_each_entry(
+        &self,
+        only: Option<&str>,
+        mut f: impl FnMut(QueueEntry) -> io::Result<()>,
+    ) -> Result<(), ReadError> {
+        // An index the daemon has not migrated yet (version 1) has no route clocks.
+        let (age, link_wait, clocks) = if index::schema_version(&self.conn)? >= 2 {
+            (
+                ONLINE_AGE_SQL,
+                "r.link_wait",
+                "LEFT JOIN route_clock c ON c.route = r.route",
+            )
+        } else {
+            ("r.online_age", "0", "")
+        };
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT m.id, m.sender, m.size, m.received_at, r.address, r.state, r.attempts,
+                    r.next_attempt_at, {age}, r.last_reply, r.last_host, {link_wait}
+             FROM message m JOIN recipient r ON r.message_id = m.id {clocks}
+             WHERE ?1 IS NULL OR m.id = ?1
+             ORDER BY m.received_at, m.id, r.position"
+        ))?;
+        let mut rows = stmt.query([only])?;
+        let mut current: Option<QueueEntry> = None;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            if current.as_ref().and_then(|e| e.id.as_deref()) != Some(id.as_str()) {
+                if let Some(done) = current.take() {
+                    f(done)?;
+                }
+                current = Some(QueueEntry {
+                    id: Some(id),
+                    location: "queue",
+                    sender: row.get(1)?,
+                    size: row.get::<_, i64>(2)? as u64,
+                    received_at: row.get(3)?,
+                    recipients: Vec::new(),
+                    file: None,
+                });
+            }
+            let entry = current.as_mut().expect("set above");
+            entry.recipients.push(RecipientEntry {
+                address: row.get(4)?,
+                state: Some(row.get(5)?),
+                attempts: row.get(6)?,
+                next_attempt_at: row.get(7)?,
+                online_age: row.get(8)?,
+                last_reply: row.get(9)?,
+                last_host: row.get(10)?,
+                link_wait: row.get(11)?,
+            });
+        }
+        if let Some(done) = current {
+            f(done)?;
+        }
+        Ok(())
+    }
+}
