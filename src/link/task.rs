@@ -25,10 +25,31 @@ use crate::delivery::client::ClientSettings;
 use crate::delivery::mx::MxResolver;
 use crate::delivery::route::{Router, Target};
 
-/// How often the wall clock is compared with the monotonic one.
-const CLOCK_TICK: Duration = Duration::from_secs(60);
+/// How often the wall clock is compared with the monotonic one (and, at the latest, the
+/// schedule's windows looked at).
+const CLOCK_TICK: Duration = Duration::from_secs(10);
 /// A wall clock this far off the monotonic one has jumped (or the machine slept).
-const JUMP: i64 = 30;
+const JUMP: i64 = 5;
+
+/// How the wall clock moved against the monotonic clock over one interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jump {
+    /// Ahead by this many seconds: set forward, or the machine slept.
+    Ahead(i64),
+    /// Behind by this many seconds: set back.
+    Back(i64),
+}
+
+/// Compares `wall` seconds passed on the wall clock with `mono` on the monotonic one.
+pub fn jump(wall: i64, mono: i64) -> Option<Jump> {
+    if wall > mono + JUMP {
+        Some(Jump::Ahead(wall - mono))
+    } else if wall < mono - JUMP {
+        Some(Jump::Back(mono - wall))
+    } else {
+        None
+    }
+}
 
 pub struct LinkTask {
     pub link: Arc<Link>,
@@ -176,15 +197,19 @@ impl LinkTask {
     fn watch_wall_clock(&self, mark: (i64, Instant)) -> (i64, Instant) {
         let wall = now_unix() - mark.0;
         let mono = mark.1.elapsed().as_secs() as i64;
-        if wall > mono + JUMP {
-            tracing::info!(
-                ahead = wall - mono,
-                "the wall clock jumped ahead, or the machine slept: probing"
-            );
-            self.link.hint("resume");
-        } else if wall < mono - JUMP {
-            tracing::warn!(behind = mono - wall, "the wall clock went back");
-            self.link.tell(News::ClockBack);
+        match jump(wall, mono) {
+            Some(Jump::Ahead(ahead)) => {
+                tracing::info!(
+                    ahead,
+                    "the wall clock jumped ahead, or the machine slept: probing"
+                );
+                self.link.hint("resume");
+            }
+            Some(Jump::Back(behind)) => {
+                tracing::warn!(behind, "the wall clock went back");
+                self.link.tell(News::ClockBack);
+            }
+            None => {}
         }
         (now_unix(), Instant::now())
     }
@@ -194,5 +219,27 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_jumps_are_told_apart_from_drift() {
+        // (wall seconds, monotonic seconds, what it was)
+        let table = [
+            (10, 10, None),
+            (14, 10, None),
+            (16, 10, Some(Jump::Ahead(6))),
+            (3600, 10, Some(Jump::Ahead(3590))),
+            (6, 10, None),
+            (4, 10, Some(Jump::Back(6))),
+            (-31_536_000, 10, Some(Jump::Back(31_536_010))),
+        ];
+        for (wall, mono, want) in table {
+            assert_eq!(jump(wall, mono), want, "wall {wall} mono {mono}");
+        }
     }
 }
