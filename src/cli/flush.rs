@@ -67,7 +67,7 @@ pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
         );
     } else {
         if released > 0 {
-            println!("{released} waiting made due now");
+            println!("{released} recipient(s) waiting for the domain, now on their way");
         }
         if coalesced {
             println!("joined a delivery already running");
@@ -143,7 +143,7 @@ fn wait(layout: &Layout, before: &Progress, show: bool) -> Result<Progress, Fail
                 p.busy
             );
         }
-        if p.busy == 0 {
+        if p.busy == 0 && !p.working {
             if live {
                 eprintln!();
             }

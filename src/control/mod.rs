@@ -75,9 +75,9 @@ pub enum Response {
     },
     Status(Box<Status>),
     Changed(ChangeOutcome),
-    /// The queue owner was woken; `released` counts what was made due first (recipients
-    /// for `--domain`, messages for a whole-queue flush); `coalesced` says a run was
-    /// already going and this flush joined it.
+    /// The flush started; `released` counts the domain's waiting recipients (0 for the
+    /// whole queue, which is not counted); `coalesced` says a run was already going and
+    /// this flush joined it.
     FlushStarted {
         released: usize,
         #[serde(default)]
@@ -128,6 +128,9 @@ pub struct Progress {
     pub deferred: i64,
     /// Connections delivering now (`route`, or `route (domain)` for MX).
     pub active: Vec<String>,
+    /// The queue owner is still making mail due (a flush's releases): wait on.
+    #[serde(default)]
+    pub working: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

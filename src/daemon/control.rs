@@ -138,6 +138,7 @@ impl DaemonControl {
             busy,
             deferred,
             active: self.progress.active(),
+            working: self.progress.changes_pending() > 0,
         })
     }
 }

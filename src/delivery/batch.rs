@@ -75,15 +75,18 @@ impl Connection {
         if !self.uses_chunking() {
             let mut out = Vec::with_capacity(batch.len());
             for (i, m) in batch.iter().enumerate() {
-                match self.send(m).await {
+                // The content goes only once every earlier message is recorded: one
+                // accepted and unrecorded at a time, so a crash repeats at most it, and
+                // recording overlaps the next envelope's round trip.
+                let recorded = durable.clone();
+                let ready = async move {
+                    let mut recorded = recorded;
+                    let _ = recorded.wait_for(|n| *n >= i).await;
+                };
+                match self.send_when(m, ready).await {
                     Ok(outcomes) => {
                         done(i, &outcomes);
                         out.push(outcomes);
-                        // One message unrecorded at a time: a crash repeats at most it.
-                        let sent = out.len();
-                        if durable.wait_for(|n| *n >= sent).await.is_err() {
-                            break;
-                        }
                     }
                     Err(failure) => {
                         out.extend(

@@ -311,10 +311,25 @@ impl Connection {
     /// Sends one message; returns one outcome per recipient, in order. An `Err` means the
     /// connection is unusable (its outcome applies to every recipient).
     pub async fn send(&mut self, m: &Outgoing<'_>) -> Step<Vec<Classified>> {
+        self.send_when(m, async {}).await
+    }
+
+    /// `send`, writing the content (which the upstream may accept) only once `ready` is
+    /// done, while the envelope's replies are already on their way: the caller records
+    /// the previous message meanwhile, and never has two accepted and unrecorded.
+    pub async fn send_when(
+        &mut self,
+        m: &Outgoing<'_>,
+        ready: impl std::future::Future<Output = ()>,
+    ) -> Step<Vec<Classified>> {
         if let Some(refusal) = self.refusal(m) {
             return Ok(vec![classify(Phase::Mail, &refusal); m.recipients.len()]);
         }
         let chunking = self.uses_chunking();
+        let mut ready = std::pin::pin!(ready);
+        if chunking {
+            ready.as_mut().await;
+        }
         let t = self.timeouts.clone();
         let mut head = self.mail_line(m);
         for r in m.recipients {
@@ -360,6 +375,7 @@ impl Connection {
             self.read(Phase::EndOfData, t.end_of_data).await?
         } else {
             let go = next(self, Phase::Data, t.data_init).await?;
+            ready.as_mut().await;
             if go.code != 354 {
                 self.reset().await?;
                 return Ok(finish(

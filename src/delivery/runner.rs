@@ -64,9 +64,20 @@ pub struct Progress {
     pub bytes_sent: AtomicU64,
     /// Connections delivering now, by name.
     active: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Changes the queue owner has yet to finish (releases, flushes): more mail may
+    /// become due.
+    changes_pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Progress {
+    pub fn set_changes_pending(&self, n: usize) {
+        self.changes_pending.store(n, Ordering::Relaxed);
+    }
+
+    pub fn changes_pending(&self) -> usize {
+        self.changes_pending.load(Ordering::Relaxed)
+    }
+
     pub fn started(&self, lane: String) {
         self.active.lock().expect("not poisoned").insert(lane);
     }

@@ -16,10 +16,12 @@ pub enum FlushTarget {
     },
 }
 
-/// What a flush started.
+/// What a flush started. It answers at once: the mail it names becomes due a bounded
+/// step at a time after the answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Started {
-    /// Recipients made due now (held ones released, deferred ones brought forward).
+    /// For a domain: its recipients waiting (held, queued or deferred), now on their way.
+    /// For the whole queue: not counted (0).
     pub released: usize,
     /// A run for these routes was already going; this request joined it.
     pub coalesced: bool,

@@ -9,7 +9,6 @@ use std::collections::{HashSet, VecDeque};
 
 use tokio::sync::oneshot;
 
-use super::flush::Started;
 use crate::spool::{Action, Placement, QueueId, Scope, Spool, SpoolError};
 
 /// Recipients (or messages) one step changes at most: a few milliseconds of the writer.
@@ -60,14 +59,10 @@ pub struct ChangeOutcome {
     pub unknown: Vec<QueueId>,
 }
 
-/// Who waits for a job, and for what.
+/// Who waits for a job.
 pub enum Reply {
     None,
     Change(oneshot::Sender<Result<ChangeOutcome, SpoolError>>),
-    Flush {
-        coalesced: bool,
-        reply: oneshot::Sender<Result<Started, SpoolError>>,
-    },
 }
 
 pub enum Job {
@@ -77,8 +72,6 @@ pub enum Job {
         outcome: ChangeOutcome,
         /// Messages counted so far (a message's recipients may span steps).
         seen: HashSet<QueueId>,
-        /// Recipients changed, for a flush's answer.
-        recipients: usize,
         reply: Reply,
     },
     /// Mail of `route` waiting for its link is due now: all of it, or `domains`' only.
@@ -135,7 +128,6 @@ impl Job {
             todo: VecDeque::from([change]),
             outcome,
             seen: HashSet::new(),
-            recipients: 0,
             reply,
         })
     }
@@ -147,7 +139,6 @@ impl Job {
                 todo,
                 outcome,
                 seen,
-                recipients,
                 ..
             } => {
                 let Some(change) = todo.front().cloned() else {
@@ -159,7 +150,6 @@ impl Job {
                     Change::Release(scope) => spool.apply(Action::Release, scope, STEP).await?,
                     Change::Retry(scope) => spool.apply(Action::Retry, scope, STEP).await?,
                 };
-                *recipients += batch.changed;
                 let named = matches!(change.scope(), Scope::Ids(_));
                 for id in &batch.messages {
                     if seen.insert(*id) {
@@ -269,23 +259,11 @@ impl Job {
     pub fn finish(self, result: Result<(), SpoolError>) {
         if let Job::Changes {
             outcome,
-            recipients,
-            reply,
+            reply: Reply::Change(tx),
             ..
         } = self
         {
-            match reply {
-                Reply::None => {}
-                Reply::Change(tx) => {
-                    let _ = tx.send(result.map(|()| outcome));
-                }
-                Reply::Flush { coalesced, reply } => {
-                    let _ = reply.send(result.map(|()| Started {
-                        released: recipients,
-                        coalesced,
-                    }));
-                }
-            }
+            let _ = tx.send(result.map(|()| outcome));
         }
     }
 

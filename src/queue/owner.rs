@@ -218,6 +218,7 @@ impl Owner {
             while let Ok(event) = inputs.events.try_recv() {
                 self.handle(&mut st, event).await;
             }
+            self.kit.progress.set_changes_pending(st.jobs.len());
             self.pass(&mut st).await;
             if !st.jobs.is_empty() {
                 tokio::task::yield_now().await;
@@ -381,6 +382,7 @@ impl Owner {
         why: &str,
         reply: Option<oneshot::Sender<Result<Started, SpoolError>>>,
     ) {
+        let mut domains = Vec::new();
         let (coalesced, changes) = match &target {
             FlushTarget::All => (
                 self.kit.link.flush(None, why, None),
@@ -396,13 +398,13 @@ impl Owner {
                     why,
                     Some((domain.clone(), *subdomains)),
                 );
-                let domains = if *subdomains {
+                domains = if *subdomains {
                     self.domains_under(domain).await
                 } else {
                     vec![domain.clone()]
                 };
                 let mut changes = Vec::new();
-                for d in domains {
+                for d in domains.clone() {
                     changes.push(Change::Release(Scope::Domain(d.clone())));
                     changes.push(Change::Retry(Scope::Domain(d)));
                 }
@@ -410,8 +412,8 @@ impl Owner {
             }
         };
         tracing::info!(why, target = ?target, coalesced, "flush");
-        // What waits for the gates the flush opened is released before it answers, so
-        // whoever waits for the flush sees that mail due.
+        // What waits for the gates the flush opened is released first, then what it
+        // names is made due; both go a step at a time after the answer.
         let routes: Vec<String> = match &target {
             FlushTarget::All => self
                 .kit
@@ -426,17 +428,38 @@ impl Owner {
             let job = self.release_link_wait(route, true).await;
             st.jobs.push_back(job);
         }
-        let reply = match reply {
-            Some(reply) => Reply::Flush { coalesced, reply },
-            None => Reply::None,
+        let released = match &target {
+            FlushTarget::All => 0,
+            FlushTarget::Domain { .. } => self.pending_in(&domains).await,
         };
         st.jobs.push_back(Job::Changes {
             todo: changes.into(),
             outcome: ChangeOutcome::default(),
             seen: HashSet::new(),
-            recipients: 0,
-            reply,
+            reply: Reply::None,
         });
+        self.kit.progress.set_changes_pending(st.jobs.len());
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(Started {
+                released,
+                coalesced,
+            }));
+        }
+    }
+
+    /// Recipients waiting in `domains` (for a flush's answer).
+    async fn pending_in(&self, domains: &[String]) -> usize {
+        let layout = self.kit.spool.layout().clone();
+        let domains = domains.to_vec();
+        tokio::task::spawn_blocking(move || {
+            crate::spool::IndexReader::open(&layout)
+                .ok()
+                .flatten()
+                .and_then(|r| r.waiting_in(&domains).ok())
+                .unwrap_or(0)
+        })
+        .await
+        .unwrap_or(0)
     }
 
     async fn job_done(&self, st: &mut State, job: Job, result: Result<(), SpoolError>) {

@@ -182,6 +182,19 @@ impl IndexReader {
         Ok(out)
     }
 
+    /// Recipients of `domains` waiting for delivery (queued, deferred or held).
+    pub fn waiting_in(&self, domains: &[String]) -> Result<usize, ReadError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COUNT(*) FROM recipient
+             WHERE domain = ?1 AND state IN ('queued', 'deferred', 'held')",
+        )?;
+        let mut n = 0;
+        for d in domains {
+            n += stmt.query_row([d], |r| r.get::<_, i64>(0))? as usize;
+        }
+        Ok(n)
+    }
+
     /// Calls `f` for each queued message, oldest first; `only` restricts to one id.
     pub fn for_each_entry(
         &self,

@@ -4,12 +4,13 @@
 //! messages, whose producers already fsynced and renamed them, and notices), one append
 //! to the outcome journal for the final outcomes among it, and one SQLite transaction
 //! for all of its rows, each operation inside its own savepoint. Only then is each
-//! caller answered. Messages the group finished leave the spool after it: files first,
-//! rows after. With `group_commit` off every operation pays for itself (the benchmark's
-//! baseline).
+//! caller answered. Messages finished meanwhile leave the spool in batches, once the
+//! writer is idle: files first, rows after. With `group_commit` off every operation pays
+//! for itself (the benchmark's baseline).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
@@ -26,6 +27,11 @@ use super::{SpoolError, StoredMessage, now_unix};
 
 /// Most operations gathered in one group.
 const MAX_GROUP: usize = 1024;
+/// Finished messages are removed in batches: when the writer has been idle this long,
+/// or when this many wait. (Removal costs a directory fsync and a transaction; a
+/// finished message waiting for it is already done in the index.)
+const REMOVE_AFTER_IDLE: Duration = Duration::from_millis(20);
+const REMOVE_BATCH: usize = 512;
 
 /// Work on the index inside the group's transaction. It returns whether it succeeded (if
 /// not, its changes are undone) and what to do once the transaction has committed or
@@ -109,7 +115,21 @@ impl Writer {
     }
 
     fn run(mut self, rx: mpsc::Receiver<Op>) {
-        while let Ok(first) = rx.recv() {
+        let mut finished = BTreeSet::new();
+        loop {
+            let first = if finished.is_empty() {
+                rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(REMOVE_AFTER_IDLE)
+            };
+            let first = match first {
+                Ok(op) => op,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.remove_finished(std::mem::take(&mut finished));
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let mut ops = vec![first];
             if self.group_commit {
                 while ops.len() < MAX_GROUP {
@@ -132,11 +152,16 @@ impl Writer {
                     }
                 }
             }
-            self.write_group(group);
+            finished.extend(self.write_group(group));
+            if finished.len() >= REMOVE_BATCH {
+                self.remove_finished(std::mem::take(&mut finished));
+            }
         }
+        self.remove_finished(finished);
     }
 
-    fn write_group(&mut self, mut group: Group) {
+    /// Writes one group; returns the messages it may have finished, to be removed.
+    fn write_group(&mut self, mut group: Group) -> BTreeSet<QueueId> {
         let quarantined = self.quarantine(&group.records);
         let files =
             !group.commits.is_empty() || group.records.iter().any(|(o, _)| !o.notices.is_empty());
@@ -231,14 +256,15 @@ impl Writer {
         for finish in finishes {
             finish(result.clone());
         }
-        if result.is_ok() {
-            touched.extend(quarantined);
-            self.remove_finished(touched);
-        }
         for (ids, reply) in group.removes {
             let removed = remove_messages(self.fs.as_ref(), &self.layout, &mut self.conn, &ids);
             let _ = reply.send(removed);
         }
+        if result.is_err() {
+            touched.clear();
+        }
+        touched.extend(quarantined);
+        touched
     }
 
     fn append_journal(&mut self, entries: &[Entry]) -> Result<(), SpoolError> {
