@@ -1,16 +1,22 @@
-//! One message's content on its way into the spool. Content arrives on the async side;
-//! the draft is written on a blocking thread in batches of `BATCH` bytes, so memory per
-//! session stays bounded and the runtime never blocks on the disk. A write error is kept
-//! and reported at the end (the content is still read, so the session stays in step).
+//! One message's content on its way into the spool. Content arrives on the async side
+//! and is kept in memory until `BATCH` bytes have come; only then is the draft created
+//! and written, on a blocking thread, a batch at a time, so memory per session stays
+//! bounded and the runtime never blocks on the disk. A message smaller than a batch —
+//! most mail — costs one hand-off to a blocking thread in all: create, write, fsync and
+//! rename at once, then the writer's group commit. A write error is kept and reported at
+//! the end (the content is still read, so the session stays in step).
 
 use super::received::HeaderScan;
-use crate::spool::{Draft, Envelope, QueueId, Spool, SpoolError};
+use crate::spool::{Draft, Envelope, QueueId, Sealed, Spool, SpoolError};
 
-/// Bytes buffered before a write to the draft.
+/// Bytes kept in memory before they are written to the draft.
 const BATCH: usize = 256 * 1024;
 
 pub struct Intake {
     spool: Spool,
+    id: QueueId,
+    /// The envelope, until the draft is created.
+    envelope: Option<Envelope>,
     draft: Option<Draft>,
     pending: Vec<u8>,
     headers: HeaderScan,
@@ -21,7 +27,7 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Creates the draft and writes `trace` (our `Received:` header) into it. With
+    /// Starts the message with `trace` (our `Received:` header). With
     /// `fix_headers_for`, missing `Date:`/`Message-ID:` fields are added.
     pub async fn start(
         spool: &Spool,
@@ -29,30 +35,22 @@ impl Intake {
         trace: String,
         fix_headers_for: Option<String>,
     ) -> Intake {
-        let s = spool.clone();
-        let created = tokio::task::spawn_blocking(move || {
-            let mut draft = s.create_draft(envelope)?;
-            draft.write(trace.as_bytes())?;
-            Ok::<_, SpoolError>(draft)
-        })
-        .await
-        .unwrap_or_else(|e| Err(SpoolError::io("draft task", std::io::Error::other(e))));
-        let (draft, failed) = match created {
-            Ok(d) => (Some(d), None),
-            Err(e) => (None, Some(e)),
-        };
+        let mut pending = Vec::with_capacity(trace.len() + 8192);
+        pending.extend_from_slice(trace.as_bytes());
         Intake {
             spool: spool.clone(),
-            draft,
-            pending: Vec::with_capacity(BATCH),
+            id: envelope.id,
+            envelope: Some(envelope),
+            draft: None,
+            pending,
             headers: HeaderScan::default(),
             fix_headers_for,
-            failed,
+            failed: None,
         }
     }
 
     pub fn id(&self) -> Option<QueueId> {
-        self.draft.as_ref().map(Draft::id)
+        self.failed.is_none().then_some(self.id)
     }
 
     /// Content bytes, exactly as they are to be stored.
@@ -75,8 +73,8 @@ impl Intake {
     }
 
     fn add_missing_fields(&mut self) {
-        if let (Some(hostname), Some(id)) = (self.fix_headers_for.take(), self.id()) {
-            let fields = self.headers.missing_fields(id.as_str(), &hostname);
+        if let Some(hostname) = self.fix_headers_for.take() {
+            let fields = self.headers.missing_fields(self.id.as_str(), &hostname);
             self.pending.extend_from_slice(fields.as_bytes());
         }
     }
@@ -86,19 +84,23 @@ impl Intake {
         self.headers.received()
     }
 
+    /// Writes what is pending to the draft, creating it first if need be.
     async fn flush(&mut self) {
-        let Some(mut draft) = self.draft.take() else {
-            return;
-        };
         let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
-        let (draft, result) = tokio::task::spawn_blocking(move || {
-            let result = draft.write(&batch);
-            (draft, result)
+        let (draft, envelope, spool) =
+            (self.draft.take(), self.envelope.take(), self.spool.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            let mut draft = match draft {
+                Some(d) => d,
+                None => spool.create_draft(envelope.expect("an envelope until the draft"))?,
+            };
+            draft.write(&batch)?;
+            Ok::<_, SpoolError>(draft)
         })
         .await
-        .expect("draft writes do not panic");
-        match result {
-            Ok(()) => self.draft = Some(draft),
+        .unwrap_or_else(|e| Err(SpoolError::io("draft task", std::io::Error::other(e))));
+        match written {
+            Ok(draft) => self.draft = Some(draft),
             Err(e) => self.failed = Some(e), // the draft is dropped, so removed
         }
     }
@@ -109,14 +111,22 @@ impl Intake {
             // All header, no body: the fields go at the end.
             self.add_missing_fields();
         }
-        self.flush().await;
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        let draft = self.draft.take().expect("no failure means a draft");
-        let sealed = tokio::task::spawn_blocking(move || draft.seal())
-            .await
-            .map_err(|e| SpoolError::io("seal task", std::io::Error::other(e)))??;
+        let (draft, envelope, spool) =
+            (self.draft.take(), self.envelope.take(), self.spool.clone());
+        let rest = std::mem::take(&mut self.pending);
+        let sealed = tokio::task::spawn_blocking(move || -> Result<Sealed, SpoolError> {
+            let mut draft = match draft {
+                Some(d) => d,
+                None => spool.create_draft(envelope.expect("an envelope until the draft"))?,
+            };
+            draft.write(&rest)?;
+            draft.seal()
+        })
+        .await
+        .map_err(|e| SpoolError::io("seal task", std::io::Error::other(e)))??;
         self.spool.commit(sealed).await
     }
 }
