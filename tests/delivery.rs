@@ -211,7 +211,7 @@ fn sigkill_during_delivery_loses_nothing() {
     // arrive, so what remains is the pipeline: what the edge had written and the hub had
     // not answered, which the hub commits after the edge has died. The window bounds it.
     assert!(
-        duplicates <= ferrymail::delivery::batch::WINDOW_MESSAGES,
+        duplicates <= ferrymail::delivery::window::WINDOW_MESSAGES,
         "{duplicates} duplicates"
     );
 }

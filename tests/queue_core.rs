@@ -279,7 +279,7 @@ fn kill_9_during_delivery_repeats_at_most_the_window_each_time() {
     let duplicates = all.len() - N;
     eprintln!("{KILLS} kills: {duplicates} duplicate(s)");
     assert!(
-        duplicates <= KILLS * ferrymail::delivery::batch::WINDOW_MESSAGES,
+        duplicates <= KILLS * ferrymail::delivery::window::WINDOW_MESSAGES,
         "{duplicates} duplicates"
     );
 }
@@ -340,5 +340,5 @@ fn kill_9_while_bouncing_writes_each_notice_once() {
     // A notice is delivered like any mail: a kill can repeat what was in flight.
     let deliveries = upstream.received().len();
     eprintln!("{KILLS} kills: {N} notices, {deliveries} deliveries of them");
-    assert!(deliveries <= N + KILLS * ferrymail::delivery::batch::WINDOW_MESSAGES);
+    assert!(deliveries <= N + KILLS * ferrymail::delivery::window::WINDOW_MESSAGES);
 }

@@ -10,8 +10,8 @@ use crate::control::{Progress, Request, Response, StateCount, Status};
 use crate::delivery::runner;
 use crate::exit;
 use crate::link::Link;
-use crate::queue::flush::FlushTarget;
-use crate::queue::owner::QueueHandle;
+use crate::queue::handle::FlushTarget;
+use crate::queue::handle::QueueHandle;
 use crate::spool::reader::ReadError;
 use crate::spool::{IndexReader, RecipientState, RecoveryReport, Spool, now_unix};
 

@@ -3,8 +3,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::queue::flush::FlushTarget;
-use crate::queue::owner::QueueHandle;
+use crate::queue::handle::FlushTarget;
+use crate::queue::handle::QueueHandle;
 use crate::server::etrn::{Flush, Flushed};
 
 pub struct EtrnService(pub QueueHandle);

@@ -25,9 +25,10 @@ use crate::exit::{self, Failure};
 use crate::link::Link;
 use crate::link::schedule::local_zone;
 use crate::link::task::LinkTask;
+use crate::queue::handle::QueueHandle;
 use crate::queue::lane::Kit;
 use crate::queue::open_domains::OpenDomains;
-use crate::queue::owner::{Inputs, Owner, QueueHandle};
+use crate::queue::owner::{Inputs, Owner};
 use crate::queue::retry::RetryPolicy;
 use crate::server::auth::Users;
 use crate::server::{

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::link::{Link, trigger};
-use crate::queue::flush::FlushTarget;
-use crate::queue::owner::QueueHandle;
+use crate::queue::handle::FlushTarget;
+use crate::queue::handle::QueueHandle;
 
 /// How often the trigger file's modification time is looked at, besides notify.
 const POLL: Duration = Duration::from_secs(5);

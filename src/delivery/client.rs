@@ -127,7 +127,7 @@ pub struct Connection {
     /// The last EHLO's round trip: the link's delay, for the pipelining window.
     pub rtt: Duration,
     /// The pipelining window, as measured by earlier batches on this connection.
-    pub(super) window: Option<super::batch::Window>,
+    pub(super) window: Option<super::window::Window>,
 }
 
 type Step<T> = Result<T, Classified>;
@@ -412,14 +412,14 @@ impl Connection {
         let mut reader = content
             .reader()
             .await
-            .map_err(|e| super::batch::unreadable(&e))?;
+            .map_err(|e| super::content::unreadable(&e))?;
         let mut piece = vec![0u8; PIECE];
         let mut stuffed = Vec::new();
         loop {
             let n = reader
                 .read(&mut piece)
                 .await
-                .map_err(|e| super::batch::unreadable(&e))?;
+                .map_err(|e| super::content::unreadable(&e))?;
             if n == 0 {
                 break;
             }

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
+use super::outcome::{Classified, Outcome, Scope};
+
 /// Content up to this size is read into memory with its batch; larger is streamed.
 pub const INLINE_MAX: u64 = 256 << 10;
 /// The piece read and written at a time.
@@ -51,6 +53,17 @@ impl Content<'_> {
                 Ok(Box::new(file.take(f.len)))
             }
         }
+    }
+}
+
+/// The spool file could not be read mid-transaction: the chunk cannot be completed, so
+/// the connection is given up. Our failure, not the upstream's: not an attempt.
+pub fn unreadable(e: &std::io::Error) -> Classified {
+    Classified {
+        outcome: Outcome::Unsent,
+        scope: Scope::Connection,
+        reason: format!("reading the spool file: {e}"),
+        status: "4.3.0".into(),
     }
 }
 

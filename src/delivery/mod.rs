@@ -17,3 +17,4 @@ pub mod outcome;
 pub mod route;
 pub mod runner;
 pub mod settings;
+pub mod window;

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::owner::QueueHandle;
+use super::handle::QueueHandle;
 use crate::delivery::client::{ClientSettings, Connection};
 use crate::delivery::connect::{Us, open_mx, open_relay};
 use crate::delivery::mx::MxResolver;

@@ -1,18 +1,23 @@
 //! The queue: its owner, and the queue as people and scripts see it. The owner
-//! (`owner`) is the one task that changes recipient state: it places committed mail on
-//! lanes, claims due mail for lanes' runners (`lane`), records what their deliveries
-//! answer (`settle`, with the notices they send: `notices`), carries out flushes and
+//! (`owner`) is the one task that changes recipient state; everyone else talks to it
+//! through a `handle`. It places committed mail on lanes (`placement`), claims due mail
+//! for lanes' runners (`lane`), records what their deliveries answer (`record`: what
+//! results mean is `settle`, the notices they send `notices`), carries out flushes and
 //! operator changes a bounded step at a time (`jobs`, `flush`), and wakes by a list of
-//! lanes in due order (`schedule`). The retry policy is `retry`; listing entries and
-//! the human table are `listing` and `table`.
+//! lanes in due order (`schedule`). The retry policy is `retry`; listing entries and the
+//! human table are `listing` and `table`.
 
+mod dispatch;
 pub mod flush;
+pub mod handle;
 pub mod jobs;
 pub mod lane;
 pub mod listing;
 pub mod notices;
 pub mod open_domains;
 pub mod owner;
+pub mod placement;
+pub mod record;
 pub mod retry;
 pub mod schedule;
 pub mod settle;

@@ -57,11 +57,6 @@ impl Schedule {
         self.by_time.first().map(|(at, _)| *at)
     }
 
-    /// Every lane known.
-    pub fn lanes(&self) -> impl Iterator<Item = &String> {
-        self.at.keys()
-    }
-
     pub fn len(&self) -> usize {
         self.at.len()
     }

@@ -308,6 +308,15 @@ pub fn due_domains(conn: &Connection, lane: &str, now: i64) -> rusqlite::Result<
     .collect()
 }
 
+/// Some recipient still needs delivery (or is held).
+pub fn anything_pending(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached(&format!(
+        "SELECT 1 FROM recipient WHERE state IN ({}) LIMIT 1",
+        RecipientState::sql_list(RecipientState::PENDING)
+    ))?
+    .exists([])
+}
+
 /// Adds `secs` of online time to `route`'s clock: every recipient on that route ages by
 /// as much, in one row.
 pub fn advance_clock(conn: &Connection, route: &str, secs: i64, now: i64) -> rusqlite::Result<()> {

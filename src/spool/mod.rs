@@ -16,6 +16,7 @@ pub mod lock;
 pub mod maildrop;
 pub mod reader;
 pub(crate) mod recovery;
+mod removal;
 pub mod sets;
 pub mod simfs;
 pub mod state;
@@ -442,14 +443,7 @@ impl Spool {
 
     /// Some recipient still needs delivery (or is held).
     pub async fn anything_pending(&self) -> Result<bool, SpoolError> {
-        self.run(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT 1 FROM recipient WHERE state IN ({}) LIMIT 1",
-                RecipientState::sql_list(RecipientState::PENDING)
-            ))?
-            .exists([])
-        })
-        .await
+        self.run(claims::anything_pending).await
     }
 
     /// The positions of `id`'s recipients not yet final.

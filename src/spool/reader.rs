@@ -133,17 +133,6 @@ impl IndexReader {
         )?)
     }
 
-    /// Some recipient still needs delivery (or is held).
-    pub fn anything_pending(&self) -> Result<bool, ReadError> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT 1 FROM recipient WHERE state IN ({}) LIMIT 1",
-                RecipientState::sql_list(RecipientState::PENDING)
-            ))?
-            .exists([])?)
-    }
-
     /// Ids of every message in the index, oldest first.
     pub fn all_ids(&self) -> Result<Vec<QueueId>, ReadError> {
         let mut stmt = self

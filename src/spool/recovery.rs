@@ -20,7 +20,7 @@ use super::id::QueueId;
 use super::index::{self, CarriedState};
 use super::journal::Journal;
 use super::layout::Layout;
-use super::writer::remove_messages;
+use super::removal::{free_name, quarantine_file, remove_messages};
 use super::{SpoolError, now_unix};
 
 /// A journal longer than this is rewritten at start.
@@ -221,22 +221,6 @@ fn settle_notices(
     Ok(dropped)
 }
 
-pub(crate) fn quarantine_file(
-    fs: &dyn Fs,
-    layout: &Layout,
-    path: &Path,
-    name: &str,
-    why: &str,
-) -> Result<(), SpoolError> {
-    let target = free_name(fs, &layout.corrupt, name)?;
-    tracing::error!(file = %path.display(), moved_to = %target.display(), reason = why, "quarantined a damaged spool file");
-    fs.rename(path, &target)
-        .map_err(|e| SpoolError::io("move to corrupt/", e))?;
-    fs.sync_dir(&layout.corrupt)
-        .and_then(|()| fs.sync_dir(path.parent().unwrap_or(&layout.queue)))
-        .map_err(|e| SpoolError::io("fsync after quarantine", e))
-}
-
 /// Rows of pending mail whose file is gone: their content is lost, so say so loudly and
 /// keep what the index knew in `corrupt/<id>.index.json` for the operator.
 fn quarantine_rows(
@@ -269,21 +253,6 @@ fn quarantine_rows(
         .and_then(|()| file.sync())
         .and_then(|()| fs.sync_dir(&layout.corrupt))
         .map_err(|e| SpoolError::io("write corrupt/ record", e))
-}
-
-fn free_name(fs: &dyn Fs, dir: &Path, name: &str) -> Result<std::path::PathBuf, SpoolError> {
-    let taken: HashSet<_> = fs
-        .list_dir(dir)
-        .map_err(|e| SpoolError::io("list corrupt/", e))?
-        .into_iter()
-        .collect();
-    let mut candidate = name.to_owned();
-    let mut n = 1;
-    while taken.contains(std::ffi::OsStr::new(&candidate)) {
-        candidate = format!("{name}.{n}");
-        n += 1;
-    }
-    Ok(dir.join(candidate))
 }
 
 /// Rebuilds the index from `queue/`, carrying each recipient's state over from the old

@@ -22,6 +22,7 @@ use super::id::QueueId;
 use super::index::{self, Place};
 use super::journal::{Entry, Fact, Journal};
 use super::layout::Layout;
+use super::removal::{quarantine_file, remove_messages};
 use super::state::RecipientState;
 use super::{SpoolError, StoredMessage, now_unix};
 
@@ -284,7 +285,7 @@ impl Writer {
         for (outcomes, _) in records.iter() {
             for d in &outcomes.damaged {
                 let path = self.layout.message_path(d.id);
-                match super::recovery::quarantine_file(
+                match quarantine_file(
                     self.fs.as_ref(),
                     &self.layout,
                     &path,
@@ -457,33 +458,4 @@ fn log_queued(draft: &Sealed) {
         origin = %e.origin.kind,
         "queued"
     );
-}
-
-/// Removes files first (then one fsync of `queue/`), rows after: a crash in between
-/// leaves rows without files for finished work, which recovery drops quietly, rather
-/// than files without rows, which recovery would queue again.
-pub(crate) fn remove_messages(
-    fs: &dyn Fs,
-    layout: &Layout,
-    conn: &mut Connection,
-    ids: &[QueueId],
-) -> Result<(), SpoolError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    for id in ids {
-        match fs.remove_file(&layout.message_path(*id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(SpoolError::io("remove message file", e)),
-        }
-    }
-    fs.sync_dir(&layout.queue)
-        .map_err(|e| SpoolError::io("fsync queue directory", e))?;
-    let tx = conn.transaction()?;
-    for id in ids {
-        index::delete_message(&tx, id.as_str())?;
-    }
-    tx.commit()?;
-    Ok(())
 }

@@ -1,0 +1,122 @@
+//! How everything else talks to the queue owner: the events it takes (flushes, operator
+//! changes, a delivery's answers and its asks for more), what a flush asks for and
+//! starts, and a cloneable handle that sends them and waits for the answers. Nothing but the owner changes recipient state;
+//! everyone else holds a `QueueHandle`.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::jobs::{Change, ChangeOutcome};
+use crate::delivery::runner::Answered;
+use crate::spool::SpoolError;
+use crate::spool::claims::Claim;
+
+/// What the queue owner is asked.
+pub enum QueueEvent {
+    Flush {
+        target: FlushTarget,
+        why: String,
+        reply: Option<oneshot::Sender<Result<Started, SpoolError>>>,
+    },
+    Change {
+        change: Change,
+        reply: oneshot::Sender<Result<ChangeOutcome, SpoolError>>,
+    },
+    /// A runner asks for more of its lane's mail.
+    More {
+        lane: String,
+        reply: oneshot::Sender<Vec<Claim>>,
+    },
+    /// A runner's answers, to record; `reply` once they are durable.
+    Answers {
+        lane: String,
+        answered: Answered,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// How everything else talks to the queue owner.
+#[derive(Clone)]
+pub struct QueueHandle {
+    events: mpsc::UnboundedSender<QueueEvent>,
+}
+
+impl QueueHandle {
+    pub fn new() -> (QueueHandle, mpsc::UnboundedReceiver<QueueEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        (QueueHandle { events }, rx)
+    }
+
+    /// Starts a flush; answers once the mail it names is due.
+    pub async fn flush(&self, target: FlushTarget, why: &str) -> Result<Started, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(QueueEvent::Flush {
+            target,
+            why: why.to_owned(),
+            reply: Some(reply),
+        })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Starts a flush without waiting for it (a signal, the trigger file).
+    pub fn flush_soon(&self, target: FlushTarget, why: &str) {
+        let _ = self.send(QueueEvent::Flush {
+            target,
+            why: why.to_owned(),
+            reply: None,
+        });
+    }
+
+    /// An operator's change; answers when it is done.
+    pub async fn change(&self, change: Change) -> Result<ChangeOutcome, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(QueueEvent::Change { change, reply })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// More of `lane`'s due mail (none: the runner is done).
+    pub async fn more(&self, lane: String) -> Vec<Claim> {
+        let (reply, rx) = oneshot::channel();
+        if self.send(QueueEvent::More { lane, reply }).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Records `answered`; the receiver answers once it is durable (or dropped, when it
+    /// could not be made so).
+    pub fn answers(&self, lane: String, answered: Answered) -> oneshot::Receiver<()> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.send(QueueEvent::Answers {
+            lane,
+            answered,
+            reply,
+        });
+        rx
+    }
+
+    fn send(&self, event: QueueEvent) -> Result<(), SpoolError> {
+        self.events.send(event).map_err(|_| SpoolError::WriterGone)
+    }
+}
+
+/// What a flush asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlushTarget {
+    All,
+    /// One domain; with `subdomains`, those under it too (ETRN `@domain`).
+    Domain {
+        domain: String,
+        subdomains: bool,
+    },
+}
+
+/// What a flush started. It answers at once: the mail it names becomes due a bounded
+/// step at a time after the answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Started {
+    /// For a domain: its recipients waiting (held, queued or deferred), now on their way.
+    /// For the whole queue: not counted (0).
+    pub released: usize,
+    /// A run for these routes was already going; this request joined it.
+    pub coalesced: bool,
+}

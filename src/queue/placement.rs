@@ -1,0 +1,42 @@
+//! Where committed mail goes, decided when it is indexed: its route and lane (the
+//! router's choice for its domain), and whether it waits — held for a hold route whose
+//! domain no flush or ETRN has opened, or waiting for the link when its route's gate
+//! keeps it back. The queue owner gives this to the spool's writer.
+
+use super::lane::{Kit, Lane};
+use super::open_domains::OpenDomains;
+use crate::link::Permit;
+use crate::link::gate::covers;
+use crate::spool::{Placement, Wait};
+
+/// Why mail for a hold route waits.
+pub const HELD: &str = "held until a flush or ETRN names its domain";
+
+/// The route and lane of `domain`'s mail.
+pub fn place_route(kit: &Kit, domain: &str) -> Placement {
+    let route = kit.router.route(domain);
+    Placement {
+        route: route.name.clone(),
+        lane: Lane::of(route, domain).key(),
+        wait: None,
+    }
+}
+
+/// `place_route`, and whether new mail waits: held for a hold route whose domain is not
+/// open, waiting for the link when the route's gate keeps it back.
+pub fn place(kit: &Kit, open: &OpenDomains, domain: &str) -> Placement {
+    let mut placement = place_route(kit, domain);
+    let route = kit.router.route(domain);
+    placement.wait = if route.hold && !open.is_open(domain) {
+        Some(Wait::Held(HELD.into()))
+    } else {
+        match kit.link.permit(&route.name) {
+            Permit::Open => None,
+            Permit::Closed { reason, .. } => Some(Wait::Link(reason)),
+            Permit::Only(scope) => {
+                (!covers(&scope, domain)).then(|| Wait::Link(kit.link.closed_reason(&route.name).0))
+            }
+        }
+    };
+    placement
+}
