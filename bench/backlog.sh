@@ -24,17 +24,7 @@ N=${1:-100000}
 EXTRA=10000
 SESSIONS=20
 SIZE=4096
-cargo build --release --quiet --bin ferrymail
-FM_BIN=$PWD/target/release/ferrymail
-
-WORK=$(mktemp -d -p "$PWD/target" bench-backlog.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]}"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup backlog
 
 SINK=$(free_port)
 EDGE=$(free_port)

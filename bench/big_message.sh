@@ -12,16 +12,7 @@ cd "$(dirname "$0")/.."
 . tests/lib.sh
 . bench/lib.sh
 MIB=${1:-50}
-cargo build --release --quiet --bin ferrymail
-FM_BIN=$PWD/target/release/ferrymail
-
-WORK=$(mktemp -d -p "$PWD/target" bench-big.XXXXXX)
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]}"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup big
 
 SINK=$(free_port)
 python3 bench/sink.py "$SINK" "$WORK/sink.log" &

@@ -17,16 +17,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 N=${1:-2000}; KILLS=${2:-20}; B=${3:-300}; BOUNCE_KILLS=${4:-60}
 SLOW_MS=50
-cargo build --release --quiet --bin ferrymail
-FM_BIN=$PWD/target/release/ferrymail
-
-WORK=$(mktemp -d -p "$PWD/target" bench-crash.XXXXXX)
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]}"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup crash
 
 cat > "$WORK/slowfsync.c" <<'C'
 #define _GNU_SOURCE

@@ -1,5 +1,22 @@
 # Helpers for the benchmark scripts that run whole ferrymail daemons (sourced after
-# tests/lib.sh; they expect WORK, FM_BIN and a PIDS array).
+# tests/lib.sh; `bench_setup` sets WORK, FM_BIN and the PIDS array the others use).
+
+# bench_setup NAME: builds the release binary (FM_BIN), makes a fresh WORK directory
+# under target/, and at exit stops every pid in PIDS, a private Postfix in
+# WORK/postfix if one was started, and removes WORK.
+bench_setup() {
+  cargo build --release --quiet --bin ferrymail
+  FM_BIN=$PWD/target/release/ferrymail
+  WORK=$(mktemp -d -p "$PWD/target" "bench-$1.XXXXXX")
+  chmod 755 "$WORK"
+  PIDS=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  stop_pids "${PIDS[@]}"
+  [ -d "$WORK/postfix" ] && postfix_stop "$WORK/postfix"
+  rm -rf "$WORK"
+}
 
 now() { date +%s.%N; }
 calc() { python3 -c "print($1)"; }

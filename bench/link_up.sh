@@ -16,16 +16,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 MESSAGES=${1:-200}
 SIZE=4096; DELAY_MS=300; KBIT=1000
-cargo build --release --quiet --bin ferrymail
-FM_BIN=$PWD/target/release/ferrymail
-
-WORK=$(mktemp -d -p "$PWD/target" bench-linkup.XXXXXX)
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]}"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup linkup
 
 BODY=$(head -c "$SIZE" /dev/zero | tr '\0' 'x' | fold -w 76)
 

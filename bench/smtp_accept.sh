@@ -28,18 +28,7 @@ MESSAGES=${1:-3000}
 ROUNDS=${2:-4}
 SESSIONS=20
 SIZE=4096
-cargo build --release --quiet --bin ferrymail
-FM_BIN=$PWD/target/release/ferrymail
-
-WORK=$(mktemp -d -p "$PWD/target" bench-smtp.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]}"
-  postfix_stop "$WORK/postfix"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup smtp
 PF_PORT=$(free_port); FM_PORT=$(free_port)
 
 # --- a private Postfix instance ---------------------------------------------------

@@ -16,18 +16,7 @@ cd "$(dirname "$0")/.."
 MESSAGES=${1:-200}
 LOOPBACK=${LOOPBACK_MESSAGES:-2000}
 SIZE=4096; DELAY_MS=300; KBIT=1000
-cargo build --release --quiet --bin ferrymail
-FM_BIN=$PWD/target/release/ferrymail
-
-WORK=$(mktemp -d -p "$PWD/target" bench-thin.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]}"
-  postfix_stop "$WORK/postfix"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup thin
 
 wait_count() { # wait_count NAME N
   until [ "$(count "$1")" -ge "$2" ]; do sleep 0.05; done
