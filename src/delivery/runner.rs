@@ -323,6 +323,11 @@ async fn load_batch(spool: &Spool, pending: &mut Vec<(QueueId, Vec<Claim>)>) -> 
                     });
                 }
                 Err(e) if e.is_damage() => out.damaged.push((id, e.to_string())),
+                // Indexed but gone: removed behind our back. Its recipients cannot be
+                // delivered; they leave the queue like a damaged file's.
+                Err(FormatError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    out.damaged.push((id, "the message file is missing".into()));
+                }
                 Err(e) => out
                     .unreadable
                     .extend(claims.into_iter().map(|c| (c, not_read(&e)))),

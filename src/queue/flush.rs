@@ -57,6 +57,8 @@ impl Owner {
         found.unwrap_or_else(|| vec![domain.to_owned()])
     }
 
+    /// Starts a flush: a run on the routes it concerns, then, a step at a time after
+    /// the answer, what waits for their gates released and the mail it names made due.
     pub(super) async fn flush(
         &self,
         st: &mut State,
@@ -64,55 +66,45 @@ impl Owner {
         why: &str,
         reply: Option<oneshot::Sender<Result<Started, SpoolError>>>,
     ) {
-        let mut domains = Vec::new();
-        let (coalesced, changes) = match &target {
-            FlushTarget::All => (
-                self.kit.link.flush(None, why, None),
-                vec![Change::Retry(Scope::All)],
-            ),
+        let link = &self.kit.link;
+        let (coalesced, routes, domains) = match &target {
+            FlushTarget::All => {
+                let routes = self.kit.router.routes().filter(|r| !r.hold);
+                let routes = routes.map(|r| r.name.clone()).collect();
+                (link.flush(None, why, None), routes, None)
+            }
             FlushTarget::Domain { domain, subdomains } => {
                 let route = self.kit.router.route(domain);
                 if route.hold {
                     self.open_domains.open(domain, *subdomains);
                 }
-                let coalesced = self.kit.link.flush(
-                    Some(&route.name),
-                    why,
-                    Some((domain.clone(), *subdomains)),
-                );
-                domains = if *subdomains {
+                let scope = Some((domain.clone(), *subdomains));
+                let coalesced = link.flush(Some(&route.name), why, scope);
+                let domains = if *subdomains {
                     self.domains_under(domain).await
                 } else {
                     vec![domain.clone()]
                 };
-                let mut changes = Vec::new();
-                for d in domains.clone() {
-                    changes.push(Change::Release(Scope::Domain(d.clone())));
-                    changes.push(Change::Retry(Scope::Domain(d)));
-                }
-                (coalesced, changes)
+                (coalesced, vec![route.name.clone()], Some(domains))
             }
         };
         tracing::info!(why, target = ?target, coalesced, "flush");
-        // What waits for the gates the flush opened is released first, then what it
-        // names is made due; both go a step at a time after the answer.
-        let routes: Vec<String> = match &target {
-            FlushTarget::All => self
-                .kit
-                .router
-                .routes()
-                .filter(|r| !r.hold)
-                .map(|r| r.name.clone())
-                .collect(),
-            FlushTarget::Domain { domain, .. } => vec![self.kit.router.route(domain).name.clone()],
-        };
         for route in routes {
             let job = self.release_link_wait(route, true).await;
             st.jobs.push_back(job);
         }
-        let released = match &target {
-            FlushTarget::All => 0,
-            FlushTarget::Domain { .. } => self.pending_in(&domains).await,
+        let (changes, released) = match domains {
+            None => (vec![Change::Retry(Scope::All)], 0),
+            Some(domains) => {
+                let changes = domains
+                    .iter()
+                    .flat_map(|d| {
+                        let scope = Scope::Domain(d.clone());
+                        [Change::Release(scope.clone()), Change::Retry(scope)]
+                    })
+                    .collect();
+                (changes, self.pending_in(&domains).await)
+            }
         };
         st.jobs.push_back(Job::Changes {
             todo: changes.into(),

@@ -120,9 +120,7 @@ impl Owner {
                     }
                 }
             }
-            while let Ok(event) = inputs.events.try_recv() {
-                self.handle(&mut st, event).await;
-            }
+            self.take_waiting(&mut st, &mut inputs).await;
             self.kit.progress.set_changes_pending(st.jobs.len());
             self.pass(&mut st).await;
             if !st.jobs.is_empty() {
@@ -157,6 +155,25 @@ impl Owner {
             }
         }
         self.save_online_time().await;
+    }
+
+    /// Everything that arrived while a job step ran, without waiting for more.
+    async fn take_waiting(&self, st: &mut State, inputs: &mut Inputs) {
+        while let Ok(event) = inputs.events.try_recv() {
+            self.handle(st, event).await;
+        }
+        while let Ok(lanes) = inputs.due.try_recv() {
+            let now = now_unix();
+            for lane in lanes {
+                st.schedule.bring_forward(&lane, now);
+            }
+        }
+        while let Ok(news) = inputs.news.try_recv() {
+            self.news(st, news).await;
+        }
+        while let Some(done) = st.runners.try_join_next_with_id() {
+            self.lane_done(st, done).await;
+        }
     }
 
     /// At start: place what is not on the lanes the configuration gives, bring retries

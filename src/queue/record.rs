@@ -49,43 +49,19 @@ pub fn record(
     let damaged = answered.damaged;
     tokio::spawn(async move {
         let mut records = settled.records;
-        let mut notices = Vec::new();
-        if !settled.notices.is_empty() {
-            let (built, failed) = build_notices(&spool, &hostname, settled.notices, false).await;
-            notices = built;
-            for request in failed {
-                without_notice(&mut records, &request, retry_at);
-            }
+        let (mut notices, failed) = build_notices(&spool, &hostname, settled.notices, false).await;
+        for request in failed {
+            without_notice(&mut records, &request, retry_at);
         }
         let mut quarantine = Vec::new();
         for (id, reason) in damaged {
-            let positions = spool.pending_positions(id).await.unwrap_or_default();
-            let request = NoticeRequest {
-                id,
-                lines: positions
-                    .iter()
-                    .map(|p| Line {
-                        position: *p,
-                        action: Action::Failed,
-                        status: "5.3.0".into(),
-                        remote_mta: None,
-                        diagnostic: format!("the message file is damaged: {reason}"),
-                    })
-                    .collect(),
-                records: Vec::new(),
-            };
-            tracing::error!(id = %id, reason = %reason, "message file damaged: its recipients bounce");
-            let (built, _) = build_notices(&spool, &hostname, vec![request], true).await;
-            notices.extend(built);
-            quarantine.push(Damaged {
-                id,
-                reason,
-                positions,
-            });
+            let (notice, d) = damaged_notice(&spool, &hostname, id, reason).await;
+            notices.extend(notice);
+            quarantine.push(d);
         }
         let logs: Vec<_> = notices
             .iter()
-            .map(|b: &Built| (b.about, b.sealed.id(), b.to.clone(), b.kind))
+            .map(|b| (b.about, b.sealed.id(), b.to.clone(), b.kind))
             .collect();
         let outcomes = Outcomes {
             records,
@@ -106,6 +82,40 @@ pub fn record(
     });
 }
 
+/// A damaged message: every recipient not yet final bounces, and the sender gets a
+/// notice without the content when its envelope can be read.
+async fn damaged_notice(
+    spool: &Spool,
+    hostname: &str,
+    id: QueueId,
+    reason: String,
+) -> (Option<Built>, Damaged) {
+    tracing::error!(id = %id, reason = %reason, "message file damaged: its recipients bounce");
+    let positions = spool.pending_positions(id).await.unwrap_or_default();
+    let lines = positions
+        .iter()
+        .map(|p| Line {
+            position: *p,
+            action: Action::Failed,
+            status: "5.3.0".into(),
+            remote_mta: None,
+            diagnostic: format!("the message file is damaged: {reason}"),
+        })
+        .collect();
+    let request = NoticeRequest {
+        id,
+        lines,
+        records: Vec::new(),
+    };
+    let (mut built, _) = build_notices(spool, hostname, vec![request], true).await;
+    let damaged = Damaged {
+        id,
+        reason,
+        positions,
+    };
+    (built.pop(), damaged)
+}
+
 /// Builds notices on a blocking thread; returns those built and the requests that could
 /// not be (their records must wait).
 async fn build_notices(
@@ -114,6 +124,9 @@ async fn build_notices(
     requests: Vec<NoticeRequest>,
     damaged: bool,
 ) -> (Vec<Built>, Vec<NoticeRequest>) {
+    if requests.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
     let spool = spool.clone();
     let hostname = hostname.to_owned();
     let kept = requests.clone();

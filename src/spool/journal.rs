@@ -165,6 +165,12 @@ impl Journal {
         Ok(())
     }
 
+    /// What was last appended may hold facts the index never recorded (its transaction
+    /// failed): rewrite the journal from the index before the next append.
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
     /// The journal must be rewritten before the next append: it failed, or it is long.
     pub fn needs_rewrite(&self) -> bool {
         self.broken || self.len >= REWRITE_AT

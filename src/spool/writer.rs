@@ -227,6 +227,9 @@ impl Writer {
                     log_queued(&draft);
                     let _ = reply.send(Ok(draft.envelope.id));
                 }
+                if record_results.iter().any(Result::is_err) {
+                    self.forget_unrecorded_journal();
+                }
                 for ((mut outcomes, reply), recorded) in
                     records.into_iter().zip(record_replies).zip(record_results)
                 {
@@ -243,6 +246,9 @@ impl Writer {
                 }
             }
             Err(err) => {
+                if !entries.is_empty() {
+                    self.forget_unrecorded_journal();
+                }
                 // Never acknowledged, so never to be delivered: dropping each `Sealed`
                 // removes its file. A failed fsync is not retried (DESIGN §1).
                 tracing::error!(error = %err, commits = group.commits.len(), "index transaction failed; drafts discarded");
@@ -266,6 +272,16 @@ impl Writer {
         }
         touched.extend(quarantined);
         touched
+    }
+
+    /// Outcomes were appended to the journal but not recorded in the index (their
+    /// transaction failed): the journal is rewritten from the index at once, so a later
+    /// replay cannot record a bounce whose notice was never queued.
+    fn forget_unrecorded_journal(&mut self) {
+        if let Err(e) = self.journal.rewrite(&self.conn) {
+            tracing::error!(error = %e, "rewriting the journal failed; it is rewritten before the next append");
+            self.journal.mark_broken();
+        }
     }
 
     fn append_journal(&mut self, entries: &[Entry]) -> Result<(), SpoolError> {
