@@ -38,6 +38,7 @@ impl Owner {
             route,
             domains,
             run,
+            released: 0,
         }
     }
 
@@ -108,6 +109,7 @@ impl Owner {
         };
         st.jobs.push_back(Job::Changes {
             todo: changes.into(),
+            by: "a flush",
             outcome: ChangeOutcome::default(),
             seen: HashSet::new(),
             reply: Reply::None,

@@ -37,10 +37,10 @@ impl Change {
 
     fn verb(&self) -> &'static str {
         match self {
-            Change::Hold(_) => "held by the operator",
-            Change::Release(_) => "released by the operator",
-            Change::Retry(_) => "made due now by the operator",
-            Change::Delete(_) => "deleted by the operator",
+            Change::Hold(_) => "held",
+            Change::Release(_) => "released",
+            Change::Retry(_) => "made due now",
+            Change::Delete(_) => "deleted",
         }
     }
 }
@@ -69,6 +69,8 @@ pub enum Job {
     /// Changes over scopes, one after the other.
     Changes {
         todo: VecDeque<Change>,
+        /// Who asked, for the log: "the operator", "a flush".
+        by: &'static str,
         outcome: ChangeOutcome,
         /// Messages counted so far (a message's recipients may span steps).
         seen: HashSet<QueueId>,
@@ -80,6 +82,8 @@ pub enum Job {
         domains: Option<VecDeque<String>>,
         /// The run this release serves may end once it is done.
         run: bool,
+        /// Recipients released so far, for the log.
+        released: usize,
     },
     /// Due mail of `lane` (of `domain` only) waits for its link, with `reason` shown.
     WaitForLink {
@@ -126,6 +130,7 @@ impl Job {
         };
         Ok(Job::Changes {
             todo: VecDeque::from([change]),
+            by: "the operator",
             outcome,
             seen: HashSet::new(),
             reply,
@@ -137,6 +142,7 @@ impl Job {
         match self {
             Job::Changes {
                 todo,
+                by,
                 outcome,
                 seen,
                 ..
@@ -156,13 +162,13 @@ impl Job {
                         outcome.count += 1;
                         if named {
                             outcome.changed.push(*id);
-                            tracing::info!(id = %id, "{}", change.verb());
+                            tracing::info!(id = %id, "{} by {by}", change.verb());
                         }
                     }
                 }
                 if !batch.more {
                     if !named && outcome.count > 0 {
-                        tracing::info!(messages = outcome.count, "{}", change.verb());
+                        tracing::info!(messages = outcome.count, "{} by {by}", change.verb());
                     }
                     todo.pop_front();
                 }
@@ -175,7 +181,12 @@ impl Job {
                     due_now,
                 })
             }
-            Job::ReleaseLinkWait { route, domains, .. } => {
+            Job::ReleaseLinkWait {
+                route,
+                domains,
+                released,
+                ..
+            } => {
                 let domain = match domains {
                     None => None,
                     Some(list) => match list.front() {
@@ -186,9 +197,7 @@ impl Job {
                 let batch = spool
                     .release_link_wait(route, domain.as_deref(), STEP)
                     .await?;
-                if batch.changed > 0 {
-                    tracing::info!(route = %route, released = batch.changed, "gate open: waiting mail is due now");
-                }
+                *released += batch.changed;
                 let finished = match (batch.more, domains) {
                     (true, _) => false,
                     (false, None) => true,
@@ -197,6 +206,9 @@ impl Job {
                         list.is_empty()
                     }
                 };
+                if finished && *released > 0 {
+                    tracing::info!(route = %route, released = *released, "gate open: waiting mail is due now");
+                }
                 Ok(Stepped {
                     done: finished,
                     due_now: batch.lanes,
