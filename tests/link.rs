@@ -134,7 +134,7 @@ fn manual_mode_moves_nothing_until_flush_wait_delivers_everything() {
     assert!(out.status.success());
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        (result["delivered"].as_u64(), result["deferred"].as_i64()),
+        (result["delivered"].as_u64(), result["waiting"].as_i64()),
         (Some(1), Some(0)),
         "{result}"
     );

@@ -81,6 +81,24 @@ fn a_released_message_is_delivered_at_once() {
 }
 
 #[test]
+fn flush_wait_says_what_still_waits_and_why() {
+    let port = free_port();
+    let env = edge(port, "mode = \"manual\"\n");
+    let daemon = env.start_daemon();
+    ok(env.send(&["bob@far.test"], b"Subject: stuck\n\nx\n"));
+    assert!(wait_for(Duration::from_secs(20), || env.queued().len() == 1));
+    let out = env.run(&["flush", "--wait"], b"");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(75), "{said}");
+    assert!(
+        said.contains("1 recipient(s) still waiting") && said.contains("upstream: 1 recipient(s)"),
+        "{said}"
+    );
+    assert!(said.contains("refused"), "the reason is the link's: {said}");
+    daemon.stop();
+}
+
+#[test]
 fn a_flush_naming_a_domain_leaves_other_domains_alone() {
     let upstream = Upstream::accepting("127.0.0.1:0");
     let env = edge(upstream.addr.port(), "mode = \"manual\"\n");

@@ -2,8 +2,9 @@
 //! a run on every route (or the domain's), which every link mode honours; with a domain,
 //! a hold route's mail for it is released. `--wait` follows the daemon until nothing is
 //! due or in flight, with a live line of progress on a terminal, then exits 0 if
-//! everything due was delivered and 75 if some stays deferred. Without a daemon there is
-//! nobody to deliver: exit 69.
+//! everything was delivered and 75 if some mail is still waiting (deferred, or waiting
+//! for its link), saying why for each route. Without a daemon there is nobody to
+//! deliver: exit 69.
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,10 +41,11 @@ pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
         ));
     }
     let layout = Layout::new(&super::load_config(config)?.config.spool);
-    let before = progress(&layout)?;
+    let domain = args.domain.clone();
+    let before = progress(&layout, domain.clone())?;
     let (released, coalesced) = start(&layout, args.domain.clone())?;
     let after = if args.wait {
-        Some(wait(&layout, &before, !args.json)?)
+        Some(wait(&layout, domain, &before, !args.json)?)
     } else {
         None
     };
@@ -53,7 +55,7 @@ pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
             p.bytes_sent - before.bytes_sent,
         )
     });
-    let deferred = after.as_ref().map(|p| p.deferred);
+    let waiting = after.as_ref().map(|p| p.waiting);
     if args.json {
         println!(
             "{}",
@@ -62,7 +64,8 @@ pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
                 "coalesced": coalesced,
                 "delivered": sent.map(|s| s.0),
                 "bytes": sent.map(|s| s.1),
-                "deferred": deferred,
+                "waiting": waiting,
+                "waiting_routes": after.as_ref().map(|p| &p.waiting_routes),
             })
         );
     } else {
@@ -72,7 +75,7 @@ pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
         if coalesced {
             println!("joined a delivery already running");
         }
-        match (deferred, sent) {
+        match (waiting, sent) {
             (None, _) => println!("flush started"),
             (Some(0), Some((n, bytes))) => {
                 println!(
@@ -80,16 +83,20 @@ pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
                     size(bytes)
                 )
             }
-            (Some(d), Some((n, _))) => println!(
-                "{n} message(s) delivered; {d} recipient(s) still deferred (see ferrymail queue)"
-            ),
+            (Some(w), Some((n, _))) => {
+                println!("{n} message(s) delivered; {w} recipient(s) still waiting:");
+                for r in after.iter().flat_map(|p| &p.waiting_routes) {
+                    let reason = r.reason.as_deref().unwrap_or("not yet tried");
+                    println!("  {}: {} recipient(s): {reason}", r.route, r.recipients);
+                }
+            }
             (Some(_), None) => {}
         }
     }
-    match deferred {
+    match waiting {
         Some(n) if n > 0 => Err(Failure::new(
             exit::TEMPFAIL,
-            format!("{n} recipient(s) still deferred"),
+            format!("{n} recipient(s) still waiting (see ferrymail queue)"),
         )),
         _ => Ok(()),
     }
@@ -117,8 +124,8 @@ fn start(layout: &Layout, domain: Option<String>) -> Result<(usize, bool), Failu
     }
 }
 
-fn progress(layout: &Layout) -> Result<Progress, Failure> {
-    match ask(layout, &Request::Progress)? {
+fn progress(layout: &Layout, domain: Option<String>) -> Result<Progress, Failure> {
+    match ask(layout, &Request::Progress { domain })? {
         Response::Progress(p) => Ok(p),
         other => Err(super::unexpected(other)),
     }
@@ -126,10 +133,15 @@ fn progress(layout: &Layout) -> Result<Progress, Failure> {
 
 /// Follows the daemon until nothing is due or in flight; on a terminal, one live line of
 /// progress on stderr.
-fn wait(layout: &Layout, before: &Progress, show: bool) -> Result<Progress, Failure> {
+fn wait(
+    layout: &Layout,
+    domain: Option<String>,
+    before: &Progress,
+    show: bool,
+) -> Result<Progress, Failure> {
     let live = show && std::io::stderr().is_terminal();
     loop {
-        let p = progress(layout)?;
+        let p = progress(layout, domain.clone())?;
         if live {
             let via = if p.active.is_empty() {
                 String::new()

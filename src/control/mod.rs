@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::LinkMode;
 use crate::link::{FlushRecord, RouteStatus};
 use crate::queue::jobs::{Change, ChangeOutcome};
+use crate::spool::reader::WaitingRoute;
 use crate::spool::{QueueId, RecipientState, RecoveryReport, Scope};
 
 /// Longest request line the daemon reads.
@@ -33,8 +34,11 @@ pub enum Request {
         #[serde(default)]
         domain: Option<String>,
     },
-    /// How delivery is going, for `flush --wait`.
-    Progress,
+    /// How delivery is going, for `flush --wait` (of one domain's mail, when given).
+    Progress {
+        #[serde(default)]
+        domain: Option<String>,
+    },
 }
 
 impl Request {
@@ -124,8 +128,11 @@ pub struct Progress {
     pub bytes_sent: u64,
     /// Recipients due now or in flight.
     pub busy: i64,
-    /// Recipients deferred (waiting for a retry or for the link).
-    pub deferred: i64,
+    /// Recipients still waiting: deferred to a later time, or waiting for their link.
+    pub waiting: i64,
+    /// Once nothing is busy: the waiting recipients by route, with the last reason.
+    #[serde(default)]
+    pub waiting_routes: Vec<WaitingRoute>,
     /// Connections delivering now (`route`, or `route (domain)` for MX).
     pub active: Vec<String>,
     /// The queue owner is still making mail due (a flush's releases): wait on.

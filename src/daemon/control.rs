@@ -43,9 +43,10 @@ impl Handler for DaemonControl {
                     Err(e) => error(exit::SOFTWARE, format!("status: {e}")),
                 }
             }
-            Request::Progress => {
+            Request::Progress { domain } => {
                 let control = self.clone();
-                match tokio::task::spawn_blocking(move || control.progress()).await {
+                match tokio::task::spawn_blocking(move || control.progress(domain.as_deref())).await
+                {
                     Ok(Ok(p)) => Response::Progress(p),
                     Ok(Err(e)) => error(exit::IOERR, format!("progress: {e}")),
                     Err(e) => error(exit::SOFTWARE, format!("progress: {e}")),
@@ -127,18 +128,29 @@ impl DaemonControl {
         })
     }
 
-    fn progress(&self) -> Result<Progress, ReadError> {
-        let (busy, deferred) = match IndexReader::open(self.spool.layout())? {
-            Some(reader) => reader.busy_and_deferred(now_unix())?,
-            None => (0, 0),
+    fn progress(&self, domain: Option<&str>) -> Result<Progress, ReadError> {
+        let now = now_unix();
+        let working = self.progress.changes_pending() > 0;
+        let (busy, waiting, waiting_routes) = match IndexReader::open(self.spool.layout())? {
+            Some(reader) => {
+                let (busy, waiting) = reader.busy_and_waiting(now, domain)?;
+                let routes = if busy == 0 && waiting > 0 && !working {
+                    reader.waiting_by_route(now, domain)?
+                } else {
+                    Vec::new()
+                };
+                (busy, waiting, routes)
+            }
+            None => (0, 0, Vec::new()),
         };
         Ok(Progress {
             messages_sent: self.progress.messages_sent.load(Ordering::Relaxed),
             bytes_sent: self.progress.bytes_sent.load(Ordering::Relaxed),
             busy,
-            deferred,
+            waiting,
+            waiting_routes,
             active: self.progress.active(),
-            working: self.progress.changes_pending() > 0,
+            working,
         })
     }
 }

@@ -67,6 +67,21 @@ pub struct Summary {
     pub oldest_at: Option<i64>,
 }
 
+/// Recipients waiting for a later time or for their link (`?1` is now).
+const WAITING: &str =
+    "state IN ('queued', 'deferred') AND (next_attempt_at IS NULL OR next_attempt_at > ?1)";
+const WAITING_W: &str =
+    "w.state IN ('queued', 'deferred') AND (w.next_attempt_at IS NULL OR w.next_attempt_at > ?1)";
+
+/// Mail of one route still waiting, and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct WaitingRoute {
+    pub route: String,
+    pub recipients: i64,
+    /// The latest reason one of them was given (a reply, or why its link is down).
+    pub reason: Option<String>,
+}
+
 /// A read-only view of the index.
 pub struct IndexReader {
     conn: Connection,
@@ -120,17 +135,49 @@ impl IndexReader {
         })
     }
 
-    /// Recipients due by `now` or in flight, and recipients deferred: what `flush
-    /// --wait` follows until the first is zero.
-    pub fn busy_and_deferred(&self, now: i64) -> Result<(i64, i64), ReadError> {
+    /// Recipients due by `now` or in flight, and recipients still waiting (deferred to a
+    /// later time, or waiting for their link; held mail is not counted): what `flush
+    /// --wait` follows until the first is zero. With `domain`, that domain's only.
+    pub fn busy_and_waiting(
+        &self,
+        now: i64,
+        domain: Option<&str>,
+    ) -> Result<(i64, i64), ReadError> {
         Ok(self.conn.query_row(
-            "SELECT
-               COUNT(*) FILTER (WHERE state = 'in_flight' OR next_attempt_at <= ?1),
-               COUNT(*) FILTER (WHERE state = 'deferred')
-             FROM recipient",
-            [now],
+            &format!(
+                "SELECT
+                   COUNT(*) FILTER (WHERE state = 'in_flight' OR next_attempt_at <= ?1),
+                   COUNT(*) FILTER (WHERE {WAITING})
+                 FROM recipient WHERE ?2 IS NULL OR domain = ?2"
+            ),
+            rusqlite::params![now, domain],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?)
+    }
+
+    /// Per route, the recipients still waiting and the last reason one of them was
+    /// given (`busy_and_waiting`'s second count, explained).
+    pub fn waiting_by_route(
+        &self,
+        now: i64,
+        domain: Option<&str>,
+    ) -> Result<Vec<WaitingRoute>, ReadError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT COALESCE(route, ''), COUNT(*),
+                    (SELECT w.last_reply FROM recipient w
+                     WHERE w.route IS r.route AND {WAITING_W} AND (?2 IS NULL OR w.domain = ?2)
+                     ORDER BY w.updated_at DESC LIMIT 1)
+             FROM recipient r WHERE {WAITING} AND (?2 IS NULL OR domain = ?2)
+             GROUP BY r.route"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params![now, domain], |r| {
+            Ok(WaitingRoute {
+                route: r.get(0)?,
+                recipients: r.get(1)?,
+                reason: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Ids of every message in the index, oldest first.
