@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::upstream::Upstream;
 use common::{Env, free_port, wait_for};
-use dns::Rr;
+use dns::{Lie, Rr};
 
 fn recipient(env: &Env, address: &str) -> Option<serde_json::Value> {
     env.queued()
@@ -139,5 +139,82 @@ fn a_resolver_that_never_answers_is_our_link() {
         "no answer from DNS is not an attempt: {r}"
     );
     assert_ne!(r["state"], "bounced");
+    daemon.stop();
+}
+
+/// A resolver that lies, as offline LAN resolvers and captive portals do: first NXDOMAIN
+/// for every name, then an address for every name that does not exist. Mail to domains
+/// that exist waits for the link meanwhile (no attempt, no bounce); once the resolver
+/// tells the truth, everything leaves.
+#[test]
+fn a_lying_resolver_bounces_nothing() {
+    let lo = Ipv4Addr::LOCALHOST;
+    let upstream = Upstream::accepting("127.0.0.1:0");
+    let port = upstream.addr.port();
+    let (resolver, lies) = dns::serve_lying(
+        "test.",
+        vec![Rr::A("one.test.", lo), Rr::Mx("two.test.", 10, "one.test.")],
+    );
+    lies.set(Lie::NxDomain);
+    let edge = Env::with_config(&format!(
+        "[[route]]\ndomains = [\".test\"]\nvia = \"mx:{port}\"\ntls = \"none\"\n\
+         [dns]\nservers = [\"{resolver}\"]\n[link]\nprobe_interval = \"1s\"\n"
+    ));
+    let daemon = edge.start_daemon();
+    for rcpt in ["a@one.test", "b@two.test"] {
+        let out = edge.send(&[rcpt], format!("Subject: to {rcpt}\n\nx\n").as_bytes());
+        assert!(out.status.success());
+    }
+    let waiting = |why: &str| {
+        let r: Vec<serde_json::Value> = ["a@one.test", "b@two.test"]
+            .iter()
+            .filter_map(|a| recipient(&edge, a))
+            .collect();
+        r.len() == 2
+            && r.iter().all(|r| {
+                r["link_wait"] == true
+                    && r["attempts"] == 0
+                    && r["last_reply"].as_str().is_some_and(|s| s.contains(why))
+            })
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || waiting("NS records")),
+        "an NXDOMAIN-for-everything resolver was believed: {:?}",
+        edge.queued()
+    );
+    lies.set(Lie::Hijack);
+    let gate_says = |why: &str| {
+        let out = edge.run(&["status", "--json"], b"");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        status["routes"].as_array().is_some_and(|routes| {
+            routes.iter().any(|r| {
+                r["state"] == "down" && r["reason"].as_str().is_some_and(|s| s.contains(why))
+            })
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || gate_says("cannot exist")),
+        "a resolver answering for names that cannot exist was believed"
+    );
+    assert!(waiting("NS records"), "{:?}", edge.queued());
+    assert!(
+        edge.queued().len() == 2 && upstream.received().is_empty(),
+        "{:?}",
+        edge.queued()
+    );
+    assert!(
+        recipient(&edge, "a@one.test").is_some_and(|r| r["attempts"] == 0),
+        "{:?}",
+        edge.queued()
+    );
+    lies.set(Lie::None);
+    assert!(
+        wait_for(Duration::from_secs(30), || edge.queued().is_empty()),
+        "the truth did not deliver: {:?}",
+        edge.queued()
+    );
+    assert_eq!(upstream.received().len(), 2);
+    let log = daemon.log();
+    assert!(!log.contains("bounced"), "{log}");
     daemon.stop();
 }

@@ -4,10 +4,18 @@
 //! hickory's, pointed at `[dns] servers` or the system's. DNS answers map to delivery
 //! events: NXDOMAIN bounces, SERVFAIL defers, and a resolver that does not answer at all
 //! is our link, not the destination (DESIGN §1.4).
+//!
+//! A resolver is believed only once it has vouched for itself: it must give the NS
+//! records of the recipient's top-level domain (or of the root, for the link probe),
+//! which exist, and must not resolve a random name under it, which cannot exist. A
+//! resolver that fails either (an offline LAN resolver answering NXDOMAIN for
+//! everything, a captive portal answering for everything) is our link being down: the
+//! mail waits, and nothing bounces on its word.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
@@ -36,7 +44,17 @@ pub struct MxResolver {
     servers: Vec<SocketAddr>,
     timeout: Duration,
     current: Mutex<Option<Arc<TokioResolver>>>,
+    /// What vouching found, per zone, and when.
+    vouched: Mutex<HashMap<String, Vouched>>,
 }
+
+/// When a resolver was asked to vouch for a zone, and what it showed.
+type Vouched = (Instant, Result<(), String>);
+
+/// How long a resolver that vouched for a zone is believed about it.
+const TRUSTED_FOR: Duration = Duration::from_secs(300);
+/// How long a resolver that failed to vouch is disbelieved before it is asked again.
+const DISTRUSTED_FOR: Duration = Duration::from_secs(5);
 
 impl MxResolver {
     /// A resolver asking `servers` (empty: the system's), each query waiting `timeout`.
@@ -45,6 +63,7 @@ impl MxResolver {
             servers: servers.to_vec(),
             timeout,
             current: Mutex::new(None),
+            vouched: Mutex::new(HashMap::new()),
         };
         resolver.refresh();
         resolver
@@ -58,6 +77,7 @@ impl MxResolver {
             tracing::warn!(error = %e, "no DNS resolver configuration; MX lookups fail until it appears");
         }
         *self.current.lock().expect("not poisoned") = built.ok().map(Arc::new);
+        self.vouched.lock().expect("not poisoned").clear();
     }
 
     fn build(&self) -> Result<TokioResolver, NetError> {
@@ -89,19 +109,37 @@ impl MxResolver {
         self.current.lock().expect("not poisoned").clone()
     }
 
-    /// Whether the resolver answers at all (the root's NS; any answer, even an error
-    /// code, proves it reachable). The link probe for direct MX.
+    /// Whether the resolver answers, and can be believed: it vouches for the root. The
+    /// link probe for direct MX.
     pub async fn reachable(&self) -> Result<(), String> {
         let Some(resolver) = self.resolver() else {
             return Err("no resolver configured".into());
         };
-        match resolver.ns_lookup(".").await {
-            Ok(_) => Ok(()),
-            Err(e) => match dns_failure(&e) {
-                Failure::Unreachable => Err(e.to_string()),
-                _ => Ok(()),
-            },
+        self.vouch(&resolver, ".").await
+    }
+
+    /// Whether `resolver` can be believed about names under `zone` (a fully qualified
+    /// name: `"."` or `"com."`), asking it at most every few minutes.
+    async fn vouch(&self, resolver: &TokioResolver, zone: &str) -> Result<(), String> {
+        if let Some((at, verdict)) = self.vouched.lock().expect("not poisoned").get(zone) {
+            let valid = if verdict.is_ok() {
+                TRUSTED_FOR
+            } else {
+                DISTRUSTED_FOR
+            };
+            if at.elapsed() < valid {
+                return verdict.clone();
+            }
         }
+        let verdict = vouch(resolver, zone).await;
+        if let Err(why) = &verdict {
+            tracing::warn!(zone, reason = %why, "the DNS resolver is not believed");
+        }
+        self.vouched
+            .lock()
+            .expect("not poisoned")
+            .insert(zone.to_owned(), (Instant::now(), verdict.clone()));
+        verdict
     }
 
     /// The hosts to deliver `domain`'s mail to, best first, each with its addresses.
@@ -110,6 +148,13 @@ impl MxResolver {
             return Err(Event::DnsUnreachable);
         };
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        let tld = format!(
+            "{}.",
+            fqdn.trim_end_matches('.').rsplit('.').next().unwrap_or("")
+        );
+        if let Err(why) = self.vouch(&resolver, &tld).await {
+            return Err(Event::DnsUntrusted(why));
+        }
         let mut hosts = match resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
                 let mut found: Vec<(u16, String)> = lookup
@@ -164,6 +209,31 @@ impl MxResolver {
             });
         }
         Ok(out)
+    }
+}
+
+/// Asks `resolver` what a healthy one must answer about `zone`: its NS records (they
+/// exist), and NXDOMAIN for a random name under it (it cannot exist).
+async fn vouch(resolver: &TokioResolver, zone: &str) -> Result<(), String> {
+    match resolver.ns_lookup(zone).await {
+        Ok(ns) if ns.answers().iter().any(|r| matches!(r.data, RData::NS(_))) => {}
+        Ok(_) => return Err(format!("it gives no NS records for {zone}")),
+        Err(e) => return Err(format!("it cannot give the NS records of {zone}: {e}")),
+    }
+    let nonsense = format!(
+        "ferrymail-vouch-{:016x}.{}",
+        random_u64(),
+        zone.trim_start_matches('.')
+    );
+    match resolver.lookup_ip(nonsense.as_str()).await {
+        Ok(ips) if ips.iter().next().is_some() => Err(format!(
+            "it resolves {nonsense}, which cannot exist: its answers are not the internet's"
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => match dns_failure(&e) {
+            Failure::NxDomain | Failure::NoData => Ok(()),
+            _ => Err(format!("it cannot say that {nonsense} does not exist: {e}")),
+        },
     }
 }
 

@@ -64,6 +64,10 @@ pub enum Event {
     DnsUnreachable,
     /// The resolver answered, but failed (SERVFAIL).
     DnsFailure(String),
+    /// The resolver answers but cannot be trusted: it cannot show that names which must
+    /// exist do, or it resolves a name that cannot exist (a captive portal, an offline
+    /// LAN resolver). Its answers say nothing of the destination: our link is down.
+    DnsUntrusted(String),
     /// The domain does not exist (NXDOMAIN from a healthy resolver).
     NoSuchDomain,
     /// RFC 7505 null MX: the domain accepts no mail.
@@ -186,6 +190,12 @@ pub fn classify(phase: Phase, event: &Event) -> Classified {
             Scope::Connection,
             format!("TLS required: {why}"),
             "4.7.5",
+        ),
+        Event::DnsUntrusted(why) => of(
+            Outcome::LinkDown,
+            Scope::Connection,
+            format!("DNS: {why}"),
+            "4.4.3",
         ),
         Event::DnsFailure(why) => of(
             Outcome::Deferred,
