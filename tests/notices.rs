@@ -104,3 +104,98 @@ fn bounces_delays_expiry_and_relayed_notices() {
     assert!(relayed.contains("Action: relayed"), "{relayed}");
     daemon.stop();
 }
+
+/// A bounce nobody can receive (its own notice refused) is a double bounce: without an
+/// `admin` address it stays in the queue, marked kept, listed and counted, survives a
+/// rebuilt index (the journal remembers it), and leaves only when the operator deletes
+/// it; with `admin` set, the failure goes there instead.
+#[test]
+fn a_double_bounce_is_kept_for_the_operator_or_sent_to_the_admin() {
+    let upstream = Upstream::start(
+        "127.0.0.1:0",
+        false,
+        Arc::new(|rcpt: &str| match rcpt.split('@').next().unwrap_or("") {
+            "gone" => "550 5.1.1 no such user".to_owned(),
+            _ => "250 2.1.5 ok".to_owned(),
+        }),
+    );
+    let base = format!(
+        "[upstream]\nsmarthost = \"{}\"\ntls = \"none\"\n[link]\nprobe_interval = \"1s\"\n",
+        upstream.addr
+    );
+    let edge = Env::with_config(&base);
+    let daemon = edge.start_daemon();
+    let bounce_twice = |env: &Env| {
+        let sent = env.send(
+            &["-f", "gone@home.example", "gone@far.example"],
+            b"Subject: nobody home\n\nx\n",
+        );
+        assert!(sent.status.success());
+    };
+    bounce_twice(&edge);
+    let kept = |env: &Env| -> Vec<serde_json::Value> {
+        env.queued()
+            .into_iter()
+            .filter(|e| e["kept"] == true)
+            .collect()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || kept(&edge).len() == 1
+            && edge.queued().len() == 1),
+        "{:?}\n{}",
+        edge.queue_json(),
+        daemon.log()
+    );
+    let entry = &kept(&edge)[0];
+    assert_eq!(entry["sender"], "");
+    assert_eq!(entry["recipients"][0]["address"], "gone@home.example");
+    assert_eq!(entry["recipients"][0]["state"], "bounced");
+    let id = entry["id"].as_str().unwrap().to_owned();
+    assert!(daemon.log().contains("double bounce"), "{}", daemon.log());
+    let status = edge.run(&["status"], b"");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("kept:      1 failed notice"), "{status}");
+    let listing = edge.run(&["queue"], b"");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("failed notice kept"), "{listing}");
+    daemon.stop();
+
+    // The index rebuilt from the files and the journal still keeps it.
+    for name in ["index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"] {
+        let _ = std::fs::remove_file(edge.spool.join(name));
+    }
+    let daemon = edge.start_daemon();
+    assert_eq!(kept(&edge).len(), 1, "{}", daemon.log());
+    let deleted = edge.run(&["queue", "delete", &id], b"");
+    assert!(deleted.status.success());
+    assert!(wait_for(Duration::from_secs(10), || edge
+        .queued()
+        .is_empty()));
+    daemon.stop();
+
+    let with_admin = Env::with_config(&format!("admin = \"postmaster@home.example\"\n{base}"));
+    let daemon = with_admin.start_daemon();
+    bounce_twice(&with_admin);
+    let to_admin = || {
+        notices(&upstream)
+            .into_iter()
+            .filter(|m| m.rcpts == ["postmaster@home.example"])
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || to_admin().len() == 1
+            && with_admin.queued().is_empty()),
+        "{:?}\n{}",
+        with_admin.queue_json(),
+        daemon.log()
+    );
+    let double = text(&to_admin()[0]);
+    assert!(
+        double.contains("To: <postmaster@home.example>")
+            && double.contains("Subject: Undeliverable Delivery Status Notification")
+            && double.contains("Final-Recipient: rfc822; gone@home.example")
+            && double.contains("Status: 5.1.1"),
+        "{double}"
+    );
+    daemon.stop();
+}

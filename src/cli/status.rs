@@ -100,5 +100,11 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
             String::new()
         }
     );
+    if status.kept > 0 {
+        println!(
+            "kept:      {} failed notice(s) nobody could receive; see `ferrymail queue`",
+            status.kept
+        );
+    }
     Ok(())
 }

@@ -18,6 +18,10 @@ pub struct Config {
     pub hostname: String,
     /// The spool directory; default: per-user state dir, or /var/spool/ferrymail as root.
     pub spool: PathBuf,
+    /// Where notices nobody else can receive go: a failure notice that bounces in turn
+    /// (a double bounce). Without it, such a notice stays in the queue for the operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
     pub listen: Vec<Listen>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
@@ -199,6 +203,7 @@ impl Default for Config {
         Config {
             hostname: String::new(),
             spool: PathBuf::new(),
+            admin: None,
             listen: vec![Listen {
                 addr: SocketAddr::from(([127, 0, 0, 1], 2525)),
                 kind: ListenKind::Smtp,

@@ -13,6 +13,11 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             &format!("{:?} is not a valid host name", c.hostname),
         );
     }
+    if let Some(admin) = &c.admin
+        && crate::smtp::Mailbox::parse(admin).is_err()
+    {
+        return fault("admin", &format!("{admin:?} is not a mail address"));
+    }
     if c.listen.is_empty() {
         return fault("listen", "at least one [[listen]] entry is needed");
     }

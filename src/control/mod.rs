@@ -110,6 +110,9 @@ pub struct Status {
     /// Recipients by state (every state listed, zeros included).
     pub recipients: Vec<StateCount>,
     pub messages: i64,
+    /// Failed notices kept for the operator (double bounces).
+    #[serde(default)]
+    pub kept: i64,
     /// Drops in `maildrop/new` not yet picked up.
     pub maildrop: usize,
     /// `link.mode`: auto, schedule or manual.

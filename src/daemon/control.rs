@@ -94,7 +94,7 @@ impl DaemonControl {
             Some(reader) => reader.summary()?,
             None => Default::default(),
         };
-        let (counts, messages) = (summary.by_state, summary.messages);
+        let (counts, messages, kept) = (summary.by_state, summary.messages, summary.kept);
         let recipients = RecipientState::ALL
             .iter()
             .map(|state| StateCount {
@@ -120,6 +120,7 @@ impl DaemonControl {
             recovery: self.recovery.clone(),
             recipients,
             messages,
+            kept,
             maildrop,
             mode: self.link.mode,
             routes: self.link.status(),

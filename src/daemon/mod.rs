@@ -27,6 +27,7 @@ use crate::link::schedule::local_zone;
 use crate::link::task::LinkTask;
 use crate::queue::handle::QueueHandle;
 use crate::queue::lane::Kit;
+use crate::queue::notices::NoticeSettings;
 use crate::queue::open_domains::OpenDomains;
 use crate::queue::owner::{Inputs, Owner};
 use crate::queue::retry::RetryPolicy;
@@ -200,7 +201,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         kit,
         handle: queue.clone(),
         retry: RetryPolicy::from_config(&config.retry),
-        hostname: config.hostname.clone(),
+        notices: Arc::new(NoticeSettings {
+            hostname: config.hostname.clone(),
+            admin: config.admin.clone(),
+        }),
         open_domains,
     };
     let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel();

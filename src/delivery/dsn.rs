@@ -109,16 +109,29 @@ pub fn build(
     } else {
         Original::Headers(&mut reader)
     };
-    write_to(&mut out, hostname, envelope, reports, original, now, id).expect("writing to memory");
+    write_to(
+        &mut out,
+        hostname,
+        envelope,
+        &envelope.sender,
+        reports,
+        original,
+        now,
+        id,
+    )
+    .expect("writing to memory");
     out
 }
 
-/// Writes the notification to `out`; `now` is Unix seconds; `id` makes the Message-ID
-/// unique.
+/// Writes the notification about the message of `envelope`, addressed to `to` (its
+/// sender, or the admin address for a double bounce), to `out`; `now` is Unix seconds;
+/// `id` makes the Message-ID unique.
+#[allow(clippy::too_many_arguments)]
 pub fn write_to(
     out: &mut dyn Write,
     hostname: &str,
     envelope: &Envelope,
+    to: &str,
     reports: &[Reported<'_>],
     original: Original<'_>,
     now: i64,
@@ -133,6 +146,8 @@ pub fn write_to(
             .iter()
             .all(|r| matches!(r.action, Action::Delivered | Action::Relayed)),
     ) {
+        // A double bounce: the failed message was itself a notice (null sender).
+        (true, _) if envelope.sender.is_empty() => "Undeliverable Delivery Status Notification",
         (true, _) => "Undelivered Mail Returned to Sender",
         (false, true) => "Successful Mail Delivery Report",
         (false, false) => "Delayed Mail (still being retried)",
@@ -143,7 +158,7 @@ pub fn write_to(
         "From",
         &format!("Mail Delivery System <MAILER-DAEMON@{hostname}>"),
     );
-    header("To", &format!("<{}>", envelope.sender));
+    header("To", &format!("<{to}>"));
     header("Subject", subject);
     header("Date", &date);
     header("Message-ID", &format!("<{id}.dsn@{hostname}>"));
@@ -162,6 +177,7 @@ pub fn write_to(
         clean(hostname)
     ));
     m.push_str(match subject {
+        "Undeliverable Delivery Status Notification" => "A delivery status notification from this mail system could not be\r\ndelivered to its recipient below, and it has no sender to return to.\r\nIt is attached below.\r\n\r\n",
         "Undelivered Mail Returned to Sender" => "Your message could not be delivered to one or more recipients.\r\nIt is attached below.\r\n\r\n",
         "Successful Mail Delivery Report" => "Your message was delivered to the recipients below, as you asked.\r\n\r\n",
         _ => "Your message has not been delivered yet. It is still being retried;\r\nyou need not send it again.\r\n\r\n",

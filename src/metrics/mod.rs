@@ -51,6 +51,7 @@ pub struct Metrics {
     recipients: Family<Labels, Counter>,
     bytes_sent: Family<Labels, Counter>,
     connections: Family<Labels, Counter>,
+    double_bounces: Counter,
     sessions_open: Gauge,
     accepted: Counter,
     accepted_seen: AtomicU64,
@@ -58,6 +59,7 @@ pub struct Metrics {
     queue_recipients: Family<Labels, Gauge>,
     queue_by_route: Family<Labels, Gauge>,
     queue_messages: Gauge,
+    queue_kept: Gauge,
     oldest_age: Gauge,
     link_state: Family<Labels, Gauge>,
     gate_open: Family<Labels, Gauge>,
@@ -94,6 +96,12 @@ impl Metrics {
             "SMTP connections to the listeners, accepted or refused (over the caps)",
             connections.clone(),
         );
+        let double_bounces = Counter::default();
+        registry.register(
+            "double_bounces",
+            "Failure notices that failed in turn: sent to the admin address, or kept in the queue",
+            double_bounces.clone(),
+        );
         let sessions_open = Gauge::default();
         registry.register(
             "smtp_sessions",
@@ -117,6 +125,12 @@ impl Metrics {
             "queue_route_recipients",
             "Recipients waiting (queued, deferred, in flight or held), by route",
             queue_by_route.clone(),
+        );
+        let queue_kept = Gauge::default();
+        registry.register(
+            "queue_kept_messages",
+            "Failed notices kept in the queue for the operator (double bounces without an admin)",
+            queue_kept.clone(),
         );
         let queue_messages = Gauge::default();
         registry.register(
@@ -159,6 +173,7 @@ impl Metrics {
             recipients,
             bytes_sent,
             connections,
+            double_bounces,
             sessions_open,
             accepted,
             accepted_seen: AtomicU64::new(0),
@@ -166,6 +181,7 @@ impl Metrics {
             queue_recipients,
             queue_by_route,
             queue_messages,
+            queue_kept,
             oldest_age,
             link_state,
             gate_open,
@@ -193,6 +209,11 @@ impl Metrics {
                 .get_or_create(&vec![("route", route.to_owned())])
                 .inc_by(bytes);
         }
+    }
+
+    /// A failure notice failed in turn.
+    pub fn double_bounce(&self) {
+        self.double_bounces.inc();
     }
 
     /// The exposition, after reading the queue, the gates and the totals kept elsewhere.
@@ -241,6 +262,7 @@ impl Metrics {
                 .set(*n);
         }
         self.queue_messages.set(queue.messages);
+        self.queue_kept.set(queue.kept);
         self.oldest_age
             .set(queue.oldest_at.map_or(0, |at| (now_unix() - at).max(0)));
         for r in link.status() {

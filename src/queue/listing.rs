@@ -44,6 +44,7 @@ pub fn maildrop_entries(fs: &dyn Fs, layout: &Layout) -> Vec<QueueEntry> {
                 })
                 .collect(),
             file: Some(name),
+            kept: false,
         });
     }
     out

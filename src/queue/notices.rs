@@ -2,14 +2,16 @@
 //! draft (`delivery::dsn` writes it, the original streamed from its spool file), then
 //! committed by the spool writer in the same transaction as the outcomes it reports, as
 //! a message from the null sender to the original sender. Only the lines the sender
-//! asked for go in (RFC 3461 NOTIFY); a notice nobody wants is not written. A notice
-//! about a notice never exists (the null sender gets none). Blocking: run on a blocking
-//! thread.
+//! asked for go in (RFC 3461 NOTIFY); a notice nobody wants is not written. The null
+//! sender gets no notice (RFC 5321 §4.5.5): when a notice itself fails (a double
+//! bounce), it goes to the admin address if there is one, and is otherwise kept in the
+//! queue for the operator; a double bounce to the admin that fails too is kept. Never
+//! dropped silently, never looped. Blocking: run on a blocking thread.
 
 use std::io::Write;
 
 use super::settle::NoticeRequest;
-use crate::delivery::dsn::{self, Action, Original, Reported};
+use crate::delivery::dsn::{self, Action, Line, Original, Reported};
 use crate::spool::envelope::{About, BodyReader, read_envelope, read_stored};
 use crate::spool::{
     Draft, Envelope, Origin, QueueId, Recipient, Sealed, Spool, SpoolError, now_unix,
@@ -24,15 +26,36 @@ pub struct Built {
     pub kind: &'static str,
 }
 
-/// Builds the notice `request` calls for. `Ok(None)`: nobody wants one. A message whose
-/// file is damaged gets a notice without its content, from what of its envelope can
-/// be read (`damaged`).
+/// Who notices come from and where double bounces go.
+#[derive(Clone, Debug)]
+pub struct NoticeSettings {
+    /// Our name, in the notices' From, Message-ID and Reporting-MTA.
+    pub hostname: String,
+    /// Where double bounces go; `None` keeps them in the queue.
+    pub admin: Option<String>,
+}
+
+/// What a notice request comes to.
+pub enum Fate {
+    Built(Box<Built>),
+    /// Nobody asked for one (NOTIFY).
+    NotWanted,
+    /// A double bounce nobody can receive: the failed message stays in the queue.
+    Kept,
+}
+
+/// The origin kind of a double bounce sent to the admin address.
+pub const DOUBLE_BOUNCE: &str = "double-bounce";
+
+/// Builds the notice `request` calls for. A message whose file is damaged gets a notice
+/// without its content, from what of its envelope can be read (`damaged`).
 pub fn build(
     spool: &Spool,
-    hostname: &str,
+    settings: &NoticeSettings,
     request: &NoticeRequest,
     damaged: bool,
-) -> Result<Option<Built>, String> {
+) -> Result<Fate, String> {
+    let hostname = settings.hostname.as_str();
     let fs = spool.fs().as_ref();
     let path = spool.layout().message_path(request.id);
     let (envelope, stored) = if damaged {
@@ -41,36 +64,43 @@ pub fn build(
         let stored = read_stored(fs, &path).map_err(|e| e.to_string())?;
         (stored.envelope.clone(), Some(stored))
     };
-    let reports: Vec<Reported<'_>> = request
-        .lines
-        .iter()
-        .filter_map(|line| {
-            let recipient = envelope.recipients.get(line.position)?;
-            dsn::wanted(&envelope, recipient, line.action).then_some(Reported {
-                recipient,
-                action: line.action,
-                status: &line.status,
-                remote_mta: line.remote_mta.as_deref(),
-                diagnostic: &line.diagnostic,
-            })
-        })
-        .collect();
-    if reports.is_empty() {
-        if envelope.sender.is_empty() {
-            tracing::warn!(id = %request.id, "no DSN for a message from the null sender");
-        } else {
-            tracing::info!(id = %request.id, "no DSN: NOTIFY did not ask for one");
+    let report = |line| report(&envelope, line);
+    let double = envelope.sender.is_empty();
+    let (to, reports): (&str, Vec<Reported<'_>>) = if double {
+        let failed: Vec<Reported<'_>> = request
+            .lines
+            .iter()
+            .filter(|l| l.action == Action::Failed)
+            .filter_map(report)
+            .collect();
+        if failed.is_empty() {
+            return Ok(Fate::NotWanted);
         }
-        return Ok(None);
-    }
+        match settings.admin.as_deref() {
+            Some(admin) if envelope.origin.kind != DOUBLE_BOUNCE => (admin, failed),
+            _ => return Ok(Fate::Kept),
+        }
+    } else {
+        let wanted: Vec<Reported<'_>> = request
+            .lines
+            .iter()
+            .filter_map(report)
+            .filter(|r| dsn::wanted(&envelope, r.recipient, r.action))
+            .collect();
+        if wanted.is_empty() {
+            tracing::info!(id = %request.id, "no DSN: NOTIFY did not ask for one");
+            return Ok(Fate::NotWanted);
+        }
+        (envelope.sender.as_str(), wanted)
+    };
     let failed = reports.iter().any(|r| r.action == Action::Failed);
     let notice = Envelope {
         smtputf8: envelope.smtputf8,
         ..Envelope::new(
             "",
-            vec![Recipient::new(envelope.sender.clone())],
+            vec![Recipient::new(to)],
             Origin {
-                kind: "dsn".into(),
+                kind: if double { DOUBLE_BOUNCE } else { "dsn" }.into(),
                 about: Some(about(request)),
                 ..Origin::default()
             },
@@ -85,6 +115,7 @@ pub fn build(
                 &mut out,
                 hostname,
                 &envelope,
+                to,
                 &reports,
                 Original::Nothing,
                 dsn_id,
@@ -98,12 +129,16 @@ pub fn build(
                 } else {
                     Original::Headers(&mut original)
                 };
-                write(&mut out, hostname, &envelope, &reports, original, dsn_id)
+                write(
+                    &mut out, hostname, &envelope, to, &reports, original, dsn_id,
+                )
             }
         }
     };
     written.map_err(|e| e.to_string())?;
-    let kind = if failed {
+    let kind = if double {
+        DOUBLE_BOUNCE
+    } else if failed {
         "failure"
     } else if reports.iter().any(|r| r.action == Action::Delayed) {
         "delay"
@@ -111,18 +146,19 @@ pub fn build(
         "success"
     };
     let sealed = draft.seal().map_err(|e| e.to_string())?;
-    Ok(Some(Built {
+    Ok(Fate::Built(Box::new(Built {
         sealed,
         about: request.id,
-        to: envelope.sender,
+        to: to.to_owned(),
         kind,
-    }))
+    })))
 }
 
 fn write(
     out: &mut DraftWriter<'_>,
     hostname: &str,
     envelope: &Envelope,
+    to: &str,
     reports: &[Reported<'_>],
     original: Original<'_>,
     id: QueueId,
@@ -131,11 +167,23 @@ fn write(
         out,
         hostname,
         envelope,
+        to,
         reports,
         original,
         now_unix(),
         id.as_str(),
     )
+}
+
+/// One line of a notice: `line` about its recipient in `envelope`.
+fn report<'a>(envelope: &'a Envelope, line: &'a Line) -> Option<Reported<'a>> {
+    Some(Reported {
+        recipient: envelope.recipients.get(line.position)?,
+        action: line.action,
+        status: &line.status,
+        remote_mta: line.remote_mta.as_deref(),
+        diagnostic: &line.diagnostic,
+    })
 }
 
 /// What a notice reports, for recovery to tell whether its transaction committed.

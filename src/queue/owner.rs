@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::handle::{QueueEvent, QueueHandle};
 use super::jobs::{Job, Reply};
 use super::lane::{Kit, Lane, LaneReport};
+use super::notices::NoticeSettings;
 use super::open_domains::OpenDomains;
 use super::placement;
 use super::record::record;
@@ -51,7 +52,7 @@ pub struct Owner {
     pub kit: Arc<Kit>,
     pub handle: QueueHandle,
     pub retry: RetryPolicy,
-    pub hostname: String,
+    pub notices: Arc<NoticeSettings>,
     pub open_domains: Arc<OpenDomains>,
 }
 
@@ -240,7 +241,7 @@ impl Owner {
             } => record(
                 &self.kit,
                 &self.retry,
-                &self.hostname,
+                &self.notices,
                 &Lane::parse(&lane),
                 answered,
                 reply,

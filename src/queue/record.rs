@@ -1,15 +1,17 @@
 //! Recording what a delivery answered, off the owner's loop: what each result means
 //! (`settle`), the notices it calls for, written from the spool files on a blocking
 //! thread (`notices`), damaged files' notices and quarantine, then one spool record that
-//! commits the outcomes with their notices. The runner that answered is told once they
+//! commits the outcomes with their notices, and keeps the double bounces nobody can
+//! receive. The runner that answered is told once they
 //! are durable, which moves its pipelining window.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use super::lane::{Kit, Lane};
-use super::notices::Built;
+use super::notices::{Built, DOUBLE_BOUNCE, Fate, NoticeSettings};
 use super::retry::RetryPolicy;
 use super::settle::{self, NoticeRequest, Policy, without_notice};
 use crate::delivery::dsn::{Action, Line};
@@ -21,7 +23,7 @@ use crate::spool::{Damaged, Outcomes, QueueId, Spool, now_unix};
 pub fn record(
     kit: &Kit,
     retry: &RetryPolicy,
-    hostname: &str,
+    settings: &Arc<NoticeSettings>,
     lane: &Lane,
     answered: Answered,
     reply: oneshot::Sender<()>,
@@ -44,19 +46,23 @@ pub fn record(
         kit.metrics.count(&lane.route, *counted, *n);
     }
     let spool = kit.spool.clone();
-    let hostname = hostname.to_owned();
+    let settings = settings.clone();
+    let metrics = kit.metrics.clone();
     let retry_at = now + retry.initial.as_secs() as i64;
     let damaged = answered.damaged;
     tokio::spawn(async move {
         let mut records = settled.records;
-        let (mut notices, failed) = build_notices(&spool, &hostname, settled.notices, false).await;
-        for request in failed {
+        let built = build_notices(&spool, &settings, settled.notices, false).await;
+        let mut notices = built.notices;
+        for request in built.failed {
             without_notice(&mut records, &request, retry_at);
         }
+        let mut keep = built.kept;
         let mut quarantine = Vec::new();
         for (id, reason) in damaged {
-            let (notice, d) = damaged_notice(&spool, &hostname, id, reason).await;
-            notices.extend(notice);
+            let (built, d) = damaged_notice(&spool, &settings, id, reason).await;
+            notices.extend(built.notices);
+            keep.extend(built.kept);
             quarantine.push(d);
         }
         let logs: Vec<_> = notices
@@ -67,11 +73,25 @@ pub fn record(
             records,
             notices: notices.into_iter().map(|b| b.sealed).collect(),
             damaged: quarantine,
+            keep: keep.clone(),
         };
         match spool.record(outcomes).await {
             Ok(()) => {
                 for (id, dsn, to, kind) in logs {
-                    tracing::info!(id = %id, dsn = %dsn, to = %to, kind, "DSN queued");
+                    if kind == DOUBLE_BOUNCE {
+                        metrics.double_bounce();
+                        tracing::warn!(id = %id, dsn = %dsn, to = %to, "double bounce: sent to the admin address");
+                    } else {
+                        tracing::info!(id = %id, dsn = %dsn, to = %to, kind, "DSN queued");
+                    }
+                }
+                for id in keep {
+                    metrics.double_bounce();
+                    tracing::error!(
+                        id = %id,
+                        "double bounce: the notice failed and nobody can be told; it stays \
+                         in the queue for the operator (set `admin` to have it sent)"
+                    );
                 }
                 let _ = reply.send(());
             }
@@ -86,10 +106,10 @@ pub fn record(
 /// notice without the content when its envelope can be read.
 async fn damaged_notice(
     spool: &Spool,
-    hostname: &str,
+    settings: &Arc<NoticeSettings>,
     id: QueueId,
     reason: String,
-) -> (Option<Built>, Damaged) {
+) -> (BuiltNotices, Damaged) {
     tracing::error!(id = %id, reason = %reason, "message file damaged: its recipients bounce");
     let positions = spool.pending_positions(id).await.unwrap_or_default();
     let lines = positions
@@ -107,43 +127,56 @@ async fn damaged_notice(
         lines,
         records: Vec::new(),
     };
-    let (mut built, _) = build_notices(spool, hostname, vec![request], true).await;
+    let built = build_notices(spool, settings, vec![request], true).await;
     let damaged = Damaged {
         id,
         reason,
         positions,
     };
-    (built.pop(), damaged)
+    (built, damaged)
 }
 
-/// Builds notices on a blocking thread; returns those built and the requests that could
-/// not be (their records must wait).
+/// What building a group's notices came to.
+#[derive(Default)]
+struct BuiltNotices {
+    notices: Vec<Built>,
+    /// Requests whose notice could not be written: their records must wait.
+    failed: Vec<NoticeRequest>,
+    /// Double bounces nobody can receive: kept in the queue.
+    kept: Vec<QueueId>,
+}
+
+/// Builds notices on a blocking thread.
 async fn build_notices(
     spool: &Spool,
-    hostname: &str,
+    settings: &Arc<NoticeSettings>,
     requests: Vec<NoticeRequest>,
     damaged: bool,
-) -> (Vec<Built>, Vec<NoticeRequest>) {
+) -> BuiltNotices {
     if requests.is_empty() {
-        return (Vec::new(), Vec::new());
+        return BuiltNotices::default();
     }
     let spool = spool.clone();
-    let hostname = hostname.to_owned();
-    let kept = requests.clone();
+    let settings = settings.clone();
+    let all = requests.clone();
     tokio::task::spawn_blocking(move || {
-        let (mut built, mut failed) = (Vec::new(), Vec::new());
+        let mut out = BuiltNotices::default();
         for request in requests {
-            match super::notices::build(&spool, &hostname, &request, damaged) {
-                Ok(Some(notice)) => built.push(notice),
-                Ok(None) => {}
+            match super::notices::build(&spool, &settings, &request, damaged) {
+                Ok(Fate::Built(notice)) => out.notices.push(*notice),
+                Ok(Fate::NotWanted) => {}
+                Ok(Fate::Kept) => out.kept.push(request.id),
                 Err(e) => {
                     tracing::error!(id = %request.id, error = %e, "DSN could not be written");
-                    failed.push(request);
+                    out.failed.push(request);
                 }
             }
         }
-        (built, failed)
+        out
     })
     .await
-    .unwrap_or((Vec::new(), kept))
+    .unwrap_or_else(|_| BuiltNotices {
+        failed: all,
+        ..BuiltNotices::default()
+    })
 }

@@ -50,6 +50,13 @@ impl<W: Write> Table<W> {
             size(e.size),
             sender
         )?;
+        if e.kept {
+            writeln!(
+                self.out,
+                "    (a failed notice kept for the operator: read it with `ferrymail queue show {id}`, \
+                 remove it with `ferrymail queue delete {id}`)"
+            )?;
+        }
         for r in &e.recipients {
             let state = r.state.as_deref().unwrap_or("waiting for pickup");
             *self.states.entry(state.to_owned()).or_default() += 1;

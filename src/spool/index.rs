@@ -16,7 +16,7 @@ use super::id::QueueId;
 use super::state::RecipientState;
 
 /// Schema version, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 fn schema_v1() -> String {
     format!(
@@ -91,6 +91,10 @@ const SCHEMA_V3: &str = "
     CREATE INDEX recipient_in_flight ON recipient(lane) WHERE state = 'in_flight';
     CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) STRICT;";
 
+/// Version 4: `message.kept` marks a notice nobody could receive (a double bounce): it
+/// stays for the operator although every recipient is final.
+const SCHEMA_V4: &str = "ALTER TABLE message ADD COLUMN kept INTEGER NOT NULL DEFAULT 0;";
+
 /// A recipient's online age in seconds, as SQL over `recipient r LEFT JOIN route_clock c
 /// ON c.route = r.route`.
 pub const ONLINE_AGE_SQL: &str = "(r.online_age + COALESCE(c.online_secs - r.online_mark, 0))";
@@ -147,6 +151,9 @@ fn migrate(conn: &Connection) -> Result<(), OpenError> {
         }
         if version < 3 {
             tx.execute_batch(SCHEMA_V3)?;
+        }
+        if version < 4 {
+            tx.execute_batch(SCHEMA_V4)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -388,7 +395,7 @@ pub fn prune_finished_drops(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<
 /// Messages whose every recipient is in a final state: ready to leave the spool.
 pub fn finished_messages(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
     let sql = format!(
-        "SELECT id FROM message m WHERE NOT EXISTS (SELECT 1 FROM recipient r
+        "SELECT id FROM message m WHERE NOT m.kept AND NOT EXISTS (SELECT 1 FROM recipient r
          WHERE r.message_id = m.id AND r.state IN ({}))",
         RecipientState::sql_list(RecipientState::PENDING)
     );
@@ -398,15 +405,26 @@ pub fn finished_messages(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
         .collect()
 }
 
-/// `id` is indexed and every recipient of it is in a final state: one message looked at,
-/// for the hot path of recording outcomes (`finished_messages` scans them all).
+/// `id` is indexed, not kept, and every recipient of it is in a final state: one message
+/// looked at, for the hot path of recording outcomes (`finished_messages` scans them all).
 pub fn is_finished(conn: &Connection, id: QueueId) -> rusqlite::Result<bool> {
     let sql = format!(
         "SELECT 1 FROM recipient WHERE message_id = ?1 AND state IN ({}) LIMIT 1",
         RecipientState::sql_list(RecipientState::PENDING)
     );
     let waiting = conn.prepare_cached(&sql)?.exists([id.as_str()])?;
-    Ok(!waiting && contains(conn, id)?)
+    let removable = conn
+        .prepare_cached("SELECT 1 FROM message WHERE id = ?1 AND NOT kept")?
+        .exists([id.as_str()])?;
+    Ok(!waiting && removable)
+}
+
+/// Keeps `id` in the queue although every recipient of it is final: a notice nobody
+/// could receive, left for the operator.
+pub fn keep_message(conn: &Connection, id: QueueId) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE message SET kept = 1 WHERE id = ?1")?
+        .execute([id.as_str()])?;
+    Ok(())
 }
 
 /// Every `in_flight` recipient becomes `deferred` and due now (recovery after a stop).

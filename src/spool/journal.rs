@@ -1,6 +1,6 @@
-//! The outcome journal: an append-only file of the per-recipient facts a rebuilt index
-//! must not forget, because forgetting them sends mail twice: a recipient delivered,
-//! bounced or expired, or warned by a delay notice. The writer appends each group's
+//! The outcome journal: an append-only file of the facts a rebuilt index must not
+//! forget, because forgetting them sends mail twice or loses it: a recipient delivered,
+//! bounced or expired, or warned by a delay notice; a message kept for the operator. The writer appends each group's
 //! facts and fsyncs the journal before the index transaction that records them commits,
 //! and keeps in the index how far the journal has been applied; recovery replays what
 //! the index lacks (all of it when the index was rebuilt from `queue/`). Facts about
@@ -26,13 +26,16 @@ const META_APPLIED: &str = "journal_applied";
 /// The writer rewrites the journal once it is this long.
 pub const REWRITE_AT: u64 = 16 << 20;
 
-/// A fact about one recipient.
+/// A fact about one recipient, or (`Kept`) about its whole message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fact {
     /// It reached a final state.
     Final(RecipientState),
     /// Its delay notice went out.
     Warned,
+    /// The message stays for the operator although finished (a double bounce); the
+    /// position is written as 0 and means nothing.
+    Kept,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +50,7 @@ impl Entry {
         let fact = match self.fact {
             Fact::Final(state) => state.as_str(),
             Fact::Warned => "warned",
+            Fact::Kept => "kept",
         };
         format!("{} {} {fact}\n", self.id, self.position)
     }
@@ -57,6 +61,7 @@ impl Entry {
         let position = words.next()?.parse().ok()?;
         let fact = match words.next()? {
             "warned" => Fact::Warned,
+            "kept" => Fact::Kept,
             other => Fact::Final(RecipientState::parse(other).filter(|s| s.is_final())?),
         };
         words
@@ -221,6 +226,28 @@ impl Journal {
         Ok(changed)
     }
 
+    /// Applies every fact the journal holds about `ids`, from its start: for messages
+    /// indexed after `replay` (notices recovery re-indexes once what they report is
+    /// known). Returns how many facts changed the index.
+    pub fn replay_only(
+        &self,
+        conn: &mut Connection,
+        ids: &std::collections::HashSet<QueueId>,
+    ) -> Result<usize, SpoolError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let header_len = format!("{HEADER_PREFIX}{}\n", self.generation).len() as u64;
+        let entries = read_entries(self.fs.as_ref(), &self.path, header_len)?;
+        let tx = conn.transaction()?;
+        let mut changed = 0;
+        for e in entries.iter().filter(|e| ids.contains(&e.id)) {
+            changed += apply(&tx, e)?;
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -297,6 +324,9 @@ fn apply(conn: &Connection, e: &Entry) -> rusqlite::Result<usize> {
                  WHERE message_id = ?1 AND position = ?2 AND warned = 0",
             )?
             .execute(params![e.id.as_str(), e.position as i64]),
+        Fact::Kept => conn
+            .prepare_cached("UPDATE message SET kept = 1 WHERE id = ?1 AND NOT kept")?
+            .execute([e.id.as_str()]),
     }
 }
 
@@ -337,6 +367,16 @@ fn facts_in(conn: &Connection) -> rusqlite::Result<Vec<Entry>> {
             });
         }
     }
+    let mut kept = conn.prepare("SELECT id FROM message WHERE kept")?;
+    for id in kept.query_map([], |r| r.get::<_, String>(0))? {
+        if let Ok(id) = QueueId::parse(&id?) {
+            out.push(Entry {
+                id,
+                position: 0,
+                fact: Fact::Kept,
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -359,6 +399,7 @@ mod tests {
             entry(0, Fact::Final(RecipientState::Delivered)),
             entry(7, Fact::Final(RecipientState::Expired)),
             entry(2, Fact::Warned),
+            entry(0, Fact::Kept),
         ] {
             let line = e.line();
             assert_eq!(Entry::parse(line.trim_end_matches('\n')), Some(e));

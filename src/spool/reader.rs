@@ -30,6 +30,8 @@ pub struct QueueEntry {
     /// The maildrop file name, for drops.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// A failed notice kept for the operator (a double bounce): it stays until deleted.
+    pub kept: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -63,6 +65,8 @@ pub struct Summary {
     /// Pending recipients (queued, deferred, in flight, held) by route.
     pub by_route: Vec<(String, i64)>,
     pub messages: i64,
+    /// Failed notices kept for the operator (double bounces).
+    pub kept: i64,
     /// Unix seconds the oldest message arrived.
     pub oldest_at: Option<i64>,
 }
@@ -115,7 +119,14 @@ impl IndexReader {
                 .query_row("SELECT COUNT(*), MIN(received_at) FROM message", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })?;
-        let by_route = if index::schema_version(&self.conn)? >= 2 {
+        let version = index::schema_version(&self.conn)?;
+        let kept = if version >= 4 {
+            self.conn
+                .query_row("SELECT COUNT(*) FROM message WHERE kept", [], |r| r.get(0))?
+        } else {
+            0
+        };
+        let by_route = if version >= 2 {
             self.conn
                 .prepare(&format!(
                     "SELECT COALESCE(route, '(not yet routed)'), COUNT(*) FROM recipient
@@ -131,6 +142,7 @@ impl IndexReader {
             by_state: self.count_by_state()?,
             by_route,
             messages,
+            kept,
             oldest_at,
         })
     }
@@ -237,8 +249,11 @@ impl IndexReader {
         only: Option<&str>,
         mut f: impl FnMut(QueueEntry) -> io::Result<()>,
     ) -> Result<(), ReadError> {
-        // An index the daemon has not migrated yet (version 1) has no route clocks.
-        let (age, link_wait, clocks) = if index::schema_version(&self.conn)? >= 2 {
+        // An index the daemon has not migrated yet has no route clocks (before version
+        // 2) and keeps nothing (before version 4).
+        let version = index::schema_version(&self.conn)?;
+        let kept = if version >= 4 { "m.kept" } else { "0" };
+        let (age, link_wait, clocks) = if version >= 2 {
             (
                 ONLINE_AGE_SQL,
                 "r.link_wait",
@@ -249,7 +264,7 @@ impl IndexReader {
         };
         let mut stmt = self.conn.prepare(&format!(
             "SELECT m.id, m.sender, m.size, m.received_at, r.address, r.state, r.attempts,
-                    r.next_attempt_at, {age}, r.last_reply, r.last_host, {link_wait}
+                    r.next_attempt_at, {age}, r.last_reply, r.last_host, {link_wait}, {kept}
              FROM message m JOIN recipient r ON r.message_id = m.id {clocks}
              WHERE ?1 IS NULL OR m.id = ?1
              ORDER BY m.received_at, m.id, r.position"
@@ -270,6 +285,7 @@ impl IndexReader {
                     received_at: row.get(3)?,
                     recipients: Vec::new(),
                     file: None,
+                    kept: row.get(12)?,
                 });
             }
             let entry = current.as_mut().expect("set above");

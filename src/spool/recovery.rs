@@ -155,10 +155,10 @@ pub(crate) fn recover(
 
     let mut journal = Journal::open(fs.clone(), &layout.journal)?;
     report.journal_applied = journal.replay(conn)?;
-    let kept = notices.len();
-    let dropped = settle_notices(fs_ref, layout, conn, notices, now)?;
+    let (queued, dropped) = settle_notices(fs_ref, layout, conn, notices, now)?;
     report.notices_dropped = dropped.len();
-    report.reindexed += kept - dropped.len();
+    report.reindexed += queued.len();
+    report.journal_applied += journal.replay_only(conn, &queued)?;
     for id in &dropped {
         on_disk.remove(id);
     }
@@ -187,15 +187,16 @@ pub(crate) fn recover(
 }
 
 /// Notices found in `queue/` without a row: indexed when the outcomes they report are
-/// recorded, removed otherwise (their transaction never committed). Returns the removed.
+/// recorded, removed otherwise (their transaction never committed). Returns the queued
+/// and the removed.
 fn settle_notices(
     fs: &dyn Fs,
     layout: &Layout,
     conn: &mut Connection,
     notices: Vec<StoredMessage>,
     now: i64,
-) -> Result<Vec<QueueId>, SpoolError> {
-    let mut dropped = Vec::new();
+) -> Result<(HashSet<QueueId>, Vec<QueueId>), SpoolError> {
+    let (mut queued, mut dropped) = (HashSet::new(), Vec::new());
     let tx = conn.transaction()?;
     for stored in notices {
         let id = stored.envelope.id;
@@ -203,6 +204,7 @@ fn settle_notices(
         if claims::reported(&tx, about)? {
             index::insert_message(&tx, &stored, now, None, &|_, _| None)?;
             tracing::warn!(id = %id, about = %about.id, "notice queued (re-indexed from its spool file)");
+            queued.insert(id);
         } else {
             match fs.remove_file(&layout.message_path(id)) {
                 Ok(()) => {}
@@ -218,7 +220,7 @@ fn settle_notices(
         fs.sync_dir(&layout.queue)
             .map_err(|e| SpoolError::io("fsync queue directory", e))?;
     }
-    Ok(dropped)
+    Ok((queued, dropped))
 }
 
 /// Rows of pending mail whose file is gone: their content is lost, so say so loudly and

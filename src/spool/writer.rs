@@ -49,6 +49,8 @@ pub struct Outcomes {
     pub records: Vec<(QueueId, usize, Recorded)>,
     pub notices: Vec<Sealed>,
     pub damaged: Vec<Damaged>,
+    /// Messages kept although finished: notices nobody could receive (double bounces).
+    pub keep: Vec<QueueId>,
 }
 
 #[derive(Clone, Debug)]
@@ -421,6 +423,9 @@ fn record(
         claims::record(tx, *id, *position, outcome, now)?;
         touched.insert(*id);
     }
+    for id in &outcomes.keep {
+        index::keep_message(tx, *id)?;
+    }
     for d in &outcomes.damaged {
         let bounced = Recorded::Bounced {
             reply: format!(
@@ -460,6 +465,11 @@ fn journal_entries(records: &[(Outcomes, Reply<()>)]) -> Vec<Entry> {
                 fact: Fact::Final(RecipientState::Bounced),
             }));
         }
+        entries.extend(outcomes.keep.iter().map(|id| Entry {
+            id: *id,
+            position: 0,
+            fact: Fact::Kept,
+        }));
     }
     entries
 }
