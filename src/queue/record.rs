@@ -2,8 +2,8 @@
 //! (`settle`), the notices it calls for, written from the spool files on a blocking
 //! thread (`notices`), damaged files' notices and quarantine, then one spool record that
 //! commits the outcomes with their notices, and keeps the double bounces nobody can
-//! receive. The runner that answered is told once they
-//! are durable, which moves its pipelining window.
+//! receive. The runner that answered is told once they are durable, which moves its
+//! pipelining window.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -57,12 +57,12 @@ pub fn record(
         for request in built.failed {
             without_notice(&mut records, &request, retry_at);
         }
-        let mut keep = built.kept;
+        let keep = built.kept;
         let mut quarantine = Vec::new();
         for (id, reason) in damaged {
             let (built, d) = damaged_notice(&spool, &settings, id, reason).await;
+            // A damaged double bounce nobody can receive is kept in `corrupt/` already.
             notices.extend(built.notices);
-            keep.extend(built.kept);
             quarantine.push(d);
         }
         let logs: Vec<_> = notices
