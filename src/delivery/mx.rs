@@ -218,7 +218,12 @@ async fn vouch(resolver: &TokioResolver, zone: &str) -> Result<(), String> {
     match resolver.ns_lookup(zone).await {
         Ok(ns) if ns.answers().iter().any(|r| matches!(r.data, RData::NS(_))) => {}
         Ok(_) => return Err(format!("it gives no NS records for {zone}")),
-        Err(e) => return Err(format!("it cannot give the NS records of {zone}: {e}")),
+        Err(e) => {
+            return Err(format!(
+                "it cannot give the NS records of {zone}: {}",
+                describe(&e)
+            ));
+        }
     }
     let nonsense = format!(
         "ferrymail-vouch-{:016x}.{}",
@@ -232,7 +237,10 @@ async fn vouch(resolver: &TokioResolver, zone: &str) -> Result<(), String> {
         Ok(_) => Ok(()),
         Err(e) => match dns_failure(&e) {
             Failure::NxDomain | Failure::NoData => Ok(()),
-            _ => Err(format!("it cannot say that {nonsense} does not exist: {e}")),
+            _ => Err(format!(
+                "it cannot say that {nonsense} does not exist: {}",
+                describe(&e)
+            )),
         },
     }
 }
@@ -288,6 +296,25 @@ fn dns_failure(e: &NetError) -> Failure {
             Failure::Unreachable
         }
         other => Failure::Temporary(other.to_string()),
+    }
+}
+
+/// A failed lookup in a few words, for logs and `status` (hickory's own text quotes
+/// its query structures).
+fn describe(e: &NetError) -> String {
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(no))
+            if no.response_code == ResponseCode::NXDomain =>
+        {
+            "no such name (NXDOMAIN)".to_owned()
+        }
+        NetError::Dns(DnsError::NoRecordsFound(no)) => {
+            format!("no records in its answer ({})", no.response_code)
+        }
+        NetError::Dns(DnsError::ResponseCode(code)) => format!("it answered {code}"),
+        NetError::Timeout => "no answer in time".to_owned(),
+        NetError::NoConnections => "no name server to ask".to_owned(),
+        other => other.to_string(),
     }
 }
 
