@@ -89,6 +89,30 @@ fn bad_files_give_one_line_naming_file_key_and_fault() {
             "route[0].via: \"nowhere\" is neither",
         ),
         (
+            "[[route]]\ndomains = [\"x.org\"]\n[route.link]\netrn = [\"x.org\"]",
+            "route[0].link.etrn: ETRN goes to a relay host: this route delivers to MX",
+        ),
+        (
+            "[[route]]\ndomains = [\"x.org\"]\nvia = \"10.0.0.2:25\"\n[route.link]\nwindows = [\"9-5\"]",
+            "route[0].link.windows[0]: \"9-5\" is not \"HH:MM-HH:MM\"",
+        ),
+        (
+            "[[route]]\ndomains = [\"x.org\"]\nvia = \"10.0.0.2:25\"\n[route.link]\nmood = \"auto\"",
+            "route[0].link.mood: unknown field `mood`",
+        ),
+        (
+            "[[route]]\nname = \"the store\"\ndomains = [\"x.org\"]",
+            "route[0].name: \"the store\": use 1-64 letters",
+        ),
+        (
+            "[[route]]\nname = \"upstream\"\ndomains = [\"x.org\"]",
+            "route[0].name: \"upstream\" names another route already",
+        ),
+        (
+            "[link]\netrn = [\"field.example.org\"]",
+            "link.etrn: ETRN goes to the smarthost: set [upstream]",
+        ),
+        (
             "[[listen]]\naddr = \"127.0.0.1:465\"\nkind = \"smtps\"",
             "listen[0].kind: \"smtps\" needs a [tls] section",
         ),

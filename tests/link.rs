@@ -313,7 +313,7 @@ fn hub(port: u16, station: u16) -> Env {
     Env::with_config(&format!(
         "[[listen]]\naddr = \"127.0.0.1:{port}\"\n\
          [[route]]\ndomains = [\"field.example\"]\nvia = \"127.0.0.1:{station}\"\nhold = true\ntls = \"none\"\n\
-         [etrn]\nallowed_networks = [\"127.0.0.1/32\"]\n[link]\nprobe_interval = \"1s\"\n"
+         [etrn]\nallowed_networks = [\"127.0.0.1/32\"]\nopen_for = \"5m\"\n[link]\nprobe_interval = \"1s\"\n"
     ))
 }
 
@@ -370,6 +370,18 @@ fn etrn_releases_held_mail_to_allowed_clients_only() {
         == 1));
     assert_eq!(station.received()[0].rcpts, ["bob@field.example"]);
     assert!(wait_for(Duration::from_secs(5), || hub.queued().is_empty()));
+    let status = hub.run(&["status", "--json"], b"");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let open = &status["open_domains"][0];
+    assert_eq!(open["domain"], "field.example", "{status}");
+    let left = open["until"].as_i64().unwrap() - ferrymail::spool::now_unix();
+    assert!(
+        (240..=300).contains(&left),
+        "open for etrn.open_for: {left}s left"
+    );
+    let text = hub.run(&["status"], b"");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("open:      field.example"), "{text}");
     assert_eq!(
         smtp(
             addr,
@@ -393,7 +405,16 @@ fn an_edge_sends_etrn_when_its_link_comes_up() {
     assert!(wait_for(Duration::from_secs(20), || recipients(&hub)
         .first()
         .is_some_and(|r| r["state"] == "held")));
-    let edge = edge(hub_port, "etrn = [\"field.example\"]", "");
+    // The edge's own LAN relay is up too, and hears no ETRN: that is for the smarthost.
+    let lan = Upstream::accepting("127.0.0.1:0");
+    let edge = edge(
+        hub_port,
+        "etrn = [\"field.example\"]",
+        &format!(
+            "[[route]]\ndomains = [\"lan.example\"]\nvia = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+            lan.addr.port()
+        ),
+    );
     let edge_daemon = edge.start_daemon();
     assert!(
         wait_for(Duration::from_secs(10), || station.received().len() == 1),
@@ -406,6 +427,58 @@ fn an_edge_sends_etrn_when_its_link_comes_up() {
         "{}",
         edge_daemon.log()
     );
+    assert!(wait_for(Duration::from_secs(10), || {
+        let status = edge.run(&["status", "--json"], b"");
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        status["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["route"] == "lan.example" && r["state"] == "up")
+    }));
+    assert_eq!(lan.etrns(), Vec::<String>::new(), "{}", edge_daemon.log());
     edge_daemon.stop();
     hub_daemon.stop();
+}
+
+/// A field station: the satellite (the smarthost) on a schedule whose window is shut,
+/// and the LAN mailbox server next to it on its own `[route.link]`, always on: LAN mail
+/// leaves at once, the rest waits for the window. `status` shows each route's mode.
+#[test]
+fn a_route_with_its_own_link_settings_does_not_wait_for_the_schedule() {
+    let satellite = Upstream::accepting("127.0.0.1:0");
+    let lan = Upstream::accepting("127.0.0.1:0");
+    let station = edge(
+        satellite.addr.port(),
+        &format!("mode = \"schedule\"\nwindows = [\"{}\"]", closed_window()),
+        &format!(
+            "[[route]]\nname = \"store\"\ndomains = [\"field.example\"]\nvia = \"127.0.0.1:{}\"\ntls = \"none\"\n\
+             [route.link]\nmode = \"auto\"\nprobe_interval = \"1s\"\n",
+            lan.addr.port()
+        ),
+    );
+    let daemon = station.start_daemon();
+    for to in ["alice@field.example", "bob@far.example"] {
+        assert!(station.send(&[to], b"Subject: hi\n\nx\n").status.success());
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || lan.received().len() == 1),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(lan.received()[0].rcpts, ["alice@field.example"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(satellite.received().is_empty(), "sent outside the window");
+    let waiting = recipients(&station);
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0]["address"], "bob@far.example");
+    let status = station.run(&["status"], b"");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("route:     store → 127.0.0.1"), "{status}");
+    assert!(
+        status.contains("(auto)") && status.contains("(schedule)"),
+        "{status}"
+    );
+    assert!(status.contains("outside its delivery windows"), "{status}");
+    daemon.stop();
 }

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::config::LinkMode;
 use crate::control::{Request, Response, client};
 use crate::exit::{self, Failure};
+use crate::link::gate::LinkState;
 use crate::queue::table::age;
 use crate::spool::{Layout, now_unix};
 
@@ -19,11 +21,11 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-fn mode_name(mode: crate::config::LinkMode) -> &'static str {
+fn mode_name(mode: LinkMode) -> &'static str {
     match mode {
-        crate::config::LinkMode::Auto => "auto",
-        crate::config::LinkMode::Schedule => "schedule",
-        crate::config::LinkMode::Manual => "manual",
+        LinkMode::Auto => "auto",
+        LinkMode::Schedule => "schedule",
+        LinkMode::Manual => "manual",
     }
 }
 
@@ -55,15 +57,24 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
     println!("link mode: {}", mode_name(status.mode));
     let now = now_unix();
     for r in &status.routes {
-        let open = match (&r.run, r.open) {
+        let gate = match (&r.run, r.open) {
             (Some(why), true) => format!("delivering ({why})"),
             (None, true) => "may deliver".to_owned(),
-            (_, false) => "closed".to_owned(),
+            (_, false) if r.state == LinkState::Down => "waiting for the link".to_owned(),
+            (_, false) => match r.mode {
+                LinkMode::Manual => "waiting for a flush".to_owned(),
+                _ => "outside its delivery windows".to_owned(),
+            },
+        };
+        let probe = match r.next_probe_at {
+            Some(at) => format!("; next probe in {}", age(at - now)),
+            None => String::new(),
         };
         println!(
-            "route:     {} → {}: {} for {} ({}); {open}",
+            "route:     {} → {} ({}): {} for {} ({}); {gate}{probe}",
             r.route,
             r.target,
+            mode_name(r.mode),
             r.state.as_str(),
             age(now - r.since),
             r.reason
@@ -75,6 +86,14 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
             age(now - f.at),
             f.why,
             f.result
+        );
+    }
+    for d in &status.open_domains {
+        println!(
+            "open:      {}{} (held mail goes out) for {} more",
+            if d.subdomains { "@" } else { "" },
+            d.domain,
+            age(d.until - now)
         );
     }
     if let Some(next) = status.next_flush_at {

@@ -117,6 +117,9 @@ pub struct Upstream {
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// The smarthost's own link settings, over `[link]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<RouteLink>,
 }
 
 fn required_tls() -> TlsPolicy {
@@ -126,6 +129,9 @@ fn required_tls() -> TlsPolicy {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    /// What logs and `status` call it; default: its first domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Exact domains, or `.suffix` for every subdomain.
     pub domains: Vec<String>,
     /// `host:port`, or `"mx"` for the recipients' MX hosts (`"mx:PORT"` on another port).
@@ -136,6 +142,27 @@ pub struct Route {
     pub hold: bool,
     #[serde(default)]
     pub tls: TlsPolicy,
+    /// The route's own link settings, over `[link]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<RouteLink>,
+}
+
+/// A route's own link settings (`[route.link]`, `[upstream.link]`): each key set here
+/// replaces `[link]`'s for this route; the others follow `[link]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteLink {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<LinkMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_interval: Option<HumanDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every: Option<HumanDuration>,
+    /// Domains to ETRN over this route when its link comes up (relay routes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etrn: Option<Vec<String>>,
 }
 
 fn mx() -> String {
@@ -158,7 +185,7 @@ pub enum LinkMode {
     Manual,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Link {
     pub mode: LinkMode,
@@ -169,8 +196,30 @@ pub struct Link {
     pub windows: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub every: Option<HumanDuration>,
-    /// Domains to ETRN upstream when the link comes up.
+    /// Domains to ETRN over the smarthost (`[upstream]`) when its link comes up.
     pub etrn: Vec<String>,
+}
+
+impl Link {
+    /// The link settings of a route: these, with `own` over them. `link.etrn` is for the
+    /// smarthost only (`upstream`); another route ETRNs only what its own settings name.
+    pub fn for_route(&self, own: Option<&RouteLink>, upstream: bool) -> Link {
+        let own = own.cloned().unwrap_or_default();
+        Link {
+            mode: own.mode.unwrap_or(self.mode),
+            probe_interval: own.probe_interval.unwrap_or(self.probe_interval),
+            trigger_file: None,
+            windows: own.windows.unwrap_or_else(|| self.windows.clone()),
+            every: own.every.or(self.every),
+            etrn: own.etrn.unwrap_or_else(|| {
+                if upstream {
+                    self.etrn.clone()
+                } else {
+                    Vec::new()
+                }
+            }),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -188,6 +237,8 @@ pub struct Retry {
 #[serde(deny_unknown_fields, default)]
 pub struct Etrn {
     pub allowed_networks: Vec<IpNet>,
+    /// How long ETRN (or a flush) naming a held domain lets its mail go.
+    pub open_for: HumanDuration,
 }
 
 fn net(s: &str) -> IpNet {
@@ -261,6 +312,7 @@ impl Default for Etrn {
     fn default() -> Self {
         Etrn {
             allowed_networks: vec![net("127.0.0.0/8"), net("::1/128")],
+            open_for: secs(600),
         }
     }
 }

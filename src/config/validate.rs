@@ -1,7 +1,9 @@
 //! Checks that serde cannot express: cross-field rules, host:port and domain syntax,
 //! schedule windows. Each failure is `(key path, message)` for a one-line error.
 
-use super::schema::{Config, ListenKind, TlsPolicy};
+use std::time::Duration;
+
+use super::schema::{Config, ListenKind, RouteLink, TlsPolicy};
 
 type Fault = (String, String);
 
@@ -91,24 +93,44 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             );
         }
     }
-    for (i, w) in c.link.windows.iter().enumerate() {
-        if parse_window(w).is_none() {
-            return fault(
-                &format!("link.windows[{i}]"),
-                &format!("{w:?} is not \"HH:MM-HH:MM\""),
-            );
+    link_settings(
+        "link",
+        &c.link.windows,
+        &c.link.etrn,
+        c.link.probe_interval.0,
+    )?;
+    if !c.link.etrn.is_empty() && c.upstream.is_none() {
+        return fault(
+            "link.etrn",
+            "ETRN goes to the smarthost: set [upstream], or give a route its own [route.link] etrn",
+        );
+    }
+    if let Some(own) = c.upstream.as_ref().and_then(|u| u.link.as_ref()) {
+        route_link("upstream.link", own, true)?;
+    }
+    let mut names: Vec<String> = vec!["upstream".into(), "mx".into()];
+    for (i, r) in c.route.iter().enumerate() {
+        if let Some(own) = &r.link {
+            route_link(&format!("route[{i}].link"), own, mx_port(&r.via).is_none())?;
+        }
+        if let Some(name) = &r.name {
+            if !is_route_name(name) {
+                return fault(
+                    &format!("route[{i}].name"),
+                    &format!("{name:?}: use 1-64 letters, digits, '.', '_' or '-'"),
+                );
+            }
+            if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                return fault(
+                    &format!("route[{i}].name"),
+                    &format!("{name:?} names another route already"),
+                );
+            }
+            names.push(name.clone());
         }
     }
-    for (i, d) in c.link.etrn.iter().enumerate() {
-        if !is_domain(d) {
-            return fault(
-                &format!("link.etrn[{i}]"),
-                &format!("{d:?} is not a domain"),
-            );
-        }
-    }
-    if c.link.probe_interval.0.as_secs() == 0 {
-        return fault("link.probe_interval", "must be at least 1s");
+    if c.etrn.open_for.0.as_secs() == 0 {
+        return fault("etrn.open_for", "must be at least 1s");
     }
     if c.retry.initial.0.is_zero() {
         return fault("retry.initial", "must be more than 0s");
@@ -117,6 +139,61 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
         return fault("retry.initial", "is longer than retry.max");
     }
     Ok(())
+}
+
+/// A route's own link settings: checked like `[link]`'s; ETRN only over a relay.
+fn route_link(path: &str, own: &RouteLink, relay: bool) -> Result<(), Fault> {
+    let interval = own.probe_interval.map_or(Duration::from_secs(1), |p| p.0);
+    let windows = own.windows.clone().unwrap_or_default();
+    let etrn = own.etrn.clone().unwrap_or_default();
+    link_settings(path, &windows, &etrn, interval)?;
+    if !etrn.is_empty() && !relay {
+        return Err((
+            format!("{path}.etrn"),
+            "ETRN goes to a relay host: this route delivers to MX".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Windows, ETRN domains and the probe interval of `[link]` or a route's own.
+fn link_settings(
+    path: &str,
+    windows: &[String],
+    etrn: &[String],
+    probe_interval: Duration,
+) -> Result<(), Fault> {
+    for (i, w) in windows.iter().enumerate() {
+        if parse_window(w).is_none() {
+            return Err((
+                format!("{path}.windows[{i}]"),
+                format!("{w:?} is not \"HH:MM-HH:MM\""),
+            ));
+        }
+    }
+    for (i, d) in etrn.iter().enumerate() {
+        if !is_domain(d) {
+            return Err((
+                format!("{path}.etrn[{i}]"),
+                format!("{d:?} is not a domain"),
+            ));
+        }
+    }
+    if probe_interval.as_secs() == 0 {
+        return Err((
+            format!("{path}.probe_interval"),
+            "must be at least 1s".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A route name as logs, lane keys and `status` use it: no spaces, nothing to escape.
+fn is_route_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A window `HH:MM-HH:MM` as minutes after midnight `(start, end)`; may cross midnight.

@@ -122,6 +122,9 @@ pub struct Status {
     pub last_flush: Option<FlushRecord>,
     /// When the schedule next starts delivery (schedule mode), Unix seconds.
     pub next_flush_at: Option<i64>,
+    /// Held domains that ETRN or a flush opened, until when.
+    #[serde(default)]
+    pub open_domains: Vec<crate::queue::open_domains::OpenDomain>,
 }
 
 /// Delivery totals since the daemon started, and what is left.

@@ -12,6 +12,7 @@ use crate::exit;
 use crate::link::Link;
 use crate::queue::handle::FlushTarget;
 use crate::queue::handle::QueueHandle;
+use crate::queue::open_domains::OpenDomains;
 use crate::spool::reader::ReadError;
 use crate::spool::{IndexReader, RecipientState, RecoveryReport, Spool, now_unix};
 
@@ -20,6 +21,7 @@ pub struct DaemonControl {
     pub spool: Spool,
     pub queue: QueueHandle,
     pub link: Arc<Link>,
+    pub open_domains: Arc<OpenDomains>,
     pub progress: Arc<runner::Progress>,
     pub hostname: String,
     pub started_at: i64,
@@ -122,10 +124,11 @@ impl DaemonControl {
             messages,
             kept,
             maildrop,
-            mode: self.link.mode,
+            mode: self.link.mode(),
             routes: self.link.status(),
             last_flush: self.link.last_flush(),
             next_flush_at: self.link.next_scheduled(),
+            open_domains: self.open_domains.list(),
         })
     }
 

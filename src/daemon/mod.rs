@@ -79,7 +79,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     let resolver = Arc::new(MxResolver::new(&config.dns.servers, DNS_TIMEOUT));
     let (link, link_inputs) = Link::new(&config.link, &router, local_zone());
     let link = Arc::new(link);
-    let open_domains = Arc::new(OpenDomains::default());
+    let open_domains = Arc::new(OpenDomains::new(config.etrn.open_for.0));
     let (queue, queue_events) = QueueHandle::new();
     let etrn: Arc<dyn crate::server::etrn::Flush> = Arc::new(etrn::EtrnService(queue.clone()));
 
@@ -130,6 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     let handler = Arc::new(control::DaemonControl {
         queue: queue.clone(),
         link: link.clone(),
+        open_domains: open_domains.clone(),
         progress: progress.clone(),
         spool: spool.clone(),
         hostname: config.hostname.clone(),
@@ -148,7 +149,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         router: router.clone(),
         settings: settings.clone(),
         resolver: resolver.clone(),
-        etrn: config.link.etrn.clone(),
     };
     let link_task = tokio::spawn(link_task.run(link_inputs.events, shutdown.clone()));
     let triggers_task = tokio::spawn(triggers::run(

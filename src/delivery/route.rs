@@ -1,10 +1,11 @@
 //! Which way a recipient's mail goes (DESIGN §5): `[[route]]` entries by domain, first
 //! match wins; then `[upstream]` (the smarthost); else the domain's MX. A `hold` route
 //! keeps its mail until ETRN or a flush names the domain, then delivers it to its target
-//! like any other route. Each route has a stable name (`route[N]`, `upstream`, `mx`) used
-//! to group deliveries and to key its link gate.
+//! like any other route. Each route has a stable name (its `name`, else its first domain;
+//! `upstream`, `mx`) used to group deliveries and to key its link gate, and its link
+//! settings: `[link]` with its own over them.
 
-use crate::config::{Config, TlsPolicy, domain_matches, mx_port};
+use crate::config::{Config, Link, TlsPolicy, domain_matches, mx_port};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -24,6 +25,8 @@ pub struct Route {
     pub target: Target,
     /// Keep the mail until a flush or ETRN names its domain.
     pub hold: bool,
+    /// When its gate may open and how its link is watched.
+    pub link: Link,
 }
 
 #[derive(Clone, Debug)]
@@ -34,11 +37,23 @@ pub struct Router {
 
 impl Router {
     pub fn from_config(config: &Config) -> Router {
+        let mut taken: Vec<String> = vec!["upstream".into(), "mx".into()];
+        taken.extend(config.route.iter().filter_map(|r| r.name.clone()));
         let routes = config
             .route
             .iter()
             .enumerate()
             .map(|(i, r)| {
+                let name = r.name.clone().unwrap_or_else(|| {
+                    let first = r.domains[0].trim_start_matches('.').to_ascii_lowercase();
+                    let name = if taken.iter().any(|t| t.eq_ignore_ascii_case(&first)) {
+                        format!("route[{i}]")
+                    } else {
+                        first
+                    };
+                    taken.push(name.clone());
+                    name
+                });
                 let target = if let Some(port) = mx_port(&r.via) {
                     Target::Mx { tls: r.tls, port }
                 } else {
@@ -51,9 +66,10 @@ impl Router {
                 (
                     r.domains.clone(),
                     Route {
-                        name: format!("route[{i}]"),
+                        name,
                         target,
                         hold: r.hold,
+                        link: config.link.for_route(r.link.as_ref(), false),
                     },
                 )
             })
@@ -62,6 +78,7 @@ impl Router {
             Some(up) => Route {
                 name: "upstream".into(),
                 hold: false,
+                link: config.link.for_route(up.link.as_ref(), true),
                 target: Target::Relay {
                     host_port: up.smarthost.clone(),
                     tls: up.tls,
@@ -71,6 +88,7 @@ impl Router {
             None => Route {
                 name: "mx".into(),
                 hold: false,
+                link: config.link.for_route(None, false),
                 target: Target::Mx {
                     tls: TlsPolicy::Opportunistic,
                     port: 25,
@@ -129,8 +147,8 @@ mod tests {
                 port: 25
             }
         );
-        assert_eq!(r.route("A.Field.Example.Org.").name, "route[0]");
-        assert_eq!(r.route("other.example.org").name, "route[1]");
+        assert_eq!(r.route("A.Field.Example.Org.").name, "field.example.org");
+        assert_eq!(r.route("other.example.org").name, "example.org");
         assert_eq!(
             r.route("other.example.org").target,
             Target::Relay {

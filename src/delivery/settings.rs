@@ -126,16 +126,16 @@ mod tests {
         let settings = client_settings(&config, &router).unwrap();
         let mut names: Vec<&str> = settings.keys().map(String::as_str).collect();
         names.sort();
-        assert_eq!(names, ["route[0]", "route[1]", "upstream"]);
+        assert_eq!(names, ["a.example", "b.example", "upstream"]);
         assert_eq!(
             settings["upstream"].credentials,
             Some(("edge".into(), "s3cret".into()))
         );
         assert_eq!(
-            settings["route[0]"].credentials, None,
+            settings["a.example"].credentials, None,
             "credentials only for the smarthost"
         );
-        assert_eq!(settings["route[0]"].tls, crate::config::TlsPolicy::None);
+        assert_eq!(settings["a.example"].tls, crate::config::TlsPolicy::None);
 
         std::fs::remove_file(dir.path().join("secret")).unwrap();
         let err = client_settings(&config, &router).err().unwrap();

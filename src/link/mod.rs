@@ -11,6 +11,7 @@ pub mod etrn;
 pub mod gate;
 #[cfg(all(target_os = "linux", feature = "netlink"))]
 pub mod netlink;
+pub mod policy;
 pub mod probe;
 pub mod schedule;
 pub mod task;
@@ -20,16 +21,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use jiff::ZonedDateTime as Zoned;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::clock::now_unix;
 use crate::config::LinkMode;
-use crate::delivery::route::{Router, Target};
+use crate::delivery::route::{Route, Router, Target};
 use gate::{DomainScope, Evidence, Gate, LinkState};
+use policy::Policy;
 use probe::ProbeTarget;
-use schedule::Schedule;
 
 /// The longest mail waits for a closed gate before it is looked at again (a safety net:
 /// the gate opening releases it at once).
@@ -59,6 +60,9 @@ pub struct RouteStatus {
     pub route: String,
     /// Where it delivers: `host:port`, `mx`, or `mx:PORT`; `(hold)` for hold routes.
     pub target: String,
+    /// The route's link mode (`[link]`, or its own).
+    #[serde(default)]
+    pub mode: LinkMode,
     pub state: LinkState,
     pub reason: String,
     /// Unix seconds of the last change.
@@ -67,6 +71,9 @@ pub struct RouteStatus {
     pub open: bool,
     /// Why a run is going on, if one is.
     pub run: Option<String>,
+    /// When its link is probed next (unix seconds), while it is not known up.
+    #[serde(default)]
+    pub next_probe_at: Option<i64>,
 }
 
 /// The last flush, for `status`.
@@ -100,11 +107,16 @@ pub enum Event {
     /// Probe now the routes not known up; with `all`, those known up too (a network
     /// change or a resume may have cut them).
     ProbeNow { all: bool },
+    /// The routes or their policies changed (a reload): timers are set anew.
+    Reconfigured,
 }
 
 struct Entry {
     gate: Gate,
+    policy: Policy,
     probe: ProbeTarget,
+    /// When a link not known up is probed next.
+    next_probe: Instant,
     hold: bool,
     /// Where it delivers, for `status`.
     target: String,
@@ -116,14 +128,13 @@ struct Entry {
 }
 
 pub struct Link {
-    pub mode: LinkMode,
-    pub schedule: Schedule,
-    pub probe_interval: Duration,
+    /// `[link].mode`, what routes without their own follow (for `status`).
+    mode: Mutex<LinkMode>,
     pub(crate) tz: jiff::tz::TimeZone,
     entries: Mutex<HashMap<String, Entry>>,
     last_flush: Mutex<Option<FlushRecord>>,
-    /// When the next `every` run starts (unix seconds), set by the link task.
-    pub(crate) next_every_at: Mutex<Option<i64>>,
+    /// When each route's next `every` run starts (unix seconds), set by the link task.
+    pub(crate) next_every_at: Mutex<HashMap<String, i64>>,
     events: mpsc::UnboundedSender<Event>,
     news: mpsc::UnboundedSender<News>,
 }
@@ -135,8 +146,8 @@ pub struct Receivers {
 }
 
 impl Link {
-    /// A gate for every route of `router`; the events go to `task::run`, the news to
-    /// the queue owner.
+    /// A gate for every route of `router`, each following its route's link policy;
+    /// `link` is `[link]`. The events go to `task::run`, the news to the queue owner.
     pub fn new(
         link: &crate::config::Link,
         router: &Router,
@@ -145,40 +156,16 @@ impl Link {
         let now = now_unix();
         let entries = router
             .routes()
-            .map(|r| {
-                let (probe, target) = match &r.target {
-                    Target::Relay { host_port, .. } => {
-                        (ProbeTarget::Tcp(host_port.clone()), host_port.clone())
-                    }
-                    Target::Mx { port: 25, .. } => (ProbeTarget::Dns, "mx".to_owned()),
-                    Target::Mx { port, .. } => (ProbeTarget::Dns, format!("mx:{port}")),
-                };
-                let entry = Entry {
-                    gate: Gate::new(now),
-                    probe,
-                    hold: r.hold,
-                    target: if r.hold {
-                        format!("{target} (hold)")
-                    } else {
-                        target
-                    },
-                    open: false,
-                    ageing_since: None,
-                    unsaved: Duration::ZERO,
-                };
-                (r.name.clone(), entry)
-            })
+            .map(|r| (r.name.clone(), Entry::new(r, Gate::new(now))))
             .collect();
         let (events, rx) = mpsc::unbounded_channel();
         let (news, news_rx) = mpsc::unbounded_channel();
         let link = Link {
-            mode: link.mode,
-            schedule: Schedule::new(&link.windows, link.every.map(|e| e.0)),
-            probe_interval: link.probe_interval.0,
+            mode: Mutex::new(link.mode),
             tz,
             entries: Mutex::new(entries),
             last_flush: Mutex::new(None),
-            next_every_at: Mutex::new(None),
+            next_every_at: Mutex::new(HashMap::new()),
             events,
             news,
         };
@@ -192,78 +179,103 @@ impl Link {
         )
     }
 
+    /// Takes new routes and policies (a reload): a route that keeps its name and target
+    /// keeps its gate (state, run, online time); the others start unknown.
+    pub fn reconfigure(&self, link: &crate::config::Link, router: &Router) {
+        *self.mode.lock().expect("not poisoned") = link.mode;
+        let now = now_unix();
+        {
+            let mut entries = self.entries.lock().expect("not poisoned");
+            let mut old = std::mem::take(&mut *entries);
+            for r in router.routes() {
+                let mut fresh = Entry::new(r, Gate::new(now));
+                if let Some(kept) = old.remove(&r.name).filter(|e| e.target == fresh.target) {
+                    fresh.gate = kept.gate;
+                    fresh.open = kept.open;
+                    fresh.ageing_since = kept.ageing_since;
+                    fresh.unsaved = kept.unsaved;
+                }
+                entries.insert(r.name.clone(), fresh);
+            }
+        }
+        self.refresh_all();
+        let _ = self.events.send(Event::Reconfigured);
+    }
+
+    /// `[link].mode`.
+    pub fn mode(&self) -> LinkMode {
+        *self.mode.lock().expect("not poisoned")
+    }
+
     /// Tells the queue owner.
     pub fn tell(&self, news: News) {
         let _ = self.news.send(news);
     }
 
-    /// How long one probe may take: a probe interval, at most ten seconds.
-    pub fn probe_timeout(&self) -> Duration {
-        self.probe_interval.min(Duration::from_secs(10))
+    /// The route's policy: how long one probe may take.
+    pub fn probe_timeout(&self, route: &str) -> Duration {
+        self.policy(route)
+            .map_or(Duration::from_secs(10), |p| p.probe_timeout())
     }
 
-    fn window_open(&self) -> bool {
-        self.schedule
-            .open_at(&jiff::Timestamp::now().to_zoned_datetime(self.tz.clone()))
+    /// The route's probe interval (how soon a retry after a link failure makes sense).
+    pub fn probe_interval(&self, route: &str) -> Duration {
+        self.policy(route)
+            .map_or(Duration::from_secs(30), |p| p.probe_interval)
+    }
+
+    /// `route`'s link policy.
+    pub fn policy(&self, route: &str) -> Option<Policy> {
+        let entries = self.entries.lock().expect("not poisoned");
+        entries.get(route).map(|e| e.policy.clone())
+    }
+
+    /// Every route's link policy.
+    pub fn policies(&self) -> Vec<(String, Policy)> {
+        let entries = self.entries.lock().expect("not poisoned");
+        entries
+            .iter()
+            .map(|(n, e)| (n.clone(), e.policy.clone()))
+            .collect()
+    }
+
+    /// Local wall-clock time, for the schedules' windows.
+    pub fn local_now(&self) -> Zoned {
+        jiff::Timestamp::now().to_zoned_datetime(self.tz.clone())
     }
 
     /// Whether `route` may deliver now, and if not, why and until when.
     pub fn permit(&self, route: &str) -> Permit {
-        let window = self.window_open();
+        let t = self.local_now();
         let entries = self.entries.lock().expect("not poisoned");
         let Some(e) = entries.get(route) else {
             return Permit::Open;
         };
-        if e.gate.is_open(self.mode, window) {
-            let by_mode = match self.mode {
-                LinkMode::Auto => true,
-                LinkMode::Schedule => window,
-                LinkMode::Manual => false,
-            };
+        let window = e.policy.window_open(&t);
+        if e.gate.is_open(e.policy.mode, window) {
             return match e.gate.run.as_ref().and_then(|r| r.domains.clone()) {
-                Some(domains) if !by_mode => Permit::Only(domains),
+                Some(domains) if !e.policy.by_mode(window) => Permit::Only(domains),
                 _ => Permit::Open,
             };
         }
-        let (reason, until) = self.closed(e);
+        let (reason, until) = closed(e, &t);
         Permit::Closed { reason, until }
     }
 
     /// Why `route`'s mail outside a run waits, and until when at the latest.
     pub fn closed_reason(&self, route: &str) -> (String, i64) {
+        let t = self.local_now();
         let entries = self.entries.lock().expect("not poisoned");
         match entries.get(route) {
-            Some(e) => self.closed(e),
+            Some(e) => closed(e, &t),
             None => (String::new(), now_unix()),
-        }
-    }
-
-    fn closed(&self, e: &Entry) -> (String, i64) {
-        let now = now_unix();
-        if e.gate.state == LinkState::Down {
-            (
-                format!("waiting for the link: {}", e.gate.reason),
-                now + WAIT_CHECK,
-            )
-        } else if self.mode == LinkMode::Schedule {
-            let t = jiff::Timestamp::now().to_zoned_datetime(self.tz.clone());
-            let next = self
-                .schedule
-                .next_boundary(&t)
-                .map_or(now + WAIT_CHECK, |b| b.timestamp().as_second());
-            ("outside the delivery windows".to_owned(), next)
-        } else {
-            (
-                "manual mode: waiting for a flush".to_owned(),
-                now + WAIT_CHECK,
-            )
         }
     }
 
     /// Feeds `evidence` about `route`'s link to its gate.
     pub fn observe(&self, route: &str, evidence: Evidence) {
         let now = now_unix();
-        let window = self.window_open();
+        let t = self.local_now();
         let mut entries = self.entries.lock().expect("not poisoned");
         let Some(e) = entries.get_mut(route) else {
             return;
@@ -277,7 +289,7 @@ impl Link {
                 });
             }
         }
-        self.refresh(route, e, window);
+        self.refresh(route, e, &t);
     }
 
     /// A flush (or ETRN, the trigger file, `every`) for `route`, or every route: each
@@ -337,7 +349,7 @@ impl Link {
 
     /// Ends `route`'s run: nothing of it is due any more.
     pub fn end_run(&self, route: &str) {
-        let window = self.window_open();
+        let t = self.local_now();
         let mut entries = self.entries.lock().expect("not poisoned");
         let Some(e) = entries.get_mut(route) else {
             return;
@@ -346,7 +358,7 @@ impl Link {
             return;
         };
         tracing::info!(route, why = %run.why, "run finished: nothing more is due");
-        self.refresh(route, e, window);
+        self.refresh(route, e, &t);
         let any_left = entries.values().any(|e| e.gate.run.is_some());
         drop(entries);
         if !any_left {
@@ -359,19 +371,20 @@ impl Link {
 
     /// Re-evaluates every gate (the schedule may have opened or closed one).
     pub fn refresh_all(&self) {
-        let window = self.window_open();
+        let t = self.local_now();
         let mut entries = self.entries.lock().expect("not poisoned");
         let names: Vec<String> = entries.keys().cloned().collect();
         for name in names {
             let e = entries.get_mut(&name).expect("listed");
-            self.refresh(&name, e, window);
+            self.refresh(&name, e, &t);
         }
     }
 
     /// Keeps `open` and the online-time accrual in step with the gate; an opening is
     /// sent to the link task.
-    fn refresh(&self, name: &str, e: &mut Entry, window: bool) {
-        let open = e.gate.is_open(self.mode, window);
+    fn refresh(&self, name: &str, e: &mut Entry, t: &Zoned) {
+        let window = e.policy.window_open(t);
+        let open = e.gate.is_open(e.policy.mode, window);
         if open && !e.open {
             let _ = self.events.send(Event::Opened {
                 route: name.to_owned(),
@@ -381,7 +394,7 @@ impl Link {
             tracing::debug!(route = name, "gate closed");
         }
         e.open = open;
-        let ageing = e.gate.is_ageing(self.mode, window);
+        let ageing = e.gate.is_ageing(e.policy.mode, window);
         match (ageing, e.ageing_since) {
             (true, None) => e.ageing_since = Some(Instant::now()),
             (false, Some(since)) => {
@@ -412,25 +425,36 @@ impl Link {
         out
     }
 
-    /// Routes to probe now: not hold routes, allowed to deliver, and not known up
-    /// (with `all`, after a network change, up ones too: the change may have cut them).
-    pub fn to_probe(&self, all: bool) -> Vec<(String, ProbeTarget)> {
-        let window = self.window_open();
-        self.entries
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .filter(|(_, e)| {
-                !e.hold
-                    && (all || e.gate.state != LinkState::Up)
-                    && match self.mode {
-                        LinkMode::Auto => true,
-                        LinkMode::Schedule => window || e.gate.run.is_some(),
-                        LinkMode::Manual => e.gate.run.is_some(),
-                    }
-            })
-            .map(|(n, e)| (n.clone(), e.probe.clone()))
-            .collect()
+    /// Routes to probe now: not hold routes, allowed to deliver, not known up (with
+    /// `all`, after a network change, up ones too: the change may have cut them), and
+    /// due by their probe interval (with `now_all` or `all`, at once). Each is due again
+    /// a probe interval later.
+    pub fn to_probe(&self, all: bool, now_all: bool) -> Vec<(String, ProbeTarget)> {
+        let t = self.local_now();
+        let now = Instant::now();
+        let mut entries = self.entries.lock().expect("not poisoned");
+        let mut out = Vec::new();
+        for (name, e) in entries.iter_mut() {
+            if e.hold || !(all || e.gate.state != LinkState::Up) || !e.may_probe(&t) {
+                continue;
+            }
+            if all || now_all || e.next_probe <= now {
+                e.next_probe = now + e.policy.probe_interval;
+                out.push((name.clone(), e.probe.clone()));
+            }
+        }
+        out
+    }
+
+    /// When the next probe is due, if any route will want one.
+    pub fn next_probe(&self) -> Option<Instant> {
+        let t = self.local_now();
+        let entries = self.entries.lock().expect("not poisoned");
+        entries
+            .values()
+            .filter(|e| !e.hold && e.gate.state != LinkState::Up && e.may_probe(&t))
+            .map(|e| e.next_probe)
+            .min()
     }
 
     /// The probe target of `route`.
@@ -449,7 +473,8 @@ impl Link {
     }
 
     pub fn status(&self) -> Vec<RouteStatus> {
-        let window = self.window_open();
+        let t = self.local_now();
+        let (now, wall) = (Instant::now(), now_unix());
         let mut out: Vec<RouteStatus> = self
             .entries
             .lock()
@@ -458,11 +483,14 @@ impl Link {
             .map(|(name, e)| RouteStatus {
                 route: name.clone(),
                 target: e.target.clone(),
+                mode: e.policy.mode,
                 state: e.gate.state,
                 reason: e.gate.reason.clone(),
                 since: e.gate.since,
-                open: e.gate.is_open(self.mode, window),
+                open: e.gate.is_open(e.policy.mode, e.policy.window_open(&t)),
                 run: e.gate.run.as_ref().map(|r| r.why.clone()),
+                next_probe_at: (!e.hold && e.gate.state != LinkState::Up && e.may_probe(&t))
+                    .then(|| wall + e.next_probe.saturating_duration_since(now).as_secs() as i64),
             })
             .collect();
         out.sort_by(|a, b| a.route.cmp(&b.route));
@@ -481,21 +509,84 @@ impl Link {
         }
     }
 
-    /// When the schedule next starts delivery (unix seconds), in schedule mode.
+    /// When a schedule next starts delivery on some route (unix seconds): a window
+    /// opening, or an `every` run.
     pub fn next_scheduled(&self) -> Option<i64> {
-        if self.mode != LinkMode::Schedule {
-            return None;
-        }
-        let every_due = *self.next_every_at.lock().expect("not poisoned");
-        let t = jiff::Timestamp::now().to_zoned_datetime(self.tz.clone());
-        let window = (!self.schedule.open_at(&t))
-            .then(|| self.schedule.next_boundary(&t))
+        let t = self.local_now();
+        let every = self.next_every_at.lock().expect("not poisoned").clone();
+        let entries = self.entries.lock().expect("not poisoned");
+        entries
+            .iter()
+            .filter(|(_, e)| e.policy.mode == LinkMode::Schedule)
+            .flat_map(|(name, e)| {
+                let window = (!e.policy.schedule.open_at(&t))
+                    .then(|| e.policy.schedule.next_boundary(&t))
+                    .flatten()
+                    .map(|b| b.timestamp().as_second());
+                [window, every.get(name).copied()]
+            })
             .flatten()
-            .map(|b| b.timestamp().as_second());
-        match (window, every_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+            .min()
+    }
+}
+
+impl Entry {
+    fn new(r: &Route, gate: Gate) -> Entry {
+        let (probe, target) = match &r.target {
+            Target::Relay { host_port, .. } => {
+                (ProbeTarget::Tcp(host_port.clone()), host_port.clone())
+            }
+            Target::Mx { port: 25, .. } => (ProbeTarget::Dns, "mx".to_owned()),
+            Target::Mx { port, .. } => (ProbeTarget::Dns, format!("mx:{port}")),
+        };
+        Entry {
+            gate,
+            policy: Policy::from_config(&r.link),
+            probe,
+            next_probe: Instant::now(),
+            hold: r.hold,
+            target: if r.hold {
+                format!("{target} (hold)")
+            } else {
+                target
+            },
+            open: false,
+            ageing_since: None,
+            unsaved: Duration::ZERO,
         }
+    }
+
+    /// Whether its mode lets the link be probed now: always in auto mode, in a window or
+    /// a run on a schedule, during a run in manual mode.
+    fn may_probe(&self, t: &Zoned) -> bool {
+        match self.policy.mode {
+            LinkMode::Auto => true,
+            LinkMode::Schedule => self.policy.window_open(t) || self.gate.run.is_some(),
+            LinkMode::Manual => self.gate.run.is_some(),
+        }
+    }
+}
+
+/// Why `e`'s mail outside a run waits, and until when at the latest (`t`: local now).
+fn closed(e: &Entry, t: &Zoned) -> (String, i64) {
+    let now = now_unix();
+    if e.gate.state == LinkState::Down {
+        (
+            format!("waiting for the link: {}", e.gate.reason),
+            now + WAIT_CHECK,
+        )
+    } else if e.policy.mode == LinkMode::Schedule {
+        let next = e
+            .policy
+            .schedule
+            .next_boundary(t)
+            .map_or(now + WAIT_CHECK, |b| b.timestamp().as_second());
+        ("outside the delivery windows".to_owned(), next)
+    } else {
+        (
+            "manual mode: waiting for a flush".to_owned(),
+            now + WAIT_CHECK,
+        )
     }
 }
 

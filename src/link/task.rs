@@ -56,8 +56,6 @@ pub struct LinkTask {
     pub router: Router,
     pub settings: HashMap<String, ClientSettings>,
     pub resolver: Arc<MxResolver>,
-    /// Domains to ETRN when a relay route's link comes up (`link.etrn`).
-    pub etrn: Vec<String>,
 }
 
 impl LinkTask {
@@ -80,50 +78,54 @@ impl LinkTask {
 
         let mut probes: JoinSet<(String, Result<String, String>)> = JoinSet::new();
         let mut probing: HashSet<String> = HashSet::new();
-        let mut next_probe = Instant::now();
-        // A network change probes even the routes known up.
-        let mut probe_all = false;
+        // Probe now: the routes not known up (`probe_now`), and with `probe_all` after a
+        // network change, those known up too.
+        let (mut probe_now, mut probe_all) = (true, false);
+        // Not before this: a network change settles first.
+        let mut settle = Instant::now();
         let mut next_tick = Instant::now() + CLOCK_TICK;
-        let every = link
-            .schedule
-            .every
-            .filter(|_| link.mode == crate::config::LinkMode::Schedule);
-        let mut next_every = every.map(|e| Instant::now() + e);
-        let set_every = |at: Option<Instant>, period: Option<Duration>| {
-            *link.next_every_at.lock().expect("not poisoned") =
-                at.and(period).map(|p| now_unix() + p.as_secs() as i64);
-        };
-        set_every(next_every, every);
+        let mut every = Every::default();
+        every.sync(&link);
         let mut wall_mark = (now_unix(), Instant::now());
         loop {
             let boundary = self.next_boundary();
+            let next_probe = if probe_now || probe_all {
+                settle.max(Instant::now())
+            } else {
+                link.next_probe().unwrap_or(next_tick)
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(event) = events.recv() => match event {
                     Event::Opened { route } => self.opened(route),
                     Event::Up { route } => self.came_up(&route),
                     Event::ProbeNow { all } => {
-                        next_probe = Instant::now();
+                        probe_now = true;
                         probe_all |= all;
+                    }
+                    Event::Reconfigured => {
+                        every.sync(&link);
+                        probe_now = true;
                     }
                 },
                 Some(()) = netlink_rx.recv() => {
                     // Let the change settle (an address follows its link), then probe.
-                    next_probe = Instant::now() + Duration::from_millis(200);
+                    settle = Instant::now() + Duration::from_millis(200);
                     probe_all = true;
                 }
                 _ = tokio::time::sleep_until(next_probe) => {
-                    for (route, target) in link.to_probe(std::mem::take(&mut probe_all)) {
+                    let all = std::mem::take(&mut probe_all);
+                    let now_all = std::mem::take(&mut probe_now);
+                    for (route, target) in link.to_probe(all, now_all) {
                         if probing.insert(route.clone()) {
                             let resolver = self.resolver.clone();
-                            let timeout = link.probe_timeout();
+                            let timeout = link.probe_timeout(&route);
                             probes.spawn(async move {
                                 let result = probe(&target, &resolver, timeout).await;
                                 (route, result)
                             });
                         }
                     }
-                    next_probe = Instant::now() + link.probe_interval;
                 }
                 Some(Ok((route, result))) = probes.join_next() => {
                     probing.remove(&route);
@@ -139,28 +141,32 @@ impl LinkTask {
                     wall_mark = self.watch_wall_clock(wall_mark);
                     next_tick = Instant::now() + CLOCK_TICK;
                 }
-                _ = tokio::time::sleep_until(boundary) => link.refresh_all(),
-                _ = sleep_until_opt(next_every) => {
-                    let period = every.expect("set with next_every");
-                    link.flush(None, &format!("every {}", humantime::format_duration(period)), None);
-                    next_every = Some(Instant::now() + period);
-                    set_every(next_every, every);
+                _ = tokio::time::sleep_until(boundary) => {
+                    link.refresh_all();
+                    // A window that opened lets its route be probed.
+                    probe_now = true;
                 }
+                _ = sleep_until_opt(every.next()) => every.run_due(&link),
             }
         }
     }
 
-    /// The next schedule window boundary (or a minute from now, at the latest).
+    /// The next schedule window boundary of any route (or a clock tick from now, at the
+    /// latest).
     fn next_boundary(&self) -> Instant {
         let link = &self.link;
         let fallback = Instant::now() + CLOCK_TICK;
-        if !link.schedule.has_windows() {
-            return fallback;
-        }
-        let t = jiff::Timestamp::now().to_zoned_datetime(link.tz.clone());
-        match link.schedule.next_boundary(&t) {
-            Some(b) => {
-                let secs = (b.timestamp().as_second() - now_unix()).max(0) as u64;
+        let t = link.local_now();
+        let next = link
+            .policies()
+            .iter()
+            .filter(|(_, p)| p.mode == crate::config::LinkMode::Schedule)
+            .filter_map(|(_, p)| p.schedule.next_boundary(&t))
+            .map(|b| b.timestamp().as_second())
+            .min();
+        match next {
+            Some(at) => {
+                let secs = (at - now_unix()).max(0) as u64;
                 (Instant::now() + Duration::from_secs(secs) + Duration::from_millis(50))
                     .min(fallback)
             }
@@ -178,8 +184,11 @@ impl LinkTask {
         self.link.tell(News::Opened { route });
     }
 
+    /// `route`'s link came up: ETRN over it what its policy names (a relay route's own
+    /// `etrn`, or `link.etrn` for the smarthost), and nothing over any other route.
     fn came_up(&self, route: &str) {
-        if self.etrn.is_empty() {
+        let domains = self.link.policy(route).map(|p| p.etrn).unwrap_or_default();
+        if domains.is_empty() {
             return;
         }
         let Some(Target::Relay { host_port, .. }) = self.router.by_name(route).map(|r| &r.target)
@@ -189,7 +198,7 @@ impl LinkTask {
         let Some(settings) = self.settings.get(route).cloned() else {
             return;
         };
-        let (host_port, domains) = (host_port.clone(), self.etrn.clone());
+        let host_port = host_port.clone();
         tokio::spawn(async move { super::etrn::request(&host_port, &settings, &domains).await });
     }
 
@@ -212,6 +221,62 @@ impl LinkTask {
             None => {}
         }
         (now_unix(), Instant::now())
+    }
+}
+
+/// The routes' `every` runs: each route in schedule mode with `every` starts a run on
+/// itself each period.
+#[derive(Default)]
+struct Every {
+    /// Per route: its period and when its next run starts.
+    due: HashMap<String, (Duration, Instant)>,
+}
+
+impl Every {
+    /// Follows the routes' policies: a new or changed period starts counting now.
+    fn sync(&mut self, link: &Link) {
+        let mut due = HashMap::new();
+        for (route, policy) in link.policies() {
+            if let Some(period) = policy.every() {
+                let at = match self.due.get(&route) {
+                    Some((p, at)) if *p == period => *at,
+                    _ => Instant::now() + period,
+                };
+                due.insert(route, (period, at));
+            }
+        }
+        self.due = due;
+        self.publish(link);
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.due.values().map(|(_, at)| *at).min()
+    }
+
+    /// Starts the runs that are due, each on its own route.
+    fn run_due(&mut self, link: &Link) {
+        let now = Instant::now();
+        for (route, (period, at)) in self.due.iter_mut() {
+            if *at <= now {
+                let why = format!("every {}", humantime::format_duration(*period));
+                link.flush(Some(route), &why, None);
+                *at = now + *period;
+            }
+        }
+        self.publish(link);
+    }
+
+    /// Tells the link when each route's next run starts, for `status`.
+    fn publish(&self, link: &Link) {
+        let now = (now_unix(), Instant::now());
+        *link.next_every_at.lock().expect("not poisoned") = self
+            .due
+            .iter()
+            .map(|(route, (_, at))| {
+                let secs = at.saturating_duration_since(now.1).as_secs() as i64;
+                (route.clone(), now.0 + secs)
+            })
+            .collect();
     }
 }
 

@@ -85,7 +85,10 @@ async fn manual_mode_opens_for_a_flush_until_the_route_drains() {
     let (link, mut rx) = link("manual");
     let _ = opened(&mut rx);
     assert!(matches!(link.permit("upstream"), Permit::Closed { .. }));
-    assert!(link.to_probe(true).is_empty(), "manual mode does not probe");
+    assert!(
+        link.to_probe(true, true).is_empty(),
+        "manual mode does not probe"
+    );
     assert!(
         !link.flush(None, "ferrymail flush", None),
         "no run was going"

@@ -195,7 +195,7 @@ async fn still_reachable(kit: &Kit, lane: &Lane) -> bool {
     let Some(target) = kit.link.probe_target(&lane.route) else {
         return true;
     };
-    match probe(&target, &kit.resolver, kit.link.probe_timeout()).await {
+    match probe(&target, &kit.resolver, kit.link.probe_timeout(&lane.route)).await {
         Ok(_) => true,
         Err(why) => {
             kit.link

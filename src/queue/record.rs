@@ -30,7 +30,7 @@ pub fn record(
 ) {
     let policy = Policy {
         retry,
-        soon: kit.link.probe_interval,
+        soon: kit.link.probe_interval(&lane.route),
     };
     let relayed: HashSet<(QueueId, usize)> = answered.relayed.iter().copied().collect();
     let now = now_unix();

@@ -1,7 +1,7 @@
 //! A scripted upstream SMTP server for black-box tests: it answers each RCPT as the test
 //! says (by address), accepts DATA (and BDAT when asked to offer CHUNKING), records
-//! every message and counts connections and SMTP sessions (those that said EHLO; a link
-//! probe only connects). Plain threads, loopback only; it stops when
+//! every message and ETRN request, and counts connections and SMTP sessions (those that
+//! said EHLO; a link probe only connects). Plain threads, loopback only; it stops when
 //! dropped.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,6 +25,7 @@ pub struct Upstream {
     pub messages: Arc<Mutex<Vec<Received>>>,
     pub connections: Arc<AtomicUsize>,
     sessions: Arc<AtomicUsize>,
+    etrns: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -40,14 +41,16 @@ impl Upstream {
         let stop = Arc::new(AtomicBool::new(false));
         let (m, c, s) = (messages.clone(), connections.clone(), stop.clone());
         let e = sessions.clone();
+        let etrns = Arc::new(Mutex::new(Vec::new()));
+        let t = etrns.clone();
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         c.fetch_add(1, Ordering::Relaxed);
-                        let (m, rcpt, e) = (m.clone(), rcpt.clone(), e.clone());
+                        let (m, rcpt, e, t) = (m.clone(), rcpt.clone(), e.clone(), t.clone());
                         std::thread::spawn(move || {
-                            let _ = serve(stream, chunking, &rcpt, &m, &e);
+                            let _ = serve(stream, chunking, &rcpt, &m, &e, &t);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -59,8 +62,14 @@ impl Upstream {
             messages,
             connections,
             sessions,
+            etrns,
             stop,
         }
+    }
+
+    /// The ETRN commands it was sent, as sent.
+    pub fn etrns(&self) -> Vec<String> {
+        self.etrns.lock().unwrap().clone()
     }
 
     /// Connections that began an SMTP session (said EHLO or HELO).
@@ -90,6 +99,7 @@ fn serve(
     rcpt: &Rule,
     messages: &Mutex<Vec<Received>>,
     sessions: &AtomicUsize,
+    etrns: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = stream.try_clone()?;
@@ -144,6 +154,9 @@ fn serve(
             let mut data = vec![0u8; n];
             input.read_exact(&mut data)?;
             record(messages, &from, &rcpts, data)
+        } else if upper.starts_with("ETRN") {
+            etrns.lock().unwrap().push(line.clone());
+            "250 ok, queuing started".to_owned()
         } else if upper == "QUIT" {
             out.write_all(b"221 bye\r\n")?;
             return Ok(());
