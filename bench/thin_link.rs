@@ -128,7 +128,7 @@ async fn upstream(dir: &std::path::Path) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ferrymail::server::serve(
         listener,
-        ctx,
+        Arc::new(ferrymail::current::Current::from_arc(ctx)),
         ConnectionLimits::default(),
     ));
     addr

@@ -21,11 +21,13 @@
 //! - `watch`   — file-system change notifications (the maildrop, the trigger file).
 //! - `exit`    — sysexits codes, the one error type the binary turns into an exit code.
 //! - `clock`   — the wall clock in Unix seconds, as due times count it.
+//! - `current` — a value that a configuration reload replaces under its readers.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod current;
 pub mod daemon;
 pub mod delivery;
 pub mod exit;

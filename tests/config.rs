@@ -276,3 +276,71 @@ fn the_shipped_example_configuration_is_valid_and_shows_every_key() {
         );
     }
 }
+
+/// Files the configuration names are read by `config check` as `serve` reads them: a
+/// missing one fails it with the key and the full path; secrets others can read, and a
+/// configuration others can write, are warned about.
+#[test]
+fn config_check_reads_the_files_the_configuration_names() {
+    let cases = [
+        (
+            "[tls]\ncert = \"nope.pem\"\nkey = \"nope.key\"\n",
+            "tls.cert",
+            "nope.pem",
+        ),
+        ("[accept]\nusers = \"users\"\n", "accept.users", "users"),
+        (
+            "[upstream]\nsmarthost = \"a.example:587\"\nca = \"ca.pem\"\n",
+            "upstream.ca",
+            "ca.pem",
+        ),
+        (
+            "[upstream]\nsmarthost = \"a.example:587\"\nusername = \"me\"\npassword_file = \"secret\"\n",
+            "upstream.password_file",
+            "secret",
+        ),
+    ];
+    for (text, key, name) in cases {
+        let (code, _, err, _, dir) = check(text);
+        assert_eq!(code, Some(78), "{text:?}: {err}");
+        let full = dir.path().join(name).display().to_string();
+        assert!(
+            err.contains(&format!("{key} {full}")),
+            "{text:?}: wanted {key} {full} in {err}"
+        );
+    }
+
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = dir.path().join("ferrymail.toml");
+    std::fs::write(
+        &file,
+        "[upstream]\nsmarthost = \"a.example:587\"\nusername = \"me\"\npassword_file = \"secret\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new(common::BIN)
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "config",
+            "check",
+            "--quiet",
+        ])
+        .env_remove("FERRYMAIL_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("is writable by every user"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "upstream.password_file {} is readable by every user",
+            secret.display()
+        )),
+        "{err}"
+    );
+}

@@ -83,7 +83,7 @@ async fn upstream(tls: bool, max_recipients: u32) -> Upstream {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ferrymail::server::serve(
         listener,
-        ctx,
+        Arc::new(ferrymail::current::Current::from_arc(ctx)),
         ConnectionLimits::default(),
     ));
     Upstream {

@@ -56,7 +56,11 @@ async fn start_with(limits: ConnectionLimits, greet_pause: Duration) -> Fixture 
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(ferrymail::server::serve(listener, ctx, limits));
+    tokio::spawn(ferrymail::server::serve(
+        listener,
+        Arc::new(ferrymail::current::Current::from_arc(ctx)),
+        limits,
+    ));
     Fixture {
         addr,
         layout,

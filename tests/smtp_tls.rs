@@ -99,7 +99,7 @@ async fn start_with(kind: ListenKind, users: Option<&[(&str, &str)]>) -> Fixture
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ferrymail::server::serve(
         listener,
-        ctx,
+        Arc::new(ferrymail::current::Current::from_arc(ctx)),
         ConnectionLimits::default(),
     ));
     Fixture {

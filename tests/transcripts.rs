@@ -98,7 +98,7 @@ async fn start(config_lines: &[String], timeout: Duration, deadline: Duration) -
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(ferrymail::server::serve(
         listener,
-        ctx,
+        Arc::new(ferrymail::current::Current::from_arc(ctx)),
         ConnectionLimits::default(),
     ));
     Server {

@@ -1,13 +1,24 @@
-//! `ferrymail config check`: validate, then print the effective configuration (with
-//! `--quiet`, only validate: systemd's ExecStartPre uses it).
+//! `ferrymail config check`: validate, load every file the configuration names (as the
+//! daemon would), warn about files others may change or read, then print the effective
+//! configuration (with `--quiet`, only check: systemd's ExecStartPre uses it).
 
 use std::path::Path;
 
 use crate::config;
-use crate::exit::Failure;
+use crate::daemon::prepare::{file_warnings, prepare};
+use crate::exit::{self, Failure};
 
 pub fn run(path: Option<&Path>, quiet: bool) -> Result<(), Failure> {
     let loaded = super::load_config(path)?;
+    let file = loaded
+        .source
+        .as_ref()
+        .map_or("built-in defaults".to_owned(), |f| f.display().to_string());
+    for warning in file_warnings(&loaded.config, loaded.source.as_deref()) {
+        eprintln!("ferrymail: warning: {warning}");
+    }
+    prepare(loaded.config.clone())
+        .map_err(|e| Failure::new(exit::CONFIG, format!("config {file}: {e}")))?;
     if quiet {
         return Ok(());
     }

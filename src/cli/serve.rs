@@ -44,7 +44,7 @@ pub fn run(config: Option<&Path>, args: ServeArgs) -> Result<(), Failure> {
             config = %loaded.source.as_ref().map_or("built-in defaults".into(), |p| p.display().to_string()),
             "starting"
         );
-        crate::daemon::run(loaded.config, shutdown).await
+        crate::daemon::run(loaded.config, loaded.source, shutdown).await
     })
 }
 

@@ -97,8 +97,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let path = if path == "." { String::new() } else { path };
         toml_error(&name, text, &path, e.inner())
     })?;
-    let base = file.parent().unwrap_or(Path::new("."));
-    anchor_paths(&mut config, base);
+    // Paths are shown and used whole: relative to the file's directory, made absolute.
+    let base = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    anchor_paths(&mut config, &base);
     fill_defaults(&mut config);
     validate::validate(&config)
         .map_err(|(path, message)| ConfigError::invalid(&name, &path, message))?;

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::control::server::Handler;
 use crate::control::{Progress, Request, Response, StateCount, Status};
+use crate::current::Current;
 use crate::delivery::runner;
 use crate::exit;
 use crate::link::Link;
@@ -23,7 +24,7 @@ pub struct DaemonControl {
     pub link: Arc<Link>,
     pub open_domains: Arc<OpenDomains>,
     pub progress: Arc<runner::Progress>,
-    pub hostname: String,
+    pub hostname: Arc<Current<String>>,
     pub started_at: i64,
     pub recovery: RecoveryReport,
     /// Bound SMTP listener addresses.
@@ -117,7 +118,7 @@ impl DaemonControl {
             version: env!("CARGO_PKG_VERSION").into(),
             started_at: self.started_at,
             spool: layout.root.display().to_string(),
-            hostname: self.hostname.clone(),
+            hostname: self.hostname.get().as_ref().clone(),
             listeners: self.listeners.clone(),
             recovery: self.recovery.clone(),
             recipients,

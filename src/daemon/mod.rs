@@ -1,14 +1,19 @@
-//! `ferrymail serve`: takes the spool lock, recovers the spool, then runs the SMTP
-//! listeners (with ETRN), the maildrop pickup, the queue owner (which runs delivery),
-//! the link task, the flush triggers (SIGUSR1, the trigger file) and the control socket
-//! until shutdown is requested, and stops them cleanly.
+//! `ferrymail serve`: prepares the configuration (`prepare`), takes the spool lock,
+//! recovers the spool, then runs the SMTP listeners (with ETRN), the maildrop pickup, the
+//! queue owner (which runs delivery), the link task, the flush triggers (SIGUSR1, the
+//! trigger file), the control socket and the reload on SIGHUP (`reload`) until shutdown
+//! is requested, and stops them cleanly.
 
 pub mod control;
 mod etrn;
+mod parts;
 pub mod pickup;
+pub mod prepare;
+mod reload;
 pub mod systemd;
 mod triggers;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,27 +21,20 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::delivery::connect::Us;
+use crate::current::Current;
 use crate::delivery::mx::MxResolver;
-use crate::delivery::route::Router;
 use crate::delivery::runner::Progress;
-use crate::delivery::settings::client_settings;
 use crate::exit::{self, Failure};
 use crate::link::Link;
 use crate::link::schedule::local_zone;
 use crate::link::task::LinkTask;
 use crate::queue::handle::QueueHandle;
-use crate::queue::lane::Kit;
-use crate::queue::notices::NoticeSettings;
 use crate::queue::open_domains::OpenDomains;
 use crate::queue::owner::{Inputs, Owner};
-use crate::queue::retry::RetryPolicy;
-use crate::server::auth::Users;
-use crate::server::{
-    AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
-};
+use crate::server::ConnectionLimits;
 use crate::spool::lock::{LockError, SpoolLock};
 use crate::spool::{Layout, RealFs, Spool, SpoolOptions, now_unix};
+use parts::Base;
 
 /// How often `maildrop/new` is rescanned even without a notify event (inotify misses
 /// events on some file systems, and drops may predate the watch).
@@ -51,9 +49,16 @@ pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// A `maildrop/tmp` file untouched this long was left by a killed `sendmail`.
 pub const STALE_DROP: Duration = Duration::from_secs(36 * 3600);
 
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Failure> {
-    let tls = load_tls(&config)?;
-    let auth = load_users(&config)?;
+pub async fn run(
+    config: Config,
+    source: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), Failure> {
+    for warning in prepare::file_warnings(&config, source.as_deref()) {
+        tracing::warn!("{warning}");
+    }
+    let prepared = prepare::prepare(config).map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let config = prepared.config.clone();
     let layout = Layout::new(&config.spool);
     let _lock = SpoolLock::acquire(&layout.root, &layout.lock).map_err(|e| match e {
         LockError::Busy { .. } => Failure::new(exit::TEMPFAIL, e.to_string()),
@@ -74,18 +79,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     tracing::info!(spool = %layout.root.display(), ?recovery, "spool recovered");
     set_maildrop_permissions(&layout);
 
-    let router = Router::from_config(&config);
-    let settings = client_settings(&config, &router).map_err(|e| Failure::new(exit::CONFIG, e))?;
     let resolver = Arc::new(MxResolver::new(&config.dns.servers, DNS_TIMEOUT));
-    let (link, link_inputs) = Link::new(&config.link, &router, local_zone());
+    let (link, link_inputs) = Link::new(&config.link, &prepared.router, local_zone());
     let link = Arc::new(link);
     let open_domains = Arc::new(OpenDomains::new(config.etrn.open_for.0));
     let (queue, queue_events) = QueueHandle::new();
-    let etrn: Arc<dyn crate::server::etrn::Flush> = Arc::new(etrn::EtrnService(queue.clone()));
 
-    let server_stats = Arc::new(crate::server::ServerStats::default());
-    let mut smtp_tasks = Vec::new();
-    let mut bound = Vec::new();
+    let mut sockets = Vec::new();
     for listen in &config.listen {
         let socket = tokio::net::TcpListener::bind(listen.addr)
             .await
@@ -99,20 +99,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
             .local_addr()
             .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
         tracing::info!(addr = %addr, kind = listen.kind.as_str(), "listening");
-        bound.push(addr);
-        let ctx = Arc::new(ServerContext {
-            session: Arc::new(SessionConfig {
-                etrn_available: true,
-                ..SessionConfig::from_config(&config, listen.kind)
-            }),
-            spool: spool.clone(),
-            timeouts: Timeouts::default(),
-            shutdown: shutdown.clone(),
-            tls: tls.clone(),
-            auth: auth.clone(),
-            etrn: Some(etrn.clone()),
-            stats: server_stats.clone(),
-        });
+        sockets.push((socket, addr, listen.kind));
+    }
+    let base = Base {
+        spool: spool.clone(),
+        shutdown: shutdown.clone(),
+        etrn: Arc::new(etrn::EtrnService(queue.clone())),
+        stats: Arc::new(crate::server::ServerStats::default()),
+        progress: Arc::new(Progress::default()),
+        link: link.clone(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        bound: sockets.iter().map(|(_, addr, _)| *addr).collect(),
+    };
+    let mut smtp_tasks = Vec::new();
+    let mut listeners = Vec::new();
+    for (socket, _, kind) in sockets {
+        let ctx = Arc::new(Current::new(parts::server_context(&base, &prepared, kind)));
+        listeners.push((kind, ctx.clone()));
         smtp_tasks.push(tokio::spawn(crate::server::serve(
             socket,
             ctx,
@@ -126,17 +129,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
             format!("control socket {}: {e}", layout.control.display()),
         )
     })?;
-    let progress = Arc::new(Progress::default());
+    let hostname = Arc::new(Current::new(config.hostname.clone()));
     let handler = Arc::new(control::DaemonControl {
         queue: queue.clone(),
         link: link.clone(),
         open_domains: open_domains.clone(),
-        progress: progress.clone(),
+        progress: base.progress.clone(),
         spool: spool.clone(),
-        hostname: config.hostname.clone(),
+        hostname: hostname.clone(),
         started_at: now_unix(),
         recovery,
-        listeners: bound.iter().map(ToString::to_string).collect(),
+        listeners: base.bound.iter().map(ToString::to_string).collect(),
     });
     let control_task = tokio::spawn(crate::control::server::serve(
         listener,
@@ -144,11 +147,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         shutdown.clone(),
     ));
 
+    let routing = Arc::new(Current::new(parts::routing(&prepared, &resolver)));
     let link_task = LinkTask {
         link: link.clone(),
-        router: router.clone(),
-        settings: settings.clone(),
-        resolver: resolver.clone(),
+        routing: routing.clone(),
     };
     let link_task = tokio::spawn(link_task.run(link_inputs.events, shutdown.clone()));
     let triggers_task = tokio::spawn(triggers::run(
@@ -158,8 +160,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         shutdown.clone(),
     ));
 
-    let status_link = link.clone();
-    let metrics = Arc::new(crate::metrics::Metrics::new());
     let metrics_task = match &config.metrics {
         Some(m) => {
             let socket = tokio::net::TcpListener::bind(m.listen).await.map_err(|e| {
@@ -170,10 +170,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
             })?;
             tracing::info!(addr = %m.listen, "metrics at /metrics");
             let sources = Arc::new(crate::metrics::http::Sources {
-                metrics: metrics.clone(),
+                metrics: base.metrics.clone(),
                 spool: spool.clone(),
                 link: link.clone(),
-                server: server_stats.clone(),
+                server: base.stats.clone(),
             });
             Some(tokio::spawn(crate::metrics::http::serve(
                 socket,
@@ -183,34 +183,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
         }
         None => None,
     };
-    let kit = Arc::new(Kit {
-        spool: spool.clone(),
-        router,
-        settings,
-        resolver,
-        us: Us {
-            hostname: config.hostname.to_ascii_lowercase(),
-            listeners: bound,
-        },
-        progress,
-        link,
-        metrics,
-        shutdown: shutdown.clone(),
-    });
-    let owner = Owner {
-        kit,
-        handle: queue.clone(),
-        retry: RetryPolicy::from_config(&config.retry),
-        notices: Arc::new(NoticeSettings {
-            hostname: config.hostname.clone(),
-            admin: config.admin.clone(),
-        }),
-        open_domains,
-    };
+    let settings = parts::owner_settings(&base, &prepared, &resolver);
     let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel();
-    spool
-        .set_placement(owner.placement(), due_tx)
-        .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    let owner = Owner {
+        kit: settings.kit,
+        handle: queue.clone(),
+        retry: settings.retry,
+        notices: settings.notices,
+        open_domains: open_domains.clone(),
+        due: due_tx,
+    };
     let inputs = Inputs {
         events: queue_events,
         due: due_rx,
@@ -218,19 +200,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     };
     let owner_task = tokio::spawn(owner.run(inputs, shutdown.clone()));
 
-    let pickup = Arc::new(pickup::Pickup {
-        spool: spool.clone(),
-        hostname: config.hostname.clone(),
-        max_message_size: config.accept.max_message_size.0,
+    let pickup = Arc::new(Current::new(parts::pickup(&base, &prepared)));
+    let pickup_task = tokio::spawn(run_pickup(pickup.clone(), shutdown.clone()));
+
+    let live = Arc::new(reload::Live {
+        source,
+        base,
+        running: std::sync::Mutex::new(config),
+        resolver: std::sync::Mutex::new(resolver),
+        listeners,
+        routing,
+        queue: queue.clone(),
+        open_domains,
+        pickup,
+        hostname,
     });
-    let pickup_task = tokio::spawn(run_pickup(pickup, shutdown.clone()));
+    let reload_task = tokio::spawn(reload::on_sighup(live, shutdown.clone()));
 
     tracing::info!(pid = std::process::id(), spool = %layout.root.display(), "ferrymail ready");
     let notifier = systemd::Notifier::from_env().map(Arc::new);
     let status_task = notifier.clone().map(|n| {
         tokio::spawn(systemd::report_status(
             n,
-            status_link,
+            link.clone(),
             spool.clone(),
             shutdown.clone(),
         ))
@@ -243,6 +235,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     if let Some(task) = status_task {
         let _ = task.await;
     }
+    let _ = reload_task.await;
     let _ = pickup_task.await;
     let _ = control_task.await;
     let _ = triggers_task.await;
@@ -271,45 +264,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fail
     Ok(())
 }
 
-/// AUTH credentials from `accept.users`; a bad file is a configuration error.
-fn load_users(config: &Config) -> Result<Option<Arc<AuthContext>>, Failure> {
-    let Some(path) = &config.accept.users else {
-        return Ok(None);
-    };
-    let users =
-        Users::load(path).map_err(|e| Failure::new(exit::CONFIG, format!("accept.users: {e}")))?;
-    Ok(Some(Arc::new(AuthContext::new(users))))
-}
-
-/// The certificate from `[tls]`, and a SIGHUP handler that reloads it.
-fn load_tls(config: &Config) -> Result<Option<Arc<ServerTls>>, Failure> {
-    let Some(t) = &config.tls else {
-        return Ok(None);
-    };
-    let tls = ServerTls::load(&t.cert, &t.key)
-        .map_err(|e| Failure::new(exit::CONFIG, format!("[tls]: {e}")))?;
-    let tls = Arc::new(tls);
-    let reloading = tls.clone();
-    let mut hup =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| {
-            Failure::new(
-                exit::SOFTWARE,
-                format!("cannot install the SIGHUP handler: {e}"),
-            )
-        })?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            match reloading.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the old one")
-                }
-            }
-        }
-    });
-    Ok(Some(tls))
-}
-
 /// As root, `maildrop/` is written by every local user (like Postfix's maildrop with
 /// its setgid helper, but without one): 1733, sticky, not listable.
 fn set_maildrop_permissions(layout: &Layout) {
@@ -321,17 +275,17 @@ fn set_maildrop_permissions(layout: &Layout) {
     }
 }
 
-async fn run_pickup(pickup: Arc<pickup::Pickup>, shutdown: CancellationToken) {
+async fn run_pickup(current: Arc<Current<pickup::Pickup>>, shutdown: CancellationToken) {
     let wake = Arc::new(Notify::new());
     let waker = wake.clone();
     let _watcher = crate::watch::watch_dir(
-        &pickup.spool.layout().maildrop_new,
+        &current.get().spool.layout().maildrop_new,
         None,
         "the maildrop",
         move || waker.notify_one(),
     );
     loop {
-        let scan = pickup.clone();
+        let scan = current.get();
         let stop = shutdown.clone();
         let scanned = tokio::task::spawn_blocking(move || {
             pickup::sweep_stale(&scan.spool.layout().maildrop_tmp, STALE_DROP);

@@ -21,6 +21,7 @@ use super::gate::Evidence;
 use super::probe::probe;
 use super::{Event, Link, News};
 use crate::clock::now_unix;
+use crate::current::Current;
 use crate::delivery::client::ClientSettings;
 use crate::delivery::mx::MxResolver;
 use crate::delivery::route::{Router, Target};
@@ -51,11 +52,16 @@ pub fn jump(wall: i64, mono: i64) -> Option<Jump> {
     }
 }
 
-pub struct LinkTask {
-    pub link: Arc<Link>,
+/// What the link task reaches routes with; a reload replaces it.
+pub struct Routing {
     pub router: Router,
     pub settings: HashMap<String, ClientSettings>,
     pub resolver: Arc<MxResolver>,
+}
+
+pub struct LinkTask {
+    pub link: Arc<Link>,
+    pub routing: Arc<Current<Routing>>,
 }
 
 impl LinkTask {
@@ -118,7 +124,7 @@ impl LinkTask {
                     let now_all = std::mem::take(&mut probe_now);
                     for (route, target) in link.to_probe(all, now_all) {
                         if probing.insert(route.clone()) {
-                            let resolver = self.resolver.clone();
+                            let resolver = self.routing.get().resolver.clone();
                             let timeout = link.probe_timeout(&route);
                             probes.spawn(async move {
                                 let result = probe(&target, &resolver, timeout).await;
@@ -175,11 +181,12 @@ impl LinkTask {
     }
 
     fn opened(&self, route: String) {
+        let routing = self.routing.get();
         if matches!(
-            self.router.by_name(&route).map(|r| &r.target),
+            routing.router.by_name(&route).map(|r| &r.target),
             Some(Target::Mx { .. })
         ) {
-            self.resolver.refresh();
+            routing.resolver.refresh();
         }
         self.link.tell(News::Opened { route });
     }
@@ -191,11 +198,13 @@ impl LinkTask {
         if domains.is_empty() {
             return;
         }
-        let Some(Target::Relay { host_port, .. }) = self.router.by_name(route).map(|r| &r.target)
+        let routing = self.routing.get();
+        let Some(Target::Relay { host_port, .. }) =
+            routing.router.by_name(route).map(|r| &r.target)
         else {
             return;
         };
-        let Some(settings) = self.settings.get(route).cloned() else {
+        let Some(settings) = routing.settings.get(route).cloned() else {
             return;
         };
         let host_port = host_port.clone();

@@ -6,6 +6,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::jobs::{Change, ChangeOutcome};
+use super::reload::OwnerSettings;
 use crate::delivery::runner::Answered;
 use crate::spool::SpoolError;
 use crate::spool::claims::Claim;
@@ -30,6 +31,11 @@ pub enum QueueEvent {
     Answers {
         lane: String,
         answered: Answered,
+        reply: oneshot::Sender<()>,
+    },
+    /// A reload: new routes and settings; `reply` once the owner has taken them.
+    Reconfigure {
+        settings: Box<OwnerSettings>,
         reply: oneshot::Sender<()>,
     },
 }
@@ -64,6 +70,16 @@ impl QueueHandle {
             why: why.to_owned(),
             reply: None,
         });
+    }
+
+    /// Hands the owner a reload's settings; returns once it has taken them.
+    pub async fn reconfigure(&self, settings: OwnerSettings) -> Result<(), SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(QueueEvent::Reconfigure {
+            settings: Box::new(settings),
+            reply,
+        })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)
     }
 
     /// An operator's change; answers when it is done.

@@ -18,6 +18,7 @@ pub mod open_domains;
 pub mod owner;
 pub mod placement;
 pub mod record;
+pub mod reload;
 pub mod retry;
 pub mod schedule;
 pub mod settle;

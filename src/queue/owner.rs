@@ -54,6 +54,8 @@ pub struct Owner {
     pub retry: RetryPolicy,
     pub notices: Arc<NoticeSettings>,
     pub open_domains: Arc<OpenDomains>,
+    /// Where the spool's writer reports lanes with new due mail (`Inputs::due`).
+    pub due: mpsc::UnboundedSender<Vec<String>>,
 }
 
 /// The owner's working state.
@@ -87,8 +89,12 @@ impl Owner {
     }
 
     /// Runs until `shutdown`, then waits (bounded by the daemon) for its runners.
-    pub async fn run(self, mut inputs: Inputs, shutdown: CancellationToken) {
+    pub async fn run(mut self, mut inputs: Inputs, shutdown: CancellationToken) {
         let spool = self.kit.spool.clone();
+        if let Err(e) = spool.set_placement(self.placement(), self.due.clone()) {
+            tracing::error!(error = %e, "committed mail cannot be placed: the spool's writer is gone");
+            return;
+        }
         let mut st = State {
             schedule: Schedule::default(),
             running: HashMap::new(),
@@ -159,7 +165,7 @@ impl Owner {
     }
 
     /// Everything that arrived while a job step ran, without waiting for more.
-    async fn take_waiting(&self, st: &mut State, inputs: &mut Inputs) {
+    async fn take_waiting(&mut self, st: &mut State, inputs: &mut Inputs) {
         while let Ok(event) = inputs.events.try_recv() {
             self.handle(st, event).await;
         }
@@ -181,25 +187,7 @@ impl Owner {
     /// within `retry.max`, and learn which lanes have mail waiting for a time.
     async fn start(&self, st: &mut State) {
         let spool = &self.kit.spool;
-        match spool.placed_domains().await {
-            Ok(domains) => {
-                let mut todo = VecDeque::new();
-                for (domain, lane) in domains {
-                    let placement = placement::place_route(&self.kit, &domain);
-                    if lane.as_deref() != Some(placement.lane.as_str()) {
-                        todo.push_back((domain, placement));
-                    }
-                }
-                if !todo.is_empty() {
-                    tracing::info!(
-                        domains = todo.len(),
-                        "placing mail on the configured routes"
-                    );
-                    st.jobs.push_back(Job::Place { todo });
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "reading where mail is placed failed"),
-        }
+        self.place_anew(st).await;
         st.jobs.push_back(Job::Clamp {
             latest: now_unix() + self.retry.max.as_secs() as i64,
         });
@@ -213,8 +201,12 @@ impl Owner {
         }
     }
 
-    async fn handle(&self, st: &mut State, event: QueueEvent) {
+    async fn handle(&mut self, st: &mut State, event: QueueEvent) {
         match event {
+            QueueEvent::Reconfigure { settings, reply } => {
+                self.reconfigure(st, *settings).await;
+                let _ = reply.send(());
+            }
             QueueEvent::Flush { target, why, reply } => self.flush(st, target, &why, reply).await,
             QueueEvent::Change { change, reply } => {
                 match Job::change(&self.kit.spool, change, Reply::Change(reply)).await {

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::conn::{ServerContext, serve_connection};
 use super::stream::Stream;
+use crate::current::Current;
 use crate::smtp::reply;
 
 #[derive(Clone, Copy, Debug)]
@@ -64,15 +65,21 @@ impl Drop for ClientSlot {
     }
 }
 
-/// Accepts until shutdown, then waits for open connections to finish.
-pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, limits: ConnectionLimits) {
+/// Accepts until shutdown, then waits for open connections to finish. Each connection
+/// is served with the context current when it was accepted (a reload replaces it).
+pub async fn serve(
+    listener: TcpListener,
+    current: Arc<Current<ServerContext>>,
+    limits: ConnectionLimits,
+) {
+    let shutdown = current.get().shutdown.clone();
     let global = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = PerClient::default();
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     loop {
         let (stream, peer) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -86,6 +93,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, limits: Conne
         };
         backoff = Duration::from_millis(10);
         let _ = stream.set_nodelay(true);
+        let ctx = current.get();
         let trusted = ctx.session.policy.may_relay(peer.ip(), false);
         let slot = if trusted {
             Some(None)
@@ -98,7 +106,6 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, limits: Conne
             continue;
         };
         ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let ctx = ctx.clone();
         tracker.spawn(async move {
             ctx.stats.open.fetch_add(1, Ordering::Relaxed);
             if let Some(stream) = prepare(stream, &ctx).await {

@@ -1,0 +1,109 @@
+//! What the daemon derives from a configuration before running it, at start and at each
+//! reload: every step that reads a file or can fail — the server certificate and key,
+//! the AUTH users, each route's client settings with the CA and the smarthost's
+//! password — is done here, so a configuration that cannot run is refused whole (a
+//! reload keeps the one in force). `config check` runs the same steps, and also warns
+//! about files others may write or read, as `postfix check` does.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::delivery::client::ClientSettings;
+use crate::delivery::route::Router;
+use crate::delivery::settings::client_settings;
+use crate::server::auth::Users;
+use crate::server::tls::TlsError;
+use crate::server::{AuthContext, ServerTls};
+
+/// A configuration with everything it needs loaded.
+pub struct Prepared {
+    pub config: Config,
+    /// The certificate, when `[tls]` is set.
+    pub tls: Option<Arc<ServerTls>>,
+    /// AUTH credentials, when `accept.users` is set.
+    pub auth: Option<Arc<AuthContext>>,
+    pub router: Router,
+    /// How to talk to each route's upstream, by route name.
+    pub settings: HashMap<String, ClientSettings>,
+}
+
+/// Loads what `config` names; the error is one line naming the key and the file.
+pub fn prepare(config: Config) -> Result<Prepared, String> {
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(ServerTls::load(&t.cert, &t.key).map_err(
+            |e| match e {
+                TlsError::File { path, message } => {
+                    let key = if path == t.cert {
+                        "tls.cert"
+                    } else {
+                        "tls.key"
+                    };
+                    format!("{key} {}: {message}", path.display())
+                }
+                TlsError::Rustls(e) => format!("tls: certificate and key: {e}"),
+            },
+        )?)),
+        None => None,
+    };
+    let auth = match &config.accept.users {
+        Some(path) => Some(Arc::new(AuthContext::new(
+            Users::load(path).map_err(|e| format!("accept.users {e}"))?,
+        ))),
+        None => None,
+    };
+    let router = Router::from_config(&config);
+    let settings = client_settings(&config, &router)?;
+    Ok(Prepared {
+        config,
+        tls,
+        auth,
+        router,
+        settings,
+    })
+}
+
+/// Files of `config` (and the configuration file itself, `source`) that others may
+/// change or read: one line each, for the log and `config check`.
+pub fn file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |what: &str, path: &Path, secret: bool| {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.mode();
+        if mode & 0o002 != 0 {
+            out.push(format!(
+                "{what} {} is writable by every user: anyone can change how mail is handled",
+                path.display()
+            ));
+        }
+        if secret && mode & 0o004 != 0 {
+            out.push(format!(
+                "{what} {} is readable by every user: keep secrets mode 0600 or 0640",
+                path.display()
+            ));
+        }
+    };
+    if let Some(file) = source {
+        check("the configuration", file, false);
+    }
+    if let Some(t) = &config.tls {
+        check("tls.cert", &t.cert, false);
+        check("tls.key", &t.key, true);
+    }
+    if let Some(users) = &config.accept.users {
+        check("accept.users", users, true);
+    }
+    if let Some(up) = &config.upstream {
+        if let Some(ca) = &up.ca {
+            check("upstream.ca", ca, false);
+        }
+        if let Some(password) = &up.password_file {
+            check("upstream.password_file", password, true);
+        }
+    }
+    out
+}
