@@ -9,7 +9,7 @@ use crate::daemon::prepare::{file_warnings, prepare};
 use crate::exit::{self, Failure};
 
 pub fn run(path: Option<&Path>, quiet: bool) -> Result<(), Failure> {
-    let loaded = super::load_config(path)?;
+    let loaded = config::load(path)?;
     let file = loaded
         .source
         .as_ref()

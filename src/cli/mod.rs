@@ -164,6 +164,7 @@ pub(crate) fn unexpected(reply: crate::control::Response) -> Failure {
     Failure::new(exit::SOFTWARE, format!("unexpected reply: {reply:?}"))
 }
 
+/// The configuration for a command that talks to a daemon or its spool.
 pub(crate) fn load_config(path: Option<&Path>) -> Result<Loaded, Failure> {
-    Ok(config::load(path)?)
+    Ok(config::load_as(path, config::Role::Client)?)
 }

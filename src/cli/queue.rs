@@ -73,8 +73,24 @@ fn index_error(e: impl std::fmt::Display) -> Failure {
     Failure::new(exit::IOERR, format!("reading the queue index: {e}"))
 }
 
+/// A spool whose queue this user may not read (a root daemon's is private): said
+/// plainly, before SQLite says "unable to open database file".
+fn readable(layout: &Layout) -> Result<(), Failure> {
+    match std::fs::File::open(&layout.index) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Failure::new(
+            exit::NOPERM,
+            format!(
+                "the queue in {} is private to its daemon's user: run this as root (or that user)",
+                layout.root.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn list(config: Option<&Path>, json: bool) -> Result<(), Failure> {
     let layout = layout(config)?;
+    readable(&layout)?;
     let reader = IndexReader::open(&layout).map_err(index_error)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -117,6 +133,7 @@ fn parse_id(id: &str) -> Result<QueueId, Failure> {
 fn show(config: Option<&Path>, id: &str) -> Result<(), Failure> {
     let id = parse_id(id)?;
     let layout = layout(config)?;
+    readable(&layout)?;
     let path = layout.message_path(id);
     let stored = read_stored(&RealFs, &path).map_err(|e| match e {
         crate::spool::envelope::FormatError::Io(io)

@@ -22,7 +22,7 @@ pub enum LogFormat {
 }
 
 pub fn run(config: Option<&Path>, args: ServeArgs) -> Result<(), Failure> {
-    let loaded = super::load_config(config)?;
+    let loaded = crate::config::load(config)?;
     init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

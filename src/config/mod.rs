@@ -16,6 +16,8 @@ pub use validate::{domain_matches, is_domain, mx_port, parse_window};
 
 /// The system-wide file, used when neither `--config` nor `$FERRYMAIL_CONFIG` names one.
 pub const SYSTEM_CONFIG: &str = "/etc/ferrymail/ferrymail.toml";
+/// The system's spool: a root daemon's default.
+pub const SYSTEM_SPOOL: &str = "/var/spool/ferrymail";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -56,40 +58,91 @@ pub struct Loaded {
     pub config: Config,
     /// The file read, or `None` for built-in defaults.
     pub source: Option<PathBuf>,
+    /// `spool` was not set: it is the built-in default.
+    pub default_spool: bool,
 }
 
-/// Finds and loads the configuration: `explicit`, else `$FERRYMAIL_CONFIG`, else the
-/// system file if present, else built-in defaults.
-pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+/// Who loads the configuration: the daemon, or a command that talks to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Daemon,
+    Client,
+}
+
+/// Finds and loads the configuration: `explicit`, else `$FERRYMAIL_CONFIG`, else (not
+/// as root) the user's own file if present, else the system file if present, else
+/// built-in defaults. For a `Client` that is not root and has no `spool` set, the spool
+/// is the system's when one is set up there, unless the user's own daemon runs
+/// (`client_spool`): a user's `sendmail` reaches the system's daemon, as Postfix's
+/// postdrop does, and their own daemon when they run one.
+pub fn load_as(explicit: Option<&Path>, role: Role) -> Result<Loaded, ConfigError> {
+    let root = rustix::process::geteuid().is_root();
     let chosen = explicit
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("FERRYMAIL_CONFIG").map(PathBuf::from))
+        .or_else(|| user_config().filter(|p| !root && p.exists()))
         .or_else(|| Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()));
-    match chosen {
+    let (mut config, source) = match chosen {
         Some(file) => {
             let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
                 file: file.clone(),
                 source,
             })?;
-            let config = parse(&text, &file)?;
-            Ok(Loaded {
-                config,
-                source: Some(file),
-            })
+            (parse_unfilled(&text, &file)?, Some(file))
         }
-        None => {
-            let mut config = Config::default();
-            fill_defaults(&mut config);
-            Ok(Loaded {
-                config,
-                source: None,
-            })
-        }
+        None => (Config::default(), None),
+    };
+    let default_spool = config.spool.as_os_str().is_empty();
+    fill_defaults(&mut config);
+    if default_spool && role == Role::Client && !root {
+        config.spool = client_spool(&config.spool);
+    }
+    Ok(Loaded {
+        config,
+        source,
+        default_spool,
+    })
+}
+
+/// `load_as` for the daemon.
+pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+    load_as(explicit, Role::Daemon)
+}
+
+/// `$XDG_CONFIG_HOME/ferrymail/ferrymail.toml`, else `~/.config/ferrymail/ferrymail.toml`:
+/// the file a user's own daemon reads (contrib/systemd/user).
+pub fn user_config() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|dir| dir.join("ferrymail/ferrymail.toml"))
+}
+
+/// The spool a user's command uses when none is configured: their own (`own`) while
+/// their daemon runs there (its control socket is present), else the system's when its
+/// maildrop is set up, else their own.
+pub fn client_spool(own: &Path) -> PathBuf {
+    client_spool_between(own, Path::new(SYSTEM_SPOOL))
+}
+
+fn client_spool_between(own: &Path, system: &Path) -> PathBuf {
+    if own.join("control.sock").exists() || !system.join("maildrop/new").exists() {
+        own.to_path_buf()
+    } else {
+        system.to_path_buf()
     }
 }
 
 /// Parses and validates one file's text; `file` names it in errors and anchors relative paths.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let mut config = parse_unfilled(text, file)?;
+    fill_defaults(&mut config);
+    Ok(config)
+}
+
+/// `parse`, leaving unset what the running system decides (hostname, spool).
+fn parse_unfilled(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let name = file.display().to_string();
     let de = toml::de::Deserializer::parse(text).map_err(|e| toml_error(&name, text, "", &e))?;
     let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -104,8 +157,9 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         .unwrap_or(Path::new("."));
     let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
     anchor_paths(&mut config, &base);
-    fill_defaults(&mut config);
-    validate::validate(&config)
+    let mut checked = config.clone();
+    fill_defaults(&mut checked);
+    validate::validate(&checked)
         .map_err(|(path, message)| ConfigError::invalid(&name, &path, message))?;
     Ok(config)
 }
@@ -182,7 +236,7 @@ fn system_hostname() -> String {
 /// `~/.local/state/ferrymail` as the XDG base directory spec says.
 pub fn default_spool() -> PathBuf {
     if rustix::process::geteuid().is_root() {
-        return PathBuf::from("/var/spool/ferrymail");
+        return PathBuf::from(SYSTEM_SPOOL);
     }
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
@@ -195,4 +249,25 @@ pub fn default_spool() -> PathBuf {
 /// The effective configuration as TOML, every default written out.
 pub fn to_toml(config: &Config) -> String {
     toml::to_string(config).expect("configuration serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_commands_reach_the_system_spool_unless_their_own_daemon_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (own, system) = (dir.path().join("own"), dir.path().join("system"));
+        assert_eq!(client_spool_between(&own, &system), own, "no system spool");
+        std::fs::create_dir_all(system.join("maildrop/new")).unwrap();
+        assert_eq!(client_spool_between(&own, &system), system);
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::write(own.join("control.sock"), "").unwrap();
+        assert_eq!(
+            client_spool_between(&own, &system),
+            own,
+            "their daemon runs"
+        );
+    }
 }

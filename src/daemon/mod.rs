@@ -7,6 +7,7 @@
 pub mod control;
 mod etrn;
 mod parts;
+mod permissions;
 pub mod pickup;
 pub mod prepare;
 mod reload;
@@ -59,6 +60,7 @@ pub async fn run(
     }
     let prepared = prepare::prepare(config).map_err(|e| Failure::new(exit::CONFIG, e))?;
     let config = prepared.config.clone();
+    permissions::private_umask();
     let layout = Layout::new(&config.spool);
     let _lock = SpoolLock::acquire(&layout.root, &layout.lock).map_err(|e| match e {
         LockError::Busy { .. } => Failure::new(exit::TEMPFAIL, e.to_string()),
@@ -77,7 +79,7 @@ pub async fn run(
         )
     })?;
     tracing::info!(spool = %layout.root.display(), ?recovery, "spool recovered");
-    set_maildrop_permissions(&layout);
+    permissions::secure_spool(&layout);
 
     let resolver = Arc::new(MxResolver::new(&config.dns.servers, DNS_TIMEOUT));
     let (link, link_inputs) = Link::new(&config.link, &prepared.router, local_zone());
@@ -262,17 +264,6 @@ pub async fn run(
     let _ = std::fs::remove_file(&layout.control);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// As root, `maildrop/` is written by every local user (like Postfix's maildrop with
-/// its setgid helper, but without one): 1733, sticky, not listable.
-fn set_maildrop_permissions(layout: &Layout) {
-    use std::os::unix::fs::PermissionsExt;
-    if rustix::process::geteuid().is_root() {
-        for dir in [&layout.maildrop_tmp, &layout.maildrop_new] {
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1733));
-        }
-    }
 }
 
 async fn run_pickup(current: Arc<Current<pickup::Pickup>>, shutdown: CancellationToken) {

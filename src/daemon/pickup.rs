@@ -79,7 +79,7 @@ impl Pickup {
             }
             Err(e) => return self.quarantine(&path, &e.to_string()),
         };
-        let uid = fs.owner(&path).ok();
+        let uid = Some(dropped.owner);
         let env = dropped.envelope;
         let smtputf8 = env
             .recipients

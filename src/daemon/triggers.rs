@@ -70,7 +70,8 @@ pub async fn run(
 fn says_down(file: Option<&std::path::Path>) -> bool {
     use std::io::Read;
     let mut head = [0u8; 16];
-    let Some(Ok(mut f)) = file.map(std::fs::File::open) else {
+    // Never follow a link to another file, nor wait on a FIFO put in its place.
+    let Some(Ok((mut f, _))) = file.map(crate::spool::fs::open_regular) else {
         return false;
     };
     let n = f.read(&mut head).unwrap_or(0);

@@ -19,9 +19,10 @@ pub fn maildrop_entries(fs: &dyn Fs, layout: &Layout) -> Vec<QueueEntry> {
             continue;
         }
         let path = layout.maildrop_new.join(&name);
-        let (Ok(drop), Ok(len)) = (open_drop(fs, &path), fs.len(&path)) else {
+        let Ok(drop) = open_drop(fs, &path) else {
             continue;
         };
+        let len = drop.len;
         out.push(QueueEntry {
             id: None,
             location: "maildrop",

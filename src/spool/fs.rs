@@ -28,8 +28,10 @@ pub trait Fs: Send + Sync + 'static {
     fn append(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     fn open(&self, path: &Path) -> io::Result<Box<dyn FsRead>>;
     fn len(&self, path: &Path) -> io::Result<u64>;
-    /// The uid owning the file (a maildrop file's submitter).
-    fn owner(&self, path: &Path) -> io::Result<u32>;
+    /// Opens a file another user may have put there (a maildrop drop) as `open_regular`
+    /// does; with its owner (the submitter, who cannot forge it) and length, read from
+    /// the open file.
+    fn open_untrusted(&self, path: &Path) -> io::Result<(Box<dyn FsRead>, FileFacts)>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
@@ -38,6 +40,43 @@ pub trait Fs: Send + Sync + 'static {
     fn sync_filesystem(&self, file: &Path) -> io::Result<()>;
     /// Entry names of a directory, unsorted.
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>>;
+}
+
+/// What the open file says of itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileFacts {
+    pub owner: u32,
+    pub len: u64,
+}
+
+/// Opens `path` for reading only if it is a regular file with no other hard link: never
+/// following a symbolic link (`O_NOFOLLOW`), never blocking on a FIFO (`O_NONBLOCK`),
+/// the checks made on the opened file, so nothing can be swapped in between. A local
+/// user can put anything in a world-writable directory; this reads only what they
+/// wrote themselves.
+pub fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::new(io::ErrorKind::InvalidData, "a symbolic link"),
+            _ => e,
+        })?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file (a FIFO, device, socket or directory)",
+        ));
+    }
+    if meta.nlink() != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a file with {} hard links", meta.nlink()),
+        ));
+    }
+    Ok((file, meta))
 }
 
 /// The real file system.
@@ -93,8 +132,13 @@ impl Fs for RealFs {
         Ok(std::fs::symlink_metadata(path)?.len())
     }
 
-    fn owner(&self, path: &Path) -> io::Result<u32> {
-        Ok(std::fs::symlink_metadata(path)?.uid())
+    fn open_untrusted(&self, path: &Path) -> io::Result<(Box<dyn FsRead>, FileFacts)> {
+        let (file, meta) = open_regular(path)?;
+        let facts = FileFacts {
+            owner: meta.uid(),
+            len: meta.len(),
+        };
+        Ok((Box::new(file), facts))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -152,13 +152,20 @@ impl Drop for DropWriter<'_> {
 /// An opened drop: its checked envelope, and a reader positioned at the message.
 pub struct OpenDrop {
     pub envelope: DropEnvelope,
+    /// Who wrote it: the file's owner.
+    pub owner: u32,
+    /// The file's length.
+    pub len: u64,
     /// Where the message starts in the file.
     pub body_offset: u64,
     pub body: BufReader<Box<dyn FsRead>>,
 }
 
+/// Opens the drop at `path`: a regular file with one link, never followed nor waited on
+/// (`Fs::open_untrusted`), whose envelope line passes the checks.
 pub fn open_drop(fs: &dyn Fs, path: &Path) -> Result<OpenDrop, DropError> {
-    let mut reader = BufReader::new(fs.open(path)?);
+    let (file, facts) = fs.open_untrusted(path)?;
+    let mut reader = BufReader::new(file);
     let mut magic = vec![0u8; MAGIC.len()];
     reader
         .read_exact(&mut magic)
@@ -179,6 +186,8 @@ pub fn open_drop(fs: &dyn Fs, path: &Path) -> Result<OpenDrop, DropError> {
     check(&envelope).map_err(DropError::Envelope)?;
     Ok(OpenDrop {
         envelope,
+        owner: facts.owner,
+        len: facts.len,
         body_offset,
         body: reader,
     })

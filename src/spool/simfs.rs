@@ -10,7 +10,7 @@ use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::fs::{Fs, FsFile, FsRead};
+use super::fs::{FileFacts, Fs, FsFile, FsRead};
 
 #[derive(Clone, Default)]
 struct Inode {
@@ -247,8 +247,13 @@ impl Fs for SimFs {
         self.read_state(|s| Ok(s.inodes[s.lookup(path)?].data.len() as u64))
     }
 
-    fn owner(&self, path: &Path) -> io::Result<u32> {
-        self.read_state(|s| s.lookup(path).map(|_| 0))
+    fn open_untrusted(&self, path: &Path) -> io::Result<(Box<dyn FsRead>, FileFacts)> {
+        let data = self.read_state(|s| Ok(s.inodes[s.lookup(path)?].data.clone()))?;
+        let facts = FileFacts {
+            owner: 0,
+            len: data.len() as u64,
+        };
+        Ok((Box::new(Cursor::new(data)), facts))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
