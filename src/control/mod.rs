@@ -46,6 +46,29 @@ impl Request {
     pub fn is_privileged(&self) -> bool {
         matches!(self, Request::Change { .. })
     }
+
+    /// Every field is what it claims to be: a domain is a domain (RFC 1035 §2.3.4: at
+    /// most 255 octets), a change names messages or all of them.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Request::Flush {
+                domain: Some(domain),
+            }
+            | Request::Progress {
+                domain: Some(domain),
+            } if !crate::config::is_domain(domain) => Err(format!(
+                "{:?} is not a domain",
+                domain.chars().take(80).collect::<String>()
+            )),
+            Request::Change { ids, all: true, .. } if !ids.is_empty() => {
+                Err("name messages or all of them, not both".into())
+            }
+            Request::Change {
+                ids, all: false, ..
+            } if ids.is_empty() => Err("no message named".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -61,6 +61,7 @@ pub async fn run(
     let prepared = prepare::prepare(config).map_err(|e| Failure::new(exit::CONFIG, e))?;
     let config = prepared.config.clone();
     permissions::private_umask();
+    raise_fd_limit();
     let layout = Layout::new(&config.spool);
     let _lock = SpoolLock::acquire(&layout.root, &layout.lock).map_err(|e| match e {
         LockError::Busy { .. } => Failure::new(exit::TEMPFAIL, e.to_string()),
@@ -264,6 +265,24 @@ pub async fn run(
     let _ = std::fs::remove_file(&layout.control);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: each SMTP session, delivery and
+/// control connection holds a descriptor, and 1024 (the usual soft limit) runs out
+/// before the connection caps do.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit cannot be the soft one for open files (EPERM).
+    if limit.current == limit.maximum || limit.maximum.is_none() {
+        return;
+    }
+    let was = limit.current;
+    limit.current = limit.maximum;
+    match setrlimit(Resource::Nofile, limit) {
+        Ok(()) => tracing::debug!(?was, now = ?limit.current, "open file limit raised"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
 }
 
 async fn run_pickup(current: Arc<Current<pickup::Pickup>>, shutdown: CancellationToken) {
