@@ -22,6 +22,7 @@
 //! - `exit`    — sysexits codes, the one error type the binary turns into an exit code.
 //! - `clock`   — the wall clock in Unix seconds, as due times count it.
 //! - `current` — a value that a configuration reload replaces under its readers.
+//! - `printable` — outside text made safe for terminals and logs.
 
 pub mod cli;
 pub mod clock;
@@ -35,6 +36,7 @@ pub mod inject;
 pub mod link;
 pub mod metrics;
 pub mod net;
+pub mod printable;
 pub mod queue;
 pub mod server;
 pub mod smtp;

@@ -87,7 +87,12 @@ pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
                 println!("{n} message(s) delivered; {w} recipient(s) still waiting:");
                 for r in after.iter().flat_map(|p| &p.waiting_routes) {
                     let reason = r.reason.as_deref().unwrap_or("not yet tried");
-                    println!("  {}: {} recipient(s): {reason}", r.route, r.recipients);
+                    println!(
+                        "  {}: {} recipient(s): {}",
+                        r.route,
+                        r.recipients,
+                        crate::printable::printable(reason)
+                    );
                 }
             }
             (Some(_), None) => {}

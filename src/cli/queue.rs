@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 
 use crate::control::{ChangeAction, Request, Response, client};
 use crate::exit::{self, Failure};
+use crate::printable::printable_lines;
 use crate::queue::jobs::ChangeOutcome;
 use crate::queue::maildrop_entries;
 use crate::queue::table::Table;
@@ -206,7 +207,15 @@ fn show(config: Option<&Path>, id: &str) -> Result<(), Failure> {
     text.push('\n');
     let body = crate::spool::envelope::read_body(&RealFs, &path, &stored)
         .map_err(|e| Failure::new(exit::IOERR, format!("{}: {e}", path.display())))?;
+    // Envelope fields came from outside; so did the message, which is shown as it is
+    // only when it goes to a file or a pipe, never raw to a terminal.
+    let text = printable_lines(text.as_bytes());
     let mut out = std::io::stdout().lock();
+    let body = if std::io::IsTerminal::is_terminal(&out) {
+        printable_lines(&body).into_bytes()
+    } else {
+        body
+    };
     out.write_all(text.as_bytes())
         .and_then(|()| out.write_all(&body))
         .map_err(|e| Failure::new(exit::IOERR, e.to_string()))

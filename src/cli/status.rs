@@ -11,6 +11,7 @@ use crate::config::LinkMode;
 use crate::control::{Request, Response, client};
 use crate::exit::{self, Failure};
 use crate::link::gate::LinkState;
+use crate::printable::printable;
 use crate::queue::table::age;
 use crate::spool::{Layout, now_unix};
 
@@ -77,15 +78,15 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
             mode_name(r.mode),
             r.state.as_str(),
             age(now - r.since),
-            r.reason
+            printable(&r.reason)
         );
     }
     if let Some(f) = &status.last_flush {
         println!(
             "flushed:   {} ago, by {}: {}",
             age(now - f.at),
-            f.why,
-            f.result
+            printable(&f.why),
+            printable(&f.result)
         );
     }
     for d in &status.open_domains {

@@ -7,6 +7,7 @@
 use std::io::Read;
 use std::path::Path;
 
+use crate::printable::printable;
 use crate::smtp::Mailbox;
 use crate::smtp::canon::CrlfCanon;
 use crate::spool::maildrop::{DropError, is_drop_name, open_drop};
@@ -51,7 +52,8 @@ impl Pickup {
             }
             let outcome = self.ingest(&reader, &name)?;
             if let Outcome::Quarantined(reason) = &outcome {
-                tracing::error!(drop = %name.to_string_lossy(), reason, "maildrop file quarantined in corrupt/");
+                let name = name.to_string_lossy();
+                tracing::error!(drop = %printable(&name), reason, "maildrop file quarantined in corrupt/");
             }
             picked += 1;
         }

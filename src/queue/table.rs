@@ -1,9 +1,11 @@
 //! The human queue listing, in the spirit of Postfix's `mailq`: one block per message
 //! (id, age, size, sender) with a line per recipient and its state, then a summary.
+//! Text from outside (addresses, replies) is shown `printable`.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use crate::printable::printable;
 use crate::spool::reader::QueueEntry;
 
 /// Writes entries one by one and keeps the counts for the summary line.
@@ -40,7 +42,7 @@ impl<W: Write> Table<W> {
         let sender = if e.sender.is_empty() {
             "<>".to_owned()
         } else {
-            format!("<{}>", e.sender)
+            format!("<{}>", printable(&e.sender))
         };
         writeln!(
             self.out,
@@ -73,9 +75,14 @@ impl<W: Write> Table<W> {
             {
                 detail.push_str(&format!(", next in {}", age(next - self.now)));
             }
-            writeln!(self.out, "    {:<40} {state}{detail}", r.address)?;
+            writeln!(
+                self.out,
+                "    {:<40} {}{detail}",
+                printable(&r.address),
+                printable(state)
+            )?;
             if let Some(reply) = &r.last_reply {
-                writeln!(self.out, "        {reply}")?;
+                writeln!(self.out, "        {}", printable(reply))?;
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! `MAX_REPLY_LINE` octets a line and `MAX_REPLY_LINES` lines a reply (endless `250-`
 //! continuations are an error, not a memory leak), three-digit codes only, every line of
 //! a reply with the same code. Enhanced status codes (RFC 3463) are split off when present.
+//! Control characters in the text become `?` (`printable`): the text is shown to people.
 
 use super::reply::Status;
 
@@ -85,9 +86,11 @@ impl ResponseReader {
                 return Err(ResponseError::LineTooLong);
             }
             let raw: Vec<u8> = self.buf.drain(..=lf).collect();
-            let line = String::from_utf8_lossy(&raw)
-                .trim_end_matches(['\r', '\n'])
-                .to_owned();
+            // Shown in logs, the queue listing and notices: no escapes, no bells.
+            let line = crate::printable::printable(
+                String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']),
+            )
+            .into_owned();
             let (code, last, text) = split_line(&line)?;
             if self.code.is_some_and(|c| c != code) {
                 return Err(ResponseError::MixedCodes);
