@@ -186,6 +186,8 @@ impl Conn {
                     .close(&reply::SYNTAX_ERROR.with_text("This is an SMTP server"))
                     .await;
             }
+            // The chunk follows with no length we can trust: it cannot be skipped.
+            Err(e @ CommandError::BadChunkSize) => Step::Close(e.reply()),
             Err(e) => self.session.error(e.reply()),
         };
         let is_bdat = matches!(step, Step::Bdat { .. });

@@ -70,6 +70,10 @@ pub enum CommandError {
     BadParameter(String),
     #[error("unsupported parameter {0}")]
     UnknownParameter(String),
+    /// A BDAT whose chunk size cannot be read: the chunk's bytes follow, and nothing
+    /// tells where they end, so the connection must close (RFC 3030 §2).
+    #[error("BDAT size unreadable")]
+    BadChunkSize,
 }
 
 impl CommandError {
@@ -82,6 +86,7 @@ impl CommandError {
             CommandError::BadSender(_) => BAD_SENDER_SYNTAX,
             CommandError::BadRecipient(_) => BAD_RECIPIENT_SYNTAX,
             CommandError::UnknownParameter(_) => UNKNOWN_PARAMETER,
+            CommandError::BadChunkSize => BAD_CHUNK_SIZE,
         }
     }
 }
@@ -352,7 +357,7 @@ fn bdat(arg: &str) -> Result<Command, CommandError> {
         .next()
         .filter(|w| w.len() <= 20 && w.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|w| w.parse().ok())
-        .ok_or(CommandError::Syntax("BDAT size must be a number"))?;
+        .ok_or(CommandError::BadChunkSize)?;
     let last = match words.next() {
         None => false,
         Some(w) if w.eq_ignore_ascii_case("LAST") => true,
