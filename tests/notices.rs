@@ -199,3 +199,78 @@ fn a_double_bounce_is_kept_for_the_operator_or_sent_to_the_admin() {
     );
     daemon.stop();
 }
+
+/// Backscatter: a bounce of mail from an unauthenticated client outside
+/// `relay_networks` (whose sender anyone could forge) carries the headers only, even
+/// with RET=FULL; the same message from a relay network gets its content back.
+#[test]
+fn a_bounce_to_a_sender_anyone_could_forge_carries_the_headers_only() {
+    let upstream = Upstream::start(
+        "127.0.0.1:0",
+        false,
+        Arc::new(|rcpt: &str| match rcpt.split('@').next().unwrap_or("") {
+            "gone" => "550 5.1.1 no such user".to_owned(),
+            _ => "250 2.1.5 ok".to_owned(),
+        }),
+    );
+    let port = common::free_port();
+    let hub = Env::with_config(&format!(
+        "[[listen]]\naddr = \"127.0.0.1:{port}\"\n\
+         [accept]\nrelay_networks = [\"127.0.0.1/32\"]\nlocal_domains = [\"here.example\"]\n\
+         [upstream]\nsmarthost = \"127.0.0.1:{0}\"\ntls = \"none\"\n\
+         [[route]]\ndomains = [\"here.example\"]\nvia = \"127.0.0.1:{0}\"\ntls = \"none\"\n\
+         [link]\nprobe_interval = \"1s\"\n",
+        upstream.addr.port()
+    ));
+    let daemon = hub.start_daemon();
+    let send_from = |source: &str, sender: &str| {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import smtplib,sys; s=smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20, \
+                 source_address=(sys.argv[2], 0)); s.ehlo('client.example'); \
+                 s.sendmail(sys.argv[3], ['gone@here.example'], \
+                 'Subject: returned\\r\\n\\r\\nSECRET BODY\\r\\n', mail_options=['RET=FULL']); s.quit()",
+                &port.to_string(),
+                source,
+                sender,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let bounce_to = |sender: &str| {
+        notices(&upstream)
+            .into_iter()
+            .find(|m| m.rcpts == [sender])
+            .map(|m| text(&m))
+    };
+    send_from("127.0.0.2", "forged@victim.example");
+    assert!(
+        wait_for(Duration::from_secs(20), || bounce_to(
+            "forged@victim.example"
+        )
+        .is_some()),
+        "{}",
+        daemon.log()
+    );
+    let backscatter = bounce_to("forged@victim.example").unwrap();
+    assert!(
+        backscatter.contains("Subject: returned") && !backscatter.contains("SECRET BODY"),
+        "{backscatter}"
+    );
+    assert!(backscatter.contains("text/rfc822-headers"), "{backscatter}");
+
+    send_from("127.0.0.1", "colleague@victim.example");
+    assert!(wait_for(Duration::from_secs(20), || bounce_to(
+        "colleague@victim.example"
+    )
+    .is_some()));
+    let returned = bounce_to("colleague@victim.example").unwrap();
+    assert!(returned.contains("SECRET BODY"), "{returned}");
+    daemon.stop();
+}

@@ -79,6 +79,7 @@ pub fn owner_settings(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> 
         notices: Arc::new(NoticeSettings {
             hostname: p.config.hostname.clone(),
             admin: p.config.admin.clone(),
+            relay_networks: p.config.accept.relay_networks.clone(),
         }),
     }
 }

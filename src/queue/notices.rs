@@ -2,7 +2,9 @@
 //! draft (`delivery::dsn` writes it, the original streamed from its spool file), then
 //! committed by the spool writer in the same transaction as the outcomes it reports, as
 //! a message from the null sender to the original sender. Only the lines the sender
-//! asked for go in (RFC 3461 NOTIFY); a notice nobody wants is not written. The null
+//! asked for go in (RFC 3461 NOTIFY); a notice nobody wants is not written. A failure
+//! returns the whole message only when RET=FULL asked for it and the sender is known
+//! (`NoticeSettings::sender_known`); every other notice carries the headers only. The null
 //! sender gets no notice (RFC 5321 §4.5.5): when a notice itself fails (a double
 //! bounce), it goes to the admin address if there is one, and is otherwise kept in the
 //! queue for the operator; a double bounce to the admin that fails too is kept. Never
@@ -11,6 +13,7 @@
 use std::io::Write;
 
 use super::settle::NoticeRequest;
+use crate::config::IpNet;
 use crate::delivery::dsn::{self, Action, Line, Original, Reported};
 use crate::spool::envelope::{About, BodyReader, read_envelope, read_stored};
 use crate::spool::{
@@ -33,6 +36,26 @@ pub struct NoticeSettings {
     pub hostname: String,
     /// Where double bounces go; `None` keeps them in the queue.
     pub admin: Option<String>,
+    /// `accept.relay_networks`: a failure notice returns the whole message (RET=FULL)
+    /// only to mail from these clients, authenticated ones, or local submissions.
+    pub relay_networks: Vec<IpNet>,
+}
+
+impl NoticeSettings {
+    /// Whether the message's sender is known: it came from a local user, an
+    /// authenticated client, a client in `relay_networks`, or ourselves. Anyone else may
+    /// have forged it, and a bounce to a forged sender is backscatter: it gets the
+    /// message's headers only, whatever RET asked.
+    fn sender_known(&self, origin: &Origin) -> bool {
+        if origin.kind != "smtp" || origin.auth.is_some() {
+            return true;
+        }
+        origin
+            .client
+            .as_deref()
+            .and_then(|c| c.parse::<std::net::IpAddr>().ok())
+            .is_some_and(|ip| self.relay_networks.iter().any(|net| net.contains(ip)))
+    }
 }
 
 /// What a notice request comes to.
@@ -123,8 +146,12 @@ pub fn build(
             Some(stored) => {
                 let mut original =
                     BodyReader::open(fs, &path, stored).map_err(|e| e.to_string())?;
-                // The whole original only for a failure, and only when asked (RET=FULL).
-                let original = if failed && envelope.ret == Some(crate::spool::Ret::Full) {
+                // The whole original only for a failure, only when asked (RET=FULL), and
+                // only to a sender we know (RFC 3461 §4.3 lets us send less).
+                let full = failed
+                    && envelope.ret == Some(crate::spool::Ret::Full)
+                    && settings.sender_known(&envelope.origin);
+                let original = if full {
                     Original::Full(&mut original, stored.trailer.eight_bit)
                 } else {
                     Original::Headers(&mut original)

@@ -132,11 +132,8 @@ pub const SYNTAX_ERROR: Reply = Reply::new(500, st(5, 5, 2), "Syntax error, comm
 pub const LINE_TOO_LONG: Reply = Reply::new(500, st(5, 5, 2), "Line too long");
 pub const PARAM_SYNTAX: Reply = Reply::new(501, st(5, 5, 4), "Syntax error in parameters");
 /// RFC 3030 §2: the chunk that follows cannot be skipped without its size.
-pub const BAD_CHUNK_SIZE: Reply = Reply::new(
-    554,
-    st(5, 5, 4),
-    "BDAT size unreadable; closing connection",
-);
+pub const BAD_CHUNK_SIZE: Reply =
+    Reply::new(554, st(5, 5, 4), "BDAT size unreadable; closing connection");
 pub const BAD_SENDER_SYNTAX: Reply = Reply::new(501, st(5, 1, 7), "Bad sender address syntax");
 pub const BAD_RECIPIENT_SYNTAX: Reply =
     Reply::new(501, st(5, 1, 3), "Bad recipient address syntax");
