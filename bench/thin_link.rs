@@ -123,13 +123,13 @@ async fn upstream(dir: &std::path::Path) -> std::net::SocketAddr {
         auth: None,
         etrn: None,
         stats: Default::default(),
+        limits: ConnectionLimits::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ferrymail::server::serve(
         listener,
         Arc::new(ferrymail::current::Current::from_arc(ctx)),
-        ConnectionLimits::default(),
     ));
     addr
 }

@@ -78,13 +78,13 @@ async fn upstream(tls: bool, max_recipients: u32) -> Upstream {
         auth,
         etrn: None,
         stats: Default::default(),
+        limits: ConnectionLimits::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ferrymail::server::serve(
         listener,
         Arc::new(ferrymail::current::Current::from_arc(ctx)),
-        ConnectionLimits::default(),
     ));
     Upstream {
         addr,

@@ -27,10 +27,21 @@ async fn start(limits: ConnectionLimits) -> Fixture {
 }
 
 async fn start_with(limits: ConnectionLimits, greet_pause: Duration) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
     // An untrusted client (no relay networks), sending to a domain of ours.
-    let text =
-        "spool = \"/spool\"\n[accept]\nrelay_networks = []\nlocal_domains = [\"example.net\"]\n";
+    let timeouts = Timeouts {
+        greet_pause,
+        ..Timeouts::default()
+    };
+    start_config("[]", limits, timeouts).await
+}
+
+/// A listener whose `relay_networks` are `networks` (a TOML array).
+async fn start_config(networks: &str, limits: ConnectionLimits, timeouts: Timeouts) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "spool = \"/spool\"\n[accept]\nrelay_networks = {networks}\nlocal_domains = [\"example.net\"]\n"
+    );
+    let text = text.as_str();
     let config = ferrymail::config::parse(text, &dir.path().join("f.toml")).unwrap();
     let fs = SimFs::new();
     let layout = Layout::new(Path::new("/spool")).with_index(dir.path().join("index.sqlite3"));
@@ -44,22 +55,19 @@ async fn start_with(limits: ConnectionLimits, greet_pause: Duration) -> Fixture 
     let ctx = Arc::new(ServerContext {
         session: Arc::new(SessionConfig::from_config(&config, ListenKind::Smtp)),
         spool,
-        timeouts: Timeouts {
-            greet_pause,
-            ..Timeouts::default()
-        },
+        timeouts,
         shutdown: shutdown.clone(),
         tls: None,
         auth: None,
         etrn: None,
         stats: Default::default(),
+        limits,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ferrymail::server::serve(
         listener,
         Arc::new(ferrymail::current::Current::from_arc(ctx)),
-        limits,
     ));
     Fixture {
         addr,
@@ -148,6 +156,7 @@ async fn connection_floods_get_421() {
     let f = start(ConnectionLimits {
         max_connections: 8,
         max_per_client: 4,
+        reserved: 2,
     })
     .await;
     let mut open = Vec::new();
@@ -200,5 +209,116 @@ async fn a_client_talking_before_the_greeting_is_refused() {
             .await
             .starts_with("250")
     );
+    f.shutdown.cancel();
+}
+
+/// Connecting from `source` (a loopback address).
+async fn connect_from(source: &str, to: std::net::SocketAddr) -> BufReader<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    BufReader::new(socket.connect(to).await.unwrap())
+}
+
+/// Six addresses holding every slot they may take leave the reserved ones to a client in
+/// `relay_networks`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_leave_reserved_slots_to_trusted_clients() {
+    let limits = ConnectionLimits {
+        max_connections: 16,
+        max_per_client: 3,
+        reserved: 4,
+    };
+    let f = start_config("[\"127.0.0.1/32\"]", limits, Timeouts::default()).await;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 2..8 {
+        for _ in 0..3 {
+            let mut c = connect_from(&format!("127.0.0.{i}"), f.addr).await;
+            if reply(&mut c).await.starts_with("220") {
+                held.push(c);
+            } else {
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        held.len(),
+        12,
+        "untrusted clients fill all but the reserved slots"
+    );
+    assert_eq!(refused, 6);
+    for _ in 0..4 {
+        let mut trusted = connect_from("127.0.0.1", f.addr).await;
+        assert!(
+            reply(&mut trusted).await.starts_with("220"),
+            "a reserved slot"
+        );
+        held.push(trusted);
+    }
+    f.shutdown.cancel();
+}
+
+/// Content slower than `min_data_rate` runs out of time, though every byte arrives
+/// well within the per-read timeout; content faster than it may take longer than that
+/// timeout in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_slower_than_the_floor_times_out() {
+    let timeouts = Timeouts {
+        data: Duration::from_secs(3),
+        min_data_rate: 100,
+        ..Timeouts::default()
+    };
+    let f = start_config("[]", ConnectionLimits::default(), timeouts).await;
+    let open = |f: &Fixture| {
+        let addr = f.addr;
+        async move {
+            let mut c = BufReader::new(TcpStream::connect(addr).await.unwrap());
+            assert!(reply(&mut c).await.starts_with("220"));
+            assert!(send(&mut c, "EHLO c.example").await.starts_with("250"));
+            assert!(
+                send(&mut c, "MAIL FROM:<a@c.example>")
+                    .await
+                    .starts_with("250")
+            );
+            assert!(
+                send(&mut c, "RCPT TO:<b@example.net>")
+                    .await
+                    .starts_with("250")
+            );
+            assert!(send(&mut c, "DATA").await.starts_with("354"));
+            c
+        }
+    };
+    // 5 octets a second, one every 200 ms: never idle for long, yet far too slow.
+    let mut slow = open(&f).await;
+    let started = std::time::Instant::now();
+    let closed = loop {
+        if slow.get_mut().write_all(b"x").await.is_err() {
+            break reply(&mut slow).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut peek = [0u8; 1];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::ZERO, slow.get_mut().peek(&mut peek)).await
+            && n > 0
+        {
+            break reply(&mut slow).await;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never timed out"
+        );
+    };
+    assert!(closed.starts_with("421"), "{closed}");
+
+    // 5,000 octets a second for four seconds: longer than `data`, and fine.
+    let mut fast = open(&f).await;
+    let line = vec![b'y'; 998];
+    for _ in 0..20 {
+        fast.get_mut().write_all(&line).await.unwrap();
+        fast.get_mut().write_all(b"\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(send(&mut fast, ".").await.starts_with("250"));
     f.shutdown.cancel();
 }

@@ -94,13 +94,13 @@ async fn start_with(kind: ListenKind, users: Option<&[(&str, &str)]>) -> Fixture
         auth,
         etrn: None,
         stats: Default::default(),
+        limits: ConnectionLimits::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ferrymail::server::serve(
         listener,
         Arc::new(ferrymail::current::Current::from_arc(ctx)),
-        ConnectionLimits::default(),
     ));
     Fixture {
         addr,

@@ -93,13 +93,13 @@ async fn start(config_lines: &[String], timeout: Duration, deadline: Duration) -
         auth: None,
         etrn: None,
         stats: Default::default(),
+        limits: ConnectionLimits::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(ferrymail::server::serve(
         listener,
         Arc::new(ferrymail::current::Current::from_arc(ctx)),
-        ConnectionLimits::default(),
     ));
     Server {
         spool,

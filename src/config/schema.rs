@@ -92,6 +92,18 @@ pub struct Accept {
     pub local_domains: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<PathBuf>,
+    /// SMTP connections one listener takes at once.
+    pub max_connections: usize,
+    /// Connections at once from one client address (not for `relay_networks`).
+    pub max_connections_per_client: usize,
+    /// Of `max_connections`, how many only `relay_networks` clients may take.
+    pub reserved_connections: usize,
+    /// Waiting for a command, or for more content.
+    pub command_timeout: HumanDuration,
+    /// The longest an SMTP session may last.
+    pub session_timeout: HumanDuration,
+    /// Content must arrive at least this fast, in octets a second (0: no floor).
+    pub min_data_rate: ByteSize,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -280,6 +292,12 @@ impl Default for Accept {
             relay_networks: vec![net("127.0.0.0/8"), net("::1/128")],
             local_domains: Vec::new(),
             users: None,
+            max_connections: 256,
+            max_connections_per_client: 10,
+            reserved_connections: 32,
+            command_timeout: secs(300),
+            session_timeout: secs(3600),
+            min_data_rate: ByteSize(500),
         }
     }
 }

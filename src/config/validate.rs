@@ -46,6 +46,21 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
     if c.accept.max_recipients == 0 {
         return fault("accept.max_recipients", "must be at least 1");
     }
+    if c.accept.max_connections == 0 || c.accept.max_connections_per_client == 0 {
+        return fault(
+            "accept.max_connections",
+            "connection caps must be at least 1",
+        );
+    }
+    if c.accept.reserved_connections >= c.accept.max_connections {
+        return fault(
+            "accept.reserved_connections",
+            "must leave some of accept.max_connections for other clients",
+        );
+    }
+    if c.accept.command_timeout.0.as_secs() == 0 || c.accept.session_timeout.0.as_secs() == 0 {
+        return fault("accept.command_timeout", "timeouts must be at least 1s");
+    }
     for (i, d) in c.accept.local_domains.iter().enumerate() {
         if !is_domain(d) {
             return fault(

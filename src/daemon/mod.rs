@@ -32,7 +32,6 @@ use crate::link::task::LinkTask;
 use crate::queue::handle::QueueHandle;
 use crate::queue::open_domains::OpenDomains;
 use crate::queue::owner::{Inputs, Owner};
-use crate::server::ConnectionLimits;
 use crate::spool::lock::{LockError, SpoolLock};
 use crate::spool::{Layout, RealFs, Spool, SpoolOptions, now_unix};
 use parts::Base;
@@ -119,11 +118,7 @@ pub async fn run(
     for (socket, _, kind) in sockets {
         let ctx = Arc::new(Current::new(parts::server_context(&base, &prepared, kind)));
         listeners.push((kind, ctx.clone()));
-        smtp_tasks.push(tokio::spawn(crate::server::serve(
-            socket,
-            ctx,
-            ConnectionLimits::default(),
-        )));
+        smtp_tasks.push(tokio::spawn(crate::server::serve(socket, ctx)));
     }
 
     let listener = crate::control::server::bind(&layout.control).map_err(|e| {

@@ -20,7 +20,7 @@ use crate::queue::lane::Kit;
 use crate::queue::notices::NoticeSettings;
 use crate::queue::reload::OwnerSettings;
 use crate::queue::retry::RetryPolicy;
-use crate::server::{ServerContext, ServerStats, SessionConfig, Timeouts};
+use crate::server::{ConnectionLimits, ServerContext, ServerStats, SessionConfig, Timeouts};
 use crate::spool::Spool;
 
 /// What every configuration shares.
@@ -38,13 +38,25 @@ pub struct Base {
 
 /// The context of an SMTP listener of `kind`.
 pub fn server_context(base: &Base, p: &Prepared, kind: ListenKind) -> ServerContext {
+    let accept = &p.config.accept;
     ServerContext {
         session: Arc::new(SessionConfig {
             etrn_available: true,
             ..SessionConfig::from_config(&p.config, kind)
         }),
         spool: base.spool.clone(),
-        timeouts: Timeouts::default(),
+        timeouts: Timeouts {
+            command: accept.command_timeout.0,
+            data: accept.command_timeout.0,
+            session: accept.session_timeout.0,
+            min_data_rate: accept.min_data_rate.0,
+            ..Timeouts::default()
+        },
+        limits: ConnectionLimits {
+            max_connections: accept.max_connections,
+            max_per_client: accept.max_connections_per_client,
+            reserved: accept.reserved_connections,
+        },
         shutdown: base.shutdown.clone(),
         tls: p.tls.clone(),
         auth: p.auth.clone(),

@@ -37,6 +37,10 @@ pub struct Timeouts {
     /// Wait before the banner to catch clients that talk first (Postfix's postscreen
     /// greet wait). Zero still catches input that is already there.
     pub greet_pause: Duration,
+    /// Content must arrive at least this fast (octets a second; 0: no floor): each
+    /// octet received extends the time left for the content by 1/rate seconds, never
+    /// beyond `data` from now, as Postfix's `smtpd_min_data_rate` does.
+    pub min_data_rate: u64,
 }
 
 impl Default for Timeouts {
@@ -46,6 +50,7 @@ impl Default for Timeouts {
             data: Duration::from_secs(300),
             session: Duration::from_secs(3600),
             greet_pause: Duration::ZERO,
+            min_data_rate: 500,
         }
     }
 }
@@ -64,6 +69,8 @@ pub struct ServerContext {
     pub etrn: Option<Arc<dyn super::etrn::Flush>>,
     /// Connection counts, for the metrics (shared by every listener).
     pub stats: Arc<ServerStats>,
+    /// How many connections the listener takes, and from whom.
+    pub limits: super::ConnectionLimits,
 }
 
 /// Connections accepted, refused and open now, by the accept loops.
@@ -97,6 +104,35 @@ const READ_SIZE: usize = 64 * 1024;
 const MIN_FREE_SPACE: u64 = 1 << 20;
 
 /// Why a connection ended early; logged, never shown to the peer.
+/// The time content has left (Postfix's `smtpd_min_data_rate`): `data` at first, each
+/// octet received adding 1/`min_data_rate` seconds, never beyond `data` from now. A
+/// client that trickles content slower than the floor runs out of time.
+pub(super) struct ContentClock {
+    deadline: Instant,
+}
+
+impl ContentClock {
+    fn new(t: &Timeouts) -> ContentClock {
+        ContentClock {
+            deadline: Instant::now() + t.data,
+        }
+    }
+
+    fn received(&mut self, octets: usize, t: &Timeouts) {
+        let ceiling = Instant::now() + t.data;
+        self.deadline = if t.min_data_rate == 0 {
+            ceiling
+        } else {
+            let earned = Duration::from_secs_f64(octets as f64 / t.min_data_rate as f64);
+            (self.deadline + earned).min(ceiling)
+        };
+    }
+
+    fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Ended {
     #[error("closed by the client")]
@@ -290,6 +326,14 @@ impl Conn {
         }
     }
 
+    /// More content, within the time `clock` leaves; what arrives extends it.
+    async fn read_content(&mut self, clock: &mut ContentClock) -> Result<(), Ended> {
+        let before = self.input.len();
+        self.read_more(clock.left()).await?;
+        clock.received(self.input.len() - before, &self.ctx.timeouts);
+        Ok(())
+    }
+
     /// Free space check at MAIL: room for the declared size (or the limit) plus a margin,
     /// so a full disk answers 452 before the client sends the content.
     fn room_for(&self, declared: Option<u64>) -> bool {
@@ -363,6 +407,7 @@ impl Conn {
             return self.close(&reply::SYNC_ERROR).await;
         }
         self.reply(&reply::START_DATA);
+        let mut clock = ContentClock::new(&self.ctx.timeouts);
         let mut intake = self.start_intake().await;
         let mut reader = DataReader::new(self.ctx.session.max_message_size);
         let mut content = Vec::with_capacity(READ_SIZE);
@@ -387,8 +432,7 @@ impl Conn {
             if done {
                 break;
             }
-            let timeout = self.ctx.timeouts.data;
-            self.read_more(timeout).await?;
+            self.read_content(&mut clock).await?;
         }
         self.session.message_done();
         self.finish(intake, reader.too_big()).await?;
@@ -408,6 +452,7 @@ impl Conn {
             ));
         }
         let mut remaining = size;
+        let mut clock = ContentClock::new(&self.ctx.timeouts);
         loop {
             let take = remaining.min(self.input.len() as u64) as usize;
             if take > 0 {
@@ -421,8 +466,7 @@ impl Conn {
             if remaining == 0 {
                 break;
             }
-            let timeout = self.ctx.timeouts.data;
-            self.read_more(timeout).await?;
+            self.read_content(&mut clock).await?;
         }
         if let Some(r) = reject {
             self.reply(&r);

@@ -1,8 +1,10 @@
-//! The accept loop of one `[[listen]]` entry: a global connection cap and a per-client
-//! cap (over either: `421` and close; clients in `relay_networks` are exempt from the
-//! per-client cap, as Postfix exempts mynetworks), a backoff when the process runs out of
-//! file descriptors, and a clean stop on shutdown (connections answer 421 at their next
-//! wait).
+//! The accept loop of one `[[listen]]` entry: a connection cap, of which the last
+//! `reserved` slots are kept for clients in `relay_networks`, and a per-client cap that
+//! those clients are exempt from, as Postfix exempts mynetworks (over a cap: `421` and
+//! close); a backoff when the process runs out of file descriptors; a clean stop on
+//! shutdown (connections answer 421 at their next wait). Each listener has its own
+//! slots, so a flood on port 25 leaves submission alone. The caps are read from the
+//! current context at each accept: a reload changes them.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +14,6 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{ServerContext, serve_connection};
@@ -24,42 +25,59 @@ use crate::smtp::reply;
 pub struct ConnectionLimits {
     pub max_connections: usize,
     pub max_per_client: usize,
+    /// Of `max_connections`, kept for clients in `relay_networks`.
+    pub reserved: usize,
 }
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_connections: 256,
-            max_per_client: 50,
+            max_per_client: 10,
+            reserved: 32,
         }
     }
 }
 
-/// Counts connections per client address; a slot is released when dropped.
+/// Open connections, in all and by client address; a slot is released when dropped.
 #[derive(Clone, Default)]
-struct PerClient(Arc<Mutex<HashMap<IpAddr, usize>>>);
+struct Slots(Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>);
 
-struct ClientSlot(PerClient, IpAddr);
+struct Slot(Slots, IpAddr);
 
-impl PerClient {
-    fn take(&self, ip: IpAddr, max: usize) -> Option<ClientSlot> {
-        let mut map = self.0.lock().expect("not poisoned");
-        let n = map.entry(ip).or_insert(0);
-        if *n >= max {
+impl Slots {
+    /// A slot for `ip` under `limits`; a `trusted` client may use the reserved slots and
+    /// is not held to the per-client cap.
+    fn take(&self, ip: IpAddr, trusted: bool, limits: &ConnectionLimits) -> Option<Slot> {
+        let mut open = self.0.lock().expect("not poisoned");
+        let (total, by_client) = &mut *open;
+        let cap = if trusted {
+            limits.max_connections
+        } else {
+            limits.max_connections.saturating_sub(limits.reserved)
+        };
+        let mine = by_client.entry(ip).or_insert(0);
+        if *total >= cap || (!trusted && *mine >= limits.max_per_client) {
+            if *mine == 0 {
+                by_client.remove(&ip);
+            }
             return None;
         }
-        *n += 1;
-        Some(ClientSlot(self.clone(), ip))
+        *mine += 1;
+        *total += 1;
+        Some(Slot(self.clone(), ip))
     }
 }
 
-impl Drop for ClientSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut map = (self.0).0.lock().expect("not poisoned");
-        if let Some(n) = map.get_mut(&self.1) {
+        let mut open = (self.0).0.lock().expect("not poisoned");
+        let (total, by_client) = &mut *open;
+        *total -= 1;
+        if let Some(n) = by_client.get_mut(&self.1) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&self.1);
+                by_client.remove(&self.1);
             }
         }
     }
@@ -67,14 +85,9 @@ impl Drop for ClientSlot {
 
 /// Accepts until shutdown, then waits for open connections to finish. Each connection
 /// is served with the context current when it was accepted (a reload replaces it).
-pub async fn serve(
-    listener: TcpListener,
-    current: Arc<Current<ServerContext>>,
-    limits: ConnectionLimits,
-) {
+pub async fn serve(listener: TcpListener, current: Arc<Current<ServerContext>>) {
     let shutdown = current.get().shutdown.clone();
-    let global = Arc::new(Semaphore::new(limits.max_connections));
-    let per_client = PerClient::default();
+    let slots = Slots::default();
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -95,12 +108,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let ctx = current.get();
         let trusted = ctx.session.policy.may_relay(peer.ip(), false);
-        let slot = if trusted {
-            Some(None)
-        } else {
-            per_client.take(peer.ip(), limits.max_per_client).map(Some)
-        };
-        let (Ok(permit), Some(slot)) = (global.clone().try_acquire_owned(), slot) else {
+        let Some(slot) = slots.take(peer.ip(), trusted, &ctx.limits) else {
             ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracker.spawn(refuse(stream, peer));
             continue;
@@ -112,7 +120,7 @@ pub async fn serve(
                 serve_connection(stream, peer, ctx.clone()).await;
             }
             ctx.stats.open.fetch_sub(1, Ordering::Relaxed);
-            drop((permit, slot));
+            drop(slot);
         });
     }
     tracker.close();
