@@ -259,3 +259,28 @@ fn a_sendmail_killed_mid_input_queues_nothing() {
     assert!(env.queued().is_empty());
     daemon.stop();
 }
+
+/// A local program's line longer than 998 octets (RFC 5322 §2.1.1) is folded as the
+/// message is picked up, as Postfix's client folds it: CRLF and a space, nothing lost.
+#[test]
+fn long_lines_from_local_programs_are_folded() {
+    let env = Env::new();
+    let daemon = env.start_daemon();
+    let long = "z".repeat(2500);
+    let message = format!("Subject: cron output\n\n{long}\nend\n");
+    assert!(
+        env.send(&["root@far.example"], message.as_bytes())
+            .status
+            .success()
+    );
+    assert!(wait_for(Duration::from_secs(10), || env.queued().len() == 1));
+    let stored = common::stored_messages(&env.spool);
+    let body = String::from_utf8(stored[0].1.clone()).unwrap();
+    assert!(
+        body.split("\r\n").all(|line| line.len() <= 998),
+        "a line over 998 octets was stored"
+    );
+    assert!(body.replace("\r\n ", "").contains(&long), "content lost");
+    assert!(daemon.log().contains("folded"), "{}", daemon.log());
+    daemon.stop();
+}

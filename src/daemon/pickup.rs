@@ -1,6 +1,7 @@
 //! Pickup: moves drops from `maildrop/new` into the queue through the normal commit
 //! path. A drop is untrusted input: its envelope is re-checked, its content canonicalised
-//! to CRLF and bounded by `accept.max_message_size`; a bad drop goes to `corrupt/`.
+//! to CRLF, lines over 998 octets folded, and bounded by `accept.max_message_size`; a
+//! bad drop goes to `corrupt/`.
 //! Exactly once: the drop's name is committed with the message, and a drop whose name
 //! is already indexed (a crash after commit, before unlink) is only removed.
 
@@ -10,6 +11,7 @@ use std::path::Path;
 use crate::printable::printable;
 use crate::smtp::Mailbox;
 use crate::smtp::canon::CrlfCanon;
+use crate::smtp::line_length::Folder;
 use crate::spool::maildrop::{DropError, is_drop_name, open_drop};
 use crate::spool::{Envelope, IndexReader, Origin, QueueId, Spool, SpoolError, now_unix};
 
@@ -105,8 +107,10 @@ impl Pickup {
         draft.write(self.received_header(draft.id(), uid).as_bytes())?;
         let mut body = dropped.body;
         let mut canon = CrlfCanon::new();
+        let mut folder = Folder::default();
         let mut chunk = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(70 * 1024);
+        let mut folded = Vec::with_capacity(70 * 1024);
         loop {
             let n = match body.read(&mut chunk) {
                 Ok(0) => break,
@@ -118,7 +122,9 @@ impl Pickup {
                 drop(draft);
                 return self.quarantine(&path, "message contains a NUL byte");
             }
-            draft.write(&out)?;
+            folded.clear();
+            folder.push(&out, &mut folded);
+            draft.write(&folded)?;
             if draft.size() > self.max_message_size {
                 drop(draft);
                 return self.quarantine(&path, "message larger than accept.max_message_size");
@@ -126,8 +132,13 @@ impl Pickup {
         }
         out.clear();
         canon.finish(&mut out);
-        draft.write(&out)?;
+        folded.clear();
+        folder.push(&out, &mut folded);
+        draft.write(&folded)?;
         let id = self.spool.commit_blocking(draft.seal()?)?;
+        if folder.folded() {
+            tracing::info!(id = %id, "lines longer than 998 octets were folded");
+        }
         self.remove_drop(&path)?;
         Ok(Outcome::Queued(id))
     }

@@ -492,6 +492,10 @@ impl Conn {
             self.reply(&reply::MESSAGE_TOO_BIG);
             return Ok(());
         }
+        if intake.line_too_long() {
+            self.reply(&reply::CONTENT_LINE_TOO_LONG);
+            return Ok(());
+        }
         if intake.received_count() > MAX_RECEIVED {
             tracing::warn!(peer = %self.peer, "message refused: more than {MAX_RECEIVED} Received headers");
             self.reply(&reply::LOOP_DETECTED);

@@ -7,6 +7,7 @@
 //! the end (the content is still read, so the session stays in step).
 
 use super::received::HeaderScan;
+use crate::smtp::line_length::LineLength;
 use crate::spool::{Draft, Envelope, QueueId, Sealed, Spool, SpoolError};
 
 /// Bytes kept in memory before they are written to the draft.
@@ -20,6 +21,7 @@ pub struct Intake {
     draft: Option<Draft>,
     pending: Vec<u8>,
     headers: HeaderScan,
+    lines: LineLength,
     /// For authenticated submissions: add `Date:`/`Message-ID:` when missing, under
     /// this hostname, at the end of the header section.
     fix_headers_for: Option<String>,
@@ -44,6 +46,7 @@ impl Intake {
             draft: None,
             pending,
             headers: HeaderScan::default(),
+            lines: LineLength::default(),
             fix_headers_for,
             failed: None,
         }
@@ -56,6 +59,7 @@ impl Intake {
     /// Content bytes, exactly as they are to be stored.
     pub async fn push(&mut self, bytes: &[u8]) {
         let header_end = self.headers.feed(bytes);
+        self.lines.feed(bytes);
         if self.failed.is_some() {
             return;
         }
@@ -77,6 +81,11 @@ impl Intake {
             let fields = self.headers.missing_fields(self.id.as_str(), &hostname);
             self.pending.extend_from_slice(fields.as_bytes());
         }
+    }
+
+    /// A line of the content is longer than RFC 5322 allows.
+    pub fn line_too_long(&self) -> bool {
+        self.lines.too_long()
     }
 
     /// `Received:` fields seen in the message's header section.

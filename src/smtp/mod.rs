@@ -10,6 +10,7 @@ pub mod command;
 pub mod data;
 pub mod date;
 pub mod line;
+pub mod line_length;
 pub mod reply;
 pub mod response;
 

@@ -152,6 +152,13 @@ pub const BARE_LINE_ENDING: Reply = Reply::new(
 pub const AUTH_REQUIRED: Reply = Reply::new(530, st(5, 7, 0), "Authentication required");
 pub const TLS_REQUIRED: Reply = Reply::new(530, st(5, 7, 0), "Must issue a STARTTLS command first");
 pub const AUTH_FAILED: Reply = Reply::new(535, st(5, 7, 8), "Authentication credentials invalid");
+/// RFC 5322 §2.1.1, RFC 5321 §4.5.3.1.6: relayed as it is, such a line would be cut
+/// or refused further on; the sender can still encode it.
+pub const CONTENT_LINE_TOO_LONG: Reply = Reply::new(
+    554,
+    st(5, 6, 0),
+    "Message has a line longer than 998 octets; send it encoded (quoted-printable or base64)",
+);
 pub const MESSAGE_TOO_BIG: Reply = Reply::new(552, st(5, 3, 4), "Message size exceeds fixed limit");
 pub const NEEDS_SMTPUTF8: Reply =
     Reply::new(553, st(5, 6, 7), "Non-ASCII address requires SMTPUTF8");
