@@ -1,6 +1,6 @@
 //! The daemon under faults: kill -9 during maildrop ingestion, a deleted or damaged
 //! index, damaged spool files, a second daemon on the same spool, and queue changes
-//! with and without a running daemon.
+//! with and without a running daemon (`delete --all` without one empties the maildrop).
 
 mod common;
 
@@ -328,4 +328,28 @@ fn queue_retry_makes_waiting_mail_due_now_and_leaves_held_mail() {
         "held mail is due at no time"
     );
     daemon.stop();
+}
+
+/// With the daemon down, `queue delete --all` empties the maildrop too (nothing could
+/// pick those up meanwhile), and says how many of them there were.
+#[test]
+fn delete_all_without_the_daemon_takes_the_maildrop_too() {
+    let env = Env::new();
+    let daemon = env.start_daemon();
+    fill_maildrop(&env, 2);
+    assert!(wait_for(Duration::from_secs(10), || env.queued().len() == 2));
+    daemon.stop();
+    fill_maildrop(&env, 3);
+    assert_eq!(env.queue_json().len(), 5);
+    let out = env.run(&["queue", "delete", "--all"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("5 message(s) deleted"), "{text}");
+    assert!(text.contains("3 of them not yet picked up"), "{text}");
+    assert!(env.queue_json().is_empty());
+    assert!(env.files_in("maildrop/new").is_empty());
 }

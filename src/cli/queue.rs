@@ -17,7 +17,8 @@ use crate::queue::maildrop_entries;
 use crate::queue::table::Table;
 use crate::spool::envelope::read_stored;
 use crate::spool::lock::SpoolLock;
-use crate::spool::{IndexReader, Layout, QueueId, RealFs, Spool, SpoolOptions, now_unix};
+use crate::spool::maildrop::is_drop_name;
+use crate::spool::{Fs, IndexReader, Layout, QueueId, RealFs, Spool, SpoolOptions, now_unix};
 
 #[derive(Args, Debug)]
 pub struct QueueArgs {
@@ -233,12 +234,20 @@ fn change(config: Option<&Path>, action: ChangeAction, select: Select) -> Result
         ids: ids.clone(),
         all: select.all,
     };
+    let mut from_maildrop = 0;
     let outcome = match client::request(&layout.control, &request, Duration::from_secs(60)) {
         Ok(reply) => match super::answer(reply)? {
             Response::Changed(outcome) => outcome,
             other => return Err(super::unexpected(other)),
         },
-        Err(client::ControlError::NoDaemon(_)) => change_offline(&layout, action, ids, select.all)?,
+        Err(client::ControlError::NoDaemon(_)) => {
+            let outcome = change_offline(&layout, action, ids, select.all)?;
+            if action == ChangeAction::Delete && select.all {
+                // Nobody picks them up meanwhile: they go too.
+                from_maildrop = delete_drops(&layout)?;
+            }
+            outcome
+        }
         Err(e) => return Err(Failure::new(exit::TEMPFAIL, e.to_string())),
     };
     let verb = match action {
@@ -248,7 +257,17 @@ fn change(config: Option<&Path>, action: ChangeAction, select: Select) -> Result
         ChangeAction::Delete => "deleted",
     };
     if select.all {
-        println!("{} message(s) {verb}", outcome.count);
+        println!("{} message(s) {verb}", outcome.count + from_maildrop);
+        if from_maildrop > 0 {
+            println!("({from_maildrop} of them not yet picked up from the maildrop)");
+        }
+        let waiting = maildrop_entries(&RealFs, &layout).len();
+        if waiting > 0 {
+            println!(
+                "{waiting} message(s) in the maildrop, not yet in the queue, were left alone: \
+                 run it again once the daemon has picked them up"
+            );
+        }
     }
     for id in &outcome.changed {
         println!("{id}: {verb}");
@@ -264,6 +283,31 @@ fn change(config: Option<&Path>, action: ChangeAction, select: Select) -> Result
 }
 
 /// Without a daemon: take the lock, open (and so recover) the spool, apply, close.
+/// Removes every drop waiting in `maildrop/new` (the spool lock is held: no daemon
+/// picks one up meanwhile); returns how many.
+fn delete_drops(layout: &Layout) -> Result<usize, Failure> {
+    let io = |e: std::io::Error| {
+        Failure::new(
+            exit::IOERR,
+            format!("{}: {e}", layout.maildrop_new.display()),
+        )
+    };
+    let mut removed = 0;
+    for name in RealFs.list_dir(&layout.maildrop_new).map_err(io)? {
+        if name.to_str().is_some_and(is_drop_name) {
+            match std::fs::remove_file(layout.maildrop_new.join(&name)) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
+    if removed > 0 {
+        RealFs.sync_dir(&layout.maildrop_new).map_err(io)?;
+    }
+    Ok(removed)
+}
+
 fn change_offline(
     layout: &Layout,
     action: ChangeAction,
