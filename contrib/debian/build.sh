@@ -8,9 +8,9 @@ cargo build --release --locked --bin ferrymail
 BIN=target/release/ferrymail
 rm -rf target/deb && mkdir -p target/deb/man target/deb/completions
 "$BIN" man --dir target/deb/man >/dev/null
-mv target/deb/man/sendmail.8 target/deb/man/ferrymail-sendmail.8
-mv target/deb/man/mailq.1 target/deb/man/ferrymail-mailq.1
-gzip -9n target/deb/man/*
+mv target/deb/man/man8/sendmail.8 target/deb/man/man8/ferrymail-sendmail.8
+mv target/deb/man/man1/mailq.1 target/deb/man/man1/ferrymail-mailq.1
+gzip -9n target/deb/man/man*/*
 "$BIN" completions bash > target/deb/completions/ferrymail
 "$BIN" completions zsh > target/deb/completions/_ferrymail
 "$BIN" completions fish > target/deb/completions/ferrymail.fish

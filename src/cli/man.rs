@@ -1,8 +1,10 @@
-//! `ferrymail man --dir DIR` writes the manual pages, `ferrymail completions SHELL`
+//! `ferrymail man --dir DIR` writes the manual pages into DIR's section directories
+//! (`man1`, `man5`, `man8`, as `man` looks for them), `ferrymail completions SHELL`
 //! prints shell completions, both generated from the clap definitions: ferrymail(8) and
-//! a page per subcommand, sendmail(8) and mailq(1) from the personalities' flag tables
-//! below, and ferrymail.toml(5) from the annotated example configuration
-//! (contrib/ferrymail.toml), which lists every key with its default.
+//! a page per subcommand (ferrymail-send(8) with the sendmail flags it takes),
+//! sendmail(8) and mailq(1) from the personalities' flag tables below, and
+//! ferrymail.toml(5) from the annotated example configuration (contrib/ferrymail.toml),
+//! which lists every key with its default.
 
 use std::path::{Path, PathBuf};
 
@@ -14,28 +16,39 @@ use crate::exit::{self, Failure};
 /// The example configuration: every option, its default, a line about it.
 pub const CONFIG_EXAMPLE: &str = include_str!("../../contrib/ferrymail.toml");
 
-/// Writes every page into `dir`; returns their paths.
+/// Writes every page into its section directory under `dir` (`man8/ferrymail.8`…);
+/// returns their paths.
 pub fn write_pages(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
-    let io = |e: std::io::Error| Failure::new(exit::CANTCREAT, format!("{}: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(io)?;
     let mut written = Vec::new();
-    let mut put = |name: String, bytes: Vec<u8>| -> Result<(), Failure> {
-        let path = dir.join(name);
+    let mut put = |name: String, section: &str, bytes: Vec<u8>| -> Result<(), Failure> {
+        let sub = dir.join(format!("man{section}"));
+        let io =
+            |e: std::io::Error| Failure::new(exit::CANTCREAT, format!("{}: {e}", sub.display()));
+        std::fs::create_dir_all(&sub).map_err(io)?;
+        let path = sub.join(format!("{name}.{section}"));
         std::fs::write(&path, bytes).map_err(io)?;
         written.push(path);
         Ok(())
     };
-    let cli = Cli::command();
-    put("ferrymail.8".into(), render(cli.clone(), "8")?)?;
+    // No `help` subcommand in the pages: there is no ferrymail-help(8) to point to.
+    let cli = Cli::command().disable_help_subcommand(true);
+    put("ferrymail".into(), "8", render(cli.clone(), "8")?)?;
     for sub in cli.get_subcommands() {
         let name = format!("ferrymail-{}", sub.get_name());
-        let page = sub.clone().name(name.clone());
-        put(format!("{name}.8"), render(page, "8")?)?;
+        let page = if sub.get_name() == "send" {
+            sendmail_command()
+                .name(name.clone())
+                .about("Queue a message read on stdin; takes sendmail's flags")
+        } else {
+            sub.clone().name(name.clone())
+        };
+        put(name, "8", render(page, "8")?)?;
     }
-    put("sendmail.8".into(), render(sendmail_command(), "8")?)?;
-    put("mailq.1".into(), render(mailq_command(), "1")?)?;
+    put("sendmail".into(), "8", render(sendmail_command(), "8")?)?;
+    put("mailq".into(), "1", render(mailq_command(), "1")?)?;
     put(
-        "ferrymail.toml.5".into(),
+        "ferrymail.toml".into(),
+        "5",
         config_page(CONFIG_EXAMPLE).into_bytes(),
     )?;
     Ok(written)
@@ -272,26 +285,51 @@ mod tests {
         let pages = write_pages(dir.path()).unwrap();
         let names: Vec<String> = pages
             .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .map(|p| {
+                p.strip_prefix(dir.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         for want in [
-            "ferrymail.8",
-            "ferrymail-serve.8",
-            "sendmail.8",
-            "mailq.1",
-            "ferrymail.toml.5",
+            "man8/ferrymail.8",
+            "man8/ferrymail-serve.8",
+            "man8/ferrymail-send.8",
+            "man8/sendmail.8",
+            "man1/mailq.1",
+            "man5/ferrymail.toml.5",
         ] {
             assert!(
                 names.iter().any(|n| n == want),
                 "{want} missing from {names:?}"
             );
         }
-        let main = std::fs::read_to_string(dir.path().join("ferrymail.8")).unwrap();
+        let main = std::fs::read_to_string(dir.path().join("man8/ferrymail.8")).unwrap();
         assert!(
             main.starts_with(".ie") || main.contains(".TH ferrymail 8"),
             "{}",
             &main[..200.min(main.len())]
         );
+        // Every page it points to is written.
+        for name in ["ferrymail-help", "ferrymail\\-help"] {
+            assert!(!main.contains(name), "ferrymail(8) names {name}");
+        }
+        for sub in ["serve", "send", "queue", "flush", "status", "config"] {
+            assert!(
+                names
+                    .iter()
+                    .any(|n| n == &format!("man8/ferrymail-{sub}.8")),
+                "{sub}"
+            );
+        }
+        let send = std::fs::read_to_string(dir.path().join("man8/ferrymail-send.8")).unwrap();
+        for flag in ["\\-t", "\\-f", "\\-N", "\\-qR"] {
+            assert!(
+                send.contains(flag) || send.contains(&flag.replace("\\", "")),
+                "{flag} in\n{send}"
+            );
+        }
         for shell in [
             clap_complete::Shell::Bash,
             clap_complete::Shell::Zsh,

@@ -27,8 +27,9 @@ use crate::exit::{self, Failure};
     about = "Store-and-forward SMTP relay for intermittent links"
 )]
 pub struct Cli {
-    /// Configuration file (default: $FERRYMAIL_CONFIG, else /etc/ferrymail/ferrymail.toml
-    /// if present, else built-in defaults)
+    /// Configuration file (default: $FERRYMAIL_CONFIG, else ~/.config/ferrymail/ferrymail.toml
+    /// for a user other than root, else /etc/ferrymail/ferrymail.toml, each if present,
+    /// else built-in defaults)
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -61,7 +62,8 @@ pub enum Command {
     /// Write the manual pages: ferrymail(8) and its subcommands, sendmail(8), mailq(1),
     /// ferrymail.toml(5)
     Man {
-        /// Directory to write them into
+        /// Where to write them, in section directories (man1, man5, man8), as
+        /// /usr/local/share/man wants them
         #[arg(long, value_name = "DIR", default_value = ".")]
         dir: PathBuf,
     },
