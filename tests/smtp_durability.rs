@@ -66,8 +66,8 @@ fn client_loop(addr: &str, n: usize, stop: &AtomicBool, acked: &Mutex<Vec<String
                 .then_some(())?;
             send("DATA\r\n", &mut r)?.starts_with("354").then_some(())?;
             let body = format!(
-                "Subject: client {n} message {i}\r\n\r\n{}\r\n.\r\n",
-                "x".repeat(2000)
+                "Subject: client {n} message {i}\r\n\r\n{}.\r\n",
+                format!("{}\r\n", "x".repeat(98)).repeat(20)
             );
             send(&body, &mut r)
         })();

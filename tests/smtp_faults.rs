@@ -129,7 +129,10 @@ async fn a_full_disk_answers_452_keeps_nothing_and_recovers() {
     let f = start(ConnectionLimits::default()).await;
     assert!(one_message(&f, "Subject: before").await.starts_with("250"));
     f.fs.set_full(true);
-    let big = format!("Subject: while full\r\n\r\n{}", "x".repeat(300_000));
+    let big = format!(
+        "Subject: while full\r\n\r\n{}",
+        format!("{}\r\n", "x".repeat(98)).repeat(3000)
+    );
     let refused = one_message(&f, &big).await;
     assert!(refused.starts_with("452 4.3.1"), "{refused}");
     assert_eq!(queued(&f.layout), 1);

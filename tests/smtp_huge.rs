@@ -96,13 +96,23 @@ fn huge_input_keeps_memory_flat() {
         "in step afterwards"
     );
 
-    // One 1 MiB line inside DATA: fine.
+    // One 1 MiB line inside DATA: read to the end in bounded memory, then refused
+    // (RFC 5322 §2.1.1); then a message of many RFC 5322 lines, queued.
     assert!(command(&mut w, &mut r, "MAIL FROM:<a@client.example>").starts_with("250"));
     assert!(command(&mut w, &mut r, "RCPT TO:<b@example.net>").starts_with("250"));
     assert!(command(&mut w, &mut r, "DATA").starts_with("354"));
     w.write_all(b"Subject: long line\r\n\r\n").unwrap();
     stream(&mut w, 1 << 20, b'x');
-    assert!(command(&mut w, &mut r, "\r\n.").starts_with("250 2.0.0 Ok"));
+    assert!(command(&mut w, &mut r, "\r\n.").starts_with("554 5.6.0"));
+    assert!(command(&mut w, &mut r, "MAIL FROM:<a@client.example>").starts_with("250"));
+    assert!(command(&mut w, &mut r, "RCPT TO:<b@example.net>").starts_with("250"));
+    assert!(command(&mut w, &mut r, "DATA").starts_with("354"));
+    w.write_all(b"Subject: many lines\r\n\r\n").unwrap();
+    for _ in 0..1000 {
+        stream(&mut w, 998, b'x');
+        w.write_all(b"\r\n").unwrap();
+    }
+    assert!(command(&mut w, &mut r, ".").starts_with("250 2.0.0 Ok"));
 
     // 30 MiB over the 25 MiB limit: read to the end, then 552; nothing queued.
     assert!(command(&mut w, &mut r, "MAIL FROM:<a@client.example>").starts_with("250"));
@@ -120,7 +130,7 @@ fn huge_input_keeps_memory_flat() {
     assert_eq!(
         env.queued().len(),
         1,
-        "only the 1 MiB-line message is queued"
+        "only the message of RFC 5322 lines is queued"
     );
     let peak = peak.load(Ordering::Relaxed);
     eprintln!("daemon RSS: idle {idle} KiB, peak {peak} KiB");

@@ -67,8 +67,10 @@ fn init_logging(format: LogFormat) {
         && std::env::var_os("NO_COLOR").is_none();
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = match format {
+        // An operator reads the text: no module paths (`FERRYMAIL_LOG` still filters
+        // by them); the JSON keeps them for machines.
         LogFormat::Text => tracing_subscriber::registry()
-            .with(layer.with_ansi(ansi))
+            .with(layer.with_ansi(ansi).with_target(false))
             .with(filter)
             .try_init(),
         LogFormat::Json => tracing_subscriber::registry()

@@ -103,8 +103,8 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
     let counts: Vec<String> = status
         .recipients
         .iter()
-        .filter(|c| c.count > 0)
-        .map(|c| format!("{} {}", c.count, c.state))
+        .filter(|(_, n)| **n > 0)
+        .map(|(state, n)| format!("{n} {state}"))
         .collect();
     println!(
         "queue:     {} message(s){}{}",

@@ -131,7 +131,7 @@ pub struct Status {
     /// What recovery found at start-up.
     pub recovery: RecoveryReport,
     /// Recipients by state (every state listed, zeros included).
-    pub recipients: Vec<StateCount>,
+    pub recipients: std::collections::BTreeMap<RecipientState, i64>,
     pub messages: i64,
     /// Failed notices kept for the operator (double bounces).
     #[serde(default)]
@@ -167,10 +167,4 @@ pub struct Progress {
     /// The queue owner is still making mail due (a flush's releases): wait on.
     #[serde(default)]
     pub working: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateCount {
-    pub state: RecipientState,
-    pub count: i64,
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::control::server::Handler;
-use crate::control::{Progress, Request, Response, StateCount, Status};
+use crate::control::{Progress, Request, Response, Status};
 use crate::current::Current;
 use crate::delivery::runner;
 use crate::exit;
@@ -100,12 +100,12 @@ impl DaemonControl {
         let (counts, messages, kept) = (summary.by_state, summary.messages, summary.kept);
         let recipients = RecipientState::ALL
             .iter()
-            .map(|state| StateCount {
-                state: *state,
-                count: counts
+            .map(|state| {
+                let n = counts
                     .iter()
                     .find(|(s, _)| s == state)
-                    .map_or(0, |(_, n)| *n),
+                    .map_or(0, |(_, n)| *n);
+                (*state, n)
             })
             .collect();
         let maildrop = self

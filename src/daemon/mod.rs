@@ -78,7 +78,11 @@ pub async fn run(
             format!("opening spool {}: {e}", layout.root.display()),
         )
     })?;
-    tracing::info!(spool = %layout.root.display(), ?recovery, "spool recovered");
+    if recovery.repaired() {
+        tracing::warn!(spool = %layout.root.display(), "spool recovered: {recovery}");
+    } else {
+        tracing::info!(spool = %layout.root.display(), "spool opened: {recovery}");
+    }
     permissions::secure_spool(&layout);
 
     let resolver = Arc::new(MxResolver::new(&config.dns.servers, DNS_TIMEOUT));

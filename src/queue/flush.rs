@@ -89,7 +89,7 @@ impl Owner {
                 (coalesced, vec![route.name.clone()], Some(domains))
             }
         };
-        tracing::info!(why, target = ?target, coalesced, "flush");
+        tracing::info!(why, of = %target, coalesced, "flush");
         for route in routes {
             let job = self.release_link_wait(route, true).await;
             st.jobs.push_back(job);

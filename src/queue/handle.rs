@@ -126,6 +126,22 @@ pub enum FlushTarget {
     },
 }
 
+impl std::fmt::Display for FlushTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlushTarget::All => f.write_str("the whole queue"),
+            FlushTarget::Domain {
+                domain,
+                subdomains: false,
+            } => write!(f, "{domain}"),
+            FlushTarget::Domain {
+                domain,
+                subdomains: true,
+            } => write!(f, "{domain} and its subdomains"),
+        }
+    }
+}
+
 /// What a flush started. It answers at once: the mail it names becomes due a bounded
 /// step at a time after the answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

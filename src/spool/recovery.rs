@@ -45,13 +45,71 @@ pub struct RecoveryReport {
     pub finished_removed: usize,
 }
 
+impl RecoveryReport {
+    /// A spool used for the first time: no index yet, and nothing in `queue/`.
+    pub fn is_new_spool(&self) -> bool {
+        self.index_rebuilt.as_deref() == Some(INDEX_MISSING)
+            && *self
+                == (RecoveryReport {
+                    index_rebuilt: self.index_rebuilt.clone(),
+                    ..RecoveryReport::default()
+                })
+    }
+
+    /// Whether recovery found anything to mend.
+    pub fn repaired(&self) -> bool {
+        *self != RecoveryReport::default() && !self.is_new_spool()
+    }
+}
+
+/// What recovery did, for the log: "nothing to repair", or each thing it mended.
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_new_spool() {
+            return f.write_str("a new spool");
+        }
+        let mut parts = Vec::new();
+        if let Some(why) = &self.index_rebuilt {
+            parts.push(format!("index rebuilt from the files ({why})"));
+        }
+        for (n, what) in [
+            (self.drafts_removed, "unfinished draft(s) removed"),
+            (self.reindexed, "message(s) indexed from their files"),
+            (self.quarantined_files, "damaged file(s) moved to corrupt/"),
+            (
+                self.quarantined_rows,
+                "index row(s) without a file moved to corrupt/",
+            ),
+            (self.in_flight_reset, "interrupted delivery(ies) due again"),
+            (self.journal_applied, "outcome(s) restored from the journal"),
+            (
+                self.notices_dropped,
+                "notice(s) of unrecorded outcomes removed",
+            ),
+            (self.finished_removed, "finished message(s) removed"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        if parts.is_empty() {
+            f.write_str("nothing to repair")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// Why the index is built anew when there is none.
+const INDEX_MISSING: &str = "index missing";
+
 /// Opens the index, replacing it with an empty one when missing or damaged (recovery
 /// then fills it from `queue/`).
 pub(crate) fn open_index(layout: &Layout) -> Result<(Connection, Option<String>), SpoolError> {
     if !layout.index.exists() {
         return Ok((
             index::open_writer(&layout.index)?,
-            Some("index missing".into()),
+            Some(INDEX_MISSING.into()),
         ));
     }
     match index::open_writer(&layout.index) {
