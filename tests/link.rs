@@ -73,6 +73,19 @@ fn an_upstream_that_comes_back_gets_everything_within_a_probe_interval() {
         (Some("upstream"), Some("down")),
         "{status}"
     );
+    let next = route["next_probe_at"]
+        .as_i64()
+        .expect("a down link says its next probe");
+    assert!(
+        next <= ferrymail::spool::now_unix() + 2,
+        "probe_interval is 1s: {status}"
+    );
+    let text = edge.run(&["status"], b"");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("waiting for the link; next probe in"),
+        "{text}"
+    );
 
     let upstream = Upstream::accepting(&format!("127.0.0.1:{port}"));
     let back = Instant::now();
@@ -480,5 +493,18 @@ fn a_route_with_its_own_link_settings_does_not_wait_for_the_schedule() {
         "{status}"
     );
     assert!(status.contains("outside its delivery windows"), "{status}");
+    assert!(!status.contains("route["), "routes are named: {status}");
+    let json = station.run(&["status", "--json"], b"");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["recipients"]["queued"], 1, "counts by state: {json}");
+    assert!(
+        daemon.log().contains("spool opened: a new spool"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("ferrymail::"),
+        "module paths in the log"
+    );
     daemon.stop();
 }
