@@ -222,9 +222,14 @@ fn qualify(addr: &str, hostname: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Addresses in an RFC 5322 address list (`a@b, "N" <c@d>, group: e@f;`).
+/// Addresses in an RFC 5322 address list (`a@b, "N" <c@d>, group: e@f;`). A bare local
+/// name (`root`, `Cron <root>`), which RFC 5322 does not allow but every sendmail caller
+/// uses, is taken as it is and qualified later.
 fn parse_address_list(text: &str) -> Result<Vec<String>, String> {
-    let list = mailparse::addrparse(text).map_err(|e| e.to_string())?;
+    let list = match mailparse::addrparse(text) {
+        Ok(list) => list,
+        Err(e) => return bare_names(text).ok_or_else(|| e.to_string()),
+    };
     let mut out = Vec::new();
     for item in list.iter() {
         match item {
@@ -235,6 +240,30 @@ fn parse_address_list(text: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(out)
+}
+
+/// A list of plain items separated by commas, each `addr` or `phrase <addr>`, where
+/// `addr` may lack a domain; `None` when an item is anything else (quotes, groups).
+fn bare_names(text: &str) -> Option<Vec<String>> {
+    if text.contains(['"', ':', ';', '(']) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let addr = match (item.find('<'), item.rfind('>')) {
+            (Some(open), Some(close)) if open < close && close == item.len() - 1 => {
+                &item[open + 1..close]
+            }
+            (None, None) => item,
+            _ => return None,
+        };
+        let addr = addr.trim();
+        if addr.is_empty() || addr.contains(['<', '>', ' ', '\t']) {
+            return None;
+        }
+        out.push(addr.to_owned());
+    }
+    Some(out)
 }
 
 fn dedupe(list: &mut Vec<String>) {
@@ -387,6 +416,12 @@ mod tests {
             vec!["a@b.c", "d@e.f"]
         );
         assert_eq!(qualify("bob", "h.example").unwrap(), "bob@h.example");
+        assert_eq!(parse_address_list("root").unwrap(), vec!["root"]);
+        assert_eq!(
+            parse_address_list("root, Ops <ops>, a@b.c").unwrap(),
+            vec!["root", "ops", "a@b.c"]
+        );
+        assert!(parse_address_list("\"x\" <bad").is_err());
         assert_eq!(qualify_sender("<>", "h").unwrap(), "");
     }
 }

@@ -32,6 +32,7 @@ pub mod current;
 pub mod daemon;
 pub mod delivery;
 pub mod exit;
+pub mod identity;
 pub mod inject;
 pub mod link;
 pub mod metrics;

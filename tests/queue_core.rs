@@ -130,7 +130,7 @@ fn a_damaged_spool_file_is_quarantined_and_its_sender_told() {
     for subject in ["truncated", "changed"] {
         let message = format!("Subject: {subject}\n\nthe body of the {subject} message\n");
         ok(env.send(
-            &["-f", "alice@edge.test", "bob@far.test"],
+            &["-f", "alice@home.test", "bob@far.test"],
             message.as_bytes(),
         ));
     }
@@ -168,7 +168,7 @@ fn a_damaged_spool_file_is_quarantined_and_its_sender_told() {
         daemon.log()
     );
     for notice in upstream.received() {
-        assert_eq!(notice.rcpts, ["alice@edge.test"]);
+        assert_eq!(notice.rcpts, ["alice@home.test"]);
         let text = String::from_utf8_lossy(&notice.data);
         assert!(text.contains("damaged"), "{text}");
     }

@@ -17,8 +17,11 @@ pub fn run(path: Option<&Path>, quiet: bool) -> Result<(), Failure> {
     for warning in file_warnings(&loaded.config, loaded.source.as_deref()) {
         eprintln!("ferrymail: warning: {warning}");
     }
-    prepare(loaded.config.clone())
+    let prepared = prepare(loaded.config.clone())
         .map_err(|e| Failure::new(exit::CONFIG, format!("config {file}: {e}")))?;
+    for warning in &prepared.warnings {
+        eprintln!("ferrymail: warning: {warning}");
+    }
     if quiet {
         return Ok(());
     }

@@ -114,7 +114,7 @@ pub fn sendmail_command() -> Command {
             "b",
             'b',
             "MODE",
-            "m: deliver mail (the default); p: list the queue; i: nothing (no aliases)",
+            "m: deliver mail (the default); p: list the queue; i: check the aliases (newaliases)",
         ))
         .arg(value(
             "q",
@@ -133,7 +133,7 @@ pub fn sendmail_command() -> Command {
             Arg::new("recipients")
                 .value_name("RECIPIENT")
                 .num_args(0..)
-                .help("Recipients; a bare name gets @ and the host name"),
+                .help("Recipients; a bare name is local: it goes by [aliases], then to admin"),
         )
 }
 
@@ -218,7 +218,7 @@ mod tests {
     /// Every key path of a configuration with every option set.
     fn key_paths() -> Vec<String> {
         let full = "hostname = \"h.example\"\nspool = \"/s\"\n[[listen]]\naddr = \"127.0.0.1:25\"\nkind = \"smtp\"\n\
-            [tls]\ncert = \"c\"\nkey = \"k\"\n[accept]\nusers = \"u\"\n\
+            [local]\naliases_file = \"a\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n[accept]\nusers = \"u\"\n\
             [upstream]\nsmarthost = \"s.example:587\"\nca = \"ca\"\nusername = \"me\"\npassword_file = \"p\"\n\
             [[route]]\ndomains = [\"a.example\"]\n[link]\ntrigger_file = \"t\"\nevery = \"1h\"\n\
             [metrics]\nlisten = \"127.0.0.1:9325\"\n";

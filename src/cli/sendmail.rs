@@ -18,8 +18,8 @@ pub enum Action {
     Flush {
         domain: Option<String>,
     },
-    /// `-bi` (newaliases): ferrymail has no alias database.
-    Nothing,
+    /// `-bi` (newaliases): check the aliases; the daemon reads them itself.
+    CheckAliases,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Failure> {
                     action = Some(match value()?.as_str() {
                         "m" => None,
                         "p" => Some(Action::ListQueue),
-                        "i" => Some(Action::Nothing),
+                        "i" => Some(Action::CheckAliases),
                         "s" => {
                             return Err(usage(
                                 "-bs (SMTP on stdin) is not supported; use the SMTP listener"
@@ -174,13 +174,29 @@ fn parse_ret(s: &str) -> Result<Ret, Failure> {
     }
 }
 
+/// `newaliases`: there is no database to build (the daemon reads `[aliases]` and
+/// `local.aliases_file` when it starts and on reload), so check them and say so.
+fn check_aliases(config: Option<&Path>) -> Result<(), Failure> {
+    let loaded = super::load_config(config)?;
+    let (local, warnings) = crate::identity::LocalMail::load(&loaded.config)
+        .map_err(|e| Failure::new(exit::CONFIG, e))?;
+    for warning in warnings {
+        eprintln!("ferrymail: warning: {warning}");
+    }
+    println!(
+        "ferrymail: {} alias(es) read; the daemon reads them when it starts and on reload (SIGHUP)",
+        local.alias_count()
+    );
+    Ok(())
+}
+
 pub fn run(args: &[OsString], config: Option<&Path>) -> Result<(), Failure> {
     let invocation = parse(args)?;
     let config = invocation.config.as_deref().or(config);
     match invocation.action {
         Action::ListQueue => super::queue::list(config, false),
         Action::Flush { domain } => super::flush::request_flush(config, domain),
-        Action::Nothing => Ok(()),
+        Action::CheckAliases => check_aliases(config),
         Action::Inject(opts) => {
             let loaded = super::load_config(config)?;
             let layout = Layout::new(&loaded.config.spool);

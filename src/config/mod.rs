@@ -210,6 +210,9 @@ fn anchor_paths(config: &mut Config, base: &Path) {
     if let Some(t) = &mut config.link.trigger_file {
         anchor(t);
     }
+    if let Some(f) = &mut config.local.aliases_file {
+        anchor(f);
+    }
 }
 
 /// Fills the values whose defaults depend on the machine: hostname and spool.

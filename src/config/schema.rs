@@ -2,6 +2,7 @@
 //! Unknown keys are rejected everywhere (`deny_unknown_fields`): a typo is an error,
 //! never a silently ignored setting.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,10 +19,16 @@ pub struct Config {
     pub hostname: String,
     /// The spool directory; default: per-user state dir, or /var/spool/ferrymail as root.
     pub spool: PathBuf,
-    /// Where notices nobody else can receive go: a failure notice that bounces in turn
-    /// (a double bounce). Without it, such a notice stays in the queue for the operator.
+    /// Where mail for local names without an alias goes, and notices nobody else can
+    /// receive: a failure notice that bounces in turn (a double bounce). Without it,
+    /// such mail stays in the queue for the operator.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
+    /// The names that are this host, besides `hostname` and `localhost`.
+    pub local: Local,
+    /// Local name to one or more targets (addresses, or other local names).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, AliasTargets>,
     pub listen: Vec<Listen>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
@@ -36,6 +43,33 @@ pub struct Config {
     /// Prometheus metrics over HTTP; absent: none served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Local {
+    /// More names (domains) of this host: mail to them is local.
+    pub names: Vec<String>,
+    /// An aliases file (`name: target, target`), read with `[aliases]` over it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aliases_file: Option<PathBuf>,
+}
+
+/// An alias's targets: one, or a list.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum AliasTargets {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl AliasTargets {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            AliasTargets::One(t) => vec![t.clone()],
+            AliasTargets::Many(list) => list.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -267,6 +301,8 @@ impl Default for Config {
             hostname: String::new(),
             spool: PathBuf::new(),
             admin: None,
+            local: Local::default(),
+            aliases: BTreeMap::new(),
             listen: vec![Listen {
                 addr: SocketAddr::from(([127, 0, 0, 1], 2525)),
                 kind: ListenKind::Smtp,

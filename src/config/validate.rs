@@ -20,6 +20,23 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
     {
         return fault("admin", &format!("{admin:?} is not a mail address"));
     }
+    for (i, name) in c.local.names.iter().enumerate() {
+        if !is_domain(name) {
+            return fault(
+                &format!("local.names[{i}]"),
+                &format!("{name:?} is not a domain"),
+            );
+        }
+    }
+    let local = crate::identity::LocalMail::from_config(c).map_err(|e| (String::new(), e))?;
+    if let Some(admin) = &c.admin
+        && local.is_local(admin)
+    {
+        return fault(
+            "admin",
+            &format!("{admin:?} is a local name: the admin address must be somewhere mail can go"),
+        );
+    }
     if c.listen.is_empty() {
         return fault("listen", "at least one [[listen]] entry is needed");
     }
@@ -123,7 +140,8 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
     if let Some(own) = c.upstream.as_ref().and_then(|u| u.link.as_ref()) {
         route_link("upstream.link", own, true)?;
     }
-    let mut names: Vec<String> = vec!["upstream".into(), "mx".into()];
+    // `local` is the lane of mail kept for our own names.
+    let mut names: Vec<String> = vec!["upstream".into(), "mx".into(), "local".into()];
     for (i, r) in c.route.iter().enumerate() {
         if let Some(own) = &r.link {
             route_link(&format!("route[{i}].link"), own, mx_port(&r.via).is_none())?;

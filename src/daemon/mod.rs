@@ -58,6 +58,9 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let prepared = prepare::prepare(config).map_err(|e| Failure::new(exit::CONFIG, e))?;
+    for warning in &prepared.warnings {
+        tracing::warn!("{warning}");
+    }
     let config = prepared.config.clone();
     permissions::private_umask();
     raise_fd_limit();

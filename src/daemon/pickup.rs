@@ -1,7 +1,7 @@
 //! Pickup: moves drops from `maildrop/new` into the queue through the normal commit
 //! path. A drop is untrusted input: its envelope is re-checked, its content canonicalised
 //! to CRLF, lines over 998 octets folded, and bounded by `accept.max_message_size`; a
-//! bad drop goes to `corrupt/`.
+//! bad drop goes to `corrupt/`. Mail for our own names is resolved (identity::local).
 //! Exactly once: the drop's name is committed with the message, and a drop whose name
 //! is already indexed (a crash after commit, before unlink) is only removed.
 
@@ -19,6 +19,8 @@ pub struct Pickup {
     pub spool: Spool,
     pub hostname: String,
     pub max_message_size: u64,
+    /// Where mail for our own names goes.
+    pub local: std::sync::Arc<crate::identity::LocalMail>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -101,7 +103,7 @@ impl Pickup {
             smtputf8,
             envid: env.envid,
             ret: env.ret,
-            ..Envelope::new(env.sender, env.recipients, origin)
+            ..Envelope::new(env.sender, self.local.resolve(env.recipients), origin)
         };
         let mut draft = self.spool.create_draft(envelope)?;
         draft.write(self.received_header(draft.id(), uid).as_bytes())?;

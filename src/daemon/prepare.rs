@@ -1,7 +1,7 @@
 //! What the daemon derives from a configuration before running it, at start and at each
 //! reload: every step that reads a file or can fail — the server certificate and key,
 //! the AUTH users, each route's client settings with the CA and the smarthost's
-//! password — is done here, so a configuration that cannot run is refused whole (a
+//! password, the aliases file — is done here, so a configuration that cannot run is refused whole (a
 //! reload keeps the one in force). `config check` runs the same steps, and also warns
 //! about files others may write or read, as `postfix check` does.
 
@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::delivery::client::ClientSettings;
 use crate::delivery::route::Router;
 use crate::delivery::settings::client_settings;
+use crate::identity::LocalMail;
 use crate::server::auth::Users;
 use crate::server::tls::TlsError;
 use crate::server::{AuthContext, ServerTls};
@@ -28,6 +29,10 @@ pub struct Prepared {
     pub router: Router,
     /// How to talk to each route's upstream, by route name.
     pub settings: HashMap<String, ClientSettings>,
+    /// Where mail for local names goes.
+    pub local: Arc<LocalMail>,
+    /// What loading left out (aliases the relay cannot deliver to), for the log.
+    pub warnings: Vec<String>,
 }
 
 /// Loads what `config` names; the error is one line naming the key and the file.
@@ -56,12 +61,15 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     };
     let router = Router::from_config(&config);
     let settings = client_settings(&config, &router)?;
+    let (local, warnings) = LocalMail::load(&config)?;
     Ok(Prepared {
         config,
         tls,
         auth,
         router,
         settings,
+        local: Arc::new(local),
+        warnings,
     })
 }
 
@@ -96,6 +104,9 @@ pub fn file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
     }
     if let Some(users) = &config.accept.users {
         check("accept.users", users, true);
+    }
+    if let Some(aliases) = &config.local.aliases_file {
+        check("local.aliases_file", aliases, false);
     }
     if let Some(up) = &config.upstream {
         if let Some(ca) = &up.ca {

@@ -90,7 +90,10 @@ impl Live {
         for key in keep_until_restart(&running, &mut prepared.config) {
             tracing::warn!("reload: {key} changed; it takes effect at the next restart");
         }
-        for warning in file_warnings(&prepared.config, source.as_deref()) {
+        for warning in file_warnings(&prepared.config, source.as_deref())
+            .into_iter()
+            .chain(prepared.warnings.iter().cloned())
+        {
             tracing::warn!("{warning}");
         }
         let resolver = {

@@ -3,9 +3,11 @@
 //! keeps its mail until ETRN or a flush names the domain, then delivers it to its target
 //! like any other route. Each route has a stable name (its `name`, else its first domain;
 //! `upstream`, `mx`) used to group deliveries and to key its link gate, and its link
-//! settings: `[link]` with its own over them.
+//! settings: `[link]` with its own over them. Mail to our own names (`LocalNames`) takes
+//! no route: it is resolved before it is committed, and what is left of it stays here.
 
 use crate::config::{Config, Link, TlsPolicy, domain_matches, mx_port};
+use crate::identity::LocalNames;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -33,11 +35,12 @@ pub struct Route {
 pub struct Router {
     routes: Vec<(Vec<String>, Route)>,
     fallback: Route,
+    local: LocalNames,
 }
 
 impl Router {
     pub fn from_config(config: &Config) -> Router {
-        let mut taken: Vec<String> = vec!["upstream".into(), "mx".into()];
+        let mut taken: Vec<String> = vec!["upstream".into(), "mx".into(), "local".into()];
         taken.extend(config.route.iter().filter_map(|r| r.name.clone()));
         let routes = config
             .route
@@ -95,7 +98,16 @@ impl Router {
                 },
             },
         };
-        Router { routes, fallback }
+        Router {
+            routes,
+            fallback,
+            local: LocalNames::from_config(config),
+        }
+    }
+
+    /// Whether `domain` is one of this host's own names.
+    pub fn is_local(&self, domain: &str) -> bool {
+        self.local.contains(domain)
     }
 
     /// Every route, the fallback last.

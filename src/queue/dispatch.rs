@@ -24,6 +24,10 @@ impl Owner {
             if st.is_running(&lane) || st.busy_by_job(&key) {
                 continue;
             }
+            if lane.route == placement::LOCAL {
+                self.hold_local(st, &key).await;
+                continue;
+            }
             let Some(route) = self.kit.router.by_name(&lane.route).cloned() else {
                 // Placed by a configuration that is gone; the next start places it anew.
                 st.schedule.remove(&key);
@@ -129,6 +133,27 @@ impl Owner {
             }
         }
         claims
+    }
+
+    /// Mail kept for local names, released by the operator with nowhere to go yet: held
+    /// again, with the reason.
+    async fn hold_local(&self, st: &mut State, key: &str) {
+        match self.kit.spool.due_domains(key).await {
+            Ok(domains) => {
+                for domain in domains {
+                    self.queue_lane_job(
+                        st,
+                        Job::HoldDue {
+                            lane: key.to_owned(),
+                            domain,
+                            reason: crate::identity::local::KEPT.into(),
+                        },
+                    );
+                }
+            }
+            Err(e) => tracing::error!(lane = key, error = %e, "reading due domains failed"),
+        }
+        st.schedule.remove(key);
     }
 
     fn queue_lane_job(&self, st: &mut State, job: Job) {

@@ -365,6 +365,7 @@ impl Conn {
                 orcpt: r.orcpt.clone(),
             })
             .collect();
+        let recipients = self.ctx.session.local.resolve(recipients);
         let origin = Origin {
             kind: "smtp".into(),
             client: Some(self.peer.ip().to_string()),

@@ -290,7 +290,7 @@ pub fn fill_maildrop(env: &Env, n: usize, rcpt: &str) {
     std::fs::create_dir_all(&layout.maildrop_new).unwrap();
     for i in 0..n {
         let envelope = DropEnvelope {
-            sender: "me@edge.test".into(),
+            sender: "me@home.test".into(),
             recipients: vec![ferrymail::spool::Recipient::new(rcpt)],
             envid: None,
             ret: None,
