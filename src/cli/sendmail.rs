@@ -178,14 +178,14 @@ fn parse_ret(s: &str) -> Result<Ret, Failure> {
 /// `local.aliases_file` when it starts and on reload), so check them and say so.
 fn check_aliases(config: Option<&Path>) -> Result<(), Failure> {
     let loaded = super::load_config(config)?;
-    let (local, warnings) = crate::identity::LocalMail::load(&loaded.config)
+    let (identity, warnings) = crate::identity::Identity::load(&loaded.config)
         .map_err(|e| Failure::new(exit::CONFIG, e))?;
     for warning in warnings {
         eprintln!("ferrymail: warning: {warning}");
     }
     println!(
         "ferrymail: {} alias(es) read; the daemon reads them when it starts and on reload (SIGHUP)",
-        local.alias_count()
+        identity.local.alias_count()
     );
     Ok(())
 }

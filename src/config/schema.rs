@@ -166,6 +166,35 @@ pub struct Upstream {
     /// The smarthost's own link settings, over `[link]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<RouteLink>,
+    /// Local senders rewritten to the account's address for mail by this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+}
+
+/// Sender rewriting for a route (`[upstream.rewrite]`, `[route.rewrite]`), as a
+/// provider's smarthost wants: its account's address, not `root@laptop`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rewrite {
+    /// Sender to the address it becomes. Keys: `name@domain` (that address), `name`
+    /// (that name at any local name), `@domain` (anyone there), `*` (anyone at a local
+    /// name); the most exact key wins.
+    pub senders: BTreeMap<String, String>,
+    /// Rewrite the `From:` header's address too (default: the envelope only).
+    pub from_header: bool,
+    /// Where a rewritten `From:` keeps the original: `none`, `sender` or `reply-to`.
+    pub keep_original: KeepOriginal,
+    /// Also rewrite mail relayed for other hosts (SMTP clients without AUTH).
+    pub relayed: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeepOriginal {
+    #[default]
+    None,
+    Sender,
+    ReplyTo,
 }
 
 fn required_tls() -> TlsPolicy {
@@ -191,6 +220,9 @@ pub struct Route {
     /// The route's own link settings, over `[link]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<RouteLink>,
+    /// Local senders rewritten for mail by this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
 }
 
 /// A route's own link settings (`[route.link]`, `[upstream.link]`): each key set here

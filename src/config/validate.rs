@@ -162,6 +162,21 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             names.push(name.clone());
         }
     }
+    let rewrites = c
+        .upstream
+        .iter()
+        .map(|u| ("upstream.rewrite".to_owned(), &u.rewrite))
+        .chain(
+            c.route
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("route[{i}].rewrite"), &r.rewrite)),
+        );
+    for (path, rewrite) in rewrites {
+        if let Some(rewrite) = rewrite {
+            rewrite_rules(&path, rewrite)?;
+        }
+    }
     if c.etrn.open_for.0.as_secs() == 0 {
         return fault("etrn.open_for", "must be at least 1s");
     }
@@ -246,6 +261,22 @@ pub fn parse_window(s: &str) -> Option<(u16, u16)> {
 
 /// A domain pattern as routes and local domains write it: `example.org` is that domain,
 /// `.example.org` every subdomain (not the domain itself). Case and a final dot ignored.
+fn rewrite_rules(path: &str, rewrite: &super::schema::Rewrite) -> Result<(), Fault> {
+    if rewrite.senders.is_empty() {
+        return Err((format!("{path}.senders"), "name at least one sender".into()));
+    }
+    for (key, to) in &rewrite.senders {
+        crate::identity::rewrite::check_key(key).map_err(|e| (format!("{path}.senders"), e))?;
+        if crate::smtp::Mailbox::parse(to).is_err() {
+            return Err((
+                format!("{path}.senders"),
+                format!("{key:?} = {to:?}: not a mail address"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn domain_matches(pattern: &str, domain: &str) -> bool {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();

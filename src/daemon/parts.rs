@@ -42,7 +42,7 @@ pub fn server_context(base: &Base, p: &Prepared, kind: ListenKind) -> ServerCont
     ServerContext {
         session: Arc::new(SessionConfig {
             etrn_available: true,
-            local: p.local.clone(),
+            identity: p.identity.clone(),
             ..SessionConfig::from_config(&p.config, kind)
         }),
         spool: base.spool.clone(),
@@ -92,7 +92,7 @@ pub fn owner_settings(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> 
         notices: Arc::new(NoticeSettings {
             hostname: p.config.hostname.clone(),
             admin: p.config.admin.clone(),
-            local: p.local.clone(),
+            identity: p.identity.clone(),
             relay_networks: p.config.accept.relay_networks.clone(),
         }),
     }
@@ -113,6 +113,6 @@ pub fn pickup(base: &Base, p: &Prepared) -> Pickup {
         spool: base.spool.clone(),
         hostname: p.config.hostname.clone(),
         max_message_size: p.config.accept.max_message_size.0,
-        local: p.local.clone(),
+        identity: p.identity.clone(),
     }
 }

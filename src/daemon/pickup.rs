@@ -1,13 +1,14 @@
 //! Pickup: moves drops from `maildrop/new` into the queue through the normal commit
 //! path. A drop is untrusted input: its envelope is re-checked, its content canonicalised
 //! to CRLF, lines over 998 octets folded, and bounded by `accept.max_message_size`; a
-//! bad drop goes to `corrupt/`. Mail for our own names is resolved (identity::local).
+//! bad drop goes to `corrupt/`. Its identity is settled (identity: local names, sender rewriting).
 //! Exactly once: the drop's name is committed with the message, and a drop whose name
 //! is already indexed (a crash after commit, before unlink) is only removed.
 
 use std::io::Read;
 use std::path::Path;
 
+use crate::identity::from_header::HeaderEditor;
 use crate::printable::printable;
 use crate::smtp::Mailbox;
 use crate::smtp::canon::CrlfCanon;
@@ -19,8 +20,8 @@ pub struct Pickup {
     pub spool: Spool,
     pub hostname: String,
     pub max_message_size: u64,
-    /// Where mail for our own names goes.
-    pub local: std::sync::Arc<crate::identity::LocalMail>,
+    /// Local names, aliases and sender rewriting.
+    pub identity: std::sync::Arc<crate::identity::Identity>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -103,8 +104,10 @@ impl Pickup {
             smtputf8,
             envid: env.envid,
             ret: env.ret,
-            ..Envelope::new(env.sender, self.local.resolve(env.recipients), origin)
+            ..Envelope::new(env.sender, env.recipients, origin)
         };
+        let mut envelope = envelope;
+        let mut header = HeaderEditor::new(self.identity.prepare(&mut envelope));
         let mut draft = self.spool.create_draft(envelope)?;
         draft.write(self.received_header(draft.id(), uid).as_bytes())?;
         let mut body = dropped.body;
@@ -113,6 +116,7 @@ impl Pickup {
         let mut chunk = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(70 * 1024);
         let mut folded = Vec::with_capacity(70 * 1024);
+        let mut edited = Vec::with_capacity(70 * 1024);
         loop {
             let n = match body.read(&mut chunk) {
                 Ok(0) => break,
@@ -126,7 +130,9 @@ impl Pickup {
             }
             folded.clear();
             folder.push(&out, &mut folded);
-            draft.write(&folded)?;
+            edited.clear();
+            header.push(&folded, &mut edited);
+            draft.write(&edited)?;
             if draft.size() > self.max_message_size {
                 drop(draft);
                 return self.quarantine(&path, "message larger than accept.max_message_size");
@@ -136,7 +142,10 @@ impl Pickup {
         canon.finish(&mut out);
         folded.clear();
         folder.push(&out, &mut folded);
-        draft.write(&folded)?;
+        edited.clear();
+        header.push(&folded, &mut edited);
+        header.finish(&mut edited);
+        draft.write(&edited)?;
         let id = self.spool.commit_blocking(draft.seal()?)?;
         if folder.folded() {
             tracing::info!(id = %id, "lines longer than 998 octets were folded");

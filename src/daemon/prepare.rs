@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::delivery::client::ClientSettings;
 use crate::delivery::route::Router;
 use crate::delivery::settings::client_settings;
-use crate::identity::LocalMail;
+use crate::identity::Identity;
 use crate::server::auth::Users;
 use crate::server::tls::TlsError;
 use crate::server::{AuthContext, ServerTls};
@@ -29,8 +29,8 @@ pub struct Prepared {
     pub router: Router,
     /// How to talk to each route's upstream, by route name.
     pub settings: HashMap<String, ClientSettings>,
-    /// Where mail for local names goes.
-    pub local: Arc<LocalMail>,
+    /// Local names, aliases and sender rewriting.
+    pub identity: Arc<Identity>,
     /// What loading left out (aliases the relay cannot deliver to), for the log.
     pub warnings: Vec<String>,
 }
@@ -61,14 +61,14 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     };
     let router = Router::from_config(&config);
     let settings = client_settings(&config, &router)?;
-    let (local, warnings) = LocalMail::load(&config)?;
+    let (identity, warnings) = Identity::load(&config)?;
     Ok(Prepared {
         config,
         tls,
         auth,
         router,
         settings,
-        local: Arc::new(local),
+        identity: Arc::new(identity),
         warnings,
     })
 }

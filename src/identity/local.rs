@@ -109,6 +109,10 @@ impl LocalMail {
         })
     }
 
+    pub fn names(&self) -> &LocalNames {
+        &self.names
+    }
+
     /// How many local names have an alias.
     pub fn alias_count(&self) -> usize {
         self.aliases.len()

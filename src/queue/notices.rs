@@ -37,7 +37,7 @@ pub struct NoticeSettings {
     /// Where double bounces go; `None` keeps them in the queue.
     pub admin: Option<String>,
     /// A notice to a local name goes where its mail goes.
-    pub local: std::sync::Arc<crate::identity::LocalMail>,
+    pub identity: std::sync::Arc<crate::identity::Identity>,
     /// `accept.relay_networks`: a failure notice returns the whole message (RET=FULL)
     /// only to mail from these clients, authenticated ones, or local submissions.
     pub relay_networks: Vec<IpNet>,
@@ -123,7 +123,7 @@ pub fn build(
         smtputf8: envelope.smtputf8,
         ..Envelope::new(
             "",
-            settings.local.resolve(vec![Recipient::new(to)]),
+            settings.identity.local.resolve(vec![Recipient::new(to)]),
             Origin {
                 kind: if double { DOUBLE_BOUNCE } else { "dsn" }.into(),
                 about: Some(about(request)),

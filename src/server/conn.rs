@@ -365,7 +365,6 @@ impl Conn {
                 orcpt: r.orcpt.clone(),
             })
             .collect();
-        let recipients = self.ctx.session.local.resolve(recipients);
         let origin = Origin {
             kind: "smtp".into(),
             client: Some(self.peer.ip().to_string()),
@@ -373,13 +372,14 @@ impl Conn {
             auth: self.session.authenticated().map(str::to_owned),
             ..Origin::default()
         };
-        let envelope = Envelope {
+        let mut envelope = Envelope {
             body: tx.mail.body,
             smtputf8: tx.mail.smtputf8,
             envid: tx.mail.envid.clone(),
             ret: tx.mail.ret,
             ..Envelope::new(tx.mail.path.to_string(), recipients, origin)
         };
+        let from_edit = self.ctx.session.identity.prepare(&mut envelope);
         let single = match tx.recipients.as_slice() {
             [only] => Some(only.mailbox.to_string()),
             _ => None,
@@ -400,7 +400,7 @@ impl Conn {
             .session
             .authenticated()
             .map(|_| self.ctx.session.hostname.clone());
-        Intake::start(&self.ctx.spool, envelope, trace, fix).await
+        Intake::start(&self.ctx.spool, envelope, trace, fix, from_edit).await
     }
 
     async fn data(&mut self) -> Result<(), Ended> {

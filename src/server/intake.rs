@@ -7,6 +7,7 @@
 //! the end (the content is still read, so the session stays in step).
 
 use super::received::HeaderScan;
+use crate::identity::from_header::{FromEdit, HeaderEditor};
 use crate::smtp::line_length::LineLength;
 use crate::spool::{Draft, Envelope, QueueId, Sealed, Spool, SpoolError};
 
@@ -20,6 +21,9 @@ pub struct Intake {
     envelope: Option<Envelope>,
     draft: Option<Draft>,
     pending: Vec<u8>,
+    /// Rewrites `From:` when the sender is rewritten with `from_header`.
+    from: HeaderEditor,
+    edited: Vec<u8>,
     headers: HeaderScan,
     lines: LineLength,
     /// For authenticated submissions: add `Date:`/`Message-ID:` when missing, under
@@ -30,12 +34,14 @@ pub struct Intake {
 
 impl Intake {
     /// Starts the message with `trace` (our `Received:` header). With
-    /// `fix_headers_for`, missing `Date:`/`Message-ID:` fields are added.
+    /// `fix_headers_for`, missing `Date:`/`Message-ID:` fields are added; with
+    /// `from_edit`, the `From:` header is rewritten.
     pub async fn start(
         spool: &Spool,
         envelope: Envelope,
         trace: String,
         fix_headers_for: Option<String>,
+        from_edit: Option<FromEdit>,
     ) -> Intake {
         let mut pending = Vec::with_capacity(trace.len() + 8192);
         pending.extend_from_slice(trace.as_bytes());
@@ -45,6 +51,8 @@ impl Intake {
             envelope: Some(envelope),
             draft: None,
             pending,
+            from: HeaderEditor::new(from_edit),
+            edited: Vec::new(),
             headers: HeaderScan::default(),
             lines: LineLength::default(),
             fix_headers_for,
@@ -56,10 +64,18 @@ impl Intake {
         self.failed.is_none().then_some(self.id)
     }
 
-    /// Content bytes, exactly as they are to be stored.
+    /// Content bytes as they came (the `From:` edit aside, stored as they are).
     pub async fn push(&mut self, bytes: &[u8]) {
-        let header_end = self.headers.feed(bytes);
         self.lines.feed(bytes);
+        let mut edited = std::mem::take(&mut self.edited);
+        edited.clear();
+        self.from.push(bytes, &mut edited);
+        self.store(&edited).await;
+        self.edited = edited;
+    }
+
+    async fn store(&mut self, bytes: &[u8]) {
+        let header_end = self.headers.feed(bytes);
         if self.failed.is_some() {
             return;
         }
@@ -116,6 +132,9 @@ impl Intake {
 
     /// Makes the message durable: last write, fsync, rename, group commit.
     pub async fn commit(mut self) -> Result<QueueId, SpoolError> {
+        let mut held = Vec::new();
+        self.from.finish(&mut held);
+        self.store(&held).await;
         if !self.headers.ended() {
             // All header, no body: the fields go at the end.
             self.add_missing_fields();

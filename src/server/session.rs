@@ -31,8 +31,8 @@ pub struct SessionConfig {
     pub etrn_available: bool,
     /// Clients that may ETRN without authenticating (`etrn.allowed_networks`).
     pub etrn_networks: Vec<crate::config::IpNet>,
-    /// Where mail for our own names goes (resolved when the message is committed).
-    pub local: std::sync::Arc<crate::identity::LocalMail>,
+    /// Local names, aliases and sender rewriting, applied when a message is committed.
+    pub identity: std::sync::Arc<crate::identity::Identity>,
 }
 
 /// Protocol errors before a session is closed with 421 (Postfix's soft limit).
@@ -53,8 +53,8 @@ impl SessionConfig {
             max_errors: MAX_ERRORS,
             etrn_available: false,
             etrn_networks: config.etrn.allowed_networks.clone(),
-            local: std::sync::Arc::new(
-                crate::identity::LocalMail::from_config(config).unwrap_or_default(),
+            identity: std::sync::Arc::new(
+                crate::identity::Identity::from_config(config).unwrap_or_default(),
             ),
         }
     }

@@ -1,0 +1,238 @@
+//! Sender rewriting for smarthost accounts (what msmtp's `from` and Postfix's
+//! smtp_generic_maps do): a route's `rewrite` maps local senders to the account's
+//! address. Decided once, when the message is committed, so that a DKIM signature made
+//! then covers the `From:` that leaves and every retry sends the same bytes. One
+//! envelope serves every recipient: the sender is rewritten only when every route the
+//! message takes says the same (a route without `rewrite` says "as it is"). Mail from
+//! local programs and authenticated clients only, unless the route's `relayed` asks for
+//! relayed mail too; the null sender never.
+
+use std::sync::Arc;
+
+use super::local::LocalNames;
+use crate::config::{Config, KeepOriginal, Rewrite, domain_matches};
+use crate::spool::Origin;
+
+/// Which senders a key takes, most exact first.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Pattern {
+    /// `name@domain`.
+    Address(String),
+    /// `name`, at any local name.
+    Name(String),
+    /// `@domain`.
+    Domain(String),
+    /// `*`: anyone at a local name.
+    AnyLocal,
+}
+
+/// One route's rewriting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SenderRewrite {
+    rules: Vec<(Pattern, String)>,
+    pub from_header: bool,
+    pub keep_original: KeepOriginal,
+    relayed: bool,
+}
+
+impl SenderRewrite {
+    pub fn new(config: &Rewrite) -> SenderRewrite {
+        let mut rules: Vec<(Pattern, String)> = config
+            .senders
+            .iter()
+            .map(|(key, to)| (pattern(key), to.clone()))
+            .collect();
+        rules.sort();
+        SenderRewrite {
+            rules,
+            from_header: config.from_header,
+            keep_original: config.keep_original,
+            relayed: config.relayed,
+        }
+    }
+
+    /// The address `sender` becomes, if a key takes it.
+    pub fn address_for(&self, sender: &str, local: &LocalNames) -> Option<&str> {
+        let (name, domain) = sender.rsplit_once('@')?;
+        let is_local = local.contains(domain);
+        self.rules
+            .iter()
+            .find(|(p, _)| match p {
+                Pattern::Address(a) => a.eq_ignore_ascii_case(sender),
+                Pattern::Name(n) => is_local && n.eq_ignore_ascii_case(name),
+                Pattern::Domain(d) => domain_matches(d, domain),
+                Pattern::AnyLocal => is_local,
+            })
+            .map(|(_, to)| to.as_str())
+    }
+
+    /// Whether mail of `origin` is ours to rewrite.
+    fn applies_to(&self, origin: &Origin) -> bool {
+        origin.kind == "local" || origin.auth.is_some() || (self.relayed && origin.kind == "smtp")
+    }
+}
+
+fn pattern(key: &str) -> Pattern {
+    if key == "*" {
+        Pattern::AnyLocal
+    } else if let Some(domain) = key.strip_prefix('@') {
+        Pattern::Domain(domain.to_owned())
+    } else if key.contains('@') {
+        Pattern::Address(key.to_owned())
+    } else {
+        Pattern::Name(key.to_owned())
+    }
+}
+
+/// A key as the configuration may write it.
+pub fn check_key(key: &str) -> Result<(), String> {
+    let ok = match pattern(key) {
+        Pattern::AnyLocal => true,
+        Pattern::Domain(d) => crate::config::is_domain(d.trim_start_matches('.')),
+        Pattern::Address(a) => crate::smtp::Mailbox::parse(&a).is_ok(),
+        Pattern::Name(n) => super::aliases::is_alias_name(&n),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{key:?}: use name, name@domain, @domain or *"))
+    }
+}
+
+/// Each route's rewriting, found by recipient domain as the router finds routes: the
+/// `[[route]]` entries in order, then `[upstream]` (no rewriting for direct MX).
+#[derive(Clone, Debug, Default)]
+pub struct RouteRewrites {
+    routes: Vec<(Vec<String>, Option<Arc<SenderRewrite>>)>,
+    fallback: Option<Arc<SenderRewrite>>,
+}
+
+impl RouteRewrites {
+    pub fn from_config(config: &Config) -> RouteRewrites {
+        let make = |r: &Option<Rewrite>| r.as_ref().map(|r| Arc::new(SenderRewrite::new(r)));
+        RouteRewrites {
+            routes: config
+                .route
+                .iter()
+                .map(|r| (r.domains.clone(), make(&r.rewrite)))
+                .collect(),
+            fallback: config.upstream.as_ref().and_then(|u| make(&u.rewrite)),
+        }
+    }
+
+    fn for_domain(&self, domain: &str) -> Option<&Arc<SenderRewrite>> {
+        self.routes
+            .iter()
+            .find(|(patterns, _)| patterns.iter().any(|p| domain_matches(p, domain)))
+            .map_or(self.fallback.as_ref(), |(_, r)| r.as_ref())
+    }
+
+    /// What `sender` becomes for mail of `origin` to `domains` (the recipients' domains
+    /// that leave this host): `Some` only when every route the mail takes rewrites it
+    /// to the same address, with the rewriting that decided it.
+    pub fn decide<'a>(
+        &'a self,
+        sender: &str,
+        origin: &Origin,
+        domains: &[&str],
+        local: &LocalNames,
+    ) -> Option<(String, &'a SenderRewrite)> {
+        if sender.is_empty() || domains.is_empty() {
+            return None;
+        }
+        let mut agreed: Option<(&str, &SenderRewrite)> = None;
+        for domain in domains {
+            let rewrite = self.for_domain(domain)?;
+            if !rewrite.applies_to(origin) {
+                return None;
+            }
+            let to = rewrite.address_for(sender, local)?;
+            match agreed {
+                Some((a, _)) if !a.eq_ignore_ascii_case(to) => return None,
+                Some(_) => {}
+                None => agreed = Some((to, rewrite)),
+            }
+        }
+        agreed.map(|(to, rewrite)| (to.to_owned(), rewrite))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrites(extra: &str) -> (RouteRewrites, LocalNames) {
+        let config = crate::config::parse(
+            &format!("spool = \"/s\"\nhostname = \"laptop\"\n{extra}"),
+            std::path::Path::new("/etc/f.toml"),
+        )
+        .unwrap();
+        (
+            RouteRewrites::from_config(&config),
+            LocalNames::from_config(&config),
+        )
+    }
+
+    fn local() -> Origin {
+        Origin {
+            kind: "local".into(),
+            ..Origin::default()
+        }
+    }
+
+    #[test]
+    fn the_most_exact_key_wins() {
+        let (r, names) = rewrites(
+            "[upstream]\nsmarthost = \"s.example:587\"\n[upstream.rewrite]\n\
+             senders = { \"*\" = \"me@example.org\", backup = \"backups@example.org\", \
+             \"root@localhost\" = \"admin@example.org\", \"@lan.example\" = \"lan@example.org\" }\n",
+        );
+        let d = |sender: &str| {
+            r.decide(sender, &local(), &["far.example"], &names)
+                .map(|x| x.0)
+        };
+        assert_eq!(d("alice@laptop").as_deref(), Some("me@example.org"));
+        assert_eq!(d("backup@LAPTOP").as_deref(), Some("backups@example.org"));
+        assert_eq!(d("root@localhost").as_deref(), Some("admin@example.org"));
+        assert_eq!(d("x@lan.example").as_deref(), Some("lan@example.org"));
+        assert_eq!(d("someone@elsewhere.example"), None, "not ours");
+        assert_eq!(d(""), None, "the null sender stays");
+    }
+
+    #[test]
+    fn relayed_mail_and_disagreeing_routes_keep_their_sender() {
+        let (r, names) = rewrites(
+            "[upstream]\nsmarthost = \"s.example:587\"\n[upstream.rewrite]\nsenders = { \"*\" = \"me@example.org\" }\n\
+             [[route]]\ndomains = [\"lan.example\"]\nvia = \"10.0.0.2:25\"\n",
+        );
+        let relayed = Origin {
+            kind: "smtp".into(),
+            client: Some("10.0.0.9".into()),
+            ..Origin::default()
+        };
+        assert!(
+            r.decide("a@laptop", &relayed, &["far.example"], &names)
+                .is_none()
+        );
+        let auth = Origin {
+            auth: Some("a".into()),
+            ..relayed
+        };
+        assert!(
+            r.decide("a@laptop", &auth, &["far.example"], &names)
+                .is_some()
+        );
+        assert!(
+            r.decide(
+                "a@laptop",
+                &local(),
+                &["far.example", "lan.example"],
+                &names
+            )
+            .is_none(),
+            "the LAN route does not rewrite"
+        );
+        assert!(check_key("*").is_ok() && check_key("@x.example").is_ok());
+        assert!(check_key("a b").is_err());
+    }
+}
