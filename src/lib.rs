@@ -31,6 +31,7 @@ pub mod control;
 pub mod current;
 pub mod daemon;
 pub mod delivery;
+pub mod dkim;
 pub mod exit;
 pub mod identity;
 pub mod inject;

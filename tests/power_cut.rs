@@ -134,6 +134,7 @@ fn every_acknowledged_commit_survives_a_power_cut_at_every_step() {
                         envelope: a.envelope.clone(),
                         body_offset: 0,
                         trailer: a.trailer,
+                        prepend: Vec::new(),
                     };
                     index::insert_message(&tx, &stored, 0, None, &|_, _| None).unwrap();
                 }

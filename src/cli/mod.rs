@@ -4,6 +4,7 @@
 //! the failure as one line and exits with its sysexits code.
 
 mod config_check;
+mod dkim;
 mod flush;
 mod hash_password;
 pub mod man;
@@ -59,6 +60,8 @@ pub enum Command {
     Config(ConfigArgs),
     /// Read a password on stdin and print its hash for an `accept.users` line
     HashPassword,
+    /// DKIM signing keys
+    Dkim(DkimArgs),
     /// Write the manual pages: ferrymail(8) and its subcommands, sendmail(8), mailq(1),
     /// ferrymail.toml(5)
     Man {
@@ -72,6 +75,18 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct DkimArgs {
+    #[command(subcommand)]
+    pub command: DkimCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DkimCommand {
+    /// Write a new signing key and print the DNS record that publishes it
+    Keygen(dkim::KeygenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +149,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             command: ConfigCommand::Check { quiet },
         }) => config_check::run(config, quiet),
         Command::HashPassword => hash_password::run(),
+        Command::Dkim(DkimArgs {
+            command: DkimCommand::Keygen(args),
+        }) => dkim::keygen(args),
         Command::Man { dir } => {
             for page in man::write_pages(&dir)? {
                 println!("{}", page.display());

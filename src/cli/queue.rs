@@ -155,7 +155,7 @@ fn show(config: Option<&Path>, id: &str) -> Result<(), Failure> {
     text.push_str(&format!("sender:      <{}>\n", e.sender));
     text.push_str(&format!(
         "size:        {} bytes{}\n",
-        stored.trailer.size,
+        stored.content_size(),
         if stored.trailer.eight_bit {
             ", 8-bit"
         } else {

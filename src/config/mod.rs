@@ -213,6 +213,9 @@ fn anchor_paths(config: &mut Config, base: &Path) {
     if let Some(f) = &mut config.local.aliases_file {
         anchor(f);
     }
+    for d in &mut config.dkim {
+        anchor(&mut d.key);
+    }
 }
 
 /// Fills the values whose defaults depend on the machine: hostname and spool.

@@ -43,6 +43,45 @@ pub struct Config {
     /// Prometheus metrics over HTTP; absent: none served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
+    /// DKIM signing keys (repeatable; two for one domain sign twice).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dkim: Vec<Dkim>,
+}
+
+/// A DKIM signing key (RFC 6376): mail from this host whose `From:` is at `domain` (or
+/// below it) is signed with it when committed.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dkim {
+    pub domain: String,
+    pub selector: String,
+    /// The private key, PEM.
+    pub key: PathBuf,
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+    /// Header fields to sign, when present (default: the usual ones); `From:` is always
+    /// signed, and once more than it appears, so that none can be added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum DkimAlgorithm {
+    #[default]
+    #[serde(rename = "rsa-sha256")]
+    RsaSha256,
+    #[serde(rename = "ed25519-sha256")]
+    Ed25519Sha256,
+}
+
+impl DkimAlgorithm {
+    /// The `a=` tag value.
+    pub fn tag(self) -> &'static str {
+        match self {
+            DkimAlgorithm::RsaSha256 => "rsa-sha256",
+            DkimAlgorithm::Ed25519Sha256 => "ed25519-sha256",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -348,6 +387,7 @@ impl Default for Config {
             retry: Retry::default(),
             etrn: Etrn::default(),
             metrics: None,
+            dkim: Vec::new(),
         }
     }
 }

@@ -177,6 +177,20 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             rewrite_rules(&path, rewrite)?;
         }
     }
+    for (i, d) in c.dkim.iter().enumerate() {
+        if !is_domain(&d.domain) {
+            return fault(
+                &format!("dkim[{i}].domain"),
+                &format!("{:?} is not a domain", d.domain),
+            );
+        }
+        if !is_domain(&d.selector) {
+            return fault(
+                &format!("dkim[{i}].selector"),
+                &format!("{:?}: use letters, digits, '-' and '.'", d.selector),
+            );
+        }
+    }
     if c.etrn.open_for.0.as_secs() == 0 {
         return fault("etrn.open_for", "must be at least 1s");
     }

@@ -8,7 +8,6 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::identity::from_header::HeaderEditor;
 use crate::printable::printable;
 use crate::smtp::Mailbox;
 use crate::smtp::canon::CrlfCanon;
@@ -107,9 +106,11 @@ impl Pickup {
             ..Envelope::new(env.sender, env.recipients, origin)
         };
         let mut envelope = envelope;
-        let mut header = HeaderEditor::new(self.identity.prepare(&mut envelope));
+        let mut edits = self.identity.prepare(&mut envelope);
         let mut draft = self.spool.create_draft(envelope)?;
-        draft.write(self.received_header(draft.id(), uid).as_bytes())?;
+        let trace = self.received_header(draft.id(), uid);
+        draft.write(trace.as_bytes())?;
+        edits.written(trace.as_bytes());
         let mut body = dropped.body;
         let mut canon = CrlfCanon::new();
         let mut folder = Folder::default();
@@ -131,8 +132,9 @@ impl Pickup {
             folded.clear();
             folder.push(&out, &mut folded);
             edited.clear();
-            header.push(&folded, &mut edited);
+            edits.header.push(&folded, &mut edited);
             draft.write(&edited)?;
+            edits.written(&edited);
             if draft.size() > self.max_message_size {
                 drop(draft);
                 return self.quarantine(&path, "message larger than accept.max_message_size");
@@ -143,10 +145,14 @@ impl Pickup {
         folded.clear();
         folder.push(&out, &mut folded);
         edited.clear();
-        header.push(&folded, &mut edited);
-        header.finish(&mut edited);
+        edits.header.push(&folded, &mut edited);
+        edits.header.finish(&mut edited);
         draft.write(&edited)?;
-        let id = self.spool.commit_blocking(draft.seal()?)?;
+        edits.written(&edited);
+        let prepend = edits.prepend(draft.id().as_str());
+        let id = self
+            .spool
+            .commit_blocking(draft.seal_prepending(prepend)?)?;
         if folder.folded() {
             tracing::info!(id = %id, "lines longer than 998 octets were folded");
         }

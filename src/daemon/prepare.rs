@@ -108,6 +108,9 @@ pub fn file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
     if let Some(aliases) = &config.local.aliases_file {
         check("local.aliases_file", aliases, false);
     }
+    for (i, d) in config.dkim.iter().enumerate() {
+        check(&format!("dkim[{i}].key"), &d.key, true);
+    }
     if let Some(up) = &config.upstream {
         if let Some(ca) = &up.ca {
             check("upstream.ca", ca, false);

@@ -23,19 +23,21 @@ pub enum Content<'a> {
     File(&'a StoredFile),
 }
 
-/// A committed message's body inside its spool file.
+/// A committed message's body inside its spool file, after the fields stored to go
+/// before it.
 #[derive(Clone, Debug)]
 pub struct StoredFile {
     pub path: PathBuf,
     pub offset: u64,
     pub len: u64,
+    pub prepend: Vec<u8>,
 }
 
 impl Content<'_> {
     pub fn len(&self) -> u64 {
         match self {
             Content::Bytes(b) => b.len() as u64,
-            Content::File(f) => f.len,
+            Content::File(f) => f.prepend.len() as u64 + f.len,
         }
     }
 
@@ -50,7 +52,7 @@ impl Content<'_> {
             Content::File(f) => {
                 let mut file = tokio::fs::File::open(&f.path).await?;
                 file.seek(SeekFrom::Start(f.offset)).await?;
-                Ok(Box::new(file.take(f.len)))
+                Ok(Box::new(f.prepend.as_slice().chain(file.take(f.len))))
             }
         }
     }
@@ -161,6 +163,7 @@ mod tests {
             path,
             offset: 6,
             len: 10,
+            prepend: b"X: y\r\n".to_vec(),
         };
         let mut out = Vec::new();
         Content::File(&file)
@@ -170,6 +173,7 @@ mod tests {
             .read_to_end(&mut out)
             .await
             .unwrap();
-        assert_eq!(out, b"BODY BYTES");
+        assert_eq!(out, b"X: y\r\nBODY BYTES");
+        assert_eq!(Content::File(&file).len(), 16);
     }
 }

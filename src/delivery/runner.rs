@@ -300,7 +300,7 @@ async fn load_batch(spool: &Spool, pending: &mut Vec<(QueueId, Vec<Claim>)>) -> 
             let path = spool.layout().message_path(id);
             let fs = spool.fs().as_ref();
             let read = read_stored(fs, &path).and_then(|stored| {
-                let body = if stored.trailer.size <= INLINE_MAX {
+                let body = if stored.content_size() <= INLINE_MAX {
                     Body::Inline(read_body(fs, &path, &stored)?)
                 } else {
                     verify_body(fs, &path, &stored)?;
@@ -308,13 +308,14 @@ async fn load_batch(spool: &Spool, pending: &mut Vec<(QueueId, Vec<Claim>)>) -> 
                         path: path.clone(),
                         offset: stored.body_offset,
                         len: stored.trailer.size,
+                        prepend: stored.prepend.clone(),
                     })
                 };
                 Ok((stored, body))
             });
             match read {
                 Ok((stored, body)) => {
-                    bytes += stored.trailer.size;
+                    bytes += stored.content_size();
                     out.batch.push(Loaded {
                         envelope: stored.envelope,
                         body,

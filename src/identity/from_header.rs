@@ -9,6 +9,7 @@
 use super::local::LocalNames;
 use super::rewrite::SenderRewrite;
 use crate::config::KeepOriginal;
+use crate::smtp::fields;
 
 /// The most of a header section held back for editing.
 pub const MAX_HELD: usize = 1 << 20;
@@ -58,7 +59,7 @@ impl HeaderEditor {
         let end = if self.held.starts_with(b"\r\n") {
             Some(0)
         } else {
-            find(&self.held[from..], b"\r\n\r\n").map(|i| from + i + 2)
+            fields::find(&self.held[from..], b"\r\n\r\n").map(|i| from + i + 2)
         };
         if self.held.len() > MAX_HELD {
             self.passed = true;
@@ -95,14 +96,10 @@ impl HeaderEditor {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// The header section with `From:` rewritten, or `None` when there is nothing to do.
 fn edit_section(section: &[u8], edit: &FromEdit) -> Option<Vec<u8>> {
-    let fields = split_fields(section);
-    let is = |f: &[u8], name: &str| field_name(f).eq_ignore_ascii_case(name.as_bytes());
+    let fields = fields::split(section);
+    let is = fields::is;
     let at = fields.iter().position(|f| is(f, "from"))?;
     let field = std::str::from_utf8(fields[at]).ok()?;
     let value = &field[field.find(':')? + 1..];
@@ -140,33 +137,6 @@ fn edit_section(section: &[u8], edit: &FromEdit) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(&section[fields.iter().map(|f| f.len()).sum::<usize>()..]);
     Some(out)
-}
-
-/// A field's name: what comes before its colon, without white space.
-fn field_name(field: &[u8]) -> &[u8] {
-    let colon = field.iter().position(|b| *b == b':').unwrap_or(0);
-    field[..colon].trim_ascii()
-}
-
-/// The fields of a header section, each with its folded lines and its CRLF; what is
-/// left after them (the empty line) is not included.
-fn split_fields(section: &[u8]) -> Vec<&[u8]> {
-    let mut fields: Vec<&[u8]> = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while i < section.len() {
-        let line_end = find(&section[i..], b"\r\n").map_or(section.len(), |p| i + p + 2);
-        if line_end - i == 2 {
-            break; // the empty line
-        }
-        let continues = matches!(section.get(line_end), Some(b' ' | b'\t'));
-        if !continues {
-            fields.push(&section[start..line_end]);
-            start = line_end;
-        }
-        i = line_end;
-    }
-    fields
 }
 
 #[cfg(test)]

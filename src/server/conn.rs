@@ -379,7 +379,7 @@ impl Conn {
             ret: tx.mail.ret,
             ..Envelope::new(tx.mail.path.to_string(), recipients, origin)
         };
-        let from_edit = self.ctx.session.identity.prepare(&mut envelope);
+        let edits = self.ctx.session.identity.prepare(&mut envelope);
         let single = match tx.recipients.as_slice() {
             [only] => Some(only.mailbox.to_string()),
             _ => None,
@@ -400,7 +400,7 @@ impl Conn {
             .session
             .authenticated()
             .map(|_| self.ctx.session.hostname.clone());
-        Intake::start(&self.ctx.spool, envelope, trace, fix, from_edit).await
+        Intake::start(&self.ctx.spool, envelope, trace, fix, edits).await
     }
 
     async fn data(&mut self) -> Result<(), Ended> {

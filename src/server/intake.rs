@@ -7,7 +7,7 @@
 //! the end (the content is still read, so the session stays in step).
 
 use super::received::HeaderScan;
-use crate::identity::from_header::{FromEdit, HeaderEditor};
+use crate::identity::ContentEdits;
 use crate::smtp::line_length::LineLength;
 use crate::spool::{Draft, Envelope, QueueId, Sealed, Spool, SpoolError};
 
@@ -21,8 +21,8 @@ pub struct Intake {
     envelope: Option<Envelope>,
     draft: Option<Draft>,
     pending: Vec<u8>,
-    /// Rewrites `From:` when the sender is rewritten with `from_header`.
-    from: HeaderEditor,
+    /// `From:` rewritten when the sender is (`from_header`); the content signed.
+    edits: ContentEdits,
     edited: Vec<u8>,
     headers: HeaderScan,
     lines: LineLength,
@@ -34,14 +34,14 @@ pub struct Intake {
 
 impl Intake {
     /// Starts the message with `trace` (our `Received:` header). With
-    /// `fix_headers_for`, missing `Date:`/`Message-ID:` fields are added; with
-    /// `from_edit`, the `From:` header is rewritten.
+    /// `fix_headers_for`, missing `Date:`/`Message-ID:` fields are added; `edits` edit
+    /// `From:` and sign what is written.
     pub async fn start(
         spool: &Spool,
         envelope: Envelope,
         trace: String,
         fix_headers_for: Option<String>,
-        from_edit: Option<FromEdit>,
+        edits: ContentEdits,
     ) -> Intake {
         let mut pending = Vec::with_capacity(trace.len() + 8192);
         pending.extend_from_slice(trace.as_bytes());
@@ -51,7 +51,7 @@ impl Intake {
             envelope: Some(envelope),
             draft: None,
             pending,
-            from: HeaderEditor::new(from_edit),
+            edits,
             edited: Vec::new(),
             headers: HeaderScan::default(),
             lines: LineLength::default(),
@@ -69,7 +69,7 @@ impl Intake {
         self.lines.feed(bytes);
         let mut edited = std::mem::take(&mut self.edited);
         edited.clear();
-        self.from.push(bytes, &mut edited);
+        self.edits.header.push(bytes, &mut edited);
         self.store(&edited).await;
         self.edited = edited;
     }
@@ -112,6 +112,7 @@ impl Intake {
     /// Writes what is pending to the draft, creating it first if need be.
     async fn flush(&mut self) {
         let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
+        self.edits.written(&batch);
         let (draft, envelope, spool) =
             (self.draft.take(), self.envelope.take(), self.spool.clone());
         let written = tokio::task::spawn_blocking(move || {
@@ -133,7 +134,7 @@ impl Intake {
     /// Makes the message durable: last write, fsync, rename, group commit.
     pub async fn commit(mut self) -> Result<QueueId, SpoolError> {
         let mut held = Vec::new();
-        self.from.finish(&mut held);
+        self.edits.header.finish(&mut held);
         self.store(&held).await;
         if !self.headers.ended() {
             // All header, no body: the fields go at the end.
@@ -145,13 +146,16 @@ impl Intake {
         let (draft, envelope, spool) =
             (self.draft.take(), self.envelope.take(), self.spool.clone());
         let rest = std::mem::take(&mut self.pending);
+        let mut edits = std::mem::replace(&mut self.edits, ContentEdits::none());
+        let id = self.id;
         let sealed = tokio::task::spawn_blocking(move || -> Result<Sealed, SpoolError> {
             let mut draft = match draft {
                 Some(d) => d,
                 None => spool.create_draft(envelope.expect("an envelope until the draft"))?,
             };
             draft.write(&rest)?;
-            draft.seal()
+            edits.written(&rest);
+            draft.seal_prepending(edits.prepend(id.as_str()))
         })
         .await
         .map_err(|e| SpoolError::io("seal task", std::io::Error::other(e)))??;

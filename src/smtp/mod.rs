@@ -1,6 +1,6 @@
 //! The SMTP protocol and message format, free of sockets and policy: envelope addresses,
 //! replies we send and responses we read, command framing and parsing, the DATA and BDAT
-//! readers, line-ending canonicalisation, and header dates. Nothing here knows about
+//! readers, line-ending canonicalisation, header fields and dates. Nothing here knows about
 //! sessions, the spool or the network.
 
 pub mod address;
@@ -9,6 +9,7 @@ pub mod canon;
 pub mod command;
 pub mod data;
 pub mod date;
+pub mod fields;
 pub mod line;
 pub mod line_length;
 pub mod reply;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::SpoolError;
-use super::envelope::{BodySum, Envelope, Trailer, write_header};
+use super::envelope::{BodySum, Envelope, MAX_PREPEND, Trailer, prepend_record, write_header};
 use super::fs::{Fs, FsFile};
 use super::id::QueueId;
 
@@ -29,6 +29,8 @@ pub struct Draft {
 pub struct Sealed {
     pub(crate) envelope: Envelope,
     pub(crate) trailer: Trailer,
+    /// Header fields stored to go before the body.
+    pub(crate) prepend: Vec<u8>,
     fs: Arc<dyn Fs>,
     queue_path: PathBuf,
     committed: bool,
@@ -110,11 +112,30 @@ impl Draft {
 
     /// Writes the end record, fsyncs, and renames the file into `queue/`. On failure the
     /// draft is removed.
-    pub fn seal(mut self) -> Result<Sealed, SpoolError> {
-        let trailer = self.sum.trailer();
+    pub fn seal(self) -> Result<Sealed, SpoolError> {
+        self.seal_prepending(Vec::new())
+    }
+
+    /// `seal`, with header fields made from the whole message (a DKIM signature) stored
+    /// to go before it (at most `MAX_PREPEND` bytes).
+    pub fn seal_prepending(mut self, prepend: Vec<u8>) -> Result<Sealed, SpoolError> {
+        if prepend.len() > MAX_PREPEND {
+            return Err(SpoolError::io(
+                "seal draft",
+                std::io::Error::other("prepended fields too large"),
+            ));
+        }
+        let mut trailer = self.sum.trailer();
+        trailer.prepended = !prepend.is_empty();
         let mut out = self.out.take().expect("draft is open until sealed");
+        let record = if prepend.is_empty() {
+            Vec::new()
+        } else {
+            prepend_record(&prepend)
+        };
         let result = out
-            .write_all(&trailer.end_record())
+            .write_all(&record)
+            .and_then(|()| out.write_all(&trailer.end_record()))
             .and_then(|()| out.into_inner().map_err(|e| e.into_error()))
             .and_then(|mut file| file.sync());
         if let Err(e) = result {
@@ -128,6 +149,7 @@ impl Draft {
         Ok(Sealed {
             envelope: self.envelope.clone(),
             trailer,
+            prepend,
             fs: self.fs.clone(),
             queue_path: self.queue_path.clone(),
             committed: false,

@@ -1,7 +1,9 @@
 //! The committed message file (spool/README.md): a magic line, the envelope as one JSON
 //! line, the exact message bytes, and a fixed-size end record carrying the body size and
 //! a CRC-32 of the body. A file is valid only when all of them agree, so truncation is
-//! always detected, and a changed byte is detected whenever the body is read. Files are
+//! always detected, and a changed byte is detected whenever the body is read. Header
+//! fields made from the whole message (a DKIM signature) follow the body with their own
+//! record and checksum, flagged in the end record, and are sent before it. Files are
 //! immutable once committed, which is what lets the index be rebuilt from them. Version 1
 //! files (no checksum) are still read.
 
@@ -26,6 +28,13 @@ pub const END_RECORD_LEN: usize = 43;
 const END_RECORD_V1_LEN: usize = 34;
 const END_PREFIX: &[u8] = b"ferrymail-end ";
 const FLAG_EIGHT_BIT: u8 = 1;
+/// Prepended fields follow the body (`PREPEND_RECORD_LEN` record after them).
+const FLAG_PREPENDED: u8 = 2;
+/// `ferrymail-prepend <8 hex length> <8 hex CRC-32>\n`
+const PREPEND_RECORD_LEN: usize = 36;
+const PREPEND_PREFIX: &[u8] = b"ferrymail-prepend ";
+/// Bound on prepended fields (a few signatures).
+pub const MAX_PREPEND: usize = 64 << 10;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -153,11 +162,14 @@ pub struct Trailer {
     pub eight_bit: bool,
     /// CRC-32 of the body; `None` in version 1 files, which have none.
     pub checksum: Option<u32>,
+    /// Header fields to send before the body follow it.
+    pub prepended: bool,
 }
 
 impl Trailer {
     pub fn end_record(&self) -> [u8; END_RECORD_LEN] {
-        let flags = if self.eight_bit { FLAG_EIGHT_BIT } else { 0 };
+        let flags = if self.eight_bit { FLAG_EIGHT_BIT } else { 0 }
+            | if self.prepended { FLAG_PREPENDED } else { 0 };
         let text = format!(
             "ferrymail-end {:016x} {:02x} {:08x}\n",
             self.size,
@@ -186,6 +198,7 @@ impl Trailer {
             size: u64::from_str_radix(size, 16).ok()?,
             eight_bit: flags & FLAG_EIGHT_BIT != 0,
             checksum,
+            prepended: flags & FLAG_PREPENDED != 0,
         })
     }
 }
@@ -214,6 +227,7 @@ impl BodySum {
             size: self.size,
             eight_bit: self.eight_bit,
             checksum: Some(self.crc.clone().finalize()),
+            prepended: false,
         }
     }
 }
@@ -261,6 +275,65 @@ pub struct StoredMessage {
     pub envelope: Envelope,
     pub body_offset: u64,
     pub trailer: Trailer,
+    /// Header fields sent before the body (a DKIM signature); usually empty.
+    pub prepend: Vec<u8>,
+}
+
+impl StoredMessage {
+    /// The message as sent: prepended fields and body.
+    pub fn content_size(&self) -> u64 {
+        self.prepend.len() as u64 + self.trailer.size
+    }
+}
+
+/// The prepend record and the fields before it, for `write_prepend`.
+pub fn prepend_record(fields: &[u8]) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(fields);
+    let mut out = fields.to_vec();
+    out.extend_from_slice(
+        format!(
+            "ferrymail-prepend {:08x} {:08x}\n",
+            fields.len(),
+            crc.finalize()
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+/// Reads the prepended fields that end at `end` (where the end record starts); returns
+/// them and where they start.
+fn read_prepend(file: &mut Box<dyn FsRead>, end: u64) -> Result<(Vec<u8>, u64), FormatError> {
+    let record_at = end
+        .checked_sub(PREPEND_RECORD_LEN as u64)
+        .ok_or(FormatError::EndRecord)?;
+    file.seek(SeekFrom::Start(record_at))?;
+    let mut record = [0u8; PREPEND_RECORD_LEN];
+    file.read_exact(&mut record)?;
+    let text = record
+        .strip_prefix(PREPEND_PREFIX)
+        .and_then(|r| r.strip_suffix(b"\n"))
+        .and_then(|r| std::str::from_utf8(r).ok())
+        .ok_or(FormatError::EndRecord)?;
+    let (len, crc) = text.split_once(' ').ok_or(FormatError::EndRecord)?;
+    let len = usize::from_str_radix(len, 16).map_err(|_| FormatError::EndRecord)?;
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| FormatError::EndRecord)?;
+    if len > MAX_PREPEND {
+        return Err(FormatError::EndRecord);
+    }
+    let start = record_at
+        .checked_sub(len as u64)
+        .ok_or(FormatError::EndRecord)?;
+    file.seek(SeekFrom::Start(start))?;
+    let mut fields = vec![0u8; len];
+    file.read_exact(&mut fields)?;
+    let mut check = crc32fast::Hasher::new();
+    check.update(&fields);
+    if check.finalize() != crc {
+        return Err(FormatError::Checksum);
+    }
+    Ok((fields, start))
 }
 
 /// Reads the magic line and the envelope, and nothing after them: all that can be known
@@ -311,19 +384,27 @@ pub fn read_stored(fs: &dyn Fs, path: &Path) -> Result<StoredMessage, FormatErro
     if trailer.checksum.is_some() != (end_len == END_RECORD_LEN) {
         return Err(FormatError::EndRecord);
     }
-    if body_offset + trailer.size + end_len as u64 != len {
+    let end = len - end_len as u64;
+    let (prepend, body_end) = if trailer.prepended {
+        read_prepend(&mut inner, end)?
+    } else {
+        (Vec::new(), end)
+    };
+    if body_offset + trailer.size != body_end {
         return Err(FormatError::Length);
     }
     Ok(StoredMessage {
         envelope,
         body_offset,
         trailer,
+        prepend,
     })
 }
 
-/// Reads a committed message's body (the exact message bytes), checking its checksum.
+/// Reads a committed message's content (prepended fields, then the exact message bytes),
+/// checking its checksum.
 pub fn read_body(fs: &dyn Fs, path: &Path, stored: &StoredMessage) -> Result<Vec<u8>, FormatError> {
-    let mut body = Vec::with_capacity(stored.trailer.size as usize);
+    let mut body = Vec::with_capacity(stored.content_size() as usize);
     BodyReader::open(fs, path, stored)?
         .read_to_end(&mut body)
         .map_err(format_error)?;
@@ -339,10 +420,11 @@ pub fn verify_body(fs: &dyn Fs, path: &Path, stored: &StoredMessage) -> Result<(
     Ok(())
 }
 
-/// A message's body read in pieces. The checksum is checked at the end: the read that
-/// reaches it fails with `FormatError::Checksum` (as an `io::Error` of kind InvalidData)
-/// when the content was changed.
+/// A message's content read in pieces: its prepended fields, then its body. The body's
+/// checksum is checked at the end: the read that reaches it fails with
+/// `FormatError::Checksum` (as an `io::Error` of kind InvalidData) when it was changed.
 pub struct BodyReader {
+    prepend: io::Cursor<Vec<u8>>,
     file: io::Take<Box<dyn FsRead>>,
     sum: BodySum,
     expected: Trailer,
@@ -357,6 +439,7 @@ impl BodyReader {
         let mut file = fs.open(path)?;
         file.seek(SeekFrom::Start(stored.body_offset))?;
         Ok(BodyReader {
+            prepend: io::Cursor::new(stored.prepend.clone()),
             file: file.take(stored.trailer.size),
             sum: BodySum::default(),
             expected: stored.trailer,
@@ -366,6 +449,10 @@ impl BodyReader {
 
 impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.prepend.read(buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
         let n = self.file.read(buf)?;
         self.sum.update(&buf[..n]);
         if n == 0 || self.sum.size() == self.expected.size {
@@ -431,11 +518,13 @@ mod tests {
                 size: 0,
                 eight_bit: false,
                 checksum: Some(0),
+                prepended: false,
             },
             Trailer {
                 size: u64::MAX,
                 eight_bit: true,
                 checksum: Some(u32::MAX),
+                prepended: true,
             },
         ] {
             assert_eq!(Trailer::parse(&t.end_record()), Some(t));
@@ -443,5 +532,42 @@ mod tests {
         assert_eq!(Trailer::parse(b"ferrymail-end 00000000000000zz 00\n"), None);
         let v1 = Trailer::parse(b"ferrymail-end 0000000000000010 01\n").unwrap();
         assert_eq!((v1.size, v1.eight_bit, v1.checksum), (16, true, None));
+    }
+
+    #[test]
+    fn prepended_fields_come_first_and_are_checked() {
+        use crate::spool::draft::Draft;
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, path) = (dir.path().join("t"), dir.path().join("m"));
+        let fs: std::sync::Arc<dyn Fs> = std::sync::Arc::new(crate::spool::RealFs);
+        let envelope = Envelope::new(
+            "a@b.example",
+            vec![Recipient::new("c@d.example")],
+            Origin::default(),
+        );
+        let mut draft = Draft::create(fs.clone(), tmp, path.clone(), envelope).unwrap();
+        draft.write(b"Subject: s\r\n\r\nbody\r\n").unwrap();
+        let mut sealed = draft
+            .seal_prepending(b"DKIM-Signature: x\r\n".to_vec())
+            .unwrap();
+        sealed.keep();
+        let stored = read_stored(fs.as_ref(), &path).unwrap();
+        assert_eq!(stored.content_size(), 19 + 20);
+        assert_eq!(
+            read_body(fs.as_ref(), &path, &stored).unwrap(),
+            b"DKIM-Signature: x\r\nSubject: s\r\n\r\nbody\r\n"
+        );
+        // A changed byte in the prepended fields is caught; so is a cut.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"DKIM").unwrap();
+        bytes[at] = b'd';
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            read_stored(fs.as_ref(), &path),
+            Err(FormatError::Checksum)
+        ));
+        bytes.remove(at);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(read_stored(fs.as_ref(), &path).unwrap_err().is_damage());
     }
 }

@@ -235,7 +235,7 @@ pub fn insert_message(
     .execute(params![
         e.id.as_str(),
         e.sender,
-        stored.trailer.size as i64,
+        stored.content_size() as i64,
         stored.trailer.eight_bit,
         e.received_at,
         e.origin.drop,

@@ -402,6 +402,7 @@ fn insert(
         envelope: draft.envelope.clone(),
         body_offset: 0,
         trailer: draft.trailer,
+        prepend: draft.prepend.clone(),
     };
     let placed = index::insert_message(tx, &stored, now, place, &|_, _| None)?;
     due_lanes.extend(placed);
@@ -480,7 +481,7 @@ fn log_queued(draft: &Sealed) {
         id = %e.id,
         from = %format_args!("<{}>", e.sender),
         nrcpt = e.recipients.len(),
-        size = draft.trailer.size,
+        size = draft.trailer.size + draft.prepend.len() as u64,
         origin = %e.origin.kind,
         "queued"
     );

@@ -42,7 +42,9 @@ fn stored(id: QueueId, recipients: &[&str], origin: Origin) -> StoredMessage {
             size: 10,
             eight_bit: false,
             checksum: None,
+            prepended: false,
         },
+        prepend: Vec::new(),
     }
 }
 

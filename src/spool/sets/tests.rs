@@ -30,7 +30,9 @@ fn setup(n: usize) -> (tempfile::TempDir, Connection, Vec<QueueId>) {
                 size: 1,
                 eight_bit: false,
                 checksum: None,
+                prepended: false,
             },
+            prepend: Vec::new(),
         };
         index::insert_message(&conn, &stored, 1000, Some(&place), &|_, _| None).unwrap();
         ids.push(id);
