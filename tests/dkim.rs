@@ -326,3 +326,54 @@ fn a_key_for_the_wrong_algorithm_is_a_configuration_error() {
         "an existing key is never overwritten"
     );
 }
+
+/// The whole way for a laptop: cron's own `sendmail` call to `root` reaches its owner
+/// through the smarthost, with the account's address, signed for the owner's domain.
+#[test]
+fn a_laptops_cron_mail_reaches_its_owner_with_the_account_address_and_signed() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, record) = keygen(keys.path(), "laptop", "rsa-sha256");
+    let upstream = Upstream::accepting("127.0.0.1:0");
+    let env = Env::with_config(&format!(
+        "admin = \"me@example.org\"\n\
+         [upstream]\nsmarthost = \"{}\"\ntls = \"none\"\n\
+         [upstream.rewrite]\nsenders = {{ \"*\" = \"me@example.org\" }}\nfrom_header = true\n\
+         [link]\nprobe_interval = \"1s\"\n\
+         [[dkim]]\ndomain = \"example.org\"\nselector = \"laptop\"\nkey = \"{key}\"\n",
+        upstream.addr
+    ));
+    let daemon = env.start_daemon();
+    let sendmail = env.dir.path().join("sendmail");
+    std::os::unix::fs::symlink(common::BIN, &sendmail).unwrap();
+    let mut cron = std::process::Command::new(&sendmail);
+    cron.arg("-C").arg(&env.config);
+    cron.args(["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"]);
+    let out = common::run_with_input(
+        cron,
+        b"Subject: Cron <root@edge> /usr/local/bin/backup\nContent-Type: text/plain; charset=UTF-8\n\nbackup done\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || !upstream.received().is_empty()),
+        "{}",
+        daemon.log()
+    );
+    let got = &upstream.received()[0];
+    assert_eq!(got.from, "me@example.org", "the account's address");
+    assert_eq!(
+        got.rcpts,
+        ["me@example.org"],
+        "root's mail goes to the admin"
+    );
+    let text = String::from_utf8_lossy(&got.data);
+    assert!(
+        text.contains("From: \"CronDaemon\" <me@example.org>"),
+        "{text}"
+    );
+    verify(&got.data, 0, &[("laptop", &record)]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    daemon.stop();
+}
