@@ -28,15 +28,6 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             );
         }
     }
-    let local = crate::identity::LocalMail::from_config(c).map_err(|e| (String::new(), e))?;
-    if let Some(admin) = &c.admin
-        && local.is_local(admin)
-    {
-        return fault(
-            "admin",
-            &format!("{admin:?} is a local name: the admin address must be somewhere mail can go"),
-        );
-    }
     if c.listen.is_empty() {
         return fault("listen", "at least one [[listen]] entry is needed");
     }
@@ -273,14 +264,13 @@ pub fn parse_window(s: &str) -> Option<(u16, u16)> {
     (start != end).then_some((start, end))
 }
 
-/// A domain pattern as routes and local domains write it: `example.org` is that domain,
-/// `.example.org` every subdomain (not the domain itself). Case and a final dot ignored.
+/// What serde cannot check of a route's `rewrite` (the keys' forms are checked with
+/// the rest of the sending identity, identity::rewrite).
 fn rewrite_rules(path: &str, rewrite: &super::schema::Rewrite) -> Result<(), Fault> {
     if rewrite.senders.is_empty() {
         return Err((format!("{path}.senders"), "name at least one sender".into()));
     }
     for (key, to) in &rewrite.senders {
-        crate::identity::rewrite::check_key(key).map_err(|e| (format!("{path}.senders"), e))?;
         if crate::smtp::Mailbox::parse(to).is_err() {
             return Err((
                 format!("{path}.senders"),
@@ -291,6 +281,8 @@ fn rewrite_rules(path: &str, rewrite: &super::schema::Rewrite) -> Result<(), Fau
     Ok(())
 }
 
+/// A domain pattern as routes and local domains write it: `example.org` is that domain,
+/// `.example.org` every subdomain (not the domain itself). Case and a final dot ignored.
 pub fn domain_matches(pattern: &str, domain: &str) -> bool {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();

@@ -237,12 +237,12 @@ mod tests {
 
     #[test]
     fn a_loop_in_the_configuration_is_an_error() {
-        let e = crate::config::parse(
+        let config = crate::config::parse(
             "spool = \"/s\"\nhostname = \"h\"\n[aliases]\na = \"b\"\nb = \"a@h\"\n",
             std::path::Path::new("/etc/f.toml"),
         )
-        .unwrap_err()
-        .to_string();
+        .unwrap();
+        let e = LocalMail::from_config(&config).unwrap_err();
         assert!(e.contains("alias loop: a -> b -> a"), "{e}");
     }
 }

@@ -69,23 +69,32 @@ impl ContentEdits {
 impl Identity {
     /// From the configuration alone: no aliases file, no DKIM keys.
     pub fn from_config(config: &Config) -> Result<Identity, String> {
-        Ok(Identity {
-            local: LocalMail::from_config(config)?,
-            rewrites: RouteRewrites::from_config(config),
-            dkim: Signing::default(),
-        })
+        Identity::checked(LocalMail::from_config(config)?, config, Signing::default())
     }
 
     /// With the aliases file and the DKIM keys read; also returns what the aliases file
-    /// left out.
+    /// left out. The daemon (at start and reload) and `config check` load it: an error
+    /// (an alias loop, a rewrite key no sender has, an unreadable key) refuses the
+    /// configuration.
     pub fn load(config: &Config) -> Result<(Identity, Vec<String>), String> {
         let (local, warnings) = LocalMail::load(config)?;
-        let identity = Identity {
-            local,
-            rewrites: RouteRewrites::from_config(config),
-            dkim: Signing::load(config)?,
-        };
+        let identity = Identity::checked(local, config, Signing::load(config)?)?;
         Ok((identity, warnings))
+    }
+
+    fn checked(local: LocalMail, config: &Config, dkim: Signing) -> Result<Identity, String> {
+        if let Some(admin) = &config.admin
+            && local.is_local(admin)
+        {
+            return Err(format!(
+                "admin: {admin:?} is a local name: the admin address must be somewhere mail can go"
+            ));
+        }
+        Ok(Identity {
+            local,
+            rewrites: RouteRewrites::from_config(config)?,
+            dkim,
+        })
     }
 
     /// Resolves `envelope`'s local recipients and rewrites its sender by the routes its

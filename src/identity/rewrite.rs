@@ -85,7 +85,7 @@ fn pattern(key: &str) -> Pattern {
 }
 
 /// A key as the configuration may write it.
-pub fn check_key(key: &str) -> Result<(), String> {
+fn check_key(key: &str) -> Result<(), String> {
     let ok = match pattern(key) {
         Pattern::AnyLocal => true,
         Pattern::Domain(d) => crate::config::is_domain(d.trim_start_matches('.')),
@@ -108,16 +108,33 @@ pub struct RouteRewrites {
 }
 
 impl RouteRewrites {
-    pub fn from_config(config: &Config) -> RouteRewrites {
+    /// Each route's rewriting; an error names a key of a form no sender has.
+    pub fn from_config(config: &Config) -> Result<RouteRewrites, String> {
+        let all = config
+            .upstream
+            .iter()
+            .map(|u| ("upstream.rewrite".to_owned(), &u.rewrite))
+            .chain(
+                config
+                    .route
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("route[{i}].rewrite"), &r.rewrite)),
+            );
+        for (path, rewrite) in all {
+            for key in rewrite.iter().flat_map(|r| r.senders.keys()) {
+                check_key(key).map_err(|e| format!("{path}.senders: {e}"))?;
+            }
+        }
         let make = |r: &Option<Rewrite>| r.as_ref().map(|r| Arc::new(SenderRewrite::new(r)));
-        RouteRewrites {
+        Ok(RouteRewrites {
             routes: config
                 .route
                 .iter()
                 .map(|r| (r.domains.clone(), make(&r.rewrite)))
                 .collect(),
             fallback: config.upstream.as_ref().and_then(|u| make(&u.rewrite)),
-        }
+        })
     }
 
     fn for_domain(&self, domain: &str) -> Option<&Arc<SenderRewrite>> {
@@ -168,7 +185,7 @@ mod tests {
         )
         .unwrap();
         (
-            RouteRewrites::from_config(&config),
+            RouteRewrites::from_config(&config).unwrap(),
             LocalNames::from_config(&config),
         )
     }

@@ -6,7 +6,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::jobs::{Change, ChangeOutcome};
-use super::reload::OwnerSettings;
+use super::kit::OwnerSettings;
 use crate::delivery::runner::Answered;
 use crate::spool::SpoolError;
 use crate::spool::claims::Claim;

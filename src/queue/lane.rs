@@ -7,20 +7,17 @@
 //! not one per claim. The owner starts at most one runner per lane. The runner writes
 //! nothing itself.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::handle::QueueHandle;
-use crate::delivery::client::{ClientSettings, Connection};
-use crate::delivery::connect::{Us, open_mx, open_relay};
-use crate::delivery::mx::MxResolver;
+use super::kit::Kit;
+use crate::delivery::client::Connection;
+use crate::delivery::connect::{open_mx, open_relay};
 use crate::delivery::outcome::{Classified, Outcome, Scope};
-use crate::delivery::route::{Route, Router, Target};
-use crate::delivery::runner::{Answered, Progress, deliver};
-use crate::link::Link;
+use crate::delivery::route::{Route, Target};
+use crate::delivery::runner::{Answered, deliver};
 use crate::link::gate::Evidence;
 use crate::link::probe::probe;
-use crate::spool::Spool;
 use crate::spool::claims::Claim;
 
 /// What one connection serves.
@@ -76,20 +73,6 @@ impl std::fmt::Display for Lane {
             None => f.write_str(&self.route),
         }
     }
-}
-
-/// What every runner needs, shared by all of them.
-pub struct Kit {
-    pub spool: Spool,
-    pub router: Router,
-    pub settings: HashMap<String, ClientSettings>,
-    pub resolver: Arc<MxResolver>,
-    pub us: Us,
-    pub progress: Arc<Progress>,
-    pub link: Arc<Link>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Set at shutdown: runners finish what they hold and ask for nothing more.
-    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// How a lane's run ended, for the owner's log.

@@ -4,13 +4,15 @@
 //! for lanes' runners (`lane`), records what their deliveries answer (`record`: what
 //! results mean is `settle`, the notices they send `notices`), carries out flushes and
 //! operator changes a bounded step at a time (`jobs`, `flush`), and wakes by a list of
-//! lanes in due order (`schedule`). The retry policy is `retry`; listing entries and the
+//! lanes in due order (`schedule`). What it and the runners are configured with, and a
+//! reload replaces, is `kit`. The retry policy is `retry`; listing entries and the
 //! human table are `listing` and `table`.
 
 mod dispatch;
 pub mod flush;
 pub mod handle;
 pub mod jobs;
+pub mod kit;
 pub mod lane;
 pub mod listing;
 pub mod notices;

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::handle::{QueueEvent, QueueHandle};
 use super::jobs::{Job, Reply};
-use super::lane::{Kit, Lane, LaneReport};
+use super::kit::Kit;
+use super::lane::{Lane, LaneReport};
 use super::notices::NoticeSettings;
 use super::open_domains::OpenDomains;
 use super::placement;

@@ -5,7 +5,8 @@
 //! to go when it was committed (identity::local): it is held on the `local` lane, which
 //! no route serves. The queue owner gives this to the spool's writer.
 
-use super::lane::{Kit, Lane};
+use super::kit::Kit;
+use super::lane::Lane;
 use super::open_domains::OpenDomains;
 use crate::link::Permit;
 use crate::link::gate::covers;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::lane::{Kit, Lane};
+use super::kit::Kit;
+use super::lane::Lane;
 use super::notices::{Built, DOUBLE_BOUNCE, Fate, NoticeSettings};
 use super::retry::RetryPolicy;
 use super::settle::{self, NoticeRequest, Policy, without_notice};

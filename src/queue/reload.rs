@@ -5,22 +5,12 @@
 //! released. Runners already going finish their lane with the settings they started with.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use super::jobs::Job;
-use super::lane::Kit;
-use super::notices::NoticeSettings;
+use super::kit::OwnerSettings;
 use super::owner::{Owner, State};
 use super::placement;
-use super::retry::RetryPolicy;
 use crate::link::Permit;
-
-/// What a reload changes for the queue owner.
-pub struct OwnerSettings {
-    pub kit: Arc<Kit>,
-    pub retry: RetryPolicy,
-    pub notices: Arc<NoticeSettings>,
-}
 
 impl Owner {
     pub(super) async fn reconfigure(&mut self, st: &mut State, settings: OwnerSettings) {
