@@ -1,7 +1,8 @@
 //! Pickup: moves drops from `maildrop/new` into the queue through the normal commit
 //! path. A drop is untrusted input: its envelope is re-checked, its content canonicalised
 //! to CRLF, lines over 998 octets folded, and bounded by `accept.max_message_size`; a
-//! bad drop goes to `corrupt/`. Its identity is settled (identity: local names, sender rewriting).
+//! bad drop goes to `corrupt/`. Its identity is settled on the way (local names, sender
+//! rewriting, DKIM signature: identity).
 //! Exactly once: the drop's name is committed with the message, and a drop whose name
 //! is already indexed (a crash after commit, before unlink) is only removed.
 
@@ -99,13 +100,12 @@ impl Pickup {
             drop: Some(name.to_owned()),
             ..Origin::default()
         };
-        let envelope = Envelope {
+        let mut envelope = Envelope {
             smtputf8,
             envid: env.envid,
             ret: env.ret,
             ..Envelope::new(env.sender, env.recipients, origin)
         };
-        let mut envelope = envelope;
         let mut edits = self.identity.prepare(&mut envelope);
         let mut draft = self.spool.create_draft(envelope)?;
         let trace = self.received_header(draft.id(), uid);
