@@ -122,6 +122,7 @@ async fn upstream(dir: &std::path::Path) -> std::net::SocketAddr {
         tls: None,
         auth: None,
         etrn: None,
+        odmr: None,
         stats: Default::default(),
         limits: ConnectionLimits::default(),
     });

@@ -1,6 +1,7 @@
 //! A TCP stream that may switch to TLS in place: the server upgrades it after STARTTLS or
 //! on an smtps listener, the client after its own STARTTLS or for implicit TLS. `T` is
-//! the TLS stream type of either side.
+//! the TLS stream type of either side; `EitherTls` is both, for a connection that turns
+//! round (ODMR).
 
 use std::io;
 use std::pin::Pin;
@@ -81,6 +82,65 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             MaybeTls::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// A TLS stream of either side: the delivery client's own, or, after an ODMR turn
+/// (RFC 2645), the server side of a connection the station made, on which we are now
+/// the client.
+pub enum EitherTls {
+    Client(tokio_rustls::client::TlsStream<TcpStream>),
+    Server(tokio_rustls::server::TlsStream<TcpStream>),
+}
+
+impl AsyncRead for EitherTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EitherTls::Client(s) => Pin::new(s).poll_read(cx, buf),
+            EitherTls::Server(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for EitherTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            EitherTls::Client(s) => Pin::new(s).poll_write(cx, buf),
+            EitherTls::Server(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EitherTls::Client(s) => Pin::new(s).poll_flush(cx),
+            EitherTls::Server(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EitherTls::Client(s) => Pin::new(s).poll_shutdown(cx),
+            EitherTls::Server(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl MaybeTls<tokio_rustls::server::TlsStream<TcpStream>> {
+    /// The server side's stream, to be used as a client's (an ODMR turn).
+    pub fn turned(self) -> MaybeTls<EitherTls> {
+        match self {
+            MaybeTls::Plain(tcp) => MaybeTls::Plain(tcp),
+            MaybeTls::Tls(tls) => MaybeTls::Tls(Box::new(EitherTls::Server(*tls))),
+            MaybeTls::Gone => MaybeTls::Gone,
         }
     }
 }

@@ -77,6 +77,7 @@ async fn upstream(tls: bool, max_recipients: u32) -> Upstream {
         tls: server_tls,
         auth,
         etrn: None,
+        odmr: None,
         stats: Default::default(),
         limits: ConnectionLimits::default(),
     });

@@ -22,6 +22,7 @@ fn config(kind: ListenKind) -> Arc<SessionConfig> {
         max_errors: 10,
         etrn_available: true,
         etrn_networks: vec!["10.0.0.0/8".parse().unwrap()],
+        odmr_require_tls: true,
         identity: Arc::default(),
     })
 }

@@ -60,6 +60,7 @@ async fn start_config(networks: &str, limits: ConnectionLimits, timeouts: Timeou
         tls: None,
         auth: None,
         etrn: None,
+        odmr: None,
         stats: Default::default(),
         limits,
     });

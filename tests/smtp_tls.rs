@@ -93,6 +93,7 @@ async fn start_with(kind: ListenKind, users: Option<&[(&str, &str)]>) -> Fixture
         tls: Some(tls.clone()),
         auth,
         etrn: None,
+        odmr: None,
         stats: Default::default(),
         limits: ConnectionLimits::default(),
     });

@@ -92,6 +92,7 @@ async fn start(config_lines: &[String], timeout: Duration, deadline: Duration) -
         tls: None,
         auth: None,
         etrn: None,
+        odmr: None,
         stats: Default::default(),
         limits: ConnectionLimits::default(),
     });

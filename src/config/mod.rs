@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub use net::IpNet;
 pub use schema::*;
 pub use units::{ByteSize, HumanDuration};
-pub use validate::{domain_matches, is_domain, mx_port, parse_window};
+pub use validate::{ODMR_VIA, domain_matches, is_domain, mx_port, parse_window};
 
 /// The system-wide file, used when neither `--config` nor `$FERRYMAIL_CONFIG` names one.
 pub const SYSTEM_CONFIG: &str = "/etc/ferrymail/ferrymail.toml";
@@ -215,6 +215,9 @@ fn anchor_paths(config: &mut Config, base: &Path) {
     }
     for d in &mut config.dkim {
         anchor(&mut d.key);
+    }
+    for u in &mut config.odmr_user {
+        anchor(&mut u.password_file);
     }
 }
 

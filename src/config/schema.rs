@@ -46,6 +46,21 @@ pub struct Config {
     /// DKIM signing keys (repeatable; two for one domain sign twice).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dkim: Vec<Dkim>,
+    /// Stations that may collect their held mail over an `odmr` listener (repeatable).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub odmr_user: Vec<OdmrUser>,
+}
+
+/// A station's ODMR account: its secret (kept in a file, read as the daemon starts, as
+/// CRAM-MD5 needs it) and the domains whose held mail it may take.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OdmrUser {
+    pub name: String,
+    pub password_file: PathBuf,
+    /// Exact domains, or `.suffix` for every subdomain; each must be on a `via = "odmr"`
+    /// route.
+    pub domains: Vec<String>,
 }
 
 /// A DKIM signing key (RFC 6376): mail from this host whose `From:` is at `domain` (or
@@ -124,6 +139,14 @@ pub struct Listen {
     pub addr: SocketAddr,
     #[serde(default)]
     pub kind: ListenKind,
+    /// `odmr`: AUTH only over TLS (STARTTLS), so a password never crosses in the clear;
+    /// `false` also allows CRAM-MD5 and PLAIN without TLS.
+    #[serde(default = "yes")]
+    pub require_tls: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -136,6 +159,9 @@ pub enum ListenKind {
     Submission,
     /// RFC 8314 implicit TLS.
     Smtps,
+    /// RFC 2645 On-Demand Mail Relay: a station authenticates, says ATRN, and takes its
+    /// held mail over the same connection (port 366 by convention).
+    Odmr,
 }
 
 impl ListenKind {
@@ -145,6 +171,7 @@ impl ListenKind {
             ListenKind::Smtp => "smtp",
             ListenKind::Submission => "submission",
             ListenKind::Smtps => "smtps",
+            ListenKind::Odmr => "odmr",
         }
     }
 }
@@ -377,6 +404,7 @@ impl Default for Config {
             listen: vec![Listen {
                 addr: SocketAddr::from(([127, 0, 0, 1], 2525)),
                 kind: ListenKind::Smtp,
+                require_tls: true,
             }],
             tls: None,
             accept: Accept::default(),
@@ -388,6 +416,7 @@ impl Default for Config {
             etrn: Etrn::default(),
             metrics: None,
             dkim: Vec::new(),
+            odmr_user: Vec::new(),
         }
     }
 }

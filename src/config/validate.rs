@@ -32,7 +32,12 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
         return fault("listen", "at least one [[listen]] entry is needed");
     }
     for (i, l) in c.listen.iter().enumerate() {
-        if l.kind != ListenKind::Smtp && c.tls.is_none() {
+        let needs_tls = match l.kind {
+            ListenKind::Smtp => false,
+            ListenKind::Odmr => l.require_tls,
+            ListenKind::Submission | ListenKind::Smtps => true,
+        };
+        if needs_tls && c.tls.is_none() {
             return fault(
                 &format!("listen[{i}].kind"),
                 &format!(
@@ -109,10 +114,13 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
                 );
             }
         }
-        if mx_port(&r.via).is_none() && !is_host_port(&r.via) {
+        if mx_port(&r.via).is_none() && r.via != ODMR_VIA && !is_host_port(&r.via) {
             return fault(
                 &format!("route[{i}].via"),
-                &format!("{:?} is neither \"mx\", \"mx:PORT\" nor host:port", r.via),
+                &format!(
+                    "{:?} is neither \"mx\", \"mx:PORT\", \"odmr\" nor host:port",
+                    r.via
+                ),
             );
         }
     }
@@ -182,6 +190,7 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             );
         }
     }
+    odmr_users(c)?;
     if c.etrn.open_for.0.as_secs() == 0 {
         return fault("etrn.open_for", "must be at least 1s");
     }
@@ -262,6 +271,78 @@ pub fn parse_window(s: &str) -> Option<(u16, u16)> {
     };
     let (start, end) = (minutes(a)?, minutes(b)?);
     (start != end).then_some((start, end))
+}
+
+/// `via` of a route whose mail only an ODMR turn takes (RFC 2645).
+pub const ODMR_VIA: &str = "odmr";
+
+/// `[[odmr_user]]`: unique names, and domains that `via = "odmr"` routes hold; an
+/// `odmr` listener needs users, and TLS unless it says otherwise.
+fn odmr_users(c: &Config) -> Result<(), Fault> {
+    let odmr_routes: Vec<&String> = c
+        .route
+        .iter()
+        .filter(|r| r.via == ODMR_VIA)
+        .flat_map(|r| &r.domains)
+        .collect();
+    let held = |pattern: &str| {
+        odmr_routes.iter().any(|r| {
+            r.eq_ignore_ascii_case(pattern)
+                || match pattern.strip_prefix('.') {
+                    None => domain_matches(r, pattern),
+                    Some(suffix) => {
+                        domain_matches(r, &format!("x.{suffix}"))
+                            && r.starts_with('.')
+                            && suffix.len() >= r.len() - 1
+                    }
+                }
+        })
+    };
+    let mut names = Vec::new();
+    for (i, u) in c.odmr_user.iter().enumerate() {
+        let path = format!("odmr_user[{i}]");
+        if u.name.is_empty() || u.name.chars().any(|ch| ch.is_control() || ch == ' ') {
+            return Err((
+                format!("{path}.name"),
+                format!("{:?}: no spaces or control characters", u.name),
+            ));
+        }
+        if names.contains(&&u.name) {
+            return Err((
+                format!("{path}.name"),
+                format!("{:?} is named twice", u.name),
+            ));
+        }
+        names.push(&u.name);
+        if u.domains.is_empty() {
+            return Err((format!("{path}.domains"), "name at least one domain".into()));
+        }
+        for d in &u.domains {
+            if !is_domain(d.strip_prefix('.').unwrap_or(d)) {
+                return Err((
+                    format!("{path}.domains"),
+                    format!("{d:?} is not a domain or .suffix"),
+                ));
+            }
+            if !held(d) {
+                return Err((
+                    format!("{path}.domains"),
+                    format!(
+                        "{d:?} is on no [[route]] with via = \"odmr\": its mail would not wait for the station"
+                    ),
+                ));
+            }
+        }
+    }
+    for (i, l) in c.listen.iter().enumerate() {
+        if l.kind == ListenKind::Odmr && c.odmr_user.is_empty() {
+            return Err((
+                format!("listen[{i}].kind"),
+                "\"odmr\" needs [[odmr_user]] entries".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What serde cannot check of a route's `rewrite` (the keys' forms are checked with

@@ -6,6 +6,7 @@
 
 pub mod control;
 mod etrn;
+pub mod odmr;
 mod parts;
 mod permissions;
 pub mod pickup;
@@ -108,7 +109,7 @@ pub async fn run(
             .local_addr()
             .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
         tracing::info!(addr = %addr, kind = listen.kind.as_str(), "listening");
-        sockets.push((socket, addr, listen.kind));
+        sockets.push((socket, addr, listen.clone()));
     }
     let base = Base {
         spool: spool.clone(),
@@ -119,12 +120,16 @@ pub async fn run(
         link: link.clone(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         bound: sockets.iter().map(|(_, addr, _)| *addr).collect(),
+        queue: queue.clone(),
+        odmr: Arc::new(odmr::OdmrState::default()),
     };
     let mut smtp_tasks = Vec::new();
     let mut listeners = Vec::new();
-    for (socket, _, kind) in sockets {
-        let ctx = Arc::new(Current::new(parts::server_context(&base, &prepared, kind)));
-        listeners.push((kind, ctx.clone()));
+    for (socket, _, listen) in sockets {
+        let ctx = Arc::new(Current::new(parts::server_context(
+            &base, &prepared, &listen,
+        )));
+        listeners.push((listen, ctx.clone()));
         smtp_tasks.push(tokio::spawn(crate::server::serve(socket, ctx)));
     }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pickup::Pickup;
 use super::prepare::Prepared;
-use crate::config::ListenKind;
+use crate::config::{Listen, ListenKind};
 use crate::delivery::connect::Us;
 use crate::delivery::mx::MxResolver;
 use crate::delivery::runner::Progress;
@@ -33,14 +33,23 @@ pub struct Base {
     pub metrics: Arc<Metrics>,
     /// The SMTP listeners' addresses, as bound.
     pub bound: Vec<SocketAddr>,
+    pub queue: crate::queue::handle::QueueHandle,
+    /// ODMR turns' locks and records.
+    pub odmr: Arc<super::odmr::OdmrState>,
 }
 
-/// The context of an SMTP listener of `kind`.
-pub fn server_context(base: &Base, p: &Prepared, kind: ListenKind) -> ServerContext {
+/// The context of the SMTP listener `listen`.
+pub fn server_context(base: &Base, p: &Prepared, listen: &Listen) -> ServerContext {
     let accept = &p.config.accept;
+    let kind = listen.kind;
     ServerContext {
         session: Arc::new(SessionConfig {
-            etrn_available: true,
+            etrn_available: kind != ListenKind::Odmr,
+            odmr_require_tls: listen.require_tls,
+            auth_available: match kind {
+                ListenKind::Odmr => !p.config.odmr_user.is_empty(),
+                _ => p.config.accept.users.is_some(),
+            },
             identity: p.identity.clone(),
             ..SessionConfig::from_config(&p.config, kind)
         }),
@@ -61,8 +70,34 @@ pub fn server_context(base: &Base, p: &Prepared, kind: ListenKind) -> ServerCont
         tls: p.tls.clone(),
         auth: p.auth.clone(),
         etrn: Some(base.etrn.clone()),
+        odmr: (kind == ListenKind::Odmr).then(|| turns(base, p)),
         stats: base.stats.clone(),
     }
+}
+
+/// The turns of an `odmr` listener.
+fn turns(base: &Base, p: &Prepared) -> Arc<dyn crate::server::odmr::Turns> {
+    let lanes: Vec<String> = p
+        .router
+        .routes()
+        .filter(|r| r.target == crate::delivery::route::Target::Odmr)
+        .map(|r| r.name.clone())
+        .collect();
+    let settings = lanes
+        .first()
+        .and_then(|l| p.settings.get(l))
+        .or_else(|| p.settings.values().next())
+        .cloned()
+        .expect("every configuration has a route");
+    Arc::new(super::odmr::TurnService {
+        users: p.odmr_users.clone(),
+        lanes,
+        settings,
+        queue: base.queue.clone(),
+        spool: base.spool.clone(),
+        state: base.odmr.clone(),
+        progress: base.progress.clone(),
+    })
 }
 
 /// What delivery needs: routes, client settings, the resolver.

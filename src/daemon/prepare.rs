@@ -31,6 +31,8 @@ pub struct Prepared {
     pub settings: HashMap<String, ClientSettings>,
     /// Local names, aliases and sender rewriting.
     pub identity: Arc<Identity>,
+    /// ODMR stations' accounts.
+    pub odmr_users: crate::server::odmr::OdmrUsers,
     /// What loading left out (aliases the relay cannot deliver to), for the log.
     pub warnings: Vec<String>,
 }
@@ -62,6 +64,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     let router = Router::from_config(&config);
     let settings = client_settings(&config, &router)?;
     let (identity, warnings) = Identity::load(&config)?;
+    let odmr_users = crate::server::odmr::OdmrUsers::load(&config)?;
     Ok(Prepared {
         config,
         tls,
@@ -69,6 +72,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         router,
         settings,
         identity: Arc::new(identity),
+        odmr_users,
         warnings,
     })
 }
@@ -110,6 +114,13 @@ pub fn file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
     }
     for (i, d) in config.dkim.iter().enumerate() {
         check(&format!("dkim[{i}].key"), &d.key, true);
+    }
+    for (i, u) in config.odmr_user.iter().enumerate() {
+        check(
+            &format!("odmr_user[{i}].password_file"),
+            &u.password_file,
+            true,
+        );
     }
     if let Some(up) = &config.upstream {
         if let Some(ca) = &up.ca {

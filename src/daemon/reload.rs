@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::parts::{self, Base};
 use super::pickup::Pickup;
 use super::prepare::{file_warnings, prepare};
-use crate::config::{self, Config, ListenKind};
+use crate::config::{self, Config, Listen, ListenKind};
 use crate::current::Current;
 use crate::delivery::mx::MxResolver;
 use crate::link::task::Routing;
@@ -33,8 +33,8 @@ pub struct Live {
     /// The configuration in force.
     pub running: Mutex<Config>,
     pub resolver: Mutex<Arc<MxResolver>>,
-    /// Each SMTP listener's kind and context.
-    pub listeners: Vec<(ListenKind, Arc<Current<ServerContext>>)>,
+    /// Each SMTP listener's entry and context.
+    pub listeners: Vec<(Listen, Arc<Current<ServerContext>>)>,
     pub routing: Arc<Current<Routing>>,
     pub queue: QueueHandle,
     pub open_domains: Arc<OpenDomains>,
@@ -72,8 +72,14 @@ impl Live {
         let prepared = tokio::task::spawn_blocking(move || prepare(loaded.config))
             .await
             .map_err(|e| e.to_string())??;
-        for (i, (kind, _)) in self.listeners.iter().enumerate() {
-            if *kind != ListenKind::Smtp && prepared.tls.is_none() {
+        for (i, (listen, _)) in self.listeners.iter().enumerate() {
+            let kind = &listen.kind;
+            let needs_tls = match kind {
+                ListenKind::Smtp => false,
+                ListenKind::Odmr => listen.require_tls,
+                ListenKind::Submission | ListenKind::Smtps => true,
+            };
+            if needs_tls && prepared.tls.is_none() {
                 return Err(format!(
                     "listen[{i}] is a running {} listener, which needs [tls]",
                     kind.as_str()
@@ -107,9 +113,9 @@ impl Live {
             current.clone()
         };
 
-        for (kind, ctx) in &self.listeners {
+        for (listen, ctx) in &self.listeners {
             ctx.set(Arc::new(parts::server_context(
-                &self.base, &prepared, *kind,
+                &self.base, &prepared, listen,
             )));
         }
         self.routing

@@ -16,17 +16,16 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 use super::content::{Content, DotStuffer, PIECE};
 use super::encode::xtext;
 use super::outcome::{Classified, Event, Outcome, Phase, Scope, classify};
 use crate::config::TlsPolicy;
-use crate::net::MaybeTls;
+use crate::net::{EitherTls, MaybeTls};
 use crate::smtp::response::{Response, ResponseReader};
 use crate::spool::{BodyType, Recipient, Ret};
 
-type ClientStream = MaybeTls<TlsStream<TcpStream>>;
+pub type ClientStream = MaybeTls<EitherTls>;
 
 /// Per-phase timeouts (RFC 5321 §4.5.3.2).
 #[derive(Clone, Debug)]
@@ -211,6 +210,38 @@ impl Connection {
         Ok(conn)
     }
 
+    /// After an ODMR turn (RFC 2645 §4.3): on the connection the station made, which is
+    /// now ours to deliver over, read its greeting and say EHLO. TLS is what the session
+    /// had before the turn; no AUTH (the station authenticated to us). `host` names the
+    /// station in logs and `last_host`.
+    pub async fn turned(
+        stream: ClientStream,
+        host: String,
+        s: &ClientSettings,
+    ) -> Step<Connection> {
+        let mut conn = Connection {
+            stream,
+            reader: ResponseReader::new(),
+            caps: Capabilities::default(),
+            timeouts: s.timeouts.clone(),
+            use_chunking: s.use_chunking,
+            host,
+            greeting: String::new(),
+            rtt: Duration::ZERO,
+            window: None,
+        };
+        let banner = conn.read(Phase::Banner, s.timeouts.banner).await?;
+        expect(Phase::Banner, &banner, 220)?;
+        conn.greeting = banner
+            .lines
+            .first()
+            .and_then(|l| l.split_ascii_whitespace().next())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        conn.ehlo(&s.helo).await?;
+        Ok(conn)
+    }
+
     /// RFC 1985: asks the upstream to start delivering what it holds for `node` (a
     /// domain, or `@domain` for its subdomains too). Returns its reply.
     pub async fn etrn(&mut self, node: &str) -> Step<Response> {
@@ -240,7 +271,7 @@ impl Connection {
         let connector = TlsConnector::from(s.tls_config.clone());
         match tokio::time::timeout(s.timeouts.command, connector.connect(name, tcp)).await {
             Ok(Ok(tls)) => {
-                self.stream = MaybeTls::Tls(Box::new(tls));
+                self.stream = MaybeTls::Tls(Box::new(EitherTls::Client(tls)));
                 Ok(())
             }
             Ok(Err(e)) => Err(tls_error(e.to_string())),

@@ -1,12 +1,13 @@
 //! Which way a recipient's mail goes (DESIGN §5): `[[route]]` entries by domain, first
 //! match wins; then `[upstream]` (the smarthost); else the domain's MX. A `hold` route
 //! keeps its mail until ETRN or a flush names the domain, then delivers it to its target
-//! like any other route. Each route has a stable name (its `name`, else its first domain;
+//! like any other route; a `via = "odmr"` route keeps it until its station collects it
+//! (RFC 2645). Each route has a stable name (its `name`, else its first domain;
 //! `upstream`, `mx`) used to group deliveries and to key its link gate, and its link
 //! settings: `[link]` with its own over them. Mail to our own names (`LocalNames`) takes
 //! no route: it is resolved before it is committed, and what is left of it stays here.
 
-use crate::config::{Config, Link, TlsPolicy, domain_matches, mx_port};
+use crate::config::{Config, Link, ODMR_VIA, TlsPolicy, domain_matches, mx_port};
 use crate::identity::LocalNames;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +20,9 @@ pub enum Target {
     },
     /// The recipient domain's MX hosts (RFC 5321 §5.1), on `port` (25 unless `mx:PORT`).
     Mx { tls: TlsPolicy, port: u16 },
+    /// No connection of ours: the station collects it over ODMR (RFC 2645, `via =
+    /// "odmr"`); held until then.
+    Odmr,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +63,8 @@ impl Router {
                 });
                 let target = if let Some(port) = mx_port(&r.via) {
                     Target::Mx { tls: r.tls, port }
+                } else if r.via == ODMR_VIA {
+                    Target::Odmr
                 } else {
                     Target::Relay {
                         host_port: r.via.clone(),
@@ -70,8 +76,8 @@ impl Router {
                     r.domains.clone(),
                     Route {
                         name,
+                        hold: r.hold || target == Target::Odmr,
                         target,
-                        hold: r.hold,
                         link: config.link.for_route(r.link.as_ref(), false),
                     },
                 )

@@ -41,6 +41,8 @@ pub fn client_settings(
                 tls, authenticated, ..
             } => (*tls, *authenticated),
             Target::Mx { tls, .. } => (*tls, false),
+            // Turns use the station's own connection (daemon::odmr).
+            Target::Odmr => (TlsPolicy::None, false),
         };
         let credentials = if authenticated {
             credentials.clone()

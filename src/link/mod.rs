@@ -538,6 +538,8 @@ impl Entry {
             }
             Target::Mx { port: 25, .. } => (ProbeTarget::Dns, "mx".to_owned()),
             Target::Mx { port, .. } => (ProbeTarget::Dns, format!("mx:{port}")),
+            // A hold route: never probed.
+            Target::Odmr => (ProbeTarget::Dns, "odmr".to_owned()),
         };
         Entry {
             gate,

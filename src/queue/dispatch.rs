@@ -8,7 +8,7 @@ use super::jobs::Job;
 use super::lane::{self, Lane, LaneReport};
 use super::owner::{LANE_CLAIM, MAX_LANES, MAX_MX_LANES, Owner, RECHECK, State};
 use super::placement;
-use crate::delivery::route::Route;
+use crate::delivery::route::{Route, Target};
 use crate::link::Permit;
 use crate::link::gate::covers;
 use crate::spool::claims::Claim;
@@ -25,7 +25,8 @@ impl Owner {
                 continue;
             }
             if lane.route == placement::LOCAL {
-                self.hold_local(st, &key).await;
+                self.hold_again(st, &key, crate::identity::local::KEPT)
+                    .await;
                 continue;
             }
             let Some(route) = self.kit.router.by_name(&lane.route).cloned() else {
@@ -33,6 +34,10 @@ impl Owner {
                 st.schedule.remove(&key);
                 continue;
             };
+            if route.target == Target::Odmr {
+                self.hold_again(st, &key, placement::ODMR_HELD).await;
+                continue;
+            }
             if !self.may_start(st, &lane) {
                 continue;
             }
@@ -135,9 +140,9 @@ impl Owner {
         claims
     }
 
-    /// Mail kept for local names, released by the operator with nowhere to go yet: held
-    /// again, with the reason.
-    async fn hold_local(&self, st: &mut State, key: &str) {
+    /// Mail no connection of ours can take (kept for a local name, or waiting for its
+    /// ODMR station), made due by the operator or a flush: held again, with `reason`.
+    async fn hold_again(&self, st: &mut State, key: &str, reason: &str) {
         match self.kit.spool.due_domains(key).await {
             Ok(domains) => {
                 for domain in domains {
@@ -146,7 +151,7 @@ impl Owner {
                         Job::HoldDue {
                             lane: key.to_owned(),
                             domain,
-                            reason: crate::identity::local::KEPT.into(),
+                            reason: reason.into(),
                         },
                     );
                 }

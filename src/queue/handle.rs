@@ -27,6 +27,12 @@ pub enum QueueEvent {
         lane: String,
         reply: oneshot::Sender<Vec<Claim>>,
     },
+    /// An ODMR turn asks for `domain`'s waiting mail on `lane` (RFC 2645).
+    Turn {
+        lane: String,
+        domain: String,
+        reply: oneshot::Sender<Vec<Claim>>,
+    },
     /// A runner's answers, to record; `reply` once they are durable.
     Answers {
         lane: String,
@@ -87,6 +93,22 @@ impl QueueHandle {
         let (reply, rx) = oneshot::channel();
         self.send(QueueEvent::Change { change, reply })?;
         rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// `domain`'s waiting mail on `lane`, claimed for an ODMR turn (none: all taken).
+    pub async fn turn(&self, lane: String, domain: String) -> Vec<Claim> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .send(QueueEvent::Turn {
+                lane,
+                domain,
+                reply,
+            })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// More of `lane`'s due mail (none: the runner is done).

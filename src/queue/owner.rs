@@ -35,6 +35,8 @@ pub const MAX_LANES: usize = 10;
 pub const MAX_MX_LANES: usize = 8;
 /// Most recipients one claim hands a lane.
 pub const LANE_CLAIM: usize = 2000;
+/// Messages claimed at a time for an ODMR turn.
+const TURN_CLAIM: usize = 200;
 /// The longest the owner sleeps without a reason to wake (online time is saved then).
 const TICK: Duration = Duration::from_secs(60);
 /// A lane found with mail but no connection free is looked at again this soon at the
@@ -223,6 +225,24 @@ impl Owner {
                     match self.kit.router.by_name(&lane.route) {
                         Some(route) => self.admit(st, &lane, &route.clone(), LANE_CLAIM).await,
                         None => Vec::new(),
+                    }
+                };
+                let _ = reply.send(claims);
+            }
+            QueueEvent::Turn {
+                lane,
+                domain,
+                reply,
+            } => {
+                let claims = if self.kit.shutdown.is_cancelled() {
+                    Vec::new()
+                } else {
+                    match self.kit.spool.claim_turn(&lane, &domain, TURN_CLAIM).await {
+                        Ok(claims) => claims,
+                        Err(e) => {
+                            tracing::error!(lane, domain, error = %e, "claiming for an ODMR turn failed");
+                            Vec::new()
+                        }
                     }
                 };
                 let _ = reply.send(claims);

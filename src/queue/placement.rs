@@ -8,12 +8,15 @@
 use super::kit::Kit;
 use super::lane::Lane;
 use super::open_domains::OpenDomains;
+use crate::delivery::route::Target;
 use crate::link::Permit;
 use crate::link::gate::covers;
 use crate::spool::{Placement, Wait};
 
 /// Why mail for a hold route waits.
 pub const HELD: &str = "held until a flush or ETRN names its domain";
+/// Why mail for a `via = "odmr"` route waits.
+pub const ODMR_HELD: &str = "held for its station to collect (ODMR, RFC 2645)";
 
 /// The lane of mail kept for a local name: no route has this name (route names are
 /// domains, `upstream`, `mx`, or a route's `name`, which may not be `local`).
@@ -44,7 +47,9 @@ pub fn place(kit: &Kit, open: &OpenDomains, domain: &str) -> Placement {
         return placement;
     }
     let route = kit.router.route(domain);
-    placement.wait = if route.hold && !open.is_open(domain) {
+    placement.wait = if route.target == Target::Odmr {
+        Some(Wait::Held(ODMR_HELD.into()))
+    } else if route.hold && !open.is_open(domain) {
         Some(Wait::Held(HELD.into()))
     } else {
         match kit.link.permit(&route.name) {

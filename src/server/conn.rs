@@ -71,6 +71,8 @@ pub struct ServerContext {
     pub stats: Arc<ServerStats>,
     /// How many connections the listener takes, and from whom.
     pub limits: super::ConnectionLimits,
+    /// Accounts and turns, on an `odmr` listener.
+    pub odmr: Option<Arc<dyn super::odmr::Turns>>,
 }
 
 /// Connections accepted, refused and open now, by the accept loops.
@@ -244,7 +246,11 @@ impl Conn {
             Step::Data => self.data().await,
             Step::Bdat { size, last, reject } => self.bdat(size, last, reject).await,
             Step::StartTls => self.starttls().await,
+            Step::Auth { mechanism, initial } if self.ctx.odmr.is_some() => {
+                self.odmr_auth(&mechanism, initial).await
+            }
             Step::Auth { mechanism, initial } => self.auth(&mechanism, initial).await,
+            Step::Atrn { domains } => self.atrn(domains).await,
             Step::Etrn { node, subdomains } => {
                 let r = match &self.ctx.etrn {
                     Some(service) => {
@@ -296,6 +302,10 @@ impl Conn {
     }
 
     /// Sends every reply queued, each commit's once it is done.
+    pub(super) async fn flush_replies(&mut self) -> Result<(), Ended> {
+        self.flush().await
+    }
+
     async fn flush(&mut self) -> Result<(), Ended> {
         if !self.output.is_empty() {
             let bytes = self.output.take().await;

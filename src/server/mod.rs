@@ -5,9 +5,11 @@
 
 pub mod auth;
 pub mod conn;
+pub mod cram_md5;
 pub mod etrn;
 pub mod intake;
 pub mod listener;
+pub mod odmr;
 pub mod policy;
 pub mod received;
 mod replies;

@@ -86,8 +86,8 @@ impl Conn {
 
     /// Sends a 334 challenge and reads one response line; `None` when the client
     /// cancelled with `*` or the line was unusable (the reply is already queued).
-    async fn sasl_response(&mut self, challenge: &'static str) -> Result<Option<String>, Ended> {
-        self.reply(&reply::AUTH_CONTINUE.with_text(challenge));
+    pub(super) async fn sasl_response(&mut self, challenge: &str) -> Result<Option<String>, Ended> {
+        self.reply(&reply::AUTH_CONTINUE.with_text(challenge.to_owned()));
         loop {
             match self.framer.next(&self.input) {
                 Framed::Line { len, consumed } => {

@@ -31,6 +31,8 @@ pub struct SessionConfig {
     pub etrn_available: bool,
     /// Clients that may ETRN without authenticating (`etrn.allowed_networks`).
     pub etrn_networks: Vec<crate::config::IpNet>,
+    /// An `odmr` listener takes AUTH only over TLS.
+    pub odmr_require_tls: bool,
     /// Local names, aliases and sender rewriting, applied when a message is committed.
     pub identity: std::sync::Arc<crate::identity::Identity>,
 }
@@ -53,6 +55,7 @@ impl SessionConfig {
             max_errors: MAX_ERRORS,
             etrn_available: false,
             etrn_networks: config.etrn.allowed_networks.clone(),
+            odmr_require_tls: true,
             identity: std::sync::Arc::new(
                 crate::identity::Identity::from_config(config).unwrap_or_default(),
             ),
@@ -86,6 +89,11 @@ pub enum Step {
     Etrn {
         node: String,
         subdomains: bool,
+    },
+    /// RFC 2645: the authenticated station asks for its mail (`domains`, or all of its
+    /// own when empty): grant the turn (250, then the connection is reversed) or refuse.
+    Atrn {
+        domains: Vec<String>,
     },
 }
 
@@ -158,6 +166,9 @@ impl Session {
     }
 
     pub fn handle(&mut self, command: Command) -> Step {
+        if self.config.kind == ListenKind::Odmr && !odmr_command(&command) {
+            return self.error(reply::ODMR_ONLY);
+        }
         match command {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo_cmd(name),
@@ -177,7 +188,28 @@ impl Session {
             Command::StartTls => self.starttls(),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
             Command::Etrn(arg) => self.etrn(&arg),
+            Command::Atrn(domains) => self.atrn(domains),
         }
+    }
+
+    /// RFC 2645 §4: after EHLO, from a station that has authenticated, on an `odmr`
+    /// listener.
+    fn atrn(&mut self, domains: Vec<String>) -> Step {
+        if self.config.kind != ListenKind::Odmr {
+            return self.error(reply::NOT_IMPLEMENTED);
+        }
+        if !self.esmtp {
+            return self.error(reply::BAD_SEQUENCE.with_text("Send EHLO first"));
+        }
+        if self.auth.is_none() {
+            return self.error(reply::AUTH_REQUIRED);
+        }
+        Step::Atrn { domains }
+    }
+
+    /// AUTH may go without TLS: on an `odmr` listener that says so.
+    fn auth_without_tls(&self) -> bool {
+        self.config.kind == ListenKind::Odmr && !self.config.odmr_require_tls
     }
 
     fn ehlo(&mut self, name: String) -> Step {
@@ -185,6 +217,18 @@ impl Session {
         self.esmtp = true;
         self.tx = None;
         let c = &self.config;
+        if c.kind == ListenKind::Odmr {
+            // RFC 2645 §4.1: AUTH and ATRN; mail comes the other way, after the turn.
+            let mut lines = vec![c.hostname.clone(), "ENHANCEDSTATUSCODES".into()];
+            if c.tls_available && !self.tls {
+                lines.push("STARTTLS".into());
+            }
+            if c.auth_available && self.auth.is_none() && (self.tls || self.auth_without_tls()) {
+                lines.push("AUTH CRAM-MD5 PLAIN".into());
+            }
+            lines.push("ATRN".into());
+            return Step::Reply(Reply::new(250, None, "").with_text(lines.join("\n")));
+        }
         let mut lines = vec![
             c.hostname.clone(),
             "PIPELINING".into(),
@@ -336,13 +380,18 @@ impl Session {
         if !self.config.auth_available || !self.esmtp {
             return self.error(reply::NOT_IMPLEMENTED);
         }
-        if !self.tls {
+        if !self.tls && !self.auth_without_tls() {
             return self.error(reply::TLS_REQUIRED);
         }
         if self.auth.is_some() || self.tx.is_some() {
             return self.error(reply::BAD_SEQUENCE);
         }
-        if !matches!(mechanism.as_str(), "PLAIN" | "LOGIN") {
+        let known = if self.config.kind == ListenKind::Odmr {
+            matches!(mechanism.as_str(), "PLAIN" | "CRAM-MD5")
+        } else {
+            matches!(mechanism.as_str(), "PLAIN" | "LOGIN")
+        };
+        if !known {
             return self.error(
                 reply::PARAM_NOT_IMPLEMENTED.with_text("Unsupported authentication mechanism"),
             );
@@ -392,4 +441,20 @@ impl Session {
     pub fn message_done(&mut self) -> Option<Transaction> {
         self.tx.take()
     }
+}
+
+/// What an `odmr` listener takes before the turn (RFC 2645 §4): no mail this way.
+fn odmr_command(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Ehlo(_)
+            | Command::Helo(_)
+            | Command::Auth { .. }
+            | Command::Atrn(_)
+            | Command::StartTls
+            | Command::Rset
+            | Command::Noop
+            | Command::Quit
+            | Command::Help
+    )
 }

@@ -33,6 +33,8 @@ pub enum Command {
     },
     /// RFC 1985 §5: `domain`, `@domain` or `#queue`, as given.
     Etrn(String),
+    /// RFC 2645 §4.2: the domains asked for (none: all the user's), lower case.
+    Atrn(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +132,32 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         "STARTTLS" => none(Command::StartTls),
         "AUTH" => auth(arg("AUTH needs a mechanism")?),
         "ETRN" => Ok(Command::Etrn(arg("ETRN needs a domain")?.to_owned())),
+        "ATRN" => atrn(rest.unwrap_or("")),
         _ => Err(CommandError::Unknown),
     }
+}
+
+/// `ATRN [domain *("," domain)]` (RFC 2645 §4.2): at most 64 names, each a domain.
+fn atrn(arg: &str) -> Result<Command, CommandError> {
+    let mut domains = Vec::new();
+    for d in arg.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let valid = d.len() <= super::address::MAX_DOMAIN
+            && d.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(CommandError::Syntax(
+                "ATRN takes domains separated by commas",
+            ));
+        }
+        domains.push(d.trim_end_matches('.').to_ascii_lowercase());
+    }
+    if domains.len() > 64 {
+        return Err(CommandError::Syntax("ATRN: at most 64 domains"));
+    }
+    Ok(Command::Atrn(domains))
 }
 
 /// EHLO/HELO argument: a domain or address literal, one word (RFC 5321 §4.1.1.1).

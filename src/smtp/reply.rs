@@ -149,6 +149,12 @@ pub const BARE_LINE_ENDING: Reply = Reply::new(
     st(5, 5, 2),
     "Bare CR or LF received; closing connection",
 );
+/// An `odmr` listener before the turn (RFC 2645 §4).
+pub const ODMR_ONLY: Reply = Reply::new(
+    502,
+    st(5, 5, 1),
+    "ODMR: only EHLO, STARTTLS, AUTH, ATRN and QUIT here; mail comes after the turn",
+);
 pub const AUTH_REQUIRED: Reply = Reply::new(530, st(5, 7, 0), "Authentication required");
 pub const TLS_REQUIRED: Reply = Reply::new(530, st(5, 7, 0), "Must issue a STARTTLS command first");
 pub const AUTH_FAILED: Reply = Reply::new(535, st(5, 7, 8), "Authentication credentials invalid");

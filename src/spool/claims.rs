@@ -308,6 +308,75 @@ pub fn due_domains(conn: &Connection, lane: &str, now: i64) -> rusqlite::Result<
     .collect()
 }
 
+/// The domains with mail waiting on `lane` for an ODMR turn: held, queued or deferred
+/// (not in flight), whatever its due time.
+pub fn turn_domains(conn: &Connection, lane: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT DISTINCT domain FROM recipient
+         WHERE lane = ?1 AND state IN ('held', 'queued', 'deferred')",
+    )?
+    .query_map(params![lane], |r| r.get(0))?
+    .collect()
+}
+
+/// Claims up to `limit` recipients of `lane` for `domain` for an ODMR turn: held,
+/// queued or deferred alike (the station is here now), oldest first; a message's other
+/// waiting recipients for the domain come along.
+pub fn claim_turn(
+    tx: &Connection,
+    lane: &str,
+    domain: &str,
+    now: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Claim>> {
+    let ids: Vec<String> = tx
+        .prepare_cached(
+            "SELECT DISTINCT message_id FROM recipient
+             WHERE lane = ?1 AND domain = ?2 AND state IN ('held', 'queued', 'deferred')
+             ORDER BY rowid LIMIT ?3",
+        )?
+        .query_map(params![lane, domain, limit as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut select = tx.prepare_cached(&format!(
+        "SELECT {CLAIM_COLUMNS}, {ONLINE_AGE_SQL}
+         FROM recipient r LEFT JOIN route_clock c ON c.route = r.route
+         WHERE r.message_id = ?1 AND r.lane = ?2 AND r.domain = ?3
+           AND r.state IN ('held', 'queued', 'deferred')"
+    ))?;
+    let mut lease = tx.prepare_cached(
+        "UPDATE recipient SET state = 'in_flight', next_attempt_at = NULL, link_wait = 0,
+             updated_at = ?1
+         WHERE rowid = ?2",
+    )?;
+    let mut claims = Vec::new();
+    for id in ids {
+        let rows: Vec<(i64, Claim)> = select
+            .query_map(params![id, lane, domain], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    Claim {
+                        message_id: QueueId::parse(&r.get::<_, String>(1)?)
+                            .map_err(|_| rusqlite::Error::InvalidQuery)?,
+                        position: r.get::<_, i64>(2)? as usize,
+                        address: r.get(3)?,
+                        domain: r.get(4)?,
+                        route: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        lane: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                        attempts: r.get(7)?,
+                        warned: r.get(8)?,
+                        online_age: r.get(9)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        for (rowid, claim) in rows {
+            lease.execute(params![now, rowid])?;
+            claims.push(claim);
+        }
+    }
+    Ok(claims)
+}
+
 /// Some recipient still needs delivery (or is held).
 pub fn anything_pending(conn: &Connection) -> rusqlite::Result<bool> {
     conn.prepare_cached(&format!(

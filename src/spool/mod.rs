@@ -312,6 +312,26 @@ impl Spool {
         self.run(claims::due_lanes).await
     }
 
+    /// The domains with mail waiting on `lane` for an ODMR turn.
+    pub async fn turn_domains(&self, lane: &str) -> Result<Vec<String>, SpoolError> {
+        let lane = lane.to_owned();
+        self.run(move |conn| claims::turn_domains(conn, &lane))
+            .await
+    }
+
+    /// Claims `domain`'s waiting mail on `lane` for an ODMR turn (at most `limit`
+    /// messages' worth).
+    pub async fn claim_turn(
+        &self,
+        lane: &str,
+        domain: &str,
+        limit: usize,
+    ) -> Result<Vec<Claim>, SpoolError> {
+        let (lane, domain) = (lane.to_owned(), domain.to_owned());
+        self.run(move |conn| claims::claim_turn(conn, &lane, &domain, now_unix(), limit))
+            .await
+    }
+
     /// The domains with mail due now on `lane`.
     pub async fn due_domains(&self, lane: &str) -> Result<Vec<String>, SpoolError> {
         let lane = lane.to_owned();

@@ -93,6 +93,21 @@ impl Drop for Upstream {
     }
 }
 
+/// Serves one SMTP session on `stream`, a connection made the other way (an ODMR
+/// turn): greets, then takes what comes, each RCPT answered by `rcpt`.
+pub fn serve_turned(stream: TcpStream, rcpt: Rule) -> Vec<Received> {
+    let messages = Mutex::new(Vec::new());
+    let _ = serve(
+        stream,
+        true,
+        &rcpt,
+        &messages,
+        &AtomicUsize::new(0),
+        &Mutex::new(Vec::new()),
+    );
+    messages.into_inner().unwrap()
+}
+
 fn serve(
     stream: TcpStream,
     chunking: bool,
