@@ -204,6 +204,31 @@ fn a_station_takes_its_held_mail_over_its_own_connection() {
         "{log}"
     );
 
+    let status = env.run(&["status", "--json"], b"");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let turns = status["odmr"].as_array().unwrap();
+    let field = turns
+        .iter()
+        .find(|d| d["domain"] == "field.example")
+        .unwrap();
+    assert_eq!(field["moved"], 2, "a and c: {status}");
+    assert_eq!(field["station"], "station");
+    let other = turns
+        .iter()
+        .find(|d| d["domain"] == "other.example")
+        .unwrap();
+    assert_eq!(other["waiting"], 1);
+    assert!(other["last_turn"].is_null());
+    let text = String::from_utf8_lossy(&env.run(&["status"], b"").stdout).into_owned();
+    assert!(
+        text.contains("odmr:      other.example: 1 waiting; no turn"),
+        "{text}"
+    );
+    assert!(
+        text.contains("odmr:      lab.field.example: 0 waiting; last turn"),
+        "{text}"
+    );
+
     // Nothing left for the station: 453.
     let mut again = Station::connect(&odmr);
     again.login("station");

@@ -97,6 +97,18 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
             age(d.until - now)
         );
     }
+    for d in &status.odmr {
+        let turn = match (d.last_turn, &d.station) {
+            (Some(at), Some(station)) => format!(
+                "; last turn {} ago by {}, {} recipient(s) delivered",
+                age(now - at),
+                printable(station),
+                d.moved
+            ),
+            _ => "; no turn since the daemon started".to_owned(),
+        };
+        println!("odmr:      {}: {} waiting{turn}", d.domain, d.waiting);
+    }
     if let Some(next) = status.next_flush_at {
         println!("next run:  in {}", age(next - now));
     }

@@ -148,6 +148,23 @@ pub struct Status {
     /// Held domains that ETRN or a flush opened, until when.
     #[serde(default)]
     pub open_domains: Vec<crate::queue::open_domains::OpenDomain>,
+    /// Domains held for ODMR stations: what waits, and their turns.
+    #[serde(default)]
+    pub odmr: Vec<OdmrDomain>,
+}
+
+/// A domain held for an ODMR station (RFC 2645).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OdmrDomain {
+    pub domain: String,
+    /// Recipients waiting for the next turn.
+    pub waiting: i64,
+    /// The last turn's start, Unix seconds (since the daemon started).
+    pub last_turn: Option<i64>,
+    /// The station that took it last.
+    pub station: Option<String>,
+    /// Recipients its turns delivered since the daemon started.
+    pub moved: u64,
 }
 
 /// Delivery totals since the daemon started, and what is left.

@@ -29,6 +29,7 @@ pub struct DaemonControl {
     pub recovery: RecoveryReport,
     /// Bound SMTP listener addresses.
     pub listeners: Vec<String>,
+    pub odmr: Arc<super::odmr::OdmrState>,
 }
 
 impl Handler for DaemonControl {
@@ -93,8 +94,9 @@ impl DaemonControl {
     /// Reads the index: blocking, so called on a blocking thread.
     fn status(&self) -> Result<Status, ReadError> {
         let layout = self.spool.layout();
-        let summary = match IndexReader::open(layout)? {
-            Some(reader) => reader.summary()?,
+        let lanes = self.odmr.lanes();
+        let (summary, odmr_waiting) = match IndexReader::open(layout)? {
+            Some(reader) => (reader.summary()?, reader.waiting_by_domain(&lanes)?),
             None => Default::default(),
         };
         let (counts, messages, kept) = (summary.by_state, summary.messages, summary.kept);
@@ -130,6 +132,7 @@ impl DaemonControl {
             last_flush: self.link.last_flush(),
             next_flush_at: self.link.next_scheduled(),
             open_domains: self.open_domains.list(),
+            odmr: self.odmr.report(odmr_waiting),
         })
     }
 

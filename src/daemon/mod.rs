@@ -150,6 +150,7 @@ pub async fn run(
         started_at: now_unix(),
         recovery,
         listeners: base.bound.iter().map(ToString::to_string).collect(),
+        odmr: base.odmr.clone(),
     });
     let control_task = tokio::spawn(crate::control::server::serve(
         listener,

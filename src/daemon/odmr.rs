@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use crate::control::OdmrDomain;
 use crate::delivery::client::{ClientSettings, Connection};
 use crate::delivery::outcome::{Outcome, Scope};
 use crate::delivery::runner::{Answered, Progress, deliver};
@@ -22,12 +23,12 @@ use crate::server::stream::Stream;
 use crate::smtp::reply::Reply;
 use crate::spool::{Spool, now_unix};
 
-/// What a domain's turns have done, for `status` and the metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DomainTurns {
+/// What a domain's turns have done, for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct DomainTurns {
     /// Unix seconds of the last turn's start.
     pub last_turn: i64,
-    /// Messages delivered by turns since the daemon started.
+    /// Recipients delivered by turns since the daemon started.
     pub moved: u64,
     /// The station that took it last.
     pub station: String,
@@ -38,12 +39,44 @@ pub struct DomainTurns {
 pub struct OdmrState {
     turning: Mutex<HashSet<String>>,
     domains: Mutex<BTreeMap<String, DomainTurns>>,
+    /// The lanes of `via = "odmr"` routes, as configured now.
+    lanes: Mutex<Vec<String>>,
 }
 
 impl OdmrState {
-    /// Each domain's turns so far.
-    pub fn domains(&self) -> BTreeMap<String, DomainTurns> {
-        self.domains.lock().expect("not poisoned").clone()
+    pub fn set_lanes(&self, lanes: Vec<String>) {
+        *self.lanes.lock().expect("not poisoned") = lanes;
+    }
+
+    pub fn lanes(&self) -> Vec<String> {
+        self.lanes.lock().expect("not poisoned").clone()
+    }
+
+    /// Every domain that has mail waiting (`waiting`, by domain) or had a turn.
+    pub fn report(&self, waiting: Vec<(String, i64)>) -> Vec<OdmrDomain> {
+        let turns = self.domains.lock().expect("not poisoned").clone();
+        let mut out: BTreeMap<String, OdmrDomain> = BTreeMap::new();
+        for (domain, t) in turns {
+            out.insert(
+                domain.clone(),
+                OdmrDomain {
+                    domain,
+                    waiting: 0,
+                    last_turn: Some(t.last_turn),
+                    station: Some(t.station),
+                    moved: t.moved,
+                },
+            );
+        }
+        for (domain, n) in waiting {
+            out.entry(domain.clone())
+                .or_insert_with(|| OdmrDomain {
+                    domain,
+                    ..OdmrDomain::default()
+                })
+                .waiting += n;
+        }
+        out.into_values().collect()
     }
 
     fn note(&self, domain: &str, f: impl FnOnce(&mut DomainTurns)) {
@@ -77,6 +110,7 @@ pub struct TurnService {
     pub spool: Spool,
     pub state: Arc<OdmrState>,
     pub progress: Arc<Progress>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl TurnService {
@@ -160,6 +194,9 @@ impl TurnService {
                     deliver(&mut conn, &self.spool, claims, &self.progress, &record).await;
                 let moved = done.delivered as u64;
                 self.state.note(domain, |t| t.moved += moved);
+                self.metrics
+                    .count(lane, crate::metrics::Counted::Delivered, moved);
+                self.metrics.sent(lane, done.bytes);
                 if done.connection_lost {
                     // The station went away: not its failure to take the mail, no attempt.
                     for (_, c) in &mut done.rest {

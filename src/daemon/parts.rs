@@ -83,6 +83,7 @@ fn turns(base: &Base, p: &Prepared) -> Arc<dyn crate::server::odmr::Turns> {
         .filter(|r| r.target == crate::delivery::route::Target::Odmr)
         .map(|r| r.name.clone())
         .collect();
+    base.odmr.set_lanes(lanes.clone());
     let settings = lanes
         .first()
         .and_then(|l| p.settings.get(l))
@@ -97,6 +98,7 @@ fn turns(base: &Base, p: &Prepared) -> Arc<dyn crate::server::odmr::Turns> {
         spool: base.spool.clone(),
         state: base.odmr.clone(),
         progress: base.progress.clone(),
+        metrics: base.metrics.clone(),
     })
 }
 

@@ -192,6 +192,22 @@ impl IndexReader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Recipients waiting on each of `lanes` by domain (held, queued or deferred).
+    pub fn waiting_by_domain(&self, lanes: &[String]) -> Result<Vec<(String, i64)>, ReadError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT domain, COUNT(*) FROM recipient
+             WHERE lane = ?1 AND state IN ('held', 'queued', 'deferred') GROUP BY domain",
+        )?;
+        let mut out = Vec::new();
+        for lane in lanes {
+            let rows = stmt.query_map([lane], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for row in rows {
+                out.push(row?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Ids of every message in the index, oldest first.
     pub fn all_ids(&self) -> Result<Vec<QueueId>, ReadError> {
         let mut stmt = self

@@ -2,8 +2,8 @@
 """An SMTP sink for tests that keeps each message exactly as it came (CRLF lines, dot
 stuffing undone) in DIR/N.eml, with the envelope sender in DIR/N.from.
 
-Usage: raw_sink.py ADDR PORT DIR
-Accepts every MAIL and RCPT; answers EHLO with 8BITMIME and PIPELINING (DATA, no CHUNKING).
+Usage: raw_sink.py ADDR PORT DIR [REFUSE]
+Accepts every MAIL, and every RCPT but those starting with REFUSE (550 5.1.1); answers EHLO with 8BITMIME and PIPELINING (DATA, no CHUNKING).
 Runs until killed. Standard library only.
 """
 import os
@@ -31,7 +31,14 @@ class Session(socketserver.StreamRequestHandler):
                 sender = line.split(b":", 1)[1].strip().strip(b"<>").split(b">")[0].decode()
                 self.reply("250 2.1.0 ok")
             elif verb == b"RCPT":
-                self.reply("250 2.1.5 ok")
+                refuse = sys.argv[4].encode() if len(sys.argv) > 4 else None
+                address = line.split(b":", 1)[1].strip().strip(b"<>").split(b">")[0]
+                if refuse and address.startswith(refuse):
+                    self.reply("550 5.1.1 no such user")
+                else:
+                    with open(os.path.join(sys.argv[3], "rcpts"), "ab") as f:
+                        f.write(address + b"\n")
+                    self.reply("250 2.1.5 ok")
             elif verb == b"DATA":
                 self.reply("354 go on")
                 data = bytearray()
