@@ -133,14 +133,3 @@ impl AsyncWrite for EitherTls {
         }
     }
 }
-
-impl MaybeTls<tokio_rustls::server::TlsStream<TcpStream>> {
-    /// The server side's stream, to be used as a client's (an ODMR turn).
-    pub fn turned(self) -> MaybeTls<EitherTls> {
-        match self {
-            MaybeTls::Plain(tcp) => MaybeTls::Plain(tcp),
-            MaybeTls::Tls(tls) => MaybeTls::Tls(Box::new(EitherTls::Server(*tls))),
-            MaybeTls::Gone => MaybeTls::Gone,
-        }
-    }
-}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine;
 use common::upstream::serve_turned;
 use common::{Env, wait_for};
-use ferrymail::server::cram_md5::hmac_md5_hex;
+use ferrymail::smtp::cram_md5::hmac_md5_hex;
 
 const SECRET: &str = "station-secret";
 
@@ -343,4 +343,67 @@ fn a_station_that_goes_away_mid_turn_loses_nothing_and_gets_the_rest_next_time()
         .queued()
         .is_empty()));
     daemon.stop();
+}
+
+/// Our own station against our own hub: when the station's link to the hub opens, it
+/// collects its held mail over ODMR and hands it to its LAN mailbox server.
+#[test]
+fn our_station_collects_from_our_hub_when_its_link_opens() {
+    let hub = hub();
+    let hub_daemon = hub.start_daemon();
+    let (smtp, odmr) = listeners(&hub);
+    send_to_hub(
+        &hub,
+        &smtp,
+        &["a@field.example", "b@field.example"],
+        "for the station",
+    );
+    send_to_hub(&hub, &smtp, &["x@other.example"], "not for this station");
+    assert!(wait_for(Duration::from_secs(10), || held(&hub) == 3));
+
+    let store = common::upstream::Upstream::accepting("127.0.0.1:0");
+    let station = Env::with_config(&format!(
+        "[upstream]\nsmarthost = \"{smtp}\"\ntls = \"none\"\n\
+         [odmr]\nhub = \"{odmr}\"\ntls = \"none\"\nusername = \"station\"\n\
+         password_file = \"secret\"\ndomains = [\"field.example\"]\n\
+         [[route]]\nname = \"store\"\ndomains = [\"field.example\"]\nvia = \"{}\"\ntls = \"none\"\n\
+         [link]\nprobe_interval = \"1s\"\n",
+        store.addr
+    ));
+    let secret = station.dir.path().join("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let station_daemon = station.start_daemon();
+    assert!(
+        wait_for(Duration::from_secs(30), || store.received().len() == 1),
+        "hub:\n{}\nstation:\n{}",
+        hub_daemon.log(),
+        station_daemon.log()
+    );
+    let got = &store.received()[0];
+    let mut rcpts = got.rcpts.clone();
+    rcpts.sort();
+    assert_eq!(rcpts, ["a@field.example", "b@field.example"]);
+    assert_eq!(got.from, "someone@elsewhere.example");
+    assert!(
+        station_daemon.log().contains("ODMR: collection done"),
+        "{}",
+        station_daemon.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || held(&hub) == 1),
+        "other.example stays held"
+    );
+
+    // With the link up all along, a flush collects again.
+    send_to_hub(&hub, &smtp, &["c@field.example"], "later");
+    assert!(wait_for(Duration::from_secs(10), || held(&hub) == 2));
+    assert!(station.run(&["flush"], b"").status.success());
+    assert!(
+        wait_for(Duration::from_secs(30), || store.received().len() == 2),
+        "station:\n{}",
+        station_daemon.log()
+    );
+    station_daemon.stop();
+    hub_daemon.stop();
 }

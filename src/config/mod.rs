@@ -219,6 +219,9 @@ fn anchor_paths(config: &mut Config, base: &Path) {
     for u in &mut config.odmr_user {
         anchor(&mut u.password_file);
     }
+    if let Some(o) = &mut config.odmr {
+        anchor(&mut o.password_file);
+    }
 }
 
 /// Fills the values whose defaults depend on the machine: hostname and spool.

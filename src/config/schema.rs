@@ -49,6 +49,32 @@ pub struct Config {
     /// Stations that may collect their held mail over an `odmr` listener (repeatable).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub odmr_user: Vec<OdmrUser>,
+    /// This station collects its mail from a hub over ODMR (RFC 2645).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub odmr: Option<Odmr>,
+}
+
+/// The station side of ODMR: whenever `route`'s link opens (it comes up, a schedule
+/// window opens, a flush runs), connect to the hub, authenticate, say ATRN, and take
+/// the mail it held, as a server on that connection.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Odmr {
+    /// `host:port` of the hub's `odmr` listener (366 by convention).
+    pub hub: String,
+    #[serde(default = "required_tls")]
+    pub tls: TlsPolicy,
+    pub username: String,
+    pub password_file: PathBuf,
+    /// The domains to ask for (ATRN), and the only ones taken from the hub.
+    pub domains: Vec<String>,
+    /// The route whose link opening starts a collection; default `upstream`.
+    #[serde(default = "upstream_route")]
+    pub route: String,
+}
+
+fn upstream_route() -> String {
+    "upstream".to_owned()
 }
 
 /// A station's ODMR account: its secret (kept in a file, read as the daemon starts, as
@@ -417,6 +443,7 @@ impl Default for Config {
             metrics: None,
             dkim: Vec::new(),
             odmr_user: Vec::new(),
+            odmr: None,
         }
     }
 }

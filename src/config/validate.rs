@@ -334,6 +334,34 @@ fn odmr_users(c: &Config) -> Result<(), Fault> {
             }
         }
     }
+    if let Some(o) = &c.odmr {
+        if !is_host_port(&o.hub) {
+            return Err(("odmr.hub".into(), format!("{:?} is not host:port", o.hub)));
+        }
+        if o.domains.is_empty() {
+            return Err((
+                "odmr.domains".into(),
+                "name the domains to collect: only their mail is taken from the hub".into(),
+            ));
+        }
+        if let Some(d) = o.domains.iter().find(|d| !is_domain(d)) {
+            return Err(("odmr.domains".into(), format!("{d:?} is not a domain")));
+        }
+        let known = o.route == "upstream" && c.upstream.is_some()
+            || o.route == "mx" && c.upstream.is_none()
+            || c.route
+                .iter()
+                .any(|r| r.name.as_deref() == Some(o.route.as_str()));
+        if !known {
+            return Err((
+                "odmr.route".into(),
+                format!(
+                    "{:?} names no route (upstream, mx, or a [[route]] name)",
+                    o.route
+                ),
+            ));
+        }
+    }
     for (i, l) in c.listen.iter().enumerate() {
         if l.kind == ListenKind::Odmr && c.odmr_user.is_empty() {
             return Err((

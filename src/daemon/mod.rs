@@ -7,6 +7,7 @@
 pub mod control;
 mod etrn;
 pub mod odmr;
+mod odmr_edge;
 mod parts;
 mod permissions;
 pub mod pickup;
@@ -122,6 +123,7 @@ pub async fn run(
         bound: sockets.iter().map(|(_, addr, _)| *addr).collect(),
         queue: queue.clone(),
         odmr: Arc::new(odmr::OdmrState::default()),
+        odmr_pulling: Arc::default(),
     };
     let mut smtp_tasks = Vec::new();
     let mut listeners = Vec::new();
@@ -158,7 +160,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let routing = Arc::new(Current::new(parts::routing(&prepared, &resolver)));
+    let routing = Arc::new(Current::new(parts::routing(&base, &prepared, &resolver)));
     let link_task = LinkTask {
         link: link.clone(),
         routing: routing.clone(),

@@ -168,7 +168,7 @@ impl TurnService {
 
     async fn turn(&self, ticket: Ticket, stream: Stream, peer: SocketAddr) {
         let host = format!("{}[{peer}]", ticket.user);
-        let mut conn = match Connection::turned(stream.turned(), host, &self.settings).await {
+        let mut conn = match Connection::turned(stream, host, peer, &self.settings).await {
             Ok(conn) => conn,
             Err(failure) => {
                 // Nothing was claimed yet: the mail waits for the next turn as it was.

@@ -14,7 +14,7 @@ use crate::delivery::connect::Us;
 use crate::delivery::mx::MxResolver;
 use crate::delivery::runner::Progress;
 use crate::link::Link;
-use crate::link::task::Routing;
+use crate::link::task::{OnOpen, Routing};
 use crate::metrics::Metrics;
 use crate::queue::kit::{Kit, OwnerSettings};
 use crate::queue::notices::NoticeSettings;
@@ -36,6 +36,8 @@ pub struct Base {
     pub queue: crate::queue::handle::QueueHandle,
     /// ODMR turns' locks and records.
     pub odmr: Arc<super::odmr::OdmrState>,
+    /// The station is collecting its mail from the hub now.
+    pub odmr_pulling: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The context of the SMTP listener `listen`.
@@ -134,13 +136,48 @@ pub fn owner_settings(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> 
     }
 }
 
-/// What the link task reaches routes with.
-pub fn routing(p: &Prepared, resolver: &Arc<MxResolver>) -> Routing {
+/// What the link task reaches routes with, and the ODMR collection it starts.
+pub fn routing(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> Routing {
     Routing {
         router: p.router.clone(),
         settings: p.settings.clone(),
         resolver: resolver.clone(),
+        on_open: p.config.odmr.as_ref().map(|o| odmr_pull(base, p, o)),
     }
+}
+
+/// The station's ODMR collection: the hub reached with our credentials, and the session
+/// served after the turn, which takes mail for `odmr.domains` only.
+fn odmr_pull(base: &Base, p: &Prepared, odmr: &crate::config::Odmr) -> Arc<dyn OnOpen> {
+    let route = p.settings.get(&odmr.route);
+    let mut client = route
+        .or_else(|| p.settings.values().next())
+        .cloned()
+        .expect("every configuration has a route");
+    client.tls = odmr.tls;
+    client.credentials = Some((odmr.username.clone(), p.odmr_secret.clone()));
+    let listen = Listen {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        kind: ListenKind::Smtp,
+        require_tls: false,
+    };
+    let mut ctx = server_context(base, p, &listen);
+    ctx.session = Arc::new(SessionConfig {
+        policy: crate::server::RelayPolicy::only(odmr.domains.clone()),
+        tls_available: false,
+        auth_available: false,
+        etrn_available: false,
+        ..(*ctx.session).clone()
+    });
+    ctx.tls = None;
+    ctx.auth = None;
+    ctx.etrn = None;
+    Arc::new(super::odmr_edge::OdmrPull {
+        settings: odmr.clone(),
+        client,
+        server: Arc::new(crate::current::Current::new(ctx)),
+        pulling: base.odmr_pulling.clone(),
+    })
 }
 
 /// How local submissions are picked up.

@@ -33,6 +33,8 @@ pub struct Prepared {
     pub identity: Arc<Identity>,
     /// ODMR stations' accounts.
     pub odmr_users: crate::server::odmr::OdmrUsers,
+    /// This station's ODMR secret (`[odmr] password_file`).
+    pub odmr_secret: String,
     /// What loading left out (aliases the relay cannot deliver to), for the log.
     pub warnings: Vec<String>,
 }
@@ -65,6 +67,15 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     let settings = client_settings(&config, &router)?;
     let (identity, warnings) = Identity::load(&config)?;
     let odmr_users = crate::server::odmr::OdmrUsers::load(&config)?;
+    let odmr_secret = match &config.odmr {
+        Some(o) => std::fs::read_to_string(&o.password_file)
+            .map_err(|e| format!("odmr.password_file {}: {e}", o.password_file.display()))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        None => String::new(),
+    };
     Ok(Prepared {
         config,
         tls,
@@ -73,6 +84,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         settings,
         identity: Arc::new(identity),
         odmr_users,
+        odmr_secret,
         warnings,
     })
 }
@@ -114,6 +126,16 @@ pub fn file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
     }
     for (i, d) in config.dkim.iter().enumerate() {
         check(&format!("dkim[{i}].key"), &d.key, true);
+    }
+    for (i, u) in config.odmr_user.iter().enumerate() {
+        check(
+            &format!("odmr_user[{i}].password_file"),
+            &u.password_file,
+            true,
+        );
+    }
+    if let Some(o) = &config.odmr {
+        check("odmr.password_file", &o.password_file, true);
     }
     for (i, u) in config.odmr_user.iter().enumerate() {
         check(

@@ -119,7 +119,7 @@ impl Live {
             )));
         }
         self.routing
-            .set(Arc::new(parts::routing(&prepared, &resolver)));
+            .set(Arc::new(parts::routing(&self.base, &prepared, &resolver)));
         self.base
             .link
             .reconfigure(&prepared.config.link, &prepared.router);

@@ -75,6 +75,10 @@ pub struct Capabilities {
     pub dsn: bool,
     pub starttls: bool,
     pub auth_plain: bool,
+    /// RFC 2195 CRAM-MD5: the secret never crosses the wire, so it may go without TLS.
+    pub auth_cram_md5: bool,
+    /// RFC 2645 ATRN (an ODMR hub).
+    pub atrn: bool,
     /// RFC 1870 SIZE limit (0 or absent: none declared).
     pub size: Option<u64>,
 }
@@ -92,7 +96,13 @@ impl Capabilities {
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "DSN" => caps.dsn = true,
                 "STARTTLS" => caps.starttls = true,
-                "AUTH" => caps.auth_plain = words.any(|m| m.eq_ignore_ascii_case("PLAIN")),
+                "AUTH" => {
+                    for m in words {
+                        caps.auth_plain |= m.eq_ignore_ascii_case("PLAIN");
+                        caps.auth_cram_md5 |= m.eq_ignore_ascii_case("CRAM-MD5");
+                    }
+                }
+                "ATRN" => caps.atrn = true,
                 "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
                 _ => {}
             }
@@ -121,6 +131,8 @@ pub struct Connection {
     use_chunking: bool,
     /// The upstream, for `last_host`.
     pub host: String,
+    /// Its address.
+    peer: SocketAddr,
     /// The name the upstream gave in its greeting (RFC 5321 §4.3.1), for loop checks.
     pub greeting: String,
     /// The last EHLO's round trip: the link's delay, for the pipelining window.
@@ -154,6 +166,7 @@ impl Connection {
             timeouts: s.timeouts.clone(),
             use_chunking: s.use_chunking,
             host: format!("{server_name}[{addr}]"),
+            peer: addr,
             greeting: String::new(),
             rtt: Duration::ZERO,
             window: None,
@@ -192,22 +205,69 @@ impl Connection {
             }
         }
         if let Some((user, password)) = &s.credentials {
-            if !conn.stream.is_tls() {
+            conn.authenticate(user, password, s).await?;
+        }
+        Ok(conn)
+    }
+
+    /// AUTH PLAIN under TLS; without TLS only CRAM-MD5 (RFC 2195), which sends no
+    /// password, when the server offers it (and never when the policy wants TLS).
+    async fn authenticate(&mut self, user: &str, password: &str, s: &ClientSettings) -> Step<()> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        if !self.stream.is_tls() {
+            if s.tls != TlsPolicy::None || !self.caps.auth_cram_md5 {
                 let refusal = Event::TlsPolicy("refusing to send credentials without TLS".into());
                 return Err(classify(Phase::Auth, &refusal));
             }
-            let token =
-                base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-            let r = conn
-                .command(
-                    &format!("AUTH PLAIN {token}"),
-                    Phase::Auth,
-                    s.timeouts.command,
-                )
+            let r = self
+                .command("AUTH CRAM-MD5", Phase::Auth, s.timeouts.command)
                 .await?;
-            expect(Phase::Auth, &r, 235)?;
+            expect(Phase::Auth, &r, 334)?;
+            let challenge = r
+                .lines
+                .first()
+                .and_then(|l| engine.decode(l.trim()).ok())
+                .unwrap_or_default();
+            let digest = crate::smtp::cram_md5::hmac_md5_hex(password.as_bytes(), &challenge);
+            let answer = engine.encode(format!("{user} {digest}"));
+            let r = self
+                .command(&answer, Phase::Auth, s.timeouts.command)
+                .await?;
+            return expect(Phase::Auth, &r, 235);
         }
-        Ok(conn)
+        let token = engine.encode(format!("\0{user}\0{password}"));
+        let r = self
+            .command(
+                &format!("AUTH PLAIN {token}"),
+                Phase::Auth,
+                s.timeouts.command,
+            )
+            .await?;
+        expect(Phase::Auth, &r, 235)
+    }
+
+    /// RFC 2645 §4.2: asks the hub to turn the connection round for `domains` (none:
+    /// all of ours). Returns its reply; after a 250 the connection is the hub's to
+    /// deliver over (`into_stream`).
+    pub async fn atrn(&mut self, domains: &[String]) -> Step<Response> {
+        let timeout = self.timeouts.command;
+        let command = if domains.is_empty() {
+            "ATRN".to_owned()
+        } else {
+            format!("ATRN {}", domains.join(","))
+        };
+        self.command(&command, Phase::Atrn, timeout).await
+    }
+
+    /// The upstream's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The connection itself, after a turn: nothing the hub sent may be waiting unread
+    /// (it must wait for our greeting), else `None`.
+    pub fn into_stream(self) -> Option<ClientStream> {
+        self.reader.is_empty().then_some(self.stream)
     }
 
     /// After an ODMR turn (RFC 2645 §4.3): on the connection the station made, which is
@@ -217,6 +277,7 @@ impl Connection {
     pub async fn turned(
         stream: ClientStream,
         host: String,
+        peer: SocketAddr,
         s: &ClientSettings,
     ) -> Step<Connection> {
         let mut conn = Connection {
@@ -226,6 +287,7 @@ impl Connection {
             timeouts: s.timeouts.clone(),
             use_chunking: s.use_chunking,
             host,
+            peer,
             greeting: String::new(),
             rtt: Duration::ZERO,
             window: None,

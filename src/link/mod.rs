@@ -104,6 +104,8 @@ pub enum Event {
     Opened { route: String },
     /// `route`'s link came up: ETRN what `link.etrn` names.
     Up { route: String },
+    /// A flush named these routes (an ODMR station collects its mail then too).
+    Flushed { routes: Vec<String> },
     /// Probe now the routes not known up; with `all`, those known up too (a network
     /// change or a resume may have cut them).
     ProbeNow { all: bool },
@@ -313,7 +315,7 @@ impl Link {
                 .iter()
                 .any(|n| entries.get(n).is_some_and(|e| e.gate.run.is_some()))
         };
-        for name in names {
+        for name in &names {
             self.tell(News::Run {
                 route: name.clone(),
             });
@@ -325,7 +327,7 @@ impl Link {
                     subdomains: *subdomains,
                 },
             };
-            self.observe(&name, evidence);
+            self.observe(name, evidence);
         }
         *self.last_flush.lock().expect("not poisoned") = Some(FlushRecord {
             at: now_unix(),
@@ -333,6 +335,7 @@ impl Link {
             result: "running".into(),
         });
         let _ = self.events.send(Event::ProbeNow { all: false });
+        let _ = self.events.send(Event::Flushed { routes: names });
         running
     }
 

@@ -57,6 +57,14 @@ pub struct Routing {
     pub router: Router,
     pub settings: HashMap<String, ClientSettings>,
     pub resolver: Arc<MxResolver>,
+    /// Told each time a route's gate opens, or a flush names it (the ODMR station
+    /// collects its mail then).
+    pub on_open: Option<Arc<dyn OnOpen>>,
+}
+
+/// Something to do when a route's gate opens.
+pub trait OnOpen: Send + Sync {
+    fn opened(self: Arc<Self>, route: &str);
 }
 
 pub struct LinkTask {
@@ -105,6 +113,13 @@ impl LinkTask {
                 Some(event) = events.recv() => match event {
                     Event::Opened { route } => self.opened(route),
                     Event::Up { route } => self.came_up(&route),
+                    Event::Flushed { routes } => {
+                        if let Some(hook) = &self.routing.get().on_open {
+                            for route in &routes {
+                                hook.clone().opened(route);
+                            }
+                        }
+                    }
                     Event::ProbeNow { all } => {
                         probe_now = true;
                         probe_all |= all;
@@ -187,6 +202,9 @@ impl LinkTask {
             Some(Target::Mx { .. })
         ) {
             routing.resolver.refresh();
+        }
+        if let Some(hook) = &routing.on_open {
+            hook.clone().opened(&route);
         }
         self.link.tell(News::Opened { route });
     }

@@ -5,7 +5,6 @@
 
 pub mod auth;
 pub mod conn;
-pub mod cram_md5;
 pub mod etrn;
 pub mod intake;
 pub mod listener;

@@ -151,7 +151,7 @@ impl Conn {
             return Ok(());
         };
         let user = if mechanism == "CRAM-MD5" {
-            let challenge = super::cram_md5::challenge(&self.ctx.session.hostname);
+            let challenge = crate::smtp::cram_md5::challenge(&self.ctx.session.hostname);
             let encoded = base64_encode(challenge.as_bytes());
             let Some(response) = self.sasl_response(&encoded).await? else {
                 return Ok(());
@@ -160,7 +160,7 @@ impl Conn {
                 self.reply(&reply::SASL_BAD_BASE64);
                 return Ok(());
             };
-            super::cram_md5::verify(&challenge, &response, &|u| turns.users().secret(u))
+            crate::smtp::cram_md5::verify(&challenge, &response, &|u| turns.users().secret(u))
         } else {
             let response = match initial.as_deref() {
                 Some("=") => String::new(),

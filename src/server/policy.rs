@@ -30,6 +30,15 @@ impl RelayPolicy {
         }
     }
 
+    /// Accepts mail for exactly `domains`, and relays for nobody: a station serving its
+    /// hub after an ODMR turn.
+    pub fn only(domains: Vec<String>) -> RelayPolicy {
+        RelayPolicy {
+            relay_networks: Vec::new(),
+            accepted_domains: domains,
+        }
+    }
+
     /// The client may relay to any domain.
     pub fn may_relay(&self, client: IpAddr, authenticated: bool) -> bool {
         authenticated || self.relay_networks.iter().any(|net| net.contains(client))

@@ -1,15 +1,16 @@
 //! The server's connection stream: plain TCP, or TLS after STARTTLS or on an smtps
-//! listener. `upgrade` runs the server handshake in place.
+//! listener. `upgrade` runs the server handshake in place. The same type as the
+//! delivery client's, because an ODMR turn (RFC 2645) hands a connection from one side
+//! to the other: the hub delivers over the station's connection, and the station serves
+//! SMTP on the connection it made.
 
 use std::io;
 
-use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
-use crate::net::MaybeTls;
+use crate::net::{EitherTls, MaybeTls};
 
-pub type Stream = MaybeTls<TlsStream<TcpStream>>;
+pub type Stream = MaybeTls<EitherTls>;
 
 impl Stream {
     /// The TLS handshake over the plain stream.
@@ -18,7 +19,7 @@ impl Stream {
             .take_plain()
             .ok_or_else(|| io::Error::other("TLS is already active"))?;
         let tls = acceptor.accept(tcp).await?;
-        *self = MaybeTls::Tls(Box::new(tls));
+        *self = MaybeTls::Tls(Box::new(EitherTls::Server(tls)));
         Ok(())
     }
 }

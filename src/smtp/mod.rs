@@ -7,6 +7,7 @@ pub mod address;
 pub mod bdat;
 pub mod canon;
 pub mod command;
+pub mod cram_md5;
 pub mod data;
 pub mod date;
 pub mod fields;

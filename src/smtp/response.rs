@@ -114,6 +114,11 @@ impl ResponseReader {
         !self.buf.is_empty() || !self.lines.is_empty()
     }
 
+    /// Nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.lines.is_empty()
+    }
+
     pub fn clear(&mut self) {
         self.buf.clear();
         self.lines.clear();

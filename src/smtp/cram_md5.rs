@@ -13,7 +13,9 @@ pub fn challenge(hostname: &str) -> String {
     format!(
         "<{}.{}@{hostname}>",
         u64::from_le_bytes(random),
-        crate::spool::now_unix()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     )
 }
 
