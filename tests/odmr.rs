@@ -407,3 +407,95 @@ fn our_station_collects_from_our_hub_when_its_link_opens() {
     station_daemon.stop();
     hub_daemon.stop();
 }
+
+/// A hostile hub: after the turn it tries to smuggle a second message into the
+/// station with a bare-LF end of data. The station's session is the listener's own: the
+/// smuggled transaction never becomes a message.
+#[test]
+fn a_hub_cannot_smuggle_mail_into_the_station() {
+    let fake_hub = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hub_addr = fake_hub.local_addr().unwrap();
+    let station = Env::with_config(&format!(
+        "[upstream]\nsmarthost = \"{hub_addr}\"\ntls = \"none\"\n\
+         [odmr]\nhub = \"{hub_addr}\"\ntls = \"none\"\nusername = \"station\"\n\
+         password_file = \"secret\"\ndomains = [\"field.example\"]\n\
+         [link]\nmode = \"manual\"\n",
+    ));
+    let secret = station.dir.path().join("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let daemon = station.start_daemon();
+    let replies = std::thread::spawn(move || {
+        // Probes connect and leave; the collection says EHLO.
+        loop {
+            let (stream, _) = fake_hub.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut out = stream;
+            let mut line = String::new();
+            let _ = write!(out, "220 hub.example ESMTP\r\n");
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || !line.starts_with("EHLO") {
+                continue;
+            }
+            let mut next = |out: &mut TcpStream, reply: &str| -> String {
+                write!(out, "{reply}\r\n").unwrap();
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                line
+            };
+            let auth = next(&mut out, "250-hub.example\r\n250-AUTH CRAM-MD5\r\n250 ATRN");
+            assert!(auth.starts_with("AUTH CRAM-MD5"), "{auth}");
+            let _digest = next(&mut out, "334 PDEyMy40NTZAaHViPg==");
+            let atrn = next(&mut out, "235 2.7.0 ok");
+            assert!(atrn.starts_with("ATRN field.example"), "{atrn}");
+            let greeting = next(&mut out, "250 OK, turnaround now");
+            assert!(greeting.starts_with("220"), "{greeting}");
+            // Now we are the client.
+            let mut say = |out: &mut TcpStream, cmd: &str| -> String {
+                write!(out, "{cmd}\r\n").unwrap();
+                let mut last = String::new();
+                loop {
+                    let mut l = String::new();
+                    if reader.read_line(&mut l).unwrap_or(0) == 0 {
+                        return last;
+                    }
+                    last = l.clone();
+                    if l.as_bytes().get(3) != Some(&b'-') {
+                        return last;
+                    }
+                }
+            };
+            let mut seen = vec![say(&mut out, "EHLO hub.example")];
+            seen.push(say(&mut out, "MAIL FROM:<a@b.example>"));
+            seen.push(say(&mut out, "RCPT TO:<x@field.example>"));
+            seen.push(say(&mut out, "DATA"));
+            seen.push(say(
+                &mut out,
+                "Subject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@x.example>\nRCPT TO:<x@field.example>\nDATA\nSubject: smuggled\n\nevil\n.\r\n.",
+            ));
+            seen.push(say(&mut out, "QUIT"));
+            return seen;
+        }
+    });
+    assert!(station.run(&["flush"], b"").status.success());
+    let seen = replies.join().unwrap();
+    assert!(seen[3].starts_with("354"), "{seen:?}");
+    // The session is over once the station says so; then nothing more can be committed.
+    assert!(
+        wait_for(Duration::from_secs(10), || daemon
+            .log()
+            .contains("ODMR: collection done")),
+        "{}",
+        daemon.log()
+    );
+    let queued = station.queue_json();
+    assert!(
+        queued.iter().all(|e| e["sender"] != "evil@x.example"),
+        "smuggled: {queued:?}\n{}",
+        daemon.log()
+    );
+    assert!(queued.len() <= 1, "{queued:?}");
+    daemon.stop();
+}

@@ -23,6 +23,9 @@ use crate::server::stream::Stream;
 use crate::smtp::reply::Reply;
 use crate::spool::{Spool, now_unix};
 
+/// How long a station has to greet after the turn.
+const TURN_GREETING: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What a domain's turns have done, for `status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct DomainTurns {
@@ -168,7 +171,11 @@ impl TurnService {
 
     async fn turn(&self, ticket: Ticket, stream: Stream, peer: SocketAddr) {
         let host = format!("{}[{peer}]", ticket.user);
-        let mut conn = match Connection::turned(stream, host, peer, &self.settings).await {
+        // A station that says nothing after the turn holds its domains' locks: it gets
+        // less time to greet than a server we called.
+        let mut settings = self.settings.clone();
+        settings.timeouts.banner = TURN_GREETING;
+        let mut conn = match Connection::turned(stream, host, peer, &settings).await {
             Ok(conn) => conn,
             Err(failure) => {
                 // Nothing was claimed yet: the mail waits for the next turn as it was.
