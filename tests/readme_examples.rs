@@ -182,3 +182,98 @@ fn the_readme_station_and_hub_work_together() {
     station_daemon.stop();
     hub_daemon.stop();
 }
+
+/// The README's ODMR hub and station, taken from README.md: only addresses, the secret's
+/// path and TLS (none here: no certificate in this test) are changed. The hub never
+/// learns an address for the station; the station collects its mail when its link
+/// opens and hands it to its mailbox server.
+#[test]
+fn the_readme_odmr_station_collects_from_its_hub() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (odmr_port, smtp_port) = (free_port(), free_port());
+    let store = Upstream::accepting("127.0.0.1:0");
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("secret");
+    std::fs::write(&secret, "fieldwork\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let secret = secret.display().to_string();
+
+    let mut hub = toml::Value::Table(example(&readme, "A station behind NAT: ODMR"));
+    replace(&mut hub, "0.0.0.0:366", &format!("127.0.0.1:{odmr_port}"));
+    replace(&mut hub, "/etc/ferrymail/odmr/station1", &secret);
+    let mut station = toml::Value::Table(example(&readme, "On the station, `[odmr]` collects"));
+    replace(
+        &mut station,
+        "hub.example.org:25",
+        &format!("127.0.0.1:{smtp_port}"),
+    );
+    replace(
+        &mut station,
+        "hub.example.org:366",
+        &format!("127.0.0.1:{odmr_port}"),
+    );
+    replace(&mut station, "/etc/ferrymail/odmr/secret", &secret);
+    replace(
+        &mut station,
+        "store.field.lan:25",
+        &format!("127.0.0.1:{}", store.addr.port()),
+    );
+    replace(&mut station, "required", "none");
+    let (toml::Value::Table(mut hub), toml::Value::Table(mut station)) = (hub, station) else {
+        unreachable!()
+    };
+    // The hub also takes mail from the internet, on a port of its own here.
+    let listen = hub["listen"].as_array_mut().unwrap();
+    listen[0]
+        .as_table_mut()
+        .unwrap()
+        .insert("require_tls".into(), false.into());
+    listen.push(toml::Value::Table(
+        [(
+            "addr".to_owned(),
+            toml::Value::from(format!("127.0.0.1:{smtp_port}")),
+        )]
+        .into_iter()
+        .collect(),
+    ));
+    station.insert(
+        "link".into(),
+        toml::Value::Table(
+            [("probe_interval".to_owned(), "1s".into())]
+                .into_iter()
+                .collect(),
+        ),
+    );
+    let hub = env("hub.test", hub);
+    let station = env("station.test", station);
+    let hub_daemon = hub.start_daemon();
+    send_smtp(
+        smtp_port,
+        "carol@elsewhere.example",
+        "bob@field.example.org",
+        "held for odmr",
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || hub
+            .queued()
+            .iter()
+            .any(|m| m["recipients"][0]["state"] == "held")),
+        "{}",
+        hub_daemon.log()
+    );
+    let station_daemon = station.start_daemon();
+    assert!(
+        wait_for(Duration::from_secs(30), || store
+            .received()
+            .iter()
+            .any(|m| m.rcpts == ["bob@field.example.org"])),
+        "{}",
+        logs(&[&hub_daemon, &station_daemon])
+    );
+    assert!(wait_for(Duration::from_secs(10), || hub
+        .queued()
+        .is_empty()));
+    station_daemon.stop();
+    hub_daemon.stop();
+}
