@@ -71,6 +71,10 @@ fn send_smtp(port: u16, from: &str, to: &str, subject: &str) {
     );
 }
 
+/// The examples run one after the other: each picks free ports before its daemons bind
+/// them, and another test's listener could take one in between.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn logs(daemons: &[&Daemon]) -> String {
     daemons
         .iter()
@@ -81,6 +85,7 @@ fn logs(daemons: &[&Daemon]) -> String {
 
 #[test]
 fn the_readme_station_and_hub_work_together() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let (hub_port, station_port) = (free_port(), free_port());
@@ -189,6 +194,7 @@ fn the_readme_station_and_hub_work_together() {
 /// opens and hands it to its mailbox server.
 #[test]
 fn the_readme_odmr_station_collects_from_its_hub() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let (odmr_port, smtp_port) = (free_port(), free_port());

@@ -18,8 +18,8 @@ use crate::delivery::client::{ClientSettings, Connection};
 use crate::delivery::outcome::{Outcome, Scope};
 use crate::delivery::runner::{Answered, Progress, deliver};
 use crate::queue::handle::QueueHandle;
-use crate::server::odmr::{self, OdmrUsers, Ticket, Turns};
 use crate::server::stream::Stream;
+use crate::server::turns::{self as odmr, OdmrUsers, Ticket, Turns};
 use crate::smtp::reply::Reply;
 use crate::spool::{Spool, now_unix};
 

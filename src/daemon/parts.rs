@@ -78,7 +78,7 @@ pub fn server_context(base: &Base, p: &Prepared, listen: &Listen) -> ServerConte
 }
 
 /// The turns of an `odmr` listener.
-fn turns(base: &Base, p: &Prepared) -> Arc<dyn crate::server::odmr::Turns> {
+fn turns(base: &Base, p: &Prepared) -> Arc<dyn crate::server::turns::Turns> {
     let lanes: Vec<String> = p
         .router
         .routes()

@@ -32,7 +32,7 @@ pub struct Prepared {
     /// Local names, aliases and sender rewriting.
     pub identity: Arc<Identity>,
     /// ODMR stations' accounts.
-    pub odmr_users: crate::server::odmr::OdmrUsers,
+    pub odmr_users: crate::server::turns::OdmrUsers,
     /// This station's ODMR secret (`[odmr] password_file`).
     pub odmr_secret: String,
     /// What loading left out (aliases the relay cannot deliver to), for the log.
@@ -66,7 +66,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     let router = Router::from_config(&config);
     let settings = client_settings(&config, &router)?;
     let (identity, warnings) = Identity::load(&config)?;
-    let odmr_users = crate::server::odmr::OdmrUsers::load(&config)?;
+    let odmr_users = crate::server::turns::OdmrUsers::load(&config)?;
     let odmr_secret = match &config.odmr {
         Some(o) => std::fs::read_to_string(&o.password_file)
             .map_err(|e| format!("odmr.password_file {}: {e}", o.password_file.display()))?

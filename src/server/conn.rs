@@ -72,7 +72,7 @@ pub struct ServerContext {
     /// How many connections the listener takes, and from whom.
     pub limits: super::ConnectionLimits,
     /// Accounts and turns, on an `odmr` listener.
-    pub odmr: Option<Arc<dyn super::odmr::Turns>>,
+    pub odmr: Option<Arc<dyn super::turns::Turns>>,
 }
 
 /// Connections accepted, refused and open now, by the accept loops.

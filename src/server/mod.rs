@@ -8,7 +8,7 @@ pub mod conn;
 pub mod etrn;
 pub mod intake;
 pub mod listener;
-pub mod odmr;
+mod odmr;
 pub mod policy;
 pub mod received;
 mod replies;
@@ -16,6 +16,7 @@ mod sasl;
 pub mod session;
 pub mod stream;
 pub mod tls;
+pub mod turns;
 
 pub use conn::{AuthContext, ServerContext, ServerStats, Timeouts};
 pub use listener::{ConnectionLimits, serve};
