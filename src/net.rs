@@ -86,6 +86,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     }
 }
 
+impl MaybeTls<EitherTls> {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            MaybeTls::Plain(tcp) => Some(tcp),
+            MaybeTls::Tls(tls) => Some(match tls.as_ref() {
+                EitherTls::Client(s) => s.get_ref().0,
+                EitherTls::Server(s) => s.get_ref().0,
+            }),
+            MaybeTls::Gone => None,
+        }
+    }
+}
+
 /// A TLS stream of either side: the delivery client's own, or, after an ODMR turn
 /// (RFC 2645), the server side of a connection the station made, on which we are now
 /// the client.

@@ -280,6 +280,10 @@ impl Connection {
         peer: SocketAddr,
         s: &ClientSettings,
     ) -> Step<Connection> {
+        // The station's connection was accepted, not made: watch it as one of ours.
+        if let Some(tcp) = stream.tcp() {
+            watch_peer(tcp);
+        }
         let mut conn = Connection {
             stream,
             reader: ResponseReader::new(),
@@ -624,15 +628,21 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Tcp
         Ok(connected) => connected?,
         Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
     };
+    watch_peer(&tcp);
+    Ok(tcp)
+}
+
+/// Keepalive and `TCP_USER_TIMEOUT` on a connection we deliver over, so a dead peer
+/// shows in seconds.
+fn watch_peer(tcp: &TcpStream) {
     let _ = tcp.set_nodelay(true);
-    let sock = socket2::SockRef::from(&tcp);
+    let sock = socket2::SockRef::from(tcp);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)
         .with_retries(3);
     let _ = sock.set_tcp_keepalive(&keepalive);
     let _ = sock.set_tcp_user_timeout(Some(USER_TIMEOUT));
-    Ok(tcp)
 }
 
 /// A connect error as the queue listing shows it.
