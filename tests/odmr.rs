@@ -20,14 +20,18 @@ const SECRET: &str = "station-secret";
 
 /// A hub holding field.example's mail (and its subdomains') for the station `station`.
 fn hub() -> Env {
-    let env = Env::with_config(
-        "[[listen]]\naddr = \"127.0.0.1:0\"\nkind = \"odmr\"\nrequire_tls = false\n\
+    hub_with("")
+}
+
+fn hub_with(extra: &str) -> Env {
+    let env = Env::with_config(&format!(
+        "{extra}\n[[listen]]\naddr = \"127.0.0.1:0\"\nkind = \"odmr\"\nrequire_tls = false\n\
          [[route]]\ndomains = [\"field.example\", \".field.example\"]\nvia = \"odmr\"\n\
          [[route]]\ndomains = [\"other.example\"]\nvia = \"odmr\"\n\
          [[odmr_user]]\nname = \"station\"\npassword_file = \"station.secret\"\n\
          domains = [\"field.example\", \".field.example\"]\n\
          [[odmr_user]]\nname = \"other\"\npassword_file = \"station.secret\"\ndomains = [\"other.example\"]\n",
-    );
+    ));
     let secret = env.dir.path().join("station.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -125,7 +129,8 @@ fn held(env: &Env) -> usize {
 
 #[test]
 fn a_station_takes_its_held_mail_over_its_own_connection() {
-    let env = hub();
+    let metrics_port = common::free_port();
+    let env = hub_with(&format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\""));
     let daemon = env.start_daemon();
     let (smtp, odmr) = listeners(&env);
     send_to_hub(
@@ -224,6 +229,16 @@ fn a_station_takes_its_held_mail_over_its_own_connection() {
         text.contains("odmr:      other.example: 1 waiting; no turn"),
         "{text}"
     );
+    let mut scrape = TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    write!(scrape, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut exposition = String::new();
+    std::io::Read::read_to_string(&mut scrape, &mut exposition).unwrap();
+    assert!(
+        exposition
+            .contains("ferrymail_odmr_delivered_recipients_total{domain=\"field.example\"} 2"),
+        "{exposition}"
+    );
+    assert!(exposition.contains("ferrymail_odmr_turns_total{domain=\"lab.field.example\"} 1"));
     assert!(
         text.contains("odmr:      lab.field.example: 0 waiting; last turn"),
         "{text}"

@@ -185,10 +185,12 @@ impl TurnService {
         };
         for (domain, lane) in ticket.domains.iter().zip(&ticket.lanes) {
             let (domain, lane) = (domain.as_str(), lane.as_str());
+            let now = now_unix();
             self.state.note(domain, |t| {
-                t.last_turn = now_unix();
+                t.last_turn = now;
                 t.station = ticket.user.clone();
             });
+            self.metrics.odmr_turn(domain, now);
             loop {
                 let claims = self.queue.turn(lane.to_owned(), domain.to_owned()).await;
                 if claims.is_empty() {
@@ -204,6 +206,7 @@ impl TurnService {
                 self.metrics
                     .count(lane, crate::metrics::Counted::Delivered, moved);
                 self.metrics.sent(lane, done.bytes);
+                self.metrics.odmr_delivered(domain, moved);
                 if done.connection_lost {
                     // The station went away: not its failure to take the mail, no attempt.
                     for (_, c) in &mut done.rest {

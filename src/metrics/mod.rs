@@ -52,6 +52,9 @@ pub struct Metrics {
     bytes_sent: Family<Labels, Counter>,
     connections: Family<Labels, Counter>,
     double_bounces: Counter,
+    odmr_turns: Family<Labels, Counter>,
+    odmr_delivered: Family<Labels, Counter>,
+    odmr_last_turn: Family<Labels, Gauge>,
     sessions_open: Gauge,
     accepted: Counter,
     accepted_seen: AtomicU64,
@@ -95,6 +98,24 @@ impl Metrics {
             "smtp_connections",
             "SMTP connections to the listeners, accepted or refused (over the caps)",
             connections.clone(),
+        );
+        let odmr_turns = Family::default();
+        registry.register(
+            "odmr_turns",
+            "ODMR turns (RFC 2645) that took a held domain, by domain",
+            odmr_turns.clone(),
+        );
+        let odmr_delivered = Family::default();
+        registry.register(
+            "odmr_delivered_recipients",
+            "Recipients delivered to their station by ODMR turns, by domain",
+            odmr_delivered.clone(),
+        );
+        let odmr_last_turn = Family::default();
+        registry.register(
+            "odmr_last_turn_timestamp_seconds",
+            "When a domain's last ODMR turn started (Unix seconds), by domain",
+            odmr_last_turn.clone(),
         );
         let double_bounces = Counter::default();
         registry.register(
@@ -174,6 +195,9 @@ impl Metrics {
             bytes_sent,
             connections,
             double_bounces,
+            odmr_turns,
+            odmr_delivered,
+            odmr_last_turn,
             sessions_open,
             accepted,
             accepted_seen: AtomicU64::new(0),
@@ -208,6 +232,22 @@ impl Metrics {
             self.bytes_sent
                 .get_or_create(&vec![("route", route.to_owned())])
                 .inc_by(bytes);
+        }
+    }
+
+    /// An ODMR turn took `domain` at `at` (Unix seconds).
+    pub fn odmr_turn(&self, domain: &str, at: i64) {
+        let labels = vec![("domain", domain.to_owned())];
+        self.odmr_turns.get_or_create(&labels).inc();
+        self.odmr_last_turn.get_or_create(&labels).set(at);
+    }
+
+    /// An ODMR turn delivered `n` recipients of `domain`.
+    pub fn odmr_delivered(&self, domain: &str, n: u64) {
+        if n > 0 {
+            self.odmr_delivered
+                .get_or_create(&vec![("domain", domain.to_owned())])
+                .inc_by(n);
         }
     }
 
