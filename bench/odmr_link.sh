@@ -7,17 +7,20 @@
 # the station is told to collect (`flush`), and we measure from then to the last
 # message at the station's mailbox server, against the physical limit: the bytes that
 # must cross ÷ the rate, plus the set-up round trips (TCP, banner, EHLO, AUTH, ATRN,
-# the station's greeting and the hub's EHLO).
+# the station's greeting and the hub's EHLO). With OUTBOUND > 0 the station also has
+# that many messages of its own for the hub at the same time, which go on their own
+# connection while the collection runs: the run reports when each side finished.
 #
 # Needs: root, iproute2, python3, and the emulator (it takes --ns-a --ns-b --addr-a
 # --addr-b --delay-ms --rate-kbit --queue-bytes).
-# Usage: bench/odmr_link.sh path/to/linkem.py [messages] [path/to/ferrymail]
+# Usage: bench/odmr_link.sh path/to/linkem.py [held] [path/to/ferrymail] [outbound]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib.sh
 LINKEM=$(realpath "${1:?usage: bench/odmr_link.sh path/to/linkem.py [messages] [ferrymail]}")
 MESSAGES=${2:-200}
 BIN=$(realpath "${3:-target/release/ferrymail}")
+OUTBOUND=${4:-0}
 DELAY_MS=300; KBIT=1000
 TOOLS=$(realpath tests/interop/tools)
 
@@ -46,12 +49,19 @@ spool = "$WORK/hub/spool"
 [[listen]]
 addr = "127.0.0.1:2525"
 [[listen]]
+addr = "10.201.0.2:2525"
+[[listen]]
 addr = "10.201.0.2:366"
 kind = "odmr"
 require_tls = false
+[accept]
+relay_networks = ["127.0.0.0/8", "10.201.0.0/24"]
 [[route]]
 domains = ["field.example"]
 via = "odmr"
+[[route]]
+domains = ["far.example"]
+hold = true                              # the station's outbound mail stops here
 [[odmr_user]]
 name = "station"
 password_file = "$WORK/secret"
@@ -65,7 +75,7 @@ spool = "$WORK/station/spool"
 [[listen]]
 addr = "127.0.0.1:2525"
 [upstream]
-smarthost = "10.201.0.2:366"
+smarthost = "10.201.0.2:2525"
 tls = "none"
 [odmr]
 hub = "10.201.0.2:366"
@@ -105,18 +115,30 @@ for _ in $(seq 300); do
   n=$(fm hub queue --json | python3 -c 'import json,sys; print(sum(r["state"]=="held" for e in json.load(sys.stdin) for r in e["recipients"]))')
   [ "$n" = "$MESSAGES" ] && break; sleep 0.2
 done
-BYTES=$(du -cb "$WORK"/hub/spool/queue/* | tail -1 | cut -f1)
+BYTES=$( (du -cb "$WORK"/hub/spool/queue/* 2>/dev/null || echo "0 total") | tail -1 | cut -f1)
 
 ip netns exec "$A" "$BIN" --config "$WORK/station/ferrymail.toml" serve 2> "$WORK/station/daemon.log" &
 PIDS+=($!)
 for _ in $(seq 100); do fm station status >/dev/null 2>&1 && break; sleep 0.1; done
+BODY=$(head -c 4000 /dev/zero | tr '\0' 'y' | fold -w 76)
+for i in $(seq 1 "$OUTBOUND"); do
+  printf 'Subject: out %s\n\n%s\n' "$i" "$BODY" | fm station send -f me@station.bench.example "o$i@far.example"
+done
+for _ in $(seq 300); do [ "$(ls "$WORK/station/spool/maildrop/new" | wc -l)" = 0 ] && break; sleep 0.1; done
+at_hub() { fm hub queue --json | python3 -c 'import json,sys; print(sum(r["address"].endswith("@far.example") for e in json.load(sys.stdin) for r in e["recipients"]))'; }
 START=$(date +%s.%N)
 fm station flush >/dev/null
-until [ "$(ls "$WORK/store" | grep -c '\.eml$')" -ge "$MESSAGES" ]; do
+IN_DONE=""; OUT_DONE=""
+[ "$MESSAGES" = 0 ] && IN_DONE=$START
+[ "$OUTBOUND" = 0 ] && OUT_DONE=$START
+until [ -n "$IN_DONE" ] && [ -n "$OUT_DONE" ]; do
   sleep 0.05
+  [ -z "$IN_DONE" ] && [ "$(ls "$WORK/store" | grep -c '\.eml$')" -ge "$MESSAGES" ] && IN_DONE=$(date +%s.%N)
+  [ -z "$OUT_DONE" ] && [ "$(at_hub)" -ge "$OUTBOUND" ] && OUT_DONE=$(date +%s.%N)
   [ "$(python3 -c "print(int($(date +%s.%N) - $START))")" -gt 600 ] && { echo "timed out"; exit 1; }
 done
-END=$(date +%s.%N)
+END=$(python3 -c "print(max($IN_DONE, $OUT_DONE))")
+echo "odmr_link: outbound $OUTBOUND done after $(python3 -c "print(round($OUT_DONE - $START, 2))") s; held $MESSAGES collected after $(python3 -c "print(round($IN_DONE - $START, 2))") s"
 python3 - "$START" "$END" "$BYTES" "$KBIT" "$DELAY_MS" "$MESSAGES" <<'PY'
 import sys
 start, end, size, kbit, delay, n = map(float, sys.argv[1:])
