@@ -226,6 +226,10 @@ fn a_station_takes_its_held_mail_over_its_own_connection() {
     assert!(other["last_turn"].is_null());
     let text = String::from_utf8_lossy(&env.run(&["status"], b"").stdout).into_owned();
     assert!(
+        text.contains("odmr: held until its station collects it"),
+        "{text}"
+    );
+    assert!(
         text.contains("odmr:      other.example: 1 waiting; no turn"),
         "{text}"
     );

@@ -58,6 +58,13 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), Failure> {
     println!("link mode: {}", mode_name(status.mode));
     let now = now_unix();
     for r in &status.routes {
+        if r.odmr {
+            println!(
+                "route:     {} → odmr: held until its station collects it (ATRN)",
+                r.route
+            );
+            continue;
+        }
         let gate = match (&r.run, r.open) {
             (Some(why), true) => format!("delivering ({why})"),
             (None, true) => "may deliver".to_owned(),

@@ -74,6 +74,9 @@ pub struct RouteStatus {
     /// When its link is probed next (unix seconds), while it is not known up.
     #[serde(default)]
     pub next_probe_at: Option<i64>,
+    /// Its mail waits for its station to collect it over ODMR (RFC 2645).
+    #[serde(default)]
+    pub odmr: bool,
 }
 
 /// The last flush, for `status`.
@@ -120,6 +123,8 @@ struct Entry {
     /// When a link not known up is probed next.
     next_probe: Instant,
     hold: bool,
+    /// Its station collects it (`via = "odmr"`): no gate of ours matters.
+    odmr: bool,
     /// Where it delivers, for `status`.
     target: String,
     open: bool,
@@ -494,6 +499,7 @@ impl Link {
                 run: e.gate.run.as_ref().map(|r| r.why.clone()),
                 next_probe_at: (!e.hold && e.gate.state != LinkState::Up && e.may_probe(&t))
                     .then(|| wall + e.next_probe.saturating_duration_since(now).as_secs() as i64),
+                odmr: e.odmr,
             })
             .collect();
         out.sort_by(|a, b| a.route.cmp(&b.route));
@@ -550,6 +556,7 @@ impl Entry {
             probe,
             next_probe: Instant::now(),
             hold: r.hold,
+            odmr: r.target == Target::Odmr,
             target: if r.hold {
                 format!("{target} (hold)")
             } else {
