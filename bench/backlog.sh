@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): a long time offline, then one flush of a big backlog (DESIGN
-# §8, Backlog). An edge in manual mode relays through Postfix's smtp-sink; smtp-source
+# Benchmark (not a test): a long time offline, then one flush of a big backlog (README,
+# "Benchmark"). An edge in manual mode relays through Postfix's smtp-sink; smtp-source
 # fills it over SMTP (20 sessions, 4 KiB, one message per connection). Figures:
 #   intake      msg/s into an empty spool (the first 10k), then with N queued (10k more),
 #               and their ratio (target: at least 0.90)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): memory for one large message (DESIGN §8: delivering a 50 MiB
+# Benchmark (not a test): memory for one large message (README, "Benchmark": delivering a 50 MiB
 # message stays within 32 MiB above idle). An edge queues a message of SIZE MiB, then
 # (1) delivers it to bench/sink.py over BDAT, and (2) bounces a second one (the sink
 # refuses its recipient) with RET=FULL, so the failure notice carries the whole

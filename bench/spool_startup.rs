@@ -1,4 +1,4 @@
-//! Benchmark (not a test) for DESIGN §8's footprint target: fill a spool with N messages
+//! Benchmark (not a test) for README, "Benchmark"'s footprint target: fill a spool with N messages
 //! through the real commit path, then time what a restart does: recovery when the index
 //! is intact, recovery when the index was deleted (every file re-read), and a full
 //! listing. Prints the times and this process's peak RSS after each step.

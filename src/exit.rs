@@ -1,4 +1,4 @@
-//! Exit codes (sysexits.h, DESIGN §1.6) and `Failure`, the error every CLI command
+//! Exit codes (sysexits.h, README, "Sending mail", exit codes) and `Failure`, the error every CLI command
 //! returns: a one-line message and the code the process exits with.
 
 use std::fmt;

@@ -1,6 +1,6 @@
 //! ferrymail: a store-and-forward SMTP relay for intermittent links.
 //!
-//! Module map (DESIGN.md §3):
+//! Module map (README, "Layout of the source"):
 //! - `config`  — the TOML configuration: schema, defaults, validation, one-line errors.
 //! - `smtp`    — the SMTP protocol without sockets or policy: addresses, replies, command
 //!   framing and parsing, DATA and BDAT readers.

@@ -1,4 +1,4 @@
-//! The delivery client against a scripted, hostile upstream (SECURITY.md "Outbound"): a
+//! The delivery client against a scripted, hostile upstream (what a hostile server can send back): a
 //! small TCP server that answers each command as the test says and records every byte it
 //! receives. Content reaches it canonical and dot-stuffed; TLS required but missing means
 //! no MAIL and no credentials ever sent; endless continuations, huge lines and junk codes

@@ -1,5 +1,5 @@
 //! The command parser against a table: what parses to what, and what every hostile form
-//! in SECURITY.md's inbound table maps to (the reply class, not its wording).
+//! of input to the listener maps to (the reply class, not its wording).
 
 use ferrymail::smtp::command::{Command, parse};
 use ferrymail::spool::{BodyType, Ret};

@@ -1,4 +1,4 @@
-//! The configuration schema of DESIGN §7 as serde structs, with the built-in defaults.
+//! The configuration schema of README, "Configuration" as serde structs, with the built-in defaults.
 //! Unknown keys are rejected everywhere (`deny_unknown_fields`): a typo is an error,
 //! never a silently ignored setting.
 

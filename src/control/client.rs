@@ -1,6 +1,6 @@
 //! The CLI side of the control socket: connect, send one request, read one reply.
 //! "No daemon" (no socket, or nobody listening) is its own error, so commands can fall
-//! back to acting on the spool directly, or exit 69 as DESIGN §7 says.
+//! back to acting on the spool directly, or exit 69 as README, "Configuration" says.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

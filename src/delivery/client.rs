@@ -1,4 +1,4 @@
-//! Our SMTP client (issue 4; DESIGN §5): one connection carries many messages. It reads
+//! Our SMTP client (issue 4; README, "Delivering mail"): one connection carries many messages. It reads
 //! the banner, says EHLO, goes to TLS by policy (never AUTH or mail in clear when TLS is
 //! required; bytes received before the handshake are dropped: response injection), and
 //! authenticates once. Each transaction is one write when PIPELINING is offered: MAIL,

@@ -2,7 +2,7 @@
 //! MX host of a domain that answers. For MX, hosts are tried in preference order, a few
 //! addresses in all; when we are one of the MX hosts only the ones preferred over us are
 //! used, and when we are the best, or an MX greets with our own name, the mail loops
-//! (RFC 5321 §5.1). Not reaching a smarthost is our link (DESIGN §1.4); not reaching one
+//! (RFC 5321 §5.1). Not reaching a smarthost is our link (README, "Intermittent links"); not reaching one
 //! domain's MX hosts, while DNS answers, is that destination's trouble, unless the
 //! kernel says we have no route at all.
 

@@ -1,4 +1,4 @@
-//! Delivery (DESIGN §5): routes, MX resolution, opening connections (relay or MX, with
+//! Delivery (README, "Delivering mail"): routes, MX resolution, opening connections (relay or MX, with
 //! loop checks), the SMTP client (one transaction, or a batch pipelined across
 //! messages, its content in memory or streamed from the spool), the one classification
 //! of results, a delivery run over an open connection that hands each answer to a

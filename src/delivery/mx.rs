@@ -3,7 +3,7 @@
 //! has no MX (the implicit MX); nowhere for a null MX (RFC 7505). The resolver is
 //! hickory's, pointed at `[dns] servers` or the system's. DNS answers map to delivery
 //! events: NXDOMAIN bounces, SERVFAIL defers, and a resolver that does not answer at all
-//! is our link, not the destination (DESIGN §1.4).
+//! is our link, not the destination (README, "Intermittent links").
 //!
 //! A resolver is believed only once it has vouched for itself: it must give the NS
 //! records of the recipient's top-level domain (or of the root, for the link probe),

@@ -1,10 +1,10 @@
-//! All classification of delivery results in one function (DESIGN §5): given where in
+//! All classification of delivery results in one function (README, "Delivering mail"): given where in
 //! the SMTP dialogue something happened and what it was, decide the outcome and which
 //! recipients it applies to. 2xx delivers; 4xx defers; 5xx bounces only where the answer
 //! concerns the mail (MAIL, RCPT, DATA, end of data), never where it concerns the
 //! connection (banner, EHLO, STARTTLS, AUTH: our configuration or their policy, not
 //! the message). 421 anywhere defers the whole connection. Not reaching the upstream
-//! at all is our link, not a delivery attempt (DESIGN §1.4). Anything unknown is
+//! at all is our link, not a delivery attempt (README, "Intermittent links"). Anything unknown is
 //! temporary.
 
 use std::fmt;

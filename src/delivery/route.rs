@@ -1,4 +1,4 @@
-//! Which way a recipient's mail goes (DESIGN §5): `[[route]]` entries by domain, first
+//! Which way a recipient's mail goes (README, "Delivering mail"): `[[route]]` entries by domain, first
 //! match wins; then `[upstream]` (the smarthost); else the domain's MX. A `hold` route
 //! keeps its mail until ETRN or a flush names the domain, then delivers it to its target
 //! like any other route; a `via = "odmr"` route keeps it until its station collects it

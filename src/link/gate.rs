@@ -1,4 +1,4 @@
-//! A route's link gate (DESIGN §6): what we know of the link (`up`, `down`, `unknown`,
+//! A route's link gate (README, "Intermittent links"): what we know of the link (`up`, `down`, `unknown`,
 //! with the reason and time of the last change) and whether delivery may run now, which
 //! also depends on `link.mode`. Pure: evidence in, a change out, tested as a table.
 //! Going down takes one connection-level failure; coming back takes a probe or a
@@ -180,7 +180,7 @@ impl Gate {
         allowed && self.state != LinkState::Down
     }
 
-    /// Online time accrues while the gate is open and the link known up (DESIGN §1.4).
+    /// Online time accrues while the gate is open and the link known up (README, "Intermittent links").
     pub fn is_ageing(&self, mode: LinkMode, window_open: bool) -> bool {
         self.state == LinkState::Up && self.is_open(mode, window_open)
     }

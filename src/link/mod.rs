@@ -1,10 +1,10 @@
-//! The link gate and its triggers (DESIGN §6). `Link` holds one gate per route and
+//! The link gate and its triggers (README, "Intermittent links"). `Link` holds one gate per route and
 //! answers the queue owner's question "may this route deliver now, and which of its
 //! mail?"; deliveries, probes, flushes, the trigger file, netlink hints and the schedule
 //! feed it evidence. What the queue must act on (a gate opened, the wall clock went
 //! back) goes out as `News`; the link knows nothing of the spool. Online time — what
 //! expiry counts — accrues per route while its gate is open and the link up; offline
-//! time is never counted (DESIGN §1.4). Observing is synchronous and cheap; effects that
+//! time is never counted (README, "Intermittent links"). Observing is synchronous and cheap; effects that
 //! need I/O go to the link task.
 
 pub mod etrn;

@@ -1,7 +1,7 @@
 //! When to try again, and when to give up: a pure function of the attempts made, tested
 //! as a table. The delay doubles from `retry.initial` up to `retry.max`; jitter (a number
 //! in [0, 1) from the caller) spreads it by ±10% so a backlog does not retry in step.
-//! Expiry compares the *online* age (time queued while the link was up, DESIGN §1.4,
+//! Expiry compares the *online* age (time queued while the link was up, README, "Intermittent links",
 //! measured by the queue owner) with `retry.expire_after`.
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! What a delivery result means for its recipient, decided in one place and without I/O:
 //! the retry policy's backoff for destinations that answered, no attempt and no ageing
-//! when our link was down (DESIGN §1.4), expiry once the online age passes
+//! when our link was down (README, "Intermittent links"), expiry once the online age passes
 //! `retry.expire_after`, a delay notice once it passes `retry.warn_after`, a failure
 //! notice for every bounce, and a "relayed" notice where the sender asked for success
 //! and the upstream cannot carry the request on. The notices are built and committed

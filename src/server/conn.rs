@@ -1,7 +1,7 @@
 //! The connection driver: socket I/O around a `Session`. It frames command lines, sends
 //! replies in batches (flushed only before it must wait for input, so pipelined commands
 //! get pipelined replies), streams DATA and BDAT content into an `Intake`, and enforces
-//! the timeouts and the unauthenticated-pipelining rule (SECURITY.md: commands sent after
+//! the timeouts and the unauthenticated-pipelining rule (RFC 5321 §4.3.1 and RFC 2920 §3.1: commands sent after
 //! DATA or end of data without waiting for the reply are a protocol synchronization
 //! error). Nothing is acknowledged with 250 before the spool says it is durable.
 
@@ -354,7 +354,7 @@ impl Conn {
         }
     }
 
-    /// RFC 2920 allows no command after DATA before the 354, and SECURITY.md asks the
+    /// RFC 2920 allows no command after DATA before the 354, and we ask the
     /// same after end of data, unless the client authenticated.
     fn pipelined_too_early(&self) -> bool {
         !self.input.is_empty() && self.session.authenticated().is_none()

@@ -1,4 +1,4 @@
-//! Who may send mail where (DESIGN §7 `[accept]`): anyone may send to our local domains
+//! Who may send mail where (README, "Configuration" `[accept]`): anyone may send to our local domains
 //! and to domains a `hold = true` route keeps for an edge; relaying anywhere else needs a
 //! client address in `relay_networks` or an authenticated session. We route on the final
 //! domain only, but a local part carrying `%`, `!` or `@` is a relay attempt all the same

@@ -2,7 +2,7 @@
 //! runs on its own task, so a client that pipelines transactions (BDAT, RFC 3030) has
 //! several commits in flight at once and they share the spool's group commit, while
 //! every reply still leaves in the order of the commands, and a 250 only once its message
-//! is durable (DESIGN §1.1). At most `MAX_COMMITS` wait at a time.
+//! is durable (spool/README.md, "The commit protocol"). At most `MAX_COMMITS` wait at a time.
 
 use std::collections::VecDeque;
 

@@ -1,6 +1,6 @@
 //! Line-ending canonicalisation for message content entering the spool from outside
 //! SMTP (local injection): every line ends in CRLF. A bare LF or a bare CR becomes CRLF,
-//! so no bare CR or LF is ever stored or sent upstream (DESIGN §1.5). NUL is refused:
+//! so no bare CR or LF is ever stored or sent upstream (RFC 5321 §2.3.8). NUL is refused:
 //! it is not allowed in 7bit or 8bitmime content (RFC 5321 §4.5.2, RFC 6152).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! marks a recipient `in_flight` until its outcome is recorded; the owner knows every
 //! delivery it started, so one that dies has its claims released by lane, and a restart
 //! releases them all. Only attempts that reached a destination count and grow the
-//! backoff (DESIGN §1.4). Every query here walks the `recipient_lane` index: its cost
+//! backoff (README, "Intermittent links"). Every query here walks the `recipient_lane` index: its cost
 //! follows the lane's due mail, never the size of the queue.
 
 use rusqlite::{Connection, params};

@@ -1,6 +1,6 @@
 //! The file-system operations the spool relies on, behind a small trait so tests can
 //! swap in `SimFs`, which forgets on a simulated power cut everything not fsynced.
-//! Durability rules (DESIGN §1): file content needs `FsFile::sync`; a name created,
+//! Durability rules (spool/README.md): file content needs `FsFile::sync`; a name created,
 //! renamed or removed in a directory needs `Fs::sync_dir` of that directory.
 
 use std::ffi::OsString;

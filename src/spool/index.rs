@@ -48,7 +48,7 @@ fn schema_v1() -> String {
     )
 }
 
-/// Version 2: the online-age clock and waiting for the link (DESIGN §1.4). A recipient
+/// Version 2: the online-age clock and waiting for the link (README, "Intermittent links"). A recipient
 /// remembers the route it was last sent to and that route's online clock at that moment
 /// (`online_mark`); its online age is `online_age + route_clock.online_secs -
 /// online_mark`, so ageing a whole route costs one row, not one per recipient.

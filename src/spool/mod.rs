@@ -128,7 +128,7 @@ struct Inner {
 }
 
 impl Spool {
-    /// Recovers the spool (DESIGN §4) and starts its writer.
+    /// Recovers the spool (spool/README.md) and starts its writer.
     pub fn open(
         layout: Layout,
         fs: Arc<dyn Fs>,

@@ -14,7 +14,7 @@ use super::index::{self, ONLINE_AGE_SQL};
 use super::layout::Layout;
 use super::state::RecipientState;
 
-/// One message, as DESIGN §7's `--json` describes it.
+/// One message, as README, "Configuration"'s `--json` describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct QueueEntry {
     /// The queue id; `None` for a drop not yet picked up by the daemon.

@@ -1,4 +1,4 @@
-//! Start-up recovery (DESIGN §4) and index rebuilding. Recovery makes the index agree
+//! Start-up recovery (spool/README.md) and index rebuilding. Recovery makes the index agree
 //! with `queue/` and the outcome journal: drafts in `tmp/` are removed, committed files
 //! without rows are indexed, the journal's facts the index lacks are applied, a notice
 //! whose transaction never committed is removed (its bounce was not recorded either, and

@@ -1,4 +1,4 @@
-//! Per-recipient states (DESIGN §4). These names are the one spelling used in the
+//! Per-recipient states (spool/README.md). These names are the one spelling used in the
 //! index's CHECK constraint, CLI output, JSON and logs.
 
 use std::fmt;

@@ -252,7 +252,7 @@ impl Writer {
                     self.forget_unrecorded_journal();
                 }
                 // Never acknowledged, so never to be delivered: dropping each `Sealed`
-                // removes its file. A failed fsync is not retried (DESIGN §1).
+                // removes its file. A failed fsync is not retried (spool/README.md).
                 tracing::error!(error = %err, commits = group.commits.len(), "index transaction failed; drafts discarded");
                 fail(group.commits, err);
                 drop(records);
