@@ -12,6 +12,7 @@ pub mod content;
 pub mod dsn;
 pub mod encode;
 pub mod mx;
+pub mod opening;
 pub mod opportunistic;
 pub mod outcome;
 pub mod route;
