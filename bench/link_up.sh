@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): how fast ferrymail uses a link that comes back (issue 5). A
-# backlog waits at an edge while its link is down (the emulated link of issue 4, 300 ms
+# Benchmark (not a test): how fast ferrymail uses a link that comes back. A
+# backlog waits at an edge while its link is down (the emulated link, 300 ms
 # each way at 1 Mbit/s, bench/link_relay.py, is not running: connections are refused).
 # Then the link comes up, and we measure the time to the first byte sent, and for the
 # whole backlog the share of the window (link up to the last message at the hub) that

@@ -1,5 +1,5 @@
 //! Benchmark (not a test): one batch of messages over an emulated long thin link, the
-//! case ferrymail exists for (issue 4: 600 ms RTT, 1 Mbit/s). The link is a user-space
+//! case ferrymail exists for (600 ms RTT, 1 Mbit/s). The link is a user-space
 //! TCP relay: each direction serialises at the bandwidth and delivers each chunk after the
 //! one-way delay. The upstream is ferrymail's own listener (CHUNKING, PIPELINING), in
 //! process; the client opens one connection through the link, sends the batch with

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): flush a backlog over an emulated long thin link (issue 4:
+# Benchmark (not a test): flush a backlog over an emulated long thin link (
 # 300 ms each way, 1 Mbit/s, shared by every connection: bench/link_relay.py), from
 # ferrymail and from a private stock Postfix (defer_transports = smtp, then
 # postqueue -f), to the same upstream: a ferrymail hub, which offers PIPELINING and

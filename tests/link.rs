@@ -1,4 +1,4 @@
-//! Link awareness end to end (issue 5), with the real daemon and a scripted upstream: an
+//! Link awareness end to end, with the real daemon and a scripted upstream: an
 //! upstream that is down keeps the mail without counting attempts or online age, and
 //! gets everything within a probe interval of coming back, over one connection; manual
 //! mode moves nothing until `flush --wait`; the trigger file flushes; a schedule outside

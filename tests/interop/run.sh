@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Interop with real SMTP clients against the real daemon (issue 3): Python smtplib
+# Interop with real SMTP clients against the real daemon: Python smtplib
 # (STARTTLS + AUTH on submission, implicit TLS on smtps), swaks (pipelining, STARTTLS,
 # raw bytes that try SMTP smuggling), and nmap's smtp-open-relay script. Binds loopback
 # only, stops the daemon it started by its pid, and cleans up its directory.

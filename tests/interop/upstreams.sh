@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Interop with real upstreams (issue 4): ferrymail delivers a backlog through Postfix's
+# Interop with real upstreams: ferrymail delivers a backlog through Postfix's
 # smtp-sink (no CHUNKING: the DATA path) and through a private Postfix smtpd (CHUNKING:
 # BDAT), and the peers' own logs prove that one SMTP session carried every message and
 # which command carried the content. Binds loopback only; stops what it started by pid.

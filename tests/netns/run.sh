@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Link emulation between network namespaces (issue 5): an edge ferrymail in one, a hub
+# Link emulation between network namespaces: an edge ferrymail in one, a hub
 # ferrymail in the other, joined by a veth pair rate-limited with tc tbf (this kernel
 # has no netem). First the link goes down in the middle of a flush and comes back; then
 # it flaps (2 s down, 2 s up) for 60 s while 500 messages flow. Every message must
