@@ -146,7 +146,7 @@ fn signed_once_at_commit_and_verified_by_python3_dkim() {
     assert!(slow.status.success());
 
     // A stranger relays mail for a held domain, From: our domain: not ours to sign.
-    smtp_session(
+    common::smtp_session(
         &status_listener(&env),
         &[
             ("EHLO stranger.example", "250"),
@@ -261,30 +261,6 @@ fn signed_once_at_commit_and_verified_by_python3_dkim() {
         "{shown}"
     );
     daemon.stop();
-}
-
-/// Says each line and expects each reply code, over one SMTP connection to `addr`.
-fn smtp_session(addr: &str, script: &[(&str, &str)]) {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut expect = |code: &str| loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(line.starts_with(code), "wanted {code}: {line:?}");
-        if line.as_bytes().get(3) != Some(&b'-') {
-            break;
-        }
-    };
-    expect("220");
-    for (line, code) in script {
-        write!(writer, "{line}\r\n").unwrap();
-        expect(code);
-    }
 }
 
 fn status_listener(env: &Env) -> String {

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::upstream::Upstream;
@@ -44,35 +42,20 @@ fn local_senders_take_the_account_address_and_relayed_mail_is_untouched() {
     let status = env.run(&["status", "--json"], b"");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let addr: std::net::SocketAddr = status["listeners"][0].as_str().unwrap().parse().unwrap();
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut expect = |code: &str| loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(line.starts_with(code), "wanted {code}: {line:?}");
-        if line.as_bytes().get(3) != Some(&b'-') {
-            break;
-        }
-    };
-    expect("220");
-    for (line, code) in [
-        ("EHLO lan-box", "250"),
-        ("MAIL FROM:<daemon@edge.test>", "250"),
-        ("RCPT TO:<friend@example.net>", "250"),
-        ("DATA", "354"),
-        (
-            "From: daemon@edge.test\r\nSubject: relayed\r\n\r\nx\r\n.",
-            "250",
-        ),
-        ("QUIT", "221"),
-    ] {
-        write!(writer, "{line}\r\n").unwrap();
-        expect(code);
-    }
+    common::smtp_session(
+        &addr.to_string(),
+        &[
+            ("EHLO lan-box", "250"),
+            ("MAIL FROM:<daemon@edge.test>", "250"),
+            ("RCPT TO:<friend@example.net>", "250"),
+            ("DATA", "354"),
+            (
+                "From: daemon@edge.test\r\nSubject: relayed\r\n\r\nx\r\n.",
+                "250",
+            ),
+            ("QUIT", "221"),
+        ],
+    );
 
     assert!(
         wait_for(Duration::from_secs(30), || upstream.received().len() == 3),

@@ -82,30 +82,12 @@ impl Connection {
         server_name: &str,
         s: &ClientSettings,
     ) -> Step<Connection> {
-        let mut conn = Connection {
-            stream: MaybeTls::Plain(tcp),
-            reader: ResponseReader::new(),
-            caps: Capabilities::default(),
-            timeouts: s.timeouts.clone(),
-            use_chunking: s.use_chunking,
-            host: format!("{server_name}[{addr}]"),
-            peer: addr,
-            greeting: String::new(),
-            rtt: Duration::ZERO,
-            window: None,
-        };
+        let host = format!("{server_name}[{addr}]");
+        let mut conn = Connection::over(MaybeTls::Plain(tcp), host, addr, s);
         if s.tls == TlsPolicy::Implicit {
             conn.handshake(server_name, s).await?;
         }
-        let banner = conn.read(Phase::Banner, s.timeouts.banner).await?;
-        expect(Phase::Banner, &banner, 220)?;
-        conn.greeting = banner
-            .lines
-            .first()
-            .and_then(|l| l.split_ascii_whitespace().next())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        conn.ehlo(&s.helo).await?;
+        conn.greet(s).await?;
         let wants_tls = matches!(s.tls, TlsPolicy::Required | TlsPolicy::Opportunistic);
         if wants_tls && !conn.stream.is_tls() {
             if conn.caps.starttls {
@@ -207,7 +189,14 @@ impl Connection {
         if let Some(tcp) = stream.tcp() {
             watch_peer(tcp);
         }
-        let mut conn = Connection {
+        let mut conn = Connection::over(stream, host, peer, s);
+        conn.greet(s).await?;
+        Ok(conn)
+    }
+
+    /// A connection over `stream`, not yet greeted.
+    fn over(stream: ClientStream, host: String, peer: SocketAddr, s: &ClientSettings) -> Self {
+        Connection {
             stream,
             reader: ResponseReader::new(),
             caps: Capabilities::default(),
@@ -218,17 +207,20 @@ impl Connection {
             greeting: String::new(),
             rtt: Duration::ZERO,
             window: None,
-        };
-        let banner = conn.read(Phase::Banner, s.timeouts.banner).await?;
+        }
+    }
+
+    /// The server's 220 banner (its name kept for loop checks), then EHLO.
+    async fn greet(&mut self, s: &ClientSettings) -> Step<()> {
+        let banner = self.read(Phase::Banner, s.timeouts.banner).await?;
         expect(Phase::Banner, &banner, 220)?;
-        conn.greeting = banner
+        self.greeting = banner
             .lines
             .first()
             .and_then(|l| l.split_ascii_whitespace().next())
             .unwrap_or_default()
             .to_ascii_lowercase();
-        conn.ehlo(&s.helo).await?;
-        Ok(conn)
+        self.ehlo(&s.helo).await
     }
 
     /// RFC 1985: asks the upstream to start delivering what it holds for `node` (a

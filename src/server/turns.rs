@@ -65,14 +65,8 @@ impl OdmrUsers {
 
     /// PLAIN: whether `password` is `name`'s (compared in constant time).
     pub fn check_plain(&self, name: &str, password: &str) -> bool {
-        self.account(name).is_some_and(|a| {
-            a.secret.len() == password.len()
-                && a.secret
-                    .bytes()
-                    .zip(password.bytes())
-                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                    == 0
-        })
+        self.account(name)
+            .is_some_and(|a| crate::smtp::cram_md5::same_secret(&a.secret, password))
     }
 
     /// Whether `name` may claim `domain`'s mail.

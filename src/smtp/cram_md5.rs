@@ -50,13 +50,16 @@ pub fn verify(
     let (user, digest) = response.trim_end().rsplit_once(' ')?;
     let secret = secret_of(user)?;
     let expected = hmac_md5_hex(secret.as_bytes(), challenge.as_bytes());
-    let same = expected.len() == digest.len()
-        && expected
-            .bytes()
-            .zip(digest.to_ascii_lowercase().bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    same.then(|| user.to_owned())
+    same_secret(&expected, &digest.to_ascii_lowercase()).then(|| user.to_owned())
+}
+
+/// Whether two secrets are equal, in a time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]

@@ -302,3 +302,27 @@ pub fn fill_maildrop(env: &Env, n: usize, rcpt: &str) {
         drop.finish().unwrap();
     }
 }
+
+/// Says each line and expects each reply code, over one SMTP connection to `addr`.
+pub fn smtp_session(addr: &str, script: &[(&str, &str)]) {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut expect = |code: &str| loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with(code), "wanted {code}: {line:?}");
+        if line.as_bytes().get(3) != Some(&b'-') {
+            break;
+        }
+    };
+    expect("220");
+    for (line, code) in script {
+        write!(writer, "{line}\r\n").unwrap();
+        expect(code);
+    }
+}
