@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub use net::IpNet;
 pub use schema::*;
 pub use units::{ByteSize, HumanDuration};
-pub use validate::{ODMR_VIA, domain_matches, is_domain, mx_port, parse_window};
+pub use validate::{BUNDLE_VIA, ODMR_VIA, domain_matches, is_domain, mx_port, parse_window};
 
 /// The system-wide file, used when neither `--config` nor `$FERRYMAIL_CONFIG` names one.
 pub const SYSTEM_CONFIG: &str = "/etc/ferrymail/ferrymail.toml";
@@ -222,6 +222,9 @@ fn anchor_paths(config: &mut Config, base: &Path) {
     if let Some(o) = &mut config.odmr {
         anchor(&mut o.password_file);
     }
+    for p in &mut config.bundle_peer {
+        anchor(&mut p.key_file);
+    }
 }
 
 /// Fills the values whose defaults depend on the machine: hostname and spool.
@@ -231,6 +234,9 @@ fn fill_defaults(config: &mut Config) {
     }
     if config.spool.as_os_str().is_empty() {
         config.spool = default_spool();
+    }
+    if config.bundle.node.is_empty() {
+        config.bundle.node = config.hostname.clone();
     }
 }
 

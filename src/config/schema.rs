@@ -52,6 +52,49 @@ pub struct Config {
     /// This station collects its mail from a hub over ODMR (RFC 2645).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub odmr: Option<Odmr>,
+    /// Mail carried without a network, in bundle files (`ferrymail bundle`).
+    pub bundle: Bundle,
+    /// The nodes this one exchanges bundles with (repeatable).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bundle_peer: Vec<BundlePeer>,
+}
+
+/// This node's side of bundles.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bundle {
+    /// This node's name in the bundles and receipts it writes; default: `hostname`.
+    pub node: String,
+    /// Bundled mail with no receipt after this long goes back to the queue, to go in
+    /// the next bundle (or over SMTP, for an SMTP route).
+    pub resend_after: HumanDuration,
+    /// Bundles older than this are refused as replays (at most 90 days: how long an
+    /// importer remembers what it took).
+    pub max_age: HumanDuration,
+}
+
+impl Default for Bundle {
+    fn default() -> Self {
+        Bundle {
+            node: String::new(),
+            resend_after: secs(3 * 86400),
+            max_age: secs(30 * 86400),
+        }
+    }
+}
+
+/// A node this one exchanges bundles with: the key the two share, and the routes whose
+/// mail is exported for it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundlePeer {
+    /// Its `bundle.node`.
+    pub node: String,
+    /// The shared key: one line of at least 64 hex digits (`ferrymail bundle keygen`).
+    pub key_file: PathBuf,
+    /// Routes whose mail `ferrymail bundle export --route` writes for this peer.
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 /// The station side of ODMR: whenever `route`'s link opens (it comes up, a schedule
@@ -444,6 +487,8 @@ impl Default for Config {
             dkim: Vec::new(),
             odmr_user: Vec::new(),
             odmr: None,
+            bundle: Bundle::default(),
+            bundle_peer: Vec::new(),
         }
     }
 }

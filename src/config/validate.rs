@@ -114,11 +114,15 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
                 );
             }
         }
-        if mx_port(&r.via).is_none() && r.via != ODMR_VIA && !is_host_port(&r.via) {
+        if mx_port(&r.via).is_none()
+            && r.via != ODMR_VIA
+            && r.via != BUNDLE_VIA
+            && !is_host_port(&r.via)
+        {
             return fault(
                 &format!("route[{i}].via"),
                 &format!(
-                    "{:?} is neither \"mx\", \"mx:PORT\", \"odmr\" nor host:port",
+                    "{:?} is neither \"mx\", \"mx:PORT\", \"odmr\", \"bundle\" nor host:port",
                     r.via
                 ),
             );
@@ -191,6 +195,7 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
         }
     }
     odmr_users(c)?;
+    bundles(c)?;
     if c.etrn.open_for.0.as_secs() == 0 {
         return fault("etrn.open_for", "must be at least 1s");
     }
@@ -275,6 +280,57 @@ pub fn parse_window(s: &str) -> Option<(u16, u16)> {
 
 /// `via` of a route whose mail only an ODMR turn takes (RFC 2645).
 pub const ODMR_VIA: &str = "odmr";
+/// `via` of a route whose mail leaves only in bundles (`ferrymail bundle export`).
+pub const BUNDLE_VIA: &str = "bundle";
+
+/// `[bundle]` and `[[bundle_peer]]`: names that are names, one entry per peer, a
+/// route in at most one peer, and times that make sense.
+fn bundles(c: &Config) -> Result<(), Fault> {
+    let fault = |path: &str, msg: &str| Err((path.to_owned(), msg.to_owned()));
+    if !is_domain(&c.bundle.node) {
+        return fault(
+            "bundle.node",
+            &format!("{:?}: use letters, digits, '-' and '.'", c.bundle.node),
+        );
+    }
+    if c.bundle.resend_after.0.as_secs() < 60 {
+        return fault("bundle.resend_after", "must be at least 1m");
+    }
+    let max_age = c.bundle.max_age.0.as_secs();
+    if !(3600..=crate::spool::bundles::IMPORT_MEMORY_SECS).contains(&max_age) {
+        return fault("bundle.max_age", "must be between 1h and 90d");
+    }
+    for (i, p) in c.bundle_peer.iter().enumerate() {
+        let path = format!("bundle_peer[{i}]");
+        if !is_domain(&p.node) {
+            return fault(
+                &format!("{path}.node"),
+                &format!("{:?}: use letters, digits, '-' and '.'", p.node),
+            );
+        }
+        if p.node.eq_ignore_ascii_case(&c.bundle.node) {
+            return fault(&format!("{path}.node"), "is this node's own name");
+        }
+        if c.bundle_peer[..i]
+            .iter()
+            .any(|q| q.node.eq_ignore_ascii_case(&p.node))
+        {
+            return fault(
+                &format!("{path}.node"),
+                &format!("{:?} is named twice", p.node),
+            );
+        }
+        for r in &p.routes {
+            if c.bundle_peer[..i].iter().any(|q| q.routes.contains(r)) {
+                return fault(
+                    &format!("{path}.routes"),
+                    &format!("route {r:?} is already another peer's"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
 
 /// `[[odmr_user]]`: unique names, and domains that `via = "odmr"` routes hold; an
 /// `odmr` listener needs users, and TLS unless it says otherwise.

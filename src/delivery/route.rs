@@ -7,7 +7,7 @@
 //! settings: `[link]` with its own over them. Mail to our own names (`LocalNames`) takes
 //! no route: it is resolved before it is committed, and what is left of it stays here.
 
-use crate::config::{Config, Link, ODMR_VIA, TlsPolicy, domain_matches, mx_port};
+use crate::config::{BUNDLE_VIA, Config, Link, ODMR_VIA, TlsPolicy, domain_matches, mx_port};
 use crate::identity::LocalNames;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,17 @@ pub enum Target {
     /// No connection of ours: the station collects it over ODMR (RFC 2645, `via =
     /// "odmr"`); held until then.
     Odmr,
+    /// No connection of ours: the mail leaves in bundle files (`via = "bundle"`,
+    /// `ferrymail bundle export`); held until then.
+    Bundle,
+}
+
+impl Target {
+    /// Mail for it is carried by something else than our own connection (an ODMR
+    /// station, a bundle): it is held, and no runner is ever started for it.
+    pub fn is_collected(&self) -> bool {
+        matches!(self, Target::Odmr | Target::Bundle)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +76,8 @@ impl Router {
                     Target::Mx { tls: r.tls, port }
                 } else if r.via == ODMR_VIA {
                     Target::Odmr
+                } else if r.via == BUNDLE_VIA {
+                    Target::Bundle
                 } else {
                     Target::Relay {
                         host_port: r.via.clone(),
@@ -76,7 +89,7 @@ impl Router {
                     r.domains.clone(),
                     Route {
                         name,
-                        hold: r.hold || target == Target::Odmr,
+                        hold: r.hold || target.is_collected(),
                         target,
                         link: config.link.for_route(r.link.as_ref(), false),
                     },

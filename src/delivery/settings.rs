@@ -43,6 +43,7 @@ pub fn client_settings(
             Target::Mx { tls, .. } => (*tls, false),
             // Turns use the station's own connection (daemon::odmr).
             Target::Odmr => (TlsPolicy::None, false),
+            Target::Bundle => (TlsPolicy::None, false),
         };
         let credentials = if authenticated {
             credentials.clone()

@@ -459,6 +459,7 @@ impl Entry {
             Target::Mx { port, .. } => (ProbeTarget::Dns, format!("mx:{port}")),
             // A hold route: never probed.
             Target::Odmr => (ProbeTarget::Dns, "odmr".to_owned()),
+            Target::Bundle => (ProbeTarget::Dns, "bundle".to_owned()),
         };
         Entry {
             gate,

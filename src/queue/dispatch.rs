@@ -38,6 +38,10 @@ impl Owner {
                 self.hold_again(st, &key, placement::ODMR_HELD).await;
                 continue;
             }
+            if route.target == Target::Bundle {
+                self.hold_again(st, &key, placement::BUNDLE_HELD).await;
+                continue;
+            }
             if !self.may_start(st, &lane) {
                 continue;
             }

@@ -33,7 +33,7 @@ impl Lane {
         Lane {
             route: route.name.clone(),
             domain: match route.target {
-                Target::Relay { .. } | Target::Odmr => None,
+                Target::Relay { .. } | Target::Odmr | Target::Bundle => None,
                 Target::Mx { .. } => Some(domain.to_ascii_lowercase()),
             },
         }
@@ -169,7 +169,9 @@ async fn open(kit: &Kit, lane: &Lane) -> Result<Connection, Classified> {
             open_mx(domain, *port, &kit.resolver, settings, &kit.us).await
         }
         (Target::Mx { .. }, None) => unreachable!("an MX lane names its domain"),
-        (Target::Odmr, _) => unreachable!("the owner starts no runner for an ODMR route"),
+        (Target::Odmr | Target::Bundle, _) => {
+            unreachable!("the owner starts no runner for a route whose mail is collected")
+        }
     }
 }
 

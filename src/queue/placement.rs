@@ -17,6 +17,8 @@ use crate::spool::{Placement, Wait};
 pub const HELD: &str = "held until a flush or ETRN names its domain";
 /// Why mail for a `via = "odmr"` route waits.
 pub const ODMR_HELD: &str = "held for its station to collect (ODMR, RFC 2645)";
+/// Why mail for a `via = "bundle"` route waits.
+pub const BUNDLE_HELD: &str = "held for the next bundle (ferrymail bundle export)";
 
 /// The lane of mail kept for a local name: no route has this name (route names are
 /// domains, `upstream`, `mx`, or a route's `name`, which may not be `local`).
@@ -49,6 +51,8 @@ pub fn place(kit: &Kit, open: &OpenDomains, domain: &str) -> Placement {
     let route = kit.router.route(domain);
     placement.wait = if route.target == Target::Odmr {
         Some(Wait::Held(ODMR_HELD.into()))
+    } else if route.target == Target::Bundle {
+        Some(Wait::Held(BUNDLE_HELD.into()))
     } else if route.hold && !open.is_open(domain) {
         Some(Wait::Held(HELD.into()))
     } else {

@@ -20,7 +20,9 @@ pub struct RelayPolicy {
 impl RelayPolicy {
     pub fn from_config(config: &Config) -> RelayPolicy {
         let mut accepted = config.accept.local_domains.clone();
-        let held = |r: &&crate::config::Route| r.hold || r.via == crate::config::ODMR_VIA;
+        let held = |r: &&crate::config::Route| {
+            r.hold || r.via == crate::config::ODMR_VIA || r.via == crate::config::BUNDLE_VIA
+        };
         for route in config.route.iter().filter(held) {
             accepted.extend(route.domains.iter().cloned());
         }

@@ -67,8 +67,28 @@ impl Recorded {
     }
 }
 
-const CLAIM_COLUMNS: &str = "r.rowid, r.message_id, r.position, r.address, r.domain, r.route,
+pub(super) const CLAIM_COLUMNS: &str =
+    "r.rowid, r.message_id, r.position, r.address, r.domain, r.route,
     r.lane, r.attempts, r.warned";
+
+/// A row of `CLAIM_COLUMNS` followed by the online age, as its rowid and claim.
+pub(super) fn claim_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Claim)> {
+    Ok((
+        r.get::<_, i64>(0)?,
+        Claim {
+            message_id: QueueId::parse(&r.get::<_, String>(1)?)
+                .map_err(|_| rusqlite::Error::InvalidQuery)?,
+            position: r.get::<_, i64>(2)? as usize,
+            address: r.get(3)?,
+            domain: r.get(4)?,
+            route: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            lane: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+            attempts: r.get(7)?,
+            warned: r.get(8)?,
+            online_age: r.get(9)?,
+        },
+    ))
+}
 
 /// Claims up to `limit` due recipients of `lane` (of `domain` only, when given), oldest
 /// due first; the last message's other due recipients on the lane come along, so a
@@ -351,23 +371,7 @@ pub fn claim_turn(
     let mut claims = Vec::new();
     for id in ids {
         let rows: Vec<(i64, Claim)> = select
-            .query_map(params![id, lane, domain], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    Claim {
-                        message_id: QueueId::parse(&r.get::<_, String>(1)?)
-                            .map_err(|_| rusqlite::Error::InvalidQuery)?,
-                        position: r.get::<_, i64>(2)? as usize,
-                        address: r.get(3)?,
-                        domain: r.get(4)?,
-                        route: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                        lane: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
-                        attempts: r.get(7)?,
-                        warned: r.get(8)?,
-                        online_age: r.get(9)?,
-                    },
-                ))
-            })?
+            .query_map(params![id, lane, domain], claim_row)?
             .collect::<rusqlite::Result<_>>()?;
         for (rowid, claim) in rows {
             lease.execute(params![now, rowid])?;

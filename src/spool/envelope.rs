@@ -118,7 +118,7 @@ pub enum Ret {
 /// Where the message came from, for `Received:`, logs and `queue show`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
-    /// `smtp` or `local`.
+    /// `smtp`, `local`, `bundle`, `dsn` or `double-bounce`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
@@ -135,6 +135,20 @@ pub struct Origin {
     /// For a delivery status notification: the message and recipients it reports on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub about: Option<About>,
+    /// For a message taken from a bundle: where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleOrigin>,
+}
+
+/// A message taken from another node's bundle: the node, the bundle, the message's
+/// queue id there, and the position there of each of our recipients, in order. The
+/// index remembers them (`imported`), so the message is never taken twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleOrigin {
+    pub node: String,
+    pub bundle: String,
+    pub message: String,
+    pub positions: Vec<usize>,
 }
 
 /// What a notice reports: it is committed in the same transaction as the outcomes it

@@ -16,7 +16,7 @@ use super::id::QueueId;
 use super::state::RecipientState;
 
 /// Schema version, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 fn schema_v1() -> String {
     format!(
@@ -95,6 +95,63 @@ const SCHEMA_V3: &str = "
 /// stays for the operator although every recipient is final.
 const SCHEMA_V4: &str = "ALTER TABLE message ADD COLUMN kept INTEGER NOT NULL DEFAULT 0;";
 
+/// Version 5: bundles. A recipient may be `bundled` (written into a bundle, waiting for
+/// the peer's receipt until `bundle_until`), which the state's CHECK constraint must
+/// allow: SQLite cannot change a constraint in place, so the table is built anew and
+/// its rows copied. `imported` remembers what this node took from other nodes' bundles
+/// (node, their queue id, their position), so no bundle is taken twice.
+fn schema_v5() -> String {
+    format!(
+        "CREATE TABLE recipient_v5 (
+            message_id TEXT NOT NULL REFERENCES message(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            address TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ({})),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at INTEGER,
+            online_age INTEGER NOT NULL DEFAULT 0,
+            last_reply TEXT,
+            last_host TEXT,
+            updated_at INTEGER NOT NULL,
+            route TEXT,
+            online_mark INTEGER NOT NULL DEFAULT 0,
+            link_wait INTEGER NOT NULL DEFAULT 0,
+            warned INTEGER NOT NULL DEFAULT 0,
+            lane TEXT,
+            bundle TEXT,
+            bundle_until INTEGER,
+            PRIMARY KEY (message_id, position)
+        ) STRICT;
+        INSERT INTO recipient_v5 (rowid, message_id, position, address, domain, state,
+            attempts, next_attempt_at, online_age, last_reply, last_host, updated_at, route,
+            online_mark, link_wait, warned, lane)
+        SELECT rowid, message_id, position, address, domain, state, attempts,
+            next_attempt_at, online_age, last_reply, last_host, updated_at, route,
+            online_mark, link_wait, warned, lane FROM recipient;
+        DROP TABLE recipient;
+        ALTER TABLE recipient_v5 RENAME TO recipient;
+        CREATE INDEX recipient_domain ON recipient(domain, state);
+        CREATE INDEX recipient_due ON recipient(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+        CREATE INDEX recipient_lane ON recipient(lane, next_attempt_at);
+        CREATE INDEX recipient_link_wait ON recipient(route, domain) WHERE link_wait = 1;
+        CREATE INDEX recipient_held ON recipient(message_id) WHERE state = 'held';
+        CREATE INDEX recipient_in_flight ON recipient(lane) WHERE state = 'in_flight';
+        CREATE INDEX recipient_bundled ON recipient(bundle_until) WHERE state = 'bundled';
+        CREATE INDEX recipient_route ON recipient(route, state);
+        CREATE TABLE imported (
+            node TEXT NOT NULL,
+            message TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            queue_id TEXT NOT NULL,
+            imported_at INTEGER NOT NULL,
+            PRIMARY KEY (node, message, position)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX imported_at ON imported(imported_at);",
+        RecipientState::sql_list(RecipientState::ALL)
+    )
+}
+
 /// A recipient's online age in seconds, as SQL over `recipient r LEFT JOIN route_clock c
 /// ON c.route = r.route`.
 pub const ONLINE_AGE_SQL: &str = "(r.online_age + COALESCE(c.online_secs - r.online_mark, 0))";
@@ -154,6 +211,9 @@ fn migrate(conn: &Connection) -> Result<(), OpenError> {
         }
         if version < 4 {
             tx.execute_batch(SCHEMA_V4)?;
+        }
+        if version < 5 {
+            tx.execute_batch(&schema_v5())?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -306,6 +366,21 @@ pub fn insert_message(
             due_lanes.push(p.lane.clone());
         }
     }
+    if let Some(b) = &e.origin.bundle {
+        let mut remember = tx.prepare_cached(
+            "INSERT OR IGNORE INTO imported (node, message, position, queue_id, imported_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for position in &b.positions {
+            remember.execute(params![
+                b.node,
+                b.message,
+                *position as i64,
+                e.id.as_str(),
+                now
+            ])?;
+        }
+    }
     Ok(due_lanes)
 }
 
@@ -337,8 +412,10 @@ pub fn carried_state(
                 RecipientState::parse(&r.get::<_, String>(0)?).unwrap_or(RecipientState::Queued);
             Ok(CarriedState {
                 // A claim of the old index is void: the delivery holding it is gone.
+                // So is a bundle's wait for its receipt: the mail goes again, and the
+                // peer takes it once.
                 state: match state {
-                    RecipientState::InFlight => RecipientState::Deferred,
+                    RecipientState::InFlight | RecipientState::Bundled => RecipientState::Deferred,
                     other => other,
                 },
                 attempts: r.get(1)?,

@@ -4,6 +4,7 @@
 //! renamed into `queue/` (by the producer, `Draft::seal`), `queue/` fsynced and the
 //! index transaction committed (by the writer, for a whole group at once).
 
+pub mod bundles;
 pub mod claims;
 pub mod draft;
 pub mod envelope;
@@ -29,7 +30,9 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 pub use draft::{Draft, Sealed};
-pub use envelope::{BodyType, Envelope, Origin, Recipient, Ret, StoredMessage, Trailer};
+pub use envelope::{
+    BodyType, BundleOrigin, Envelope, Origin, Recipient, Ret, StoredMessage, Trailer,
+};
 pub use fs::{Fs, RealFs};
 pub use id::QueueId;
 pub use index::{Place, Placement, Wait};
@@ -329,6 +332,49 @@ impl Spool {
     ) -> Result<Vec<Claim>, SpoolError> {
         let (lane, domain) = (lane.to_owned(), domain.to_owned());
         self.run(move |conn| claims::claim_turn(conn, &lane, &domain, now_unix(), limit))
+            .await
+    }
+
+    /// Claims the waiting mail of up to `limit` messages on `route` for a bundle.
+    pub async fn claim_for_bundle(
+        &self,
+        route: &str,
+        limit: usize,
+    ) -> Result<Vec<Claim>, SpoolError> {
+        let route = route.to_owned();
+        self.run(move |conn| bundles::claim_route(conn, &route, now_unix(), limit))
+            .await
+    }
+
+    /// Claimed recipients written into `bundle`: `bundled` until `until`.
+    pub async fn mark_bundled(
+        &self,
+        recipients: Vec<(QueueId, usize)>,
+        bundle: String,
+        until: i64,
+    ) -> Result<usize, SpoolError> {
+        self.run(move |conn| bundles::mark_bundled(conn, &recipients, &bundle, until, now_unix()))
+            .await
+    }
+
+    /// Bundled mail whose receipt is overdue goes back to the queue (a bounded step);
+    /// returns the lanes it is due on.
+    pub async fn release_bundled(&self, limit: usize) -> Result<Vec<String>, SpoolError> {
+        self.run(move |conn| bundles::release_bundled(conn, now_unix(), limit))
+            .await
+    }
+
+    /// When the next bundled recipient's receipt is overdue.
+    pub async fn next_bundle_due(&self) -> Result<Option<i64>, SpoolError> {
+        self.run(bundles::next_bundle_due).await
+    }
+
+    /// Claims the recipients a receipt names that still wait for one.
+    pub async fn claim_named(
+        &self,
+        recipients: Vec<(QueueId, usize)>,
+    ) -> Result<Vec<Claim>, SpoolError> {
+        self.run(move |conn| bundles::claim_named(conn, &recipients, now_unix()))
             .await
     }
 

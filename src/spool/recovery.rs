@@ -233,6 +233,7 @@ pub(crate) fn recover(
     }
     report.in_flight_reset = index::reset_in_flight(&tx, now)?;
     index::prune_finished_drops(&tx, now)?;
+    super::bundles::prune_imported(&tx, now - super::bundles::IMPORT_MEMORY_SECS as i64)?;
     tx.commit()?;
 
     let finished = index::finished_messages(conn)?;

@@ -16,28 +16,33 @@ pub enum RecipientState {
     Deferred,
     /// Kept until released (by the operator, or a flush naming its domain).
     Held,
+    /// Written into a bundle; delivered when the peer's receipt says so, or back to the
+    /// queue after `bundle.resend_after` without one.
+    Bundled,
     Delivered,
     Bounced,
     Expired,
 }
 
 impl RecipientState {
-    pub const ALL: [RecipientState; 7] = [
+    pub const ALL: [RecipientState; 8] = [
         RecipientState::Queued,
         RecipientState::InFlight,
         RecipientState::Deferred,
         RecipientState::Held,
+        RecipientState::Bundled,
         RecipientState::Delivered,
         RecipientState::Bounced,
         RecipientState::Expired,
     ];
 
     /// States that still need something from us.
-    pub const PENDING: [RecipientState; 4] = [
+    pub const PENDING: [RecipientState; 5] = [
         RecipientState::Queued,
         RecipientState::InFlight,
         RecipientState::Deferred,
         RecipientState::Held,
+        RecipientState::Bundled,
     ];
 
     /// The final states.
@@ -62,6 +67,7 @@ impl RecipientState {
             RecipientState::InFlight => "in_flight",
             RecipientState::Deferred => "deferred",
             RecipientState::Held => "held",
+            RecipientState::Bundled => "bundled",
             RecipientState::Delivered => "delivered",
             RecipientState::Bounced => "bounced",
             RecipientState::Expired => "expired",

@@ -1,0 +1,9 @@
+//! Mail without a network: bundles of messages with their whole envelopes, written for
+//! a peer node, carried by whatever crosses (a USB stick, UUCP, NNCP), imported there
+//! once, and answered with a receipt. The container and its records are here
+//! (`format`, `record`); the daemon's export and import, which go through the queue
+//! owner and the spool, are in `daemon::bundles`.
+
+pub mod format;
+pub mod key;
+pub mod record;
