@@ -50,7 +50,7 @@ pub fn verify(
     let (user, digest) = response.trim_end().rsplit_once(' ')?;
     let secret = secret_of(user)?;
     let expected = hmac_md5_hex(secret.as_bytes(), challenge.as_bytes());
-    same_secret(&expected, &digest.to_ascii_lowercase()).then(|| user.to_owned())
+    same_secret(&expected, digest.to_ascii_lowercase()).then(|| user.to_owned())
 }
 
 /// Whether two secrets are equal, in a time that does not depend on where they differ.
