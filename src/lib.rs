@@ -24,6 +24,7 @@
 //! - `current` — a value that a configuration reload replaces under its readers.
 //! - `printable` — outside text made safe for terminals and logs.
 
+pub mod batch;
 pub mod bundle;
 pub mod cli;
 pub mod clock;

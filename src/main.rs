@@ -1,4 +1,4 @@
-//! The `ferrymail` binary; also `sendmail` and `mailq` by argv[0]. All work is in
+//! The `ferrymail` binary; also `sendmail`, `mailq` and `rmail` by argv[0]. All work is in
 //! `ferrymail::cli`; this only hands over the arguments and exits with the code.
 
 fn main() -> std::process::ExitCode {

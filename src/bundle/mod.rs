@@ -4,6 +4,12 @@
 //! (`format`, `record`); the daemon's export and import, which go through the queue
 //! owner and the spool, are in `daemon::bundles`.
 
+pub mod bsmtp;
+pub mod export;
 pub mod format;
+pub mod import;
 pub mod key;
+pub mod peers;
+pub mod receipt;
 pub mod record;
+pub mod take;

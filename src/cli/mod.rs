@@ -1,14 +1,17 @@
-//! The command line: argv[0] picks the personality (`ferrymail`, `sendmail`, `mailq`),
+//! The command line: argv[0] picks the personality (`ferrymail`, `sendmail`, `mailq`,
+//! `rmail`),
 //! clap parses `ferrymail`'s subcommands, and each subcommand lives in its own file,
 //! thin over the library. Every command returns `Result<(), Failure>`; `main` prints
 //! the failure as one line and exits with its sysexits code.
 
+mod bundle;
 mod config_check;
 mod dkim;
 mod flush;
 mod hash_password;
 pub mod man;
 mod queue;
+mod rmail;
 pub mod sendmail;
 mod serve;
 mod status;
@@ -62,6 +65,8 @@ pub enum Command {
     HashPassword,
     /// DKIM signing keys
     Dkim(DkimArgs),
+    /// Mail without a network: export, import and receipts, keys
+    Bundle(bundle::BundleArgs),
     /// Write the manual pages: ferrymail(8) and its subcommands, sendmail(8), mailq(1),
     /// ferrymail.toml(5)
     Man {
@@ -114,6 +119,7 @@ pub fn main(argv: Vec<OsString>) -> u8 {
         .unwrap_or_default();
     let result = match personality.as_str() {
         "sendmail" => sendmail::run(&argv[1..], None),
+        "rmail" => rmail::run(&argv[1..], None),
         "mailq" => queue::list(None, false),
         _ => match Cli::try_parse_from(&argv) {
             Ok(cli) => dispatch(cli),
@@ -149,6 +155,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             command: ConfigCommand::Check { quiet },
         }) => config_check::run(config, quiet),
         Command::HashPassword => hash_password::run(),
+        Command::Bundle(args) => bundle::run(config, args),
         Command::Dkim(DkimArgs {
             command: DkimCommand::Keygen(args),
         }) => dkim::keygen(args),

@@ -20,6 +20,8 @@ pub enum Action {
     },
     /// `-bi` (newaliases): check the aliases; the daemon reads them itself.
     CheckAliases,
+    /// `-bS`: batched SMTP on stdin.
+    Batch,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -84,9 +86,11 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Failure> {
                         "m" => None,
                         "p" => Some(Action::ListQueue),
                         "i" => Some(Action::CheckAliases),
+                        "S" => Some(Action::Batch),
                         "s" => {
                             return Err(usage(
-                                "-bs (SMTP on stdin) is not supported; use the SMTP listener"
+                                "-bs (SMTP on stdin) is not supported; use the SMTP listener, \
+                                 or -bS for a batch"
                                     .into(),
                             ));
                         }
@@ -197,32 +201,58 @@ pub fn run(args: &[OsString], config: Option<&Path>) -> Result<(), Failure> {
         Action::ListQueue => super::queue::list(config, false),
         Action::Flush { domain } => super::flush::request_flush(config, domain),
         Action::CheckAliases => check_aliases(config),
-        Action::Inject(opts) => {
-            let loaded = super::load_config(config)?;
-            let layout = Layout::new(&loaded.config.spool);
-            for dir in [&layout.maildrop_tmp, &layout.maildrop_new] {
-                if !dir.exists() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        Failure::new(
-                            exit::CANTCREAT,
-                            format!("cannot create {}: {e}", dir.display()),
-                        )
-                    })?;
-                }
-            }
-            let login = login_name();
-            let site = Site {
-                hostname: &loaded.config.hostname,
-                login: &login,
-                max_message_size: loaded.config.accept.max_message_size.0,
-                fs: &RealFs,
-                layout: &layout,
-            };
+        Action::Batch => with_site(config, |site| {
             let stdin = std::io::stdin();
             let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
-            inject(&mut input, &opts, &site).map(|_| ())
+            let batch = crate::batch::inject_batch(&mut input, site)?;
+            for fault in &batch.faults {
+                eprintln!("sendmail -bS: line {}: {}", fault.line, fault.message);
+            }
+            match batch.faults.len() {
+                0 => Ok(()),
+                n => Err(Failure::new(
+                    exit::DATAERR,
+                    format!(
+                        "{} message(s) queued; {n} transaction(s) refused (above)",
+                        batch.queued
+                    ),
+                )),
+            }
+        }),
+        Action::Inject(opts) => with_site(config, |site| {
+            let stdin = std::io::stdin();
+            let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
+            inject(&mut input, &opts, site).map(|_| ())
+        }),
+    }
+}
+
+/// Runs `f` with what injecting into the maildrop needs, the maildrop made if missing.
+pub(super) fn with_site(
+    config: Option<&Path>,
+    f: impl FnOnce(&Site<'_>) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let loaded = super::load_config(config)?;
+    let layout = Layout::new(&loaded.config.spool);
+    for dir in [&layout.maildrop_tmp, &layout.maildrop_new] {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Failure::new(
+                    exit::CANTCREAT,
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
         }
     }
+    let login = login_name();
+    let site = Site {
+        hostname: &loaded.config.hostname,
+        login: &login,
+        max_message_size: loaded.config.accept.max_message_size.0,
+        fs: &RealFs,
+        layout: &layout,
+    };
+    f(&site)
 }
 
 /// The invoking user's login name, from the password database (not `$USER`, which the

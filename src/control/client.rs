@@ -3,6 +3,7 @@
 //! back to acting on the spool directly, or exit 69 as README, "Configuration" says.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -23,6 +24,17 @@ pub fn request(
     request: &Request,
     timeout: Duration,
 ) -> Result<Response, ControlError> {
+    request_with_files(socket, request, &[], timeout)
+}
+
+/// Sends `request`, hands over `files` when the daemon asks for them, and waits up to
+/// `timeout` for each reply.
+pub fn request_with_files(
+    socket: &Path,
+    request: &Request,
+    files: &[BorrowedFd<'_>],
+    timeout: Duration,
+) -> Result<Response, ControlError> {
     let path = socket.display().to_string();
     let stream = UnixStream::connect(socket).map_err(|_| ControlError::NoDaemon(path.clone()))?;
     let fail = |message: String| ControlError::Protocol {
@@ -38,12 +50,26 @@ pub fn request(
     (&stream)
         .write_all(&line)
         .map_err(|e| fail(format!("send: {e}")))?;
-    let mut reply = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut reply)
-        .map_err(|e| fail(format!("no reply: {e}")))?;
-    if reply.is_empty() {
-        return Err(fail("the daemon closed the connection".into()));
+    let mut replies = BufReader::new(&stream);
+    let mut read_reply = || -> Result<Response, ControlError> {
+        let mut reply = String::new();
+        replies
+            .read_line(&mut reply)
+            .map_err(|e| fail(format!("no reply: {e}")))?;
+        if reply.is_empty() {
+            return Err(fail("the daemon closed the connection".into()));
+        }
+        serde_json::from_str(&reply).map_err(|e| fail(format!("bad reply: {e}")))
+    };
+    match read_reply()? {
+        Response::SendFiles { count } if count == files.len() => {
+            super::files::send(&stream, files).map_err(|e| fail(format!("sending files: {e}")))?;
+            read_reply()
+        }
+        Response::SendFiles { count } => Err(fail(format!(
+            "the daemon asks for {count} files; this request has {}",
+            files.len()
+        ))),
+        other => Ok(other),
     }
-    serde_json::from_str(&reply).map_err(|e| fail(format!("bad reply: {e}")))
 }

@@ -3,6 +3,7 @@
 //! queue (hold, release, delete) needs the daemon's uid or root, checked by SO_PEERCRED.
 
 pub mod client;
+pub mod files;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
@@ -39,12 +40,37 @@ pub enum Request {
         #[serde(default)]
         domain: Option<String>,
     },
+    /// Write `route`'s waiting mail into the file sent after `SendFiles`.
+    BundleExport {
+        route: String,
+        format: crate::bundle::export::Format,
+        #[serde(default)]
+        max_bytes: Option<u64>,
+    },
+    /// Read the bundle or receipt in the file sent after `SendFiles`; with `receipt`,
+    /// a second file takes the receipt.
+    BundleImport {
+        #[serde(default)]
+        receipt: bool,
+    },
 }
 
 impl Request {
     /// Requests that change the queue need a privileged peer.
     pub fn is_privileged(&self) -> bool {
-        matches!(self, Request::Change { .. })
+        matches!(
+            self,
+            Request::Change { .. } | Request::BundleExport { .. } | Request::BundleImport { .. }
+        )
+    }
+
+    /// How many open files the request hands over (`files`).
+    pub fn files(&self) -> usize {
+        match self {
+            Request::BundleExport { .. } => 1,
+            Request::BundleImport { receipt } => 1 + usize::from(*receipt),
+            _ => 0,
+        }
     }
 
     /// Every field is what it claims to be: a domain is a domain (RFC 1035 §2.3.4: at
@@ -111,6 +137,12 @@ pub enum Response {
         coalesced: bool,
     },
     Progress(Progress),
+    /// Send this many open files now (`files`), then wait for the answer.
+    SendFiles {
+        count: usize,
+    },
+    Exported(crate::bundle::export::Exported),
+    Imported(crate::bundle::import::Imported),
     /// The request could not be done; `code` is the sysexits code the CLI should use.
     Error {
         message: String,

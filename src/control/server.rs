@@ -61,7 +61,12 @@ impl Drop for Slot {
 }
 
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
+    /// Answers `request`; `files` are the open files it handed over (`Request::files`).
+    fn handle(
+        &self,
+        request: Request,
+        files: Vec<std::os::fd::OwnedFd>,
+    ) -> impl Future<Output = Response> + Send;
 }
 
 /// Binds the socket, replacing a stale one (the caller holds the spool lock, so no
@@ -162,18 +167,45 @@ async fn connection<H: Handler>(stream: UnixStream, handler: Arc<H>) {
                             .into(),
                     code: exit::NOPERM,
                 },
-                Ok(req) => handler.handle(req).await,
+                Ok(req) if req.files() > 0 => {
+                    let ask = Response::SendFiles { count: req.files() };
+                    if send(&mut write, &ask).await.is_err() {
+                        return;
+                    }
+                    let socket: &UnixStream = reader.get_ref().get_ref().as_ref();
+                    match tokio::time::timeout(IDLE, super::files::receive(socket, req.files()))
+                        .await
+                    {
+                        Ok(Ok(files)) => handler.handle(req, files).await,
+                        Ok(Err(e)) => Response::Error {
+                            message: format!("no files received: {e}"),
+                            code: exit::USAGE,
+                        },
+                        Err(_) => return,
+                    }
+                }
+                Ok(req) => handler.handle(req, Vec::new()).await,
             }
         };
-        let mut out = serde_json::to_vec(&response).expect("responses serialise");
-        out.push(b'\n');
-        match tokio::time::timeout(IDLE, write.write_all(&out)).await {
-            Ok(Ok(())) => {}
-            _ => return,
+        if send(&mut write, &response).await.is_err() {
+            return;
         }
         if line.last() != Some(&b'\n') {
             return;
         }
+    }
+}
+
+/// Writes one reply line, within `IDLE`.
+async fn send(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &Response,
+) -> Result<(), ()> {
+    let mut out = serde_json::to_vec(response).expect("responses serialise");
+    out.push(b'\n');
+    match tokio::time::timeout(IDLE, write.write_all(&out)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
     }
 }
 

@@ -142,7 +142,10 @@ pub async fn run(
         )
     })?;
     let hostname = Arc::new(Current::new(config.hostname.clone()));
+    let bundles = Arc::new(Current::new(parts::bundle_site(&base, &prepared)));
     let handler = Arc::new(control::DaemonControl {
+        bundles: bundles.clone(),
+        bundle_lock: Arc::default(),
         queue: queue.clone(),
         link: link.clone(),
         open_domains: open_domains.clone(),
@@ -226,6 +229,7 @@ pub async fn run(
         queue: queue.clone(),
         open_domains,
         pickup,
+        bundles,
         hostname,
     });
     let reload_task = tokio::spawn(reload::on_sighup(live, shutdown.clone()));

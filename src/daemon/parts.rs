@@ -181,6 +181,18 @@ fn odmr_pull(base: &Base, p: &Prepared, odmr: &crate::config::Odmr) -> Arc<dyn O
 }
 
 /// How local submissions are picked up.
+/// What bundle imports need, as the configuration in force says.
+pub fn bundle_site(base: &Base, p: &Prepared) -> crate::bundle::take::Site {
+    crate::bundle::take::Site {
+        spool: base.spool.clone(),
+        peers: p.bundle_peers.clone(),
+        identity: p.identity.clone(),
+        hostname: p.config.hostname.clone(),
+        max_message_size: p.config.accept.max_message_size.0,
+        router: p.router.clone(),
+    }
+}
+
 pub fn pickup(base: &Base, p: &Prepared) -> Pickup {
     Pickup {
         spool: base.spool.clone(),

@@ -35,6 +35,8 @@ pub struct Prepared {
     pub odmr_users: crate::server::turns::OdmrUsers,
     /// This station's ODMR secret (`[odmr] password_file`).
     pub odmr_secret: String,
+    /// This node's bundle peers, with their keys.
+    pub bundle_peers: Arc<crate::bundle::peers::Peers>,
     /// What loading left out (aliases the relay cannot deliver to), for the log.
     pub warnings: Vec<String>,
 }
@@ -76,7 +78,9 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             .to_owned(),
         None => String::new(),
     };
+    let bundle_peers = Arc::new(crate::bundle::peers::Peers::load(&config)?);
     Ok(Prepared {
+        bundle_peers,
         config,
         tls,
         auth,
@@ -137,12 +141,8 @@ pub fn file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
     if let Some(o) = &config.odmr {
         check("odmr.password_file", &o.password_file, true);
     }
-    for (i, u) in config.odmr_user.iter().enumerate() {
-        check(
-            &format!("odmr_user[{i}].password_file"),
-            &u.password_file,
-            true,
-        );
+    for (i, p) in config.bundle_peer.iter().enumerate() {
+        check(&format!("bundle_peer[{i}].key_file"), &p.key_file, true);
     }
     if let Some(up) = &config.upstream {
         if let Some(ca) = &up.ca {

@@ -39,6 +39,7 @@ pub struct Live {
     pub queue: QueueHandle,
     pub open_domains: Arc<OpenDomains>,
     pub pickup: Arc<Current<Pickup>>,
+    pub bundles: Arc<Current<crate::bundle::take::Site>>,
     /// Our name, as `status` shows it.
     pub hostname: Arc<Current<String>>,
 }
@@ -127,6 +128,8 @@ impl Live {
             .set_open_for(prepared.config.etrn.open_for.0);
         self.pickup
             .set(Arc::new(parts::pickup(&self.base, &prepared)));
+        self.bundles
+            .set(Arc::new(parts::bundle_site(&self.base, &prepared)));
         self.hostname
             .set(Arc::new(prepared.config.hostname.clone()));
         self.queue

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::jobs::{Change, ChangeOutcome};
 use super::kit::OwnerSettings;
 use crate::delivery::runner::Answered;
-use crate::spool::SpoolError;
+use crate::spool::{QueueId, SpoolError};
 use crate::spool::claims::Claim;
 
 /// What the queue owner is asked.
@@ -38,6 +38,24 @@ pub enum QueueEvent {
         lane: String,
         answered: Answered,
         reply: oneshot::Sender<()>,
+    },
+    /// `route`'s waiting mail (of up to `limit` messages), claimed for a bundle.
+    BundleClaim {
+        route: String,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Claim>, SpoolError>>,
+    },
+    /// Claimed recipients written into bundle `bundle`: `bundled` until `until`.
+    Bundled {
+        recipients: Vec<(QueueId, usize)>,
+        bundle: String,
+        until: i64,
+        reply: oneshot::Sender<Result<usize, SpoolError>>,
+    },
+    /// The recipients a receipt names, claimed for its outcomes (those still waiting).
+    ClaimNamed {
+        recipients: Vec<(QueueId, usize)>,
+        reply: oneshot::Sender<Result<Vec<Claim>, SpoolError>>,
     },
     /// A reload: new routes and settings; `reply` once the owner has taken them.
     Reconfigure {
@@ -109,6 +127,49 @@ impl QueueHandle {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// The waiting mail of up to `limit` messages on `route`, claimed for a bundle.
+    pub async fn claim_for_bundle(
+        &self,
+        route: &str,
+        limit: usize,
+    ) -> Result<Vec<Claim>, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(QueueEvent::BundleClaim {
+            route: route.to_owned(),
+            limit,
+            reply,
+        })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Claimed recipients are in bundle `bundle` now, waiting for its receipt until
+    /// `until`; returns how many were still claimed.
+    pub async fn bundled(
+        &self,
+        recipients: Vec<(QueueId, usize)>,
+        bundle: &str,
+        until: i64,
+    ) -> Result<usize, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(QueueEvent::Bundled {
+            recipients,
+            bundle: bundle.to_owned(),
+            until,
+            reply,
+        })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Claims the recipients a receipt names that still wait for one.
+    pub async fn claim_named(
+        &self,
+        recipients: Vec<(QueueId, usize)>,
+    ) -> Result<Vec<Claim>, SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(QueueEvent::ClaimNamed { recipients, reply })?;
+        rx.await.map_err(|_| SpoolError::WriterGone)?
     }
 
     /// More of `lane`'s due mail (none: the runner is done).

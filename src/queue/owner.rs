@@ -151,6 +151,7 @@ impl Owner {
                 Some(done) = st.runners.join_next_with_id() => self.lane_done(&mut st, done).await,
                 _ = tokio::time::sleep_until(next_tick) => {
                     self.save_online_time().await;
+                    self.release_overdue_bundles(&mut st).await;
                     next_tick = tokio::time::Instant::now() + TICK;
                 }
                 _ = tokio::time::sleep(sleep) => {}
@@ -194,6 +195,7 @@ impl Owner {
         st.jobs.push_back(Job::Clamp {
             latest: now_unix() + self.retry.max.as_secs() as i64,
         });
+        self.release_overdue_bundles(st).await;
         match spool.due_lanes().await {
             Ok(lanes) => {
                 for (lane, at) in lanes {
@@ -247,6 +249,24 @@ impl Owner {
                 };
                 let _ = reply.send(claims);
             }
+            QueueEvent::BundleClaim {
+                route,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.kit.spool.claim_for_bundle(&route, limit).await);
+            }
+            QueueEvent::Bundled {
+                recipients,
+                bundle,
+                until,
+                reply,
+            } => {
+                let _ = reply.send(self.kit.spool.mark_bundled(recipients, bundle, until).await);
+            }
+            QueueEvent::ClaimNamed { recipients, reply } => {
+                let _ = reply.send(self.kit.spool.claim_named(recipients).await);
+            }
             QueueEvent::Answers {
                 lane,
                 answered,
@@ -296,6 +316,20 @@ impl Owner {
             Some(at) if at <= now => RECHECK,
             Some(at) => Duration::from_secs((at - now) as u64).min(TICK),
             None => TICK,
+        }
+    }
+
+    /// Bundled mail whose receipt is overdue goes back to the queue, to go again.
+    async fn release_overdue_bundles(&self, st: &mut State) {
+        match self.kit.spool.release_bundled(LANE_CLAIM).await {
+            Ok(lanes) => {
+                let now = now_unix();
+                for lane in lanes {
+                    tracing::info!(lane, "no receipt in time for bundled mail: it goes again");
+                    st.schedule.bring_forward(&lane, now);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "releasing bundled mail failed"),
         }
     }
 

@@ -228,6 +228,11 @@ impl IndexReader {
         Ok(index::has_drop(&self.conn, name)?)
     }
 
+    /// The positions of `node`'s message `message` this node took from a bundle before.
+    pub fn imported_positions(&self, node: &str, message: &str) -> Result<Vec<usize>, ReadError> {
+        Ok(super::bundles::imported_positions(&self.conn, node, message)?)
+    }
+
     /// Domains with pending mail at `domain` or below it (for ETRN `@domain`).
     pub fn domains_under(&self, domain: &str) -> Result<Vec<String>, ReadError> {
         let suffix = format!(".{domain}");

@@ -125,16 +125,31 @@ pub fn apply(
             // Mail waiting for its link is not waiting for a time: the gate releases it.
             let condition =
                 format!("{within} AND next_attempt_at > ? AND state IN ('queued', 'deferred')");
-            let mut p = params;
+            let mut p = params.clone();
             p.push(now_v.clone());
-            update(
+            let mut total = update(
                 tx,
                 "next_attempt_at = ?, updated_at = ?",
-                vec![now_v.clone(), now_v],
+                vec![now_v.clone(), now_v.clone()],
                 &condition,
                 p,
                 limit,
-            )
+            )?;
+            if total.changed < limit {
+                // Bundled mail goes again without waiting for its receipt.
+                let b = update(
+                    tx,
+                    "state = 'deferred', next_attempt_at = ?, bundle = NULL, \
+                     bundle_until = NULL, updated_at = ?",
+                    vec![now_v.clone(), now_v],
+                    &format!("{within} AND state = 'bundled'"),
+                    params,
+                    limit - total.changed,
+                )?;
+                merge(&mut total, b);
+                total.more = total.changed == limit;
+            }
+            Ok(total)
         }
         Action::Release => {
             let condition = format!("{within} AND state = 'held'");

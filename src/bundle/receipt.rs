@@ -1,0 +1,67 @@
+//! A receipt read at the exporting node (the report names the bundle it answers): the recipients it names as accepted are
+//! delivered (the peer has them durably, and carries their DSN requests on, RFC 3461
+//! §6.2.1), those it names as refused bounce with a notice to their sender. Only
+//! recipients still waiting for a receipt (bundled, or back in the queue after waiting
+//! too long) are touched, so a receipt read twice changes nothing the second time.
+
+use std::collections::HashMap;
+
+use super::export::answer_by_lane;
+use super::import::{Imported, named};
+use super::record::Receipt;
+use crate::delivery::outcome::{Classified, Outcome, Scope};
+use crate::queue::handle::QueueHandle;
+
+/// Records what `receipts` (from `node`) say; counts land in `report`.
+pub async fn apply(
+    queue: &QueueHandle,
+    node: &str,
+    receipts: Vec<Receipt>,
+    report: &mut Imported,
+) -> Result<(), String> {
+    for receipt in receipts {
+        report.bundle = receipt.bundle.clone();
+        let (accepted, refused) = named(&receipt);
+        let mut fate: HashMap<_, Classified> = HashMap::new();
+        for key in &accepted {
+            fate.insert(
+                *key,
+                Classified {
+                    outcome: Outcome::Delivered,
+                    scope: Scope::Recipient,
+                    reason: format!("accepted by {node} (bundle {})", receipt.bundle),
+                    status: "2.0.0".into(),
+                },
+            );
+        }
+        for (id, position, r) in &refused {
+            fate.insert(
+                (*id, *position),
+                Classified {
+                    outcome: Outcome::Bounced,
+                    scope: Scope::Recipient,
+                    reason: format!("refused by {node}: {}", r.reason),
+                    status: r.status.clone(),
+                },
+            );
+        }
+        let names: Vec<_> = fate.keys().copied().collect();
+        let claims = queue
+            .claim_named(names.clone())
+            .await
+            .map_err(|e| format!("reading the receipt: {e}"))?;
+        report.unknown += (names.len() - claims.len()) as u64;
+        let mut results = Vec::with_capacity(claims.len());
+        for claim in claims {
+            if let Some(c) = fate.remove(&(claim.message_id, claim.position)) {
+                match c.outcome {
+                    Outcome::Delivered => report.delivered += 1,
+                    _ => report.bounced += 1,
+                }
+                results.push((claim, c));
+            }
+        }
+        answer_by_lane(queue, results, Some(node), Vec::new()).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! Taking one message from a bundle: what its importer checks and commits. Recipients
+//! this node took before are duplicates; the rest are refused for a reason a sender can
+//! act on (a bad address, too large, too many hops, a route straight back to the node
+//! that sent it), or committed through the spool as pickup commits a drop: identity
+//! settled (local names, aliases, sender rewriting, DKIM), a `Received:` added, the
+//! content canonicalised to CRLF and its long lines folded. A commit that fails (a full
+//! disk) takes nothing: the message comes again in a later bundle.
+
+use std::sync::Arc;
+
+use super::format::Header;
+use super::peers::Peers;
+use super::record::{MessageRecord, Refused, sha256};
+use crate::identity::Identity;
+use crate::smtp::Mailbox;
+use crate::smtp::canon::CrlfCanon;
+use crate::smtp::line_length::Folder;
+use crate::spool::{BundleOrigin, Envelope, IndexReader, Origin, QueueId, Spool, SpoolError};
+
+/// RFC 5321 §6.3: a message with this many `Received:` fields is in a loop.
+pub const MAX_HOPS: usize = 100;
+
+/// What an import needs of the daemon.
+pub struct Site {
+    pub spool: Spool,
+    pub peers: Arc<Peers>,
+    pub identity: Arc<Identity>,
+    pub hostname: String,
+    pub max_message_size: u64,
+    /// Where mail goes from here (a recipient routed straight back is refused).
+    pub router: crate::delivery::route::Router,
+}
+
+/// What became of one message's recipients (positions at the exporting node).
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// The exporter's queue id.
+    pub id: String,
+    pub committed: Vec<usize>,
+    pub duplicates: Vec<usize>,
+    pub refused: Vec<Refused>,
+    /// Why some were not taken now (they come again).
+    pub unread: Vec<String>,
+}
+
+pub fn take_message(
+    site: &Site,
+    header: &Header,
+    index: Option<&IndexReader>,
+    record: &MessageRecord,
+    content: &[u8],
+) -> Taken {
+    let mut taken = Taken {
+        id: record.id.clone(),
+        ..Taken::default()
+    };
+    let before = match index.map(|i| i.imported_positions(&header.node, &record.id)) {
+        Some(Ok(p)) => p,
+        None => Vec::new(),
+        Some(Err(e)) => {
+            taken.unread.push(format!("message {}: not taken now: {e}", record.id));
+            return taken;
+        }
+    };
+    let mut fresh = Vec::new();
+    for r in &record.recipients {
+        if before.contains(&r.position) {
+            taken.duplicates.push(r.position);
+        } else {
+            fresh.push(r);
+        }
+    }
+    let refuse = |taken: &mut Taken, position: usize, status: &str, reason: String| {
+        taken.refused.push(Refused {
+            id: record.id.clone(),
+            position,
+            status: status.into(),
+            reason,
+        })
+    };
+    let whole = if sha256(content) != record.sha256 {
+        Some(("5.6.0", "the content does not match its checksum".to_owned()))
+    } else if content.len() as u64 > site.max_message_size {
+        Some((
+            "5.3.4",
+            format!("message larger than {} bytes", site.max_message_size),
+        ))
+    } else if hops(content) >= MAX_HOPS {
+        Some(("5.4.6", format!("{MAX_HOPS} or more Received: fields: a mail loop")))
+    } else if !record.sender.is_empty() && Mailbox::parse(&record.sender).is_err() {
+        Some(("5.1.7", format!("bad sender address {:?}", record.sender)))
+    } else {
+        None
+    };
+    if let Some((status, reason)) = whole {
+        for r in fresh {
+            refuse(&mut taken, r.position, status, reason.clone());
+        }
+        return taken;
+    }
+    let mut keep = Vec::new();
+    for r in fresh {
+        let Ok(mailbox) = Mailbox::parse(&r.recipient.address) else {
+            let reason = format!("bad recipient address {:?}", r.recipient.address);
+            refuse(&mut taken, r.position, "5.1.3", reason);
+            continue;
+        };
+        let route = &site.router.route(&mailbox.domain().to_ascii_lowercase()).name;
+        if site
+            .peers
+            .for_route(route)
+            .is_some_and(|p| p.node.eq_ignore_ascii_case(&header.node))
+        {
+            let reason = format!("mail for {mailbox} would go straight back to {}", header.node);
+            refuse(&mut taken, r.position, "5.4.6", reason);
+            continue;
+        }
+        keep.push(r);
+    }
+    if keep.is_empty() {
+        return taken;
+    }
+    let origin = Origin {
+        kind: "bundle".into(),
+        bundle: Some(BundleOrigin {
+            node: header.node.clone(),
+            bundle: header.id.clone(),
+            message: record.id.clone(),
+            positions: keep.iter().map(|r| r.position).collect(),
+        }),
+        ..Origin::default()
+    };
+    let mut envelope = Envelope {
+        body: record.body,
+        smtputf8: record.smtputf8,
+        envid: record.envid.clone(),
+        ret: record.ret,
+        ..Envelope::new(
+            record.sender.clone(),
+            keep.iter().map(|r| r.recipient.clone()).collect(),
+            origin,
+        )
+    };
+    match commit(site, header, &mut envelope, content) {
+        Ok(Some(_)) => taken.committed = keep.iter().map(|r| r.position).collect(),
+        Ok(None) => {
+            for r in keep {
+                refuse(&mut taken, r.position, "5.6.0", "the message holds a NUL byte".into());
+            }
+        }
+        Err(e) => taken
+            .unread
+            .push(format!("message {}: not taken now: {e}", record.id)),
+    }
+    taken
+}
+
+/// `Received:` fields in the header section.
+fn hops(content: &[u8]) -> usize {
+    let mut n = 0;
+    for line in content.split(|&b| b == b'\n') {
+        if line == b"\r" || line.is_empty() {
+            break;
+        }
+        if line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:") {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Commits the message; `None` when its content holds a NUL byte.
+fn commit(
+    site: &Site,
+    header: &Header,
+    envelope: &mut Envelope,
+    content: &[u8],
+) -> Result<Option<QueueId>, SpoolError> {
+    let mut edits = site.identity.prepare(envelope);
+    let mut draft = site.spool.create_draft(envelope.clone())?;
+    let trace = format!(
+        "Received: from {} (bundle {})\r\n\tby {} (ferrymail) with bundle id {}; {}\r\n",
+        header.node,
+        header.id,
+        site.hostname,
+        draft.id(),
+        crate::smtp::date::now()
+    );
+    draft.write(trace.as_bytes())?;
+    edits.written(trace.as_bytes());
+    let mut canon = CrlfCanon::new();
+    let mut folder = Folder::default();
+    let (mut out, mut folded, mut edited) = (Vec::new(), Vec::new(), Vec::new());
+    for piece in content.chunks(64 << 10) {
+        out.clear();
+        if canon.push(piece, &mut out).is_err() {
+            return Ok(None);
+        }
+        folded.clear();
+        folder.push(&out, &mut folded);
+        edited.clear();
+        edits.header.push(&folded, &mut edited);
+        draft.write(&edited)?;
+        edits.written(&edited);
+    }
+    out.clear();
+    canon.finish(&mut out);
+    folded.clear();
+    folder.push(&out, &mut folded);
+    edited.clear();
+    edits.header.push(&folded, &mut edited);
+    edits.header.finish(&mut edited);
+    draft.write(&edited)?;
+    edits.written(&edited);
+    let prepend = edits.prepend(draft.id().as_str());
+    site.spool
+        .commit_blocking(draft.seal_prepending(prepend)?)
+        .map(Some)
+}
