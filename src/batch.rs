@@ -24,7 +24,8 @@ pub struct Batch {
 /// Reads a batch from `input` into the maildrop.
 pub fn inject_batch(input: &mut dyn std::io::BufRead, site: &Site<'_>) -> Result<Batch, Failure> {
     let mut batch = Batch::default();
-    let io = |e: std::io::Error| Failure::new(exit::CANTCREAT, format!("writing to the maildrop: {e}"));
+    let io =
+        |e: std::io::Error| Failure::new(exit::CANTCREAT, format!("writing to the maildrop: {e}"));
     let mut refused = Vec::new();
     let faults = bsmtp::read(input, site.max_message_size, &mut |t| {
         if t.recipients.len() > MAX_DROP_RECIPIENTS {

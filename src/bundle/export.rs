@@ -63,7 +63,7 @@ pub struct Request {
 
 /// The output being written.
 enum Sink {
-    Bundle(format::Writer<BufWriter<File>>),
+    Bundle(Box<format::Writer<BufWriter<File>>>),
     Bsmtp(super::bsmtp::Writer<BufWriter<File>>),
 }
 
@@ -111,7 +111,10 @@ pub async fn export(
     let now = now_unix();
     let id = QueueId::generate(std::time::SystemTime::now()).to_string();
     let (mut sink, peer) = match request.format {
-        Format::Bsmtp => (Sink::Bsmtp(super::bsmtp::Writer::new(BufWriter::new(out))), None),
+        Format::Bsmtp => (
+            Sink::Bsmtp(super::bsmtp::Writer::new(BufWriter::new(out))),
+            None,
+        ),
         Format::Bundle => {
             let peer = peers.for_route(&request.route).ok_or_else(|| {
                 format!(
@@ -131,7 +134,7 @@ pub async fn export(
             };
             let writer = format::Writer::new(BufWriter::new(out), &peer.key, &header)
                 .map_err(|e| format!("writing the bundle: {e}"))?;
-            (Sink::Bundle(writer), Some(peer.node.clone()))
+            (Sink::Bundle(Box::new(writer)), Some(peer.node.clone()))
         }
     };
     let limit = request.max_bytes.unwrap_or(u64::MAX);
@@ -157,8 +160,12 @@ pub async fn export(
         let full = !batch.left.is_empty();
         merge(&mut all, batch);
         if let Err(e) = result.2 {
-            give_back(queue, take_all(&mut all), &format!("the bundle could not be written: {e}"))
-                .await;
+            give_back(
+                queue,
+                take_all(&mut all),
+                &format!("the bundle could not be written: {e}"),
+            )
+            .await;
             return Err(format!("writing the bundle: {e}"));
         }
         if full {
@@ -184,7 +191,12 @@ pub async fn export(
         Err(e) => {
             let mut everything = take_all(&mut all);
             everything.extend(left);
-            give_back(queue, everything, &format!("the bundle could not be written: {e}")).await;
+            give_back(
+                queue,
+                everything,
+                &format!("the bundle could not be written: {e}"),
+            )
+            .await;
             return Err(e);
         }
     };
@@ -245,7 +257,11 @@ async fn settle(
                 reason: "written to a BSMTP batch".into(),
                 status: "2.0.0".into(),
             };
-            let results = all.included.into_iter().map(|c| (c, delivered.clone())).collect();
+            let results = all
+                .included
+                .into_iter()
+                .map(|c| (c, delivered.clone()))
+                .collect();
             answer_by_lane(queue, results, None, all.relayed).await;
         }
     }
@@ -363,7 +379,10 @@ fn write_batch(
                     .collect();
                 w.add(&e.sender, &to, &content)?;
                 for c in &group {
-                    let success = e.recipients.get(c.position).and_then(|r| r.notify.as_deref());
+                    let success = e
+                        .recipients
+                        .get(c.position)
+                        .and_then(|r| r.notify.as_deref());
                     if success.is_some_and(|n| n.contains("SUCCESS")) {
                         out.relayed.push((id, c.position));
                     }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::format::{self, Frame, Header, Kind, Reader};
 use super::peers::{Peer, Peers};
-use super::record::{self, Accepted, MessageRecord, Receipt, Record, Refused};
+use super::record::{self, Accepted, MessageRecord, Receipt, Record};
 use super::take::{Site, Taken, take_message};
 use crate::spool::{IndexReader, QueueId, now_unix};
 
@@ -54,6 +54,7 @@ pub struct Imported {
 
 /// A bundle whose header and chunks were checked: where to read it again, and what of
 /// it is good.
+#[derive(Debug)]
 struct Checked {
     header: Header,
     peer_index: usize,
@@ -122,7 +123,10 @@ fn check(peers: &Peers, input: &mut File) -> Result<Checked, String> {
     };
     let (mut good, mut unread) = (Vec::new(), Vec::new());
     let mut expected = 0u64;
-    while let Some(frame) = reader.next_frame().map_err(|e| format!("reading the bundle: {e}"))? {
+    while let Some(frame) = reader
+        .next_frame()
+        .map_err(|e| format!("reading the bundle: {e}"))?
+    {
         match frame {
             Frame::Chunk(c) => {
                 if c.intact && !c.authentic {
@@ -182,7 +186,10 @@ fn for_each_chunk(
     if !reader.authenticate(key) {
         return Err("the bundle changed while it was read".into());
     }
-    while let Some(frame) = reader.next_frame().map_err(|e| format!("reading the bundle: {e}"))? {
+    while let Some(frame) = reader
+        .next_frame()
+        .map_err(|e| format!("reading the bundle: {e}"))?
+    {
         let Frame::Chunk(chunk) = frame else { break };
         if !checked.good.contains(&chunk.seq) {
             continue;
@@ -250,12 +257,18 @@ pub fn import(site: &Site, input: File, want_receipt: bool) -> Result<Read, Stri
     match checked.header.kind {
         Kind::Receipt => {
             let mut receipts = Vec::new();
-            for_each_chunk(&mut input, &checked, &peer.key, &mut |records| {
-                receipts.extend(records.into_iter().filter_map(|r| match r {
-                    Record::Receipt(r) => Some(r),
-                    Record::Message(..) => None,
-                }))
-            }, &mut unread)?;
+            for_each_chunk(
+                &mut input,
+                &checked,
+                &peer.key,
+                &mut |records| {
+                    receipts.extend(records.into_iter().filter_map(|r| match r {
+                        Record::Receipt(r) => Some(r),
+                        Record::Message(..) => None,
+                    }))
+                },
+                &mut unread,
+            )?;
             report.unread.extend(unread);
             Ok(Read::Receipt(report, receipts))
         }
@@ -264,18 +277,24 @@ pub fn import(site: &Site, input: File, want_receipt: bool) -> Result<Read, Stri
                 bundle: checked.header.id.clone(),
                 ..Receipt::default()
             };
-            for_each_chunk(&mut input, &checked, &peer.key, &mut |records| {
-                let messages: Vec<(&MessageRecord, &[u8])> = records
-                    .iter()
-                    .filter_map(|r| match r {
-                        Record::Message(m, content) => Some((m.as_ref(), *content)),
-                        Record::Receipt(_) => None,
-                    })
-                    .collect();
-                for taken in take_all(site, &checked.header, &messages) {
-                    tally(&mut report, &mut receipt, taken);
-                }
-            }, &mut unread)?;
+            for_each_chunk(
+                &mut input,
+                &checked,
+                &peer.key,
+                &mut |records| {
+                    let messages: Vec<(&MessageRecord, &[u8])> = records
+                        .iter()
+                        .filter_map(|r| match r {
+                            Record::Message(m, content) => Some((m.as_ref(), *content)),
+                            Record::Receipt(_) => None,
+                        })
+                        .collect();
+                    for taken in take_all(site, &checked.header, &messages) {
+                        tally(&mut report, &mut receipt, taken);
+                    }
+                },
+                &mut unread,
+            )?;
             report.unread.extend(unread);
             receipt.unread = report.unread.clone();
             let bytes = want_receipt
@@ -314,7 +333,11 @@ fn tally(report: &mut Imported, receipt: &mut Receipt, taken: Taken) {
         report.recipients += taken.committed.len() as u64;
     }
     report.duplicates += taken.duplicates.len() as u64;
-    let mut positions: Vec<usize> = taken.committed.into_iter().chain(taken.duplicates).collect();
+    let mut positions: Vec<usize> = taken
+        .committed
+        .into_iter()
+        .chain(taken.duplicates)
+        .collect();
     positions.sort_unstable();
     if !positions.is_empty() {
         receipt.accepted.push(Accepted {
@@ -323,9 +346,10 @@ fn tally(report: &mut Imported, receipt: &mut Receipt, taken: Taken) {
         });
     }
     for r in &taken.refused {
-        report
-            .refused
-            .push(format!("{} recipient {}: {} {}", r.id, r.position, r.status, r.reason));
+        report.refused.push(format!(
+            "{} recipient {}: {} {}",
+            r.id, r.position, r.status, r.reason
+        ));
     }
     receipt.refused.extend(taken.refused);
     report.unread.extend(taken.unread);
@@ -351,18 +375,5 @@ fn write_receipt(peers: &Peers, peer: &Peer, receipt: &Receipt) -> Result<Vec<u8
         .map_err(|e| format!("writing the receipt: {e}"))
 }
 
-/// A receipt's recipients as the queue names them: accepted, and refused with why.
-pub fn named(receipt: &Receipt) -> (Vec<(QueueId, usize)>, Vec<(QueueId, usize, Refused)>) {
-    let accepted = receipt
-        .accepted
-        .iter()
-        .filter_map(|a| QueueId::parse(&a.id).ok().map(|id| (id, &a.positions)))
-        .flat_map(|(id, ps)| ps.iter().map(move |p| (id, *p)))
-        .collect();
-    let refused = receipt
-        .refused
-        .iter()
-        .filter_map(|r| QueueId::parse(&r.id).ok().map(|id| (id, r.position, r.clone())))
-        .collect();
-    (accepted, refused)
-}
+#[cfg(test)]
+mod tests;

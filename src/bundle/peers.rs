@@ -46,10 +46,14 @@ impl Peers {
     }
 
     pub fn by_node(&self, node: &str) -> Option<&Peer> {
-        self.peers.iter().find(|p| p.node.eq_ignore_ascii_case(node))
+        self.peers
+            .iter()
+            .find(|p| p.node.eq_ignore_ascii_case(node))
     }
 
     pub fn for_route(&self, route: &str) -> Option<&Peer> {
-        self.peers.iter().find(|p| p.routes.iter().any(|r| r == route))
+        self.peers
+            .iter()
+            .find(|p| p.routes.iter().any(|r| r == route))
     }
 }

@@ -7,10 +7,14 @@
 use std::collections::HashMap;
 
 use super::export::answer_by_lane;
-use super::import::{Imported, named};
-use super::record::Receipt;
+use super::import::Imported;
+use super::record::{Receipt, Refused};
 use crate::delivery::outcome::{Classified, Outcome, Scope};
 use crate::queue::handle::QueueHandle;
+use crate::spool::QueueId;
+
+/// A recipient as the queue names it: its message, and its position there.
+type Named = (QueueId, usize);
 
 /// Records what `receipts` (from `node`) say; counts land in `report`.
 pub async fn apply(
@@ -64,4 +68,24 @@ pub async fn apply(
         answer_by_lane(queue, results, Some(node), Vec::new()).await;
     }
     Ok(())
+}
+
+/// A receipt's recipients as the queue names them: accepted, and refused with why.
+fn named(receipt: &Receipt) -> (Vec<Named>, Vec<(QueueId, usize, Refused)>) {
+    let accepted = receipt
+        .accepted
+        .iter()
+        .filter_map(|a| QueueId::parse(&a.id).ok().map(|id| (id, &a.positions)))
+        .flat_map(|(id, ps)| ps.iter().map(move |p| (id, *p)))
+        .collect();
+    let refused = receipt
+        .refused
+        .iter()
+        .filter_map(|r| {
+            QueueId::parse(&r.id)
+                .ok()
+                .map(|id| (id, r.position, r.clone()))
+        })
+        .collect();
+    (accepted, refused)
 }

@@ -58,7 +58,9 @@ pub fn take_message(
         Some(Ok(p)) => p,
         None => Vec::new(),
         Some(Err(e)) => {
-            taken.unread.push(format!("message {}: not taken now: {e}", record.id));
+            taken
+                .unread
+                .push(format!("message {}: not taken now: {e}", record.id));
             return taken;
         }
     };
@@ -79,14 +81,20 @@ pub fn take_message(
         })
     };
     let whole = if sha256(content) != record.sha256 {
-        Some(("5.6.0", "the content does not match its checksum".to_owned()))
+        Some((
+            "5.6.0",
+            "the content does not match its checksum".to_owned(),
+        ))
     } else if content.len() as u64 > site.max_message_size {
         Some((
             "5.3.4",
             format!("message larger than {} bytes", site.max_message_size),
         ))
     } else if hops(content) >= MAX_HOPS {
-        Some(("5.4.6", format!("{MAX_HOPS} or more Received: fields: a mail loop")))
+        Some((
+            "5.4.6",
+            format!("{MAX_HOPS} or more Received: fields: a mail loop"),
+        ))
     } else if !record.sender.is_empty() && Mailbox::parse(&record.sender).is_err() {
         Some(("5.1.7", format!("bad sender address {:?}", record.sender)))
     } else {
@@ -105,13 +113,18 @@ pub fn take_message(
             refuse(&mut taken, r.position, "5.1.3", reason);
             continue;
         };
-        let route = &site.router.route(&mailbox.domain().to_ascii_lowercase()).name;
-        if site
-            .peers
-            .for_route(route)
-            .is_some_and(|p| p.node.eq_ignore_ascii_case(&header.node))
+        let domain = mailbox.domain().to_ascii_lowercase();
+        let route = &site.router.route(&domain).name;
+        if !site.router.is_local(&domain)
+            && site
+                .peers
+                .for_route(route)
+                .is_some_and(|p| p.node.eq_ignore_ascii_case(&header.node))
         {
-            let reason = format!("mail for {mailbox} would go straight back to {}", header.node);
+            let reason = format!(
+                "mail for {mailbox} would go straight back to {}",
+                header.node
+            );
             refuse(&mut taken, r.position, "5.4.6", reason);
             continue;
         }
@@ -145,7 +158,12 @@ pub fn take_message(
         Ok(Some(_)) => taken.committed = keep.iter().map(|r| r.position).collect(),
         Ok(None) => {
             for r in keep {
-                refuse(&mut taken, r.position, "5.6.0", "the message holds a NUL byte".into());
+                refuse(
+                    &mut taken,
+                    r.position,
+                    "5.6.0",
+                    "the message holds a NUL byte".into(),
+                );
             }
         }
         Err(e) => taken

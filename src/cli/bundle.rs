@@ -177,9 +177,10 @@ fn import(layout: &Layout, args: ImportArgs) -> Result<(), Failure> {
     let input = if args.file == "-" {
         None
     } else {
-        Some(File::open(&args.file).map_err(|e| {
-            Failure::new(exit::NOINPUT, format!("{}: {e}", args.file))
-        })?)
+        Some(
+            File::open(&args.file)
+                .map_err(|e| Failure::new(exit::NOINPUT, format!("{}: {e}", args.file)))?,
+        )
     };
     let receipt = args.receipt.as_deref().map(create).transpose()?;
     let stdin = std::io::stdin();

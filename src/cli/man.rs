@@ -221,7 +221,8 @@ mod tests {
             [local]\naliases_file = \"a\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n[accept]\nusers = \"u\"\n\
             [upstream]\nsmarthost = \"s.example:587\"\nca = \"ca\"\nusername = \"me\"\npassword_file = \"p\"\n\
             [[route]]\ndomains = [\"a.example\"]\n[link]\ntrigger_file = \"t\"\nevery = \"1h\"\n\
-            [metrics]\nlisten = \"127.0.0.1:9325\"\n";
+            [metrics]\nlisten = \"127.0.0.1:9325\"\n\
+            [[bundle_peer]]\nnode = \"hub\"\nkey_file = \"k\"\nroutes = [\"upstream\"]\n";
         let config = crate::config::parse(full, Path::new("/etc/f.toml")).unwrap();
         let value: toml::Table = toml::from_str(&crate::config::to_toml(&config)).unwrap();
         let mut paths = Vec::new();

@@ -79,7 +79,11 @@ pub fn run(args: &[OsString], config: Option<&Path>) -> Result<(), Failure> {
     let usage = |m: String| Failure::new(exit::USAGE, m);
     let mut args: Vec<String> = args
         .iter()
-        .map(|a| a.clone().into_string().map_err(|_| usage("arguments must be valid UTF-8".into())))
+        .map(|a| {
+            a.clone()
+                .into_string()
+                .map_err(|_| usage("arguments must be valid UTF-8".into()))
+        })
         .collect::<Result<_, _>>()?;
     let mut domain = None;
     while let Some(first) = args.first().cloned() {
@@ -102,10 +106,12 @@ pub fn run(args: &[OsString], config: Option<&Path>) -> Result<(), Failure> {
     let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
     let uucp = from_lines(&mut input)
         .map_err(|e| Failure::new(exit::IOERR, format!("reading the message: {e}")))?;
-    let sender = uucp.sender.map(|s| match (&domain, s.contains('@') || s.is_empty()) {
-        (Some(d), false) => format!("{s}@{d}"),
-        _ => s,
-    });
+    let sender = uucp
+        .sender
+        .map(|s| match (&domain, s.contains('@') || s.is_empty()) {
+            (Some(d), false) => format!("{s}@{d}"),
+            _ => s,
+        });
     let opts = InjectOptions {
         sender,
         ignore_dots: true,

@@ -23,7 +23,12 @@ pub fn send(socket: impl AsFd, files: &[BorrowedFd<'_>]) -> io::Result<()> {
     if !control.push(SendAncillaryMessage::ScmRights(files)) {
         return Err(io::Error::other("too many files for one request"));
     }
-    rustix::net::sendmsg(socket, &[IoSlice::new(b"F")], &mut control, SendFlags::empty())?;
+    rustix::net::sendmsg(
+        socket,
+        &[IoSlice::new(b"F")],
+        &mut control,
+        SendFlags::empty(),
+    )?;
     Ok(())
 }
 
@@ -31,7 +36,9 @@ pub fn send(socket: impl AsFd, files: &[BorrowedFd<'_>]) -> io::Result<()> {
 pub async fn receive(socket: &tokio::net::UnixStream, n: usize) -> io::Result<Vec<OwnedFd>> {
     loop {
         socket.readable().await?;
-        match socket.try_io(tokio::io::Interest::READABLE, || receive_now(socket.as_fd(), n)) {
+        match socket.try_io(tokio::io::Interest::READABLE, || {
+            receive_now(socket.as_fd(), n)
+        }) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             other => return other,
         }

@@ -197,10 +197,7 @@ async fn connection<H: Handler>(stream: UnixStream, handler: Arc<H>) {
 }
 
 /// Writes one reply line, within `IDLE`.
-async fn send(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    response: &Response,
-) -> Result<(), ()> {
+async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, response: &Response) -> Result<(), ()> {
     let mut out = serde_json::to_vec(response).expect("responses serialise");
     out.push(b'\n');
     match tokio::time::timeout(IDLE, write.write_all(&out)).await {

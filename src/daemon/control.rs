@@ -136,12 +136,10 @@ impl DaemonControl {
         };
         let site = self.bundles.get();
         if site.router.by_name(&request.route).is_none() {
-            return error(
-                exit::USAGE,
-                format!("no route named {:?}", request.route),
-            );
+            return error(exit::USAGE, format!("no route named {:?}", request.route));
         }
-        if request.format == export::Format::Bundle && site.peers.for_route(&request.route).is_none()
+        if request.format == export::Format::Bundle
+            && site.peers.for_route(&request.route).is_none()
         {
             return error(
                 exit::CONFIG,
@@ -152,7 +150,14 @@ impl DaemonControl {
             );
         }
         let _one = self.bundle_lock.lock().await;
-        match export::export(&site.spool, &self.queue, &site.peers, request, File::from(out)).await
+        match export::export(
+            &site.spool,
+            &self.queue,
+            &site.peers,
+            request,
+            File::from(out),
+        )
+        .await
         {
             Ok(done) => Response::Exported(done),
             Err(e) => error(exit::IOERR, e),
@@ -174,11 +179,14 @@ impl DaemonControl {
         match work.await {
             Ok(Ok(import::Read::Mail(report, receipt))) => {
                 if let (Some(bytes), Some(out)) = (receipt, receipt_out) {
-                    let written = tokio::task::spawn_blocking(move || write_durably(out, &bytes)).await;
+                    let written =
+                        tokio::task::spawn_blocking(move || write_durably(out, &bytes)).await;
                     if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
                         return error(
                             exit::IOERR,
-                            format!("the mail is imported, but its receipt could not be written: {e}"),
+                            format!(
+                                "the mail is imported, but its receipt could not be written: {e}"
+                            ),
                         );
                     }
                 }

@@ -8,8 +8,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::jobs::{Change, ChangeOutcome};
 use super::kit::OwnerSettings;
 use crate::delivery::runner::Answered;
-use crate::spool::{QueueId, SpoolError};
 use crate::spool::claims::Claim;
+use crate::spool::{QueueId, SpoolError};
 
 /// What the queue owner is asked.
 pub enum QueueEvent {

@@ -230,7 +230,9 @@ impl IndexReader {
 
     /// The positions of `node`'s message `message` this node took from a bundle before.
     pub fn imported_positions(&self, node: &str, message: &str) -> Result<Vec<usize>, ReadError> {
-        Ok(super::bundles::imported_positions(&self.conn, node, message)?)
+        Ok(super::bundles::imported_positions(
+            &self.conn, node, message,
+        )?)
     }
 
     /// Domains with pending mail at `domain` or below it (for ETRN `@domain`).

@@ -16,9 +16,18 @@ pub struct Received {
     pub from: String,
     pub rcpts: Vec<String>,
     pub data: Vec<u8>,
+    /// The MAIL and accepted RCPT commands as sent, parameters and all.
+    pub commands: Vec<String>,
 }
 
 pub type Rule = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// The extensions it offers besides PIPELINING and 8BITMIME.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offer {
+    pub chunking: bool,
+    pub dsn: bool,
+}
 
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -32,6 +41,27 @@ pub struct Upstream {
 impl Upstream {
     /// Listens on `addr` (port 0 for any); `rcpt` gives the reply to each RCPT address.
     pub fn start(addr: &str, chunking: bool, rcpt: Rule) -> Upstream {
+        Upstream::offering(
+            addr,
+            Offer {
+                chunking,
+                dsn: false,
+            },
+            rcpt,
+        )
+    }
+
+    /// Accepts every recipient and offers DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID
+    /// are passed on to it.
+    pub fn with_dsn(addr: &str) -> Upstream {
+        let offer = Offer {
+            chunking: false,
+            dsn: true,
+        };
+        Upstream::offering(addr, offer, Arc::new(|_| "250 2.1.5 ok".to_owned()))
+    }
+
+    pub fn offering(addr: &str, offer: Offer, rcpt: Rule) -> Upstream {
         let listener = TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -50,7 +80,7 @@ impl Upstream {
                         c.fetch_add(1, Ordering::Relaxed);
                         let (m, rcpt, e, t) = (m.clone(), rcpt.clone(), e.clone(), t.clone());
                         std::thread::spawn(move || {
-                            let _ = serve(stream, chunking, &rcpt, &m, &e, &t);
+                            let _ = serve(stream, offer, &rcpt, &m, &e, &t);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -99,7 +129,10 @@ pub fn serve_turned(stream: TcpStream, rcpt: Rule) -> Vec<Received> {
     let messages = Mutex::new(Vec::new());
     let _ = serve(
         stream,
-        true,
+        Offer {
+            chunking: true,
+            dsn: false,
+        },
         &rcpt,
         &messages,
         &AtomicUsize::new(0),
@@ -110,7 +143,7 @@ pub fn serve_turned(stream: TcpStream, rcpt: Rule) -> Vec<Received> {
 
 fn serve(
     stream: TcpStream,
-    chunking: bool,
+    offer: Offer,
     rcpt: &Rule,
     messages: &Mutex<Vec<Received>>,
     sessions: &AtomicUsize,
@@ -121,6 +154,7 @@ fn serve(
     let mut input = BufReader::new(stream);
     out.write_all(b"220 fake.test ESMTP\r\n")?;
     let (mut from, mut rcpts) = (String::new(), Vec::new());
+    let mut commands = Vec::new();
     loop {
         let mut line = String::new();
         if input.read_line(&mut line)? == 0 {
@@ -132,17 +166,24 @@ fn serve(
             sessions.fetch_add(1, Ordering::Relaxed);
         }
         let reply = if upper.starts_with("EHLO") {
-            let chunk = if chunking { "250-CHUNKING\r\n" } else { "" };
-            format!("250-fake.test\r\n250-PIPELINING\r\n{chunk}250 8BITMIME")
+            let chunk = if offer.chunking {
+                "250-CHUNKING\r\n"
+            } else {
+                ""
+            };
+            let dsn = if offer.dsn { "250-DSN\r\n" } else { "" };
+            format!("250-fake.test\r\n250-PIPELINING\r\n{chunk}{dsn}250 8BITMIME")
         } else if upper.starts_with("MAIL FROM:") {
             from = address(&line);
             rcpts.clear();
+            commands = vec![line.clone()];
             "250 2.1.0 ok".to_owned()
         } else if upper.starts_with("RCPT TO:") {
             let a = address(&line);
             let r = rcpt(&a);
             if r.starts_with('2') {
                 rcpts.push(a);
+                commands.push(line.clone());
             }
             r
         } else if upper == "DATA" {
@@ -163,12 +204,12 @@ fn serve(
                 };
                 data.extend_from_slice(l);
             }
-            record(messages, &from, &rcpts, data)
+            record(messages, &from, &rcpts, &commands, data)
         } else if let Some(rest) = upper.strip_prefix("BDAT ") {
             let n: usize = rest.split(' ').next().unwrap_or("0").parse().unwrap_or(0);
             let mut data = vec![0u8; n];
             input.read_exact(&mut data)?;
-            record(messages, &from, &rcpts, data)
+            record(messages, &from, &rcpts, &commands, data)
         } else if upper.starts_with("ETRN") {
             etrns.lock().unwrap().push(line.clone());
             "250 ok, queuing started".to_owned()
@@ -182,7 +223,13 @@ fn serve(
     }
 }
 
-fn record(messages: &Mutex<Vec<Received>>, from: &str, rcpts: &[String], data: Vec<u8>) -> String {
+fn record(
+    messages: &Mutex<Vec<Received>>,
+    from: &str,
+    rcpts: &[String],
+    commands: &[String],
+    data: Vec<u8>,
+) -> String {
     if rcpts.is_empty() {
         return "554 5.5.1 no valid recipients".to_owned();
     }
@@ -190,6 +237,7 @@ fn record(messages: &Mutex<Vec<Received>>, from: &str, rcpts: &[String], data: V
         from: from.to_owned(),
         rcpts: rcpts.to_vec(),
         data,
+        commands: commands.to_vec(),
     });
     "250 2.0.0 queued".to_owned()
 }

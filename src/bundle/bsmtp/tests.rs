@@ -16,11 +16,15 @@ fn what_the_writer_writes_the_reader_reads_back_byte_for_byte() {
     let content = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n";
     w.add("a@x.example", &["b@y.example", "c@y.example"], content)
         .unwrap();
-    w.add("", &["d@y.example"], b"Subject: bounce\r\n\r\nx\r\n").unwrap();
+    w.add("", &["d@y.example"], b"Subject: bounce\r\n\r\nx\r\n")
+        .unwrap();
     let batch = w.finish().unwrap();
     let text = String::from_utf8(batch.clone()).unwrap();
     assert!(text.starts_with("MAIL FROM:<a@x.example>\nRCPT TO:<b@y.example>\n"));
-    assert!(text.contains("\n..leading dot\n...two\n..\nend\n.\n"), "{text}");
+    assert!(
+        text.contains("\n..leading dot\n...two\n..\nend\n.\n"),
+        "{text}"
+    );
     assert!(!text.contains('\r'), "LF lines, as Exim writes them");
     let (got, faults) = read_all(&batch);
     assert!(faults.is_empty(), "{faults:?}");
@@ -39,7 +43,10 @@ fn esmtp_parameters_are_read_when_a_writer_sends_them() {
     assert!(faults.is_empty(), "{faults:?}");
     assert_eq!(got[0].ret, Some(Ret::Hdrs));
     assert_eq!(got[0].envid.as_deref(), Some("e+1"));
-    assert_eq!(got[0].recipients[0].notify.as_deref(), Some("SUCCESS,FAILURE"));
+    assert_eq!(
+        got[0].recipients[0].notify.as_deref(),
+        Some("SUCCESS,FAILURE")
+    );
     assert_eq!(
         got[0].recipients[0].orcpt.as_deref(),
         Some("rfc822;b@y.example")
