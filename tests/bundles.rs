@@ -419,3 +419,54 @@ fn bsmtp_comes_in_with_sendmail_bs_and_rmail_and_goes_out_as_a_batch() {
     )
     .is_empty()));
 }
+
+#[test]
+fn max_bytes_leaves_the_rest_for_the_next_bundle_and_retry_sends_bundled_mail_again() {
+    let far = Upstream::accepting("127.0.0.1:0");
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "shared.key");
+    let (station, hub) = (station(&key), hub(&key, &far, &far));
+    let (_s, _h) = (station.start_daemon(), hub.start_daemon());
+    let stick = tempfile::tempdir().unwrap();
+    let file = |name: &str| stick.path().join(name);
+    fill(&station, 6);
+
+    let out = station.run(
+        &[
+            "bundle",
+            "export",
+            "--route",
+            "upstream",
+            "--max-bytes",
+            "200000",
+            "--out",
+            file("part1").to_str().unwrap(),
+        ],
+        b"",
+    );
+    let said = ok(out);
+    assert!(std::fs::metadata(file("part1")).unwrap().len() <= 200_000);
+    assert!(said.contains("messages left for the next one"), "{said}");
+    let bundled = states(&station).iter().filter(|s| *s == "bundled").count();
+    assert!(
+        bundled > 0 && bundled < 6,
+        "{bundled} of 6 in the first part"
+    );
+    export(&station, "upstream", &file("part2"));
+    assert_eq!(states(&station), vec!["bundled"; 6]);
+
+    // No receipt comes: the operator sends it all again, and the hub takes each once.
+    ok(station.run(&["queue", "retry", "--all"], b""));
+    assert_eq!(states(&station), vec!["deferred"; 6]);
+    export(&station, "upstream", &file("again"));
+    ok(import(&hub, &file("part1"), None));
+    ok(import(&hub, &file("part2"), None));
+    let said = ok(import(&hub, &file("again"), Some(&file("receipt"))));
+    assert!(
+        said.contains("0 messages (0 recipients) queued, 6 recipients taken before"),
+        "{said}"
+    );
+    assert_eq!(states(&hub).len(), 6);
+    let said = ok(import(&station, &file("receipt"), None));
+    assert!(said.contains("6 delivered"), "{said}");
+}
