@@ -77,14 +77,19 @@ impl Sink {
         }
     }
 
+    /// Writes what is left; returns the file and the bytes written into it.
     fn finish(self) -> std::io::Result<(File, u64)> {
-        let out = match self {
-            Sink::Bundle(w) => w.finish()?.0,
-            Sink::Bsmtp(w) => w.finish()?,
+        let (out, bytes) = match self {
+            Sink::Bundle(w) => {
+                let (out, totals) = w.finish()?;
+                (out, totals.bytes)
+            }
+            Sink::Bsmtp(w) => {
+                let bytes = w.written();
+                (w.finish()?, bytes)
+            }
         };
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok((file, bytes))
+        Ok((out.into_inner().map_err(|e| e.into_error())?, bytes))
     }
 }
 
@@ -108,13 +113,67 @@ pub async fn export(
     request: Request,
     out: File,
 ) -> Result<Exported, String> {
-    let now = now_unix();
     let id = QueueId::generate(std::time::SystemTime::now()).to_string();
-    let (mut sink, peer) = match request.format {
-        Format::Bsmtp => (
-            Sink::Bsmtp(super::bsmtp::Writer::new(BufWriter::new(out))),
-            None,
-        ),
+    let (sink, peer) = open(peers, &request, &id, out)?;
+    let mut all = Written::default();
+    let written = fill(spool, queue, &request, sink, &mut all).await;
+    let left = std::mem::take(&mut all.left);
+    let damaged = std::mem::take(&mut all.damaged);
+    let damaged_count = damaged.len() as u64;
+    if !damaged.is_empty() {
+        let answered = Answered {
+            results: Vec::new(),
+            host: None,
+            relayed: Vec::new(),
+            damaged,
+        };
+        let _ = queue.answers(request.route.clone(), answered).await;
+    }
+    let bytes = match written {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let mut everything = std::mem::take(&mut all.included);
+            everything.extend(left);
+            give_back(
+                queue,
+                everything,
+                &format!("the bundle could not be written: {e}"),
+            )
+            .await;
+            return Err(format!("writing the bundle: {e}"));
+        }
+    };
+    let left_messages = distinct(&left) as u64;
+    let reason = match request.max_bytes {
+        Some(n) => format!("left for a later bundle: --max-bytes {n} reached"),
+        None => "left for a later bundle".into(),
+    };
+    give_back(queue, left, &reason).await;
+    let messages = distinct(&all.included);
+    let report = Exported {
+        bundle: (request.format == Format::Bundle && messages > 0).then(|| id.clone()),
+        peer,
+        messages: messages as u64,
+        recipients: all.included.len() as u64,
+        bytes,
+        raw_bytes: all.raw_bytes,
+        left: left_messages,
+        damaged: damaged_count,
+    };
+    settle(queue, peers, &request, &id, all).await?;
+    Ok(report)
+}
+
+/// The output, its header written: a bundle for the route's peer, or a BSMTP batch.
+fn open(
+    peers: &Peers,
+    request: &Request,
+    id: &str,
+    out: File,
+) -> Result<(Sink, Option<String>), String> {
+    let out = BufWriter::new(out);
+    match request.format {
+        Format::Bsmtp => Ok((Sink::Bsmtp(super::bsmtp::Writer::new(out)), None)),
         Format::Bundle => {
             let peer = peers.for_route(&request.route).ok_or_else(|| {
                 format!(
@@ -124,21 +183,32 @@ pub async fn export(
             })?;
             let header = Header {
                 kind: Kind::Mail,
-                id: id.clone(),
+                id: id.to_owned(),
                 node: peers.node.clone(),
                 to: peer.node.clone(),
-                created_at: now,
+                created_at: now_unix(),
                 route: Some(request.route.clone()),
                 compression: format::COMPRESSION.into(),
                 auth: format::AUTH.into(),
             };
-            let writer = format::Writer::new(BufWriter::new(out), &peer.key, &header)
+            let writer = format::Writer::new(out, &peer.key, &header)
                 .map_err(|e| format!("writing the bundle: {e}"))?;
-            (Sink::Bundle(Box::new(writer)), Some(peer.node.clone()))
+            Ok((Sink::Bundle(Box::new(writer)), Some(peer.node.clone())))
         }
-    };
+    }
+}
+
+/// Claims and writes batches until nothing waits or the output is full, then makes the
+/// output durable; returns the bytes written. Whatever it claimed is in `all`, written
+/// or not, whether it succeeds or fails.
+async fn fill(
+    spool: &Spool,
+    queue: &QueueHandle,
+    request: &Request,
+    mut sink: Sink,
+    all: &mut Written,
+) -> Result<u64, String> {
     let limit = request.max_bytes.unwrap_or(u64::MAX);
-    let mut all = Written::default();
     loop {
         let claims = queue
             .claim_for_bundle(&request.route, BATCH)
@@ -147,36 +217,23 @@ pub async fn export(
         if claims.is_empty() {
             break;
         }
-        let spool2 = spool.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut written = Written::default();
-            let r = write_batch(&spool2, &mut sink, claims, limit, &mut written);
-            (sink, written, r)
+        let spool = spool.clone();
+        let (back, batch, result) = tokio::task::spawn_blocking(move || {
+            let mut batch = Written::default();
+            let result = write_batch(&spool, &mut sink, claims, limit, &mut batch);
+            (sink, batch, result)
         })
         .await
-        .map_err(|e| format!("export: {e}"))?;
-        sink = result.0;
-        let batch = result.1;
+        .map_err(|e| e.to_string())?;
+        sink = back;
         let full = !batch.left.is_empty();
-        merge(&mut all, batch);
-        if let Err(e) = result.2 {
-            give_back(
-                queue,
-                take_all(&mut all),
-                &format!("the bundle could not be written: {e}"),
-            )
-            .await;
-            return Err(format!("writing the bundle: {e}"));
-        }
+        merge(all, batch);
+        result.map_err(|e| e.to_string())?;
         if full {
             break;
         }
     }
-    // Whatever a full export left unclaimed stays as it was; what it claimed and left
-    // out goes back now.
-    let left = std::mem::take(&mut all.left);
-    let messages = distinct(&all.included);
-    let finished = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let (file, bytes) = sink.finish()?;
         if file.metadata()?.is_file() {
             file.sync_all()?;
@@ -184,40 +241,8 @@ pub async fn export(
         Ok::<_, std::io::Error>(bytes)
     })
     .await
-    .map_err(|e| format!("export: {e}"))
-    .and_then(|r| r.map_err(|e| format!("writing the bundle: {e}")));
-    let bytes = match finished {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let mut everything = take_all(&mut all);
-            everything.extend(left);
-            give_back(
-                queue,
-                everything,
-                &format!("the bundle could not be written: {e}"),
-            )
-            .await;
-            return Err(e);
-        }
-    };
-    let left_messages = distinct(&left) as u64;
-    let reason = match request.max_bytes {
-        Some(n) => format!("left for a later bundle: --max-bytes {n} reached"),
-        None => "left for a later bundle".into(),
-    };
-    give_back(queue, left, &reason).await;
-    let report = Exported {
-        bundle: (request.format == Format::Bundle && messages > 0).then(|| id.clone()),
-        peer,
-        messages: messages as u64,
-        recipients: all.included.len() as u64,
-        bytes,
-        raw_bytes: all.raw_bytes,
-        left: left_messages,
-        damaged: all.damaged.len() as u64,
-    };
-    settle(queue, peers, &request, &id, all).await?;
-    Ok(report)
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }
 
 /// Records what the output now carries.
@@ -228,15 +253,6 @@ async fn settle(
     id: &str,
     all: Written,
 ) -> Result<(), String> {
-    if !all.damaged.is_empty() {
-        let answered = Answered {
-            results: Vec::new(),
-            host: None,
-            relayed: Vec::new(),
-            damaged: all.damaged,
-        };
-        let _ = queue.answers(request.route.clone(), answered).await;
-    }
     match request.format {
         Format::Bundle => {
             let until = now_unix() + peers.resend_after.as_secs() as i64;
@@ -420,12 +436,6 @@ fn merge(into: &mut Written, batch: Written) {
     into.damaged.extend(batch.damaged);
     into.relayed.extend(batch.relayed);
     into.raw_bytes += batch.raw_bytes;
-}
-
-fn take_all(all: &mut Written) -> Vec<Claim> {
-    let mut claims = std::mem::take(&mut all.included);
-    claims.extend(std::mem::take(&mut all.left));
-    claims
 }
 
 fn distinct(claims: &[Claim]) -> usize {
