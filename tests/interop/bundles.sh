@@ -11,8 +11,12 @@
 #  3. NNCP carries a bundle between two local NNCP nodes (nncp-exec, nncp-xfer through a
 #     directory, nncp-toss), whose exec handler (contrib/nncp/ferrymail-nncp) imports it
 #     and sends the receipt back the same way.
+#  4. Taylor UUCP, two systems on this machine joined by a pipe port instead of a modem:
+#     uux queues `rmail` (UUCP's From_ line giving the sender) and an `rsmtp` batch,
+#     uucico calls, and uuxqt at the far end runs ferrymail as rmail and sendmail -bS.
 # Binds loopback only; stops what it started by pid.
-# Usage: tests/interop/bundles.sh [path/to/ferrymail]   (needs python3, nncp; fetches exim)
+# Usage: tests/interop/bundles.sh [path/to/ferrymail]   (needs python3, nncp, uucp;
+#        fetches exim)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/lib.sh
@@ -224,9 +228,62 @@ nncp-toss -cfg "$NN/station.hjson" -quiet
 for _ in $(seq 50); do [ "$(pending "$WORK/station.toml")" = 0 ] && break; sleep 0.1; done
 check "the receipt came back over NNCP: delivered at the station" test "$(pending "$WORK/station.toml")" = 0
 
+# 4. UUCP between two systems on this machine.
+hub queue delete --all >/dev/null
+UU=$WORK/uucp
+mkdir -p "$UU/bin/as"
+for n in station hub; do
+  other=$([ "$n" = station ] && echo hub || echo station)
+  mkdir -p "$UU/$n/spool" "$UU/$n/pub" "$UU/$n/lock"
+  cat > "$UU/$n/config" <<CFG
+nodename $n
+spool $UU/$n/spool
+pubdir $UU/$n/pub
+lockdir $UU/$n/lock
+logfile $UU/$n/Log
+statfile $UU/$n/Stats
+debugfile $UU/$n/Debug
+sysfile $UU/$n/sys
+portfile $UU/$n/port
+CFG
+  cat > "$UU/$n/sys" <<SYS
+system $other
+time any
+port pipe-to-$other
+chat ""
+protocol g
+commands rmail rsmtp
+command-path $UU/bin
+SYS
+  cat > "$UU/$n/port" <<PORT
+port pipe-to-$other
+type pipe
+command /usr/sbin/uucico -I $UU/$other/config
+PORT
+done
+ln -s "$BIN" "$UU/bin/as/rmail"
+printf '#!/bin/sh\nFERRYMAIL_CONFIG=%s exec %s "$@"\n' "$WORK/hub.toml" "$UU/bin/as/rmail" > "$UU/bin/rmail"
+printf '#!/bin/sh\nFERRYMAIL_CONFIG=%s exec %s send -bS\n' "$WORK/hub.toml" "$BIN" > "$UU/bin/rsmtp"
+chmod 755 "$UU/bin/rmail" "$UU/bin/rsmtp"
+chown -R uucp "$UU"
+printf 'From user Tue Dec  1 10:00:00 2026 remote from station\nSubject: by uucp\n\nover the line\n' \
+  | uux -I "$UU/station/config" -r - 'hub!rmail' '(u1@far.example)'
+printf 'Subject: a batch by uucp\n\nover the line\n' | station send -f user@station.example u2@far.example
+for _ in $(seq 100); do [ "$(pending "$WORK/station.toml")" = 1 ] && break; sleep 0.1; done
+station bundle export --route upstream --format bsmtp --out - 2>/dev/null \
+  | uux -I "$UU/station/config" -r - 'hub!rsmtp'
+uucico -I "$UU/station/config" -S hub
+took() { hub queue --json | /usr/bin/python3 -c '
+import json, sys
+print(" ".join(sorted(e["sender"] + ">" + r["address"] for e in json.load(sys.stdin) for r in e["recipients"] or [])))'; }
+for _ in $(seq 100); do [ "$(took)" = "user@station>u1@far.example user@station.example>u2@far.example" ] && break; sleep 0.1; done
+check "uucico called the hub over a pipe" grep -q "Call complete" "$UU/station/Log"
+check "rmail and rsmtp ran at the hub, each message with its sender ($(took))" \
+  test "$(took)" = "user@station>u1@far.example user@station.example>u2@far.example"
+
 echo "bundles: $passed passed, $failed failed"
 if [ "$failed" -gt 0 ]; then
-  for f in usb.log station.log hub.log exim.err bs.out; do
+  for f in usb.log station.log hub.log exim.err bs.out uucp/station/Log uucp/hub/Log; do
     echo "--- $f"; tail -30 "$WORK/$f" 2>/dev/null || true
   done
 fi
