@@ -23,6 +23,7 @@ cd "$(dirname "$0")/../.."
 BIN=$(realpath "${1:-target/debug/ferrymail}")
 [ -x "$BIN" ] || { echo "bundles: $BIN not built"; exit 1; }
 TOOLS=$(realpath tests/interop/tools)
+[ "$(id -u)" = 0 ] || { echo "bundles: skipped (needs root: a user for Exim, UUCP's spool)"; exit 0; }
 USB=$(realpath contrib/usb/ferrymail-usb)
 NNCP_HANDLER=$(realpath contrib/nncp/ferrymail-nncp)
 
