@@ -6,6 +6,7 @@
 //! what a crash can deliver twice whatever the disk's latency: an answered transaction
 //! leaves the window only once its outcome is on disk.
 
+use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -15,6 +16,7 @@ use tokio::sync::{Notify, watch};
 
 use super::client::{Connection, Outgoing};
 use super::content::{Content, PIECE, unreadable};
+use super::link_fit::LinkFit;
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use super::window::{WINDOW_BYTES, Window};
 use crate::smtp::response::Response;
@@ -110,6 +112,10 @@ impl Connection {
             transactions.push((head, m.content));
         }
         let t = self.timeouts.clone();
+        let mut fit = self
+            .stream
+            .tcp()
+            .and_then(|tcp| LinkFit::new(tcp.as_raw_fd(), self.rtt));
         let (mut read_half, mut write_half) = tokio::io::split(&mut self.stream);
         let reader = &mut self.reader;
         // The writer stays at most a window ahead of what is recorded (`durable` counts
@@ -202,6 +208,16 @@ impl Connection {
                     tokio::select! {
                         changed = durable.changed() => if changed.is_err() { return None },
                         _ = reader_done.notified() => {}
+                    }
+                }
+                // On a long thin link, no more unacknowledged than the link holds.
+                if let Some(fit) = fit.as_mut() {
+                    let len = head.len() + content.len() as usize;
+                    while !fit.admits(len) {
+                        if stopped.load(Ordering::Acquire) {
+                            return None;
+                        }
+                        tokio::time::sleep(fit.poll()).await;
                     }
                 }
                 let written = write_transaction(&mut write_half, head, content, &t).await;

@@ -11,6 +11,7 @@ pub mod connect;
 pub mod content;
 pub mod dsn;
 pub mod encode;
+pub mod link_fit;
 pub mod mx;
 pub mod opening;
 pub mod opportunistic;
