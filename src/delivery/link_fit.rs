@@ -109,11 +109,17 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         assert!(LinkFit::new(client.as_raw_fd(), Duration::from_millis(1)).is_none());
         let mut fit = LinkFit::new(client.as_raw_fd(), Duration::from_millis(600)).unwrap();
+        assert_eq!(
+            fit.poll(),
+            Duration::from_micros(37_500),
+            "a 16th of the round trip"
+        );
         assert!(fit.admits(1 << 20), "nothing unacknowledged: anything goes");
         assert!(fit.target() >= FLOOR);
         assert_eq!(
             fit.poll(),
-            Duration::from_millis(37) + Duration::from_micros(500)
+            Duration::from_millis(2),
+            "loopback's own round trip, floored"
         );
     }
 }
