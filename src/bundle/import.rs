@@ -312,13 +312,22 @@ fn take_all(site: &Site, header: &Header, messages: &[(&MessageRecord, &[u8])]) 
     std::thread::scope(|scope| {
         for _ in 0..WORKERS.min(messages.len()) {
             scope.spawn(|| {
-                let index = IndexReader::open(site.spool.layout()).ok().flatten();
+                // What was taken before must be known, or a message could be taken twice:
+                // without the index, nothing is taken now (it comes again).
+                let index = IndexReader::open(site.spool.layout()).map_err(|e| e.to_string());
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((record, content)) = messages.get(i) else {
                         break;
                     };
-                    let taken = take_message(site, header, index.as_ref(), record, content);
+                    let taken = match &index {
+                        Ok(index) => take_message(site, header, index.as_ref(), record, content),
+                        Err(e) => Taken {
+                            id: record.id.clone(),
+                            unread: vec![format!("message {}: not taken now: {e}", record.id)],
+                            ..Taken::default()
+                        },
+                    };
                     out.lock().expect("not poisoned").push(taken);
                 }
             });
