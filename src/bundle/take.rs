@@ -12,9 +12,8 @@ use super::format::Header;
 use super::peers::Peers;
 use super::record::{MessageRecord, Refused, sha256};
 use crate::identity::Identity;
+use crate::identity::incoming::Incoming;
 use crate::smtp::Mailbox;
-use crate::smtp::canon::CrlfCanon;
-use crate::smtp::line_length::Folder;
 use crate::spool::{BundleOrigin, Envelope, IndexReader, Origin, QueueId, Spool, SpoolError};
 
 /// RFC 5321 §6.3: a message with this many `Received:` fields is in a loop.
@@ -194,7 +193,7 @@ fn commit(
     envelope: &mut Envelope,
     content: &[u8],
 ) -> Result<Option<QueueId>, SpoolError> {
-    let mut edits = site.identity.prepare(envelope);
+    let mut incoming = Incoming::new(site.identity.prepare(envelope));
     let mut draft = site.spool.create_draft(envelope.clone())?;
     let trace = format!(
         "Received: from {} (bundle {})\r\n\tby {} (ferrymail) with bundle id {}; {}\r\n",
@@ -205,32 +204,15 @@ fn commit(
         crate::smtp::date::now()
     );
     draft.write(trace.as_bytes())?;
-    edits.written(trace.as_bytes());
-    let mut canon = CrlfCanon::new();
-    let mut folder = Folder::default();
-    let (mut out, mut folded, mut edited) = (Vec::new(), Vec::new(), Vec::new());
+    incoming.written(trace.as_bytes());
     for piece in content.chunks(64 << 10) {
-        out.clear();
-        if canon.push(piece, &mut out).is_err() {
+        let Ok(piece) = incoming.push(piece) else {
             return Ok(None);
-        }
-        folded.clear();
-        folder.push(&out, &mut folded);
-        edited.clear();
-        edits.header.push(&folded, &mut edited);
-        draft.write(&edited)?;
-        edits.written(&edited);
+        };
+        draft.write(piece)?;
     }
-    out.clear();
-    canon.finish(&mut out);
-    folded.clear();
-    folder.push(&out, &mut folded);
-    edited.clear();
-    edits.header.push(&folded, &mut edited);
-    edits.header.finish(&mut edited);
-    draft.write(&edited)?;
-    edits.written(&edited);
-    let prepend = edits.prepend(draft.id().as_str());
+    draft.write(incoming.finish())?;
+    let prepend = incoming.prepend(draft.id().as_str());
     site.spool
         .commit_blocking(draft.seal_prepending(prepend)?)
         .map(Some)

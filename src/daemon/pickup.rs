@@ -9,10 +9,9 @@
 use std::io::Read;
 use std::path::Path;
 
+use crate::identity::incoming::Incoming;
 use crate::printable::printable;
 use crate::smtp::Mailbox;
-use crate::smtp::canon::CrlfCanon;
-use crate::smtp::line_length::Folder;
 use crate::spool::maildrop::{DropError, is_drop_name, open_drop};
 use crate::spool::{Envelope, IndexReader, Origin, QueueId, Spool, SpoolError, now_unix};
 
@@ -106,54 +105,35 @@ impl Pickup {
             ret: env.ret,
             ..Envelope::new(env.sender, env.recipients, origin)
         };
-        let mut edits = self.identity.prepare(&mut envelope);
+        let mut content = Incoming::new(self.identity.prepare(&mut envelope));
         let mut draft = self.spool.create_draft(envelope)?;
         let trace = self.received_header(draft.id(), uid);
         draft.write(trace.as_bytes())?;
-        edits.written(trace.as_bytes());
+        content.written(trace.as_bytes());
         let mut body = dropped.body;
-        let mut canon = CrlfCanon::new();
-        let mut folder = Folder::default();
         let mut chunk = vec![0u8; 64 * 1024];
-        let mut out = Vec::with_capacity(70 * 1024);
-        let mut folded = Vec::with_capacity(70 * 1024);
-        let mut edited = Vec::with_capacity(70 * 1024);
         loop {
             let n = match body.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => return Err(SpoolError::io("read maildrop file", e)),
             };
-            out.clear();
-            if canon.push(&chunk[..n], &mut out).is_err() {
+            let Ok(piece) = content.push(&chunk[..n]) else {
                 drop(draft);
                 return self.quarantine(&path, "message contains a NUL byte");
-            }
-            folded.clear();
-            folder.push(&out, &mut folded);
-            edited.clear();
-            edits.header.push(&folded, &mut edited);
-            draft.write(&edited)?;
-            edits.written(&edited);
+            };
+            draft.write(piece)?;
             if draft.size() > self.max_message_size {
                 drop(draft);
                 return self.quarantine(&path, "message larger than accept.max_message_size");
             }
         }
-        out.clear();
-        canon.finish(&mut out);
-        folded.clear();
-        folder.push(&out, &mut folded);
-        edited.clear();
-        edits.header.push(&folded, &mut edited);
-        edits.header.finish(&mut edited);
-        draft.write(&edited)?;
-        edits.written(&edited);
-        let prepend = edits.prepend(draft.id().as_str());
+        draft.write(content.finish())?;
+        let prepend = content.prepend(draft.id().as_str());
         let id = self
             .spool
             .commit_blocking(draft.seal_prepending(prepend)?)?;
-        if folder.folded() {
+        if content.folded() {
             tracing::info!(id = %id, "lines longer than 998 octets were folded");
         }
         self.remove_drop(&path)?;

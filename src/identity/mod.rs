@@ -7,6 +7,7 @@
 
 pub mod aliases;
 pub mod from_header;
+pub mod incoming;
 pub mod local;
 pub mod rewrite;
 

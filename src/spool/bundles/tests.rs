@@ -1,5 +1,5 @@
 use super::*;
-use crate::spool::envelope::{BundleOrigin, Envelope, Origin, Recipient, StoredMessage, Trailer};
+use crate::spool::envelope::{BundleOrigin, Origin};
 use crate::spool::index::{self, Placement, Wait};
 
 fn held(_: &str) -> Placement {
@@ -12,25 +12,7 @@ fn held(_: &str) -> Placement {
 
 fn insert(conn: &Connection, recipients: &[&str], origin: Origin) -> QueueId {
     let id = QueueId::generate(std::time::SystemTime::now());
-    let stored = StoredMessage {
-        envelope: Envelope {
-            id,
-            received_at: 1000,
-            ..Envelope::new(
-                "a@x.example",
-                recipients.iter().map(|r| Recipient::new(*r)).collect(),
-                origin,
-            )
-        },
-        body_offset: 0,
-        trailer: Trailer {
-            size: 10,
-            eight_bit: false,
-            checksum: None,
-            prepended: false,
-        },
-        prepend: Vec::new(),
-    };
+    let stored = crate::spool::claims::tests::stored(id, recipients, origin);
     index::insert_message(conn, &stored, 1000, Some(&held), &|_, _| None).unwrap();
     id
 }

@@ -26,7 +26,7 @@ fn place(domain: &str) -> Placement {
     }
 }
 
-fn stored(id: QueueId, recipients: &[&str], origin: Origin) -> StoredMessage {
+pub(crate) fn stored(id: QueueId, recipients: &[&str], origin: Origin) -> StoredMessage {
     StoredMessage {
         envelope: Envelope {
             id,
