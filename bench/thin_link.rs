@@ -123,6 +123,7 @@ async fn upstream(dir: &std::path::Path) -> std::net::SocketAddr {
         auth: None,
         etrn: None,
         odmr: None,
+        partials: None,
         stats: Default::default(),
         limits: ConnectionLimits::default(),
     });
@@ -149,6 +150,7 @@ async fn main() {
         tls_config,
         credentials: None,
         use_chunking: true,
+        ferry: false,
         timeouts: ClientTimeouts::default(),
     };
     let rcpts = [Recipient::new("b@ours.example")];
@@ -166,6 +168,7 @@ async fn main() {
     let batch: Vec<Outgoing<'_>> = contents
         .iter()
         .map(|c| Outgoing {
+            id: "0TEST",
             sender: "a@edge.test",
             recipients: &rcpts,
             content: Content::Bytes(c),

@@ -13,6 +13,8 @@
 //! - `link`    — the per-route link gates, probes, schedule windows, network hints, the
 //!   ETRN client, and the online-time clocks that expiry counts.
 //! - `inject`  — turning a `sendmail` invocation's input into a maildrop message.
+//! - `ferry`   — XFERRY, our extension between two ferrymail nodes: zstd-compressed
+//!   BDAT content and resumable transfers (docs/xferry.md).
 //! - `net`     — TCP streams that switch to TLS in place (server and client).
 //! - `metrics` — Prometheus counters and gauges, and the tiny HTTP endpoint serving them.
 //! - `control` — the unix-socket protocol between the CLI and the daemon.
@@ -35,6 +37,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod dkim;
 pub mod exit;
+pub mod ferry;
 pub mod identity;
 pub mod inject;
 pub mod link;

@@ -78,6 +78,7 @@ async fn upstream(tls: bool, max_recipients: u32) -> Upstream {
         auth,
         etrn: None,
         odmr: None,
+        partials: None,
         stats: Default::default(),
         limits: ConnectionLimits::default(),
     });
@@ -113,6 +114,7 @@ fn settings(
         tls_config,
         credentials: credentials.then(|| ("edge".into(), "secret".into())),
         use_chunking,
+        ferry: false,
         timeouts: ClientTimeouts {
             connect: Duration::from_secs(5),
             ..ClientTimeouts::default()
@@ -122,6 +124,7 @@ fn settings(
 
 fn outgoing<'a>(recipients: &'a [Recipient], content: &'a [u8]) -> Outgoing<'a> {
     Outgoing {
+        id: "0TEST",
         sender: "a@edge.test",
         recipients,
         content: Content::Bytes(content),

@@ -128,6 +128,7 @@ fn settings(tls: TlsPolicy, credentials: bool) -> ClientSettings {
         tls_config,
         credentials: credentials.then(|| ("edge".into(), "secret".into())),
         use_chunking: true,
+        ferry: false,
         timeouts: ClientTimeouts {
             command: Duration::from_secs(2),
             end_of_data: Duration::from_secs(2),
@@ -138,6 +139,7 @@ fn settings(tls: TlsPolicy, credentials: bool) -> ClientSettings {
 
 fn message<'a>(rcpts: &'a [Recipient], content: &'a [u8]) -> Outgoing<'a> {
     Outgoing {
+        id: "0TEST",
         sender: "a@edge.test",
         recipients: rcpts,
         content: Content::Bytes(content),

@@ -24,6 +24,7 @@ fn config(kind: ListenKind) -> Arc<SessionConfig> {
         etrn_networks: vec!["10.0.0.0/8".parse().unwrap()],
         odmr_require_tls: true,
         identity: Arc::default(),
+        ferry: false,
     })
 }
 

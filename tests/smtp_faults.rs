@@ -61,6 +61,7 @@ async fn start_config(networks: &str, limits: ConnectionLimits, timeouts: Timeou
         auth: None,
         etrn: None,
         odmr: None,
+        partials: None,
         stats: Default::default(),
         limits,
     });

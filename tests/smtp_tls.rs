@@ -94,6 +94,7 @@ async fn start_with(kind: ListenKind, users: Option<&[(&str, &str)]>) -> Fixture
         auth,
         etrn: None,
         odmr: None,
+        partials: None,
         stats: Default::default(),
         limits: ConnectionLimits::default(),
     });

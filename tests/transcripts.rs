@@ -93,6 +93,7 @@ async fn start(config_lines: &[String], timeout: Duration, deadline: Duration) -
         auth: None,
         etrn: None,
         odmr: None,
+        partials: None,
         stats: Default::default(),
         limits: ConnectionLimits::default(),
     });

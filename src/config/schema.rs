@@ -212,6 +212,14 @@ pub struct Listen {
     /// `false` also allows CRAM-MD5 and PLAIN without TLS.
     #[serde(default = "yes")]
     pub require_tls: bool,
+    /// Offer XFERRY (zstd content, resumable transfers) to other ferrymail nodes
+    /// (docs/xferry.md). Only a client configured for it uses it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ferry: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn yes() -> bool {
@@ -273,6 +281,9 @@ pub struct Accept {
     pub session_timeout: HumanDuration,
     /// Content must arrive at least this fast, in octets a second (0: no floor).
     pub min_data_rate: ByteSize,
+    /// How long a `ferry` listener keeps what arrived of a cut transfer for the sender
+    /// to resume.
+    pub resume_keep: HumanDuration,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -304,6 +315,9 @@ pub struct Upstream {
     /// Local senders rewritten to the account's address for mail by this route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    /// The smarthost is a ferrymail node: use XFERRY where it offers it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ferry: bool,
 }
 
 /// Sender rewriting for a route (`[upstream.rewrite]`, `[route.rewrite]`), as a
@@ -358,6 +372,9 @@ pub struct Route {
     /// Local senders rewritten for mail by this route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    /// `via` is a ferrymail node: use XFERRY where it offers it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ferry: bool,
 }
 
 /// A route's own link settings (`[route.link]`, `[upstream.link]`): each key set here
@@ -474,6 +491,7 @@ impl Default for Config {
                 addr: SocketAddr::from(([127, 0, 0, 1], 2525)),
                 kind: ListenKind::Smtp,
                 require_tls: true,
+                ferry: false,
             }],
             tls: None,
             accept: Accept::default(),
@@ -507,6 +525,7 @@ impl Default for Accept {
             command_timeout: secs(300),
             session_timeout: secs(3600),
             min_data_rate: ByteSize(500),
+            resume_keep: secs(86400),
         }
     }
 }

@@ -124,6 +124,10 @@ pub async fn run(
         queue: queue.clone(),
         odmr: Arc::new(odmr::OdmrState::default()),
         odmr_pulling: Arc::default(),
+        partials: crate::ferry::partial::PartialStore::new(
+            spool.layout().partial.clone(),
+            config.accept.resume_keep.0,
+        ),
     };
     let mut smtp_tasks = Vec::new();
     let mut listeners = Vec::new();

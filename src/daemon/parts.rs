@@ -38,6 +38,8 @@ pub struct Base {
     pub odmr: Arc<super::odmr::OdmrState>,
     /// The station is collecting its mail from the hub now.
     pub odmr_pulling: Arc<std::sync::atomic::AtomicBool>,
+    /// What arrived of cut XFERRY transfers, for every `ferry` listener.
+    pub partials: Arc<crate::ferry::partial::PartialStore>,
 }
 
 /// The context of the SMTP listener `listen`.
@@ -53,6 +55,7 @@ pub fn server_context(base: &Base, p: &Prepared, listen: &Listen) -> ServerConte
                 _ => p.config.accept.users.is_some(),
             },
             identity: p.identity.clone(),
+            ferry: listen.ferry,
             ..SessionConfig::from_config(&p.config, kind)
         }),
         spool: base.spool.clone(),
@@ -74,6 +77,10 @@ pub fn server_context(base: &Base, p: &Prepared, listen: &Listen) -> ServerConte
         etrn: Some(base.etrn.clone()),
         odmr: (kind == ListenKind::Odmr).then(|| turns(base, p)),
         stats: base.stats.clone(),
+        partials: listen.ferry.then(|| {
+            base.partials.set_keep(accept.resume_keep.0);
+            base.partials.clone()
+        }),
     }
 }
 
@@ -160,6 +167,7 @@ fn odmr_pull(base: &Base, p: &Prepared, odmr: &crate::config::Odmr) -> Arc<dyn O
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         kind: ListenKind::Smtp,
         require_tls: false,
+        ferry: false,
     };
     let mut ctx = server_context(base, p, &listen);
     ctx.session = Arc::new(SessionConfig {

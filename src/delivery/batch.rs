@@ -19,6 +19,7 @@ use super::content::{Content, PIECE, unreadable};
 use super::link_fit::LinkFit;
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use super::window::{WINDOW_BYTES, Window};
+use crate::ferry::compress::Compressor;
 use crate::smtp::response::Response;
 
 /// How a caller follows a batch as it goes.
@@ -93,20 +94,35 @@ impl Connection {
         }
         // Messages the upstream cannot take are answered here and never sent.
         let refusals: Vec<Option<Event>> = batch.iter().map(|m| self.refusal(m)).collect();
+        // Between ferrymail nodes, large messages go one by one after the pipelined
+        // ones, resumable and compressed (`ferry_send.rs`); small ones go compressed.
+        let ferry = self.ferry();
+        let alone: Vec<bool> = batch
+            .iter()
+            .zip(&refusals)
+            .map(|(m, refused)| {
+                refused.is_none()
+                    && (ferry.zstd || ferry.resume)
+                    && matches!(m.content, Content::File(_))
+            })
+            .collect();
         let mut expected = 0;
         // Message index and recipient count of each transaction sent, in order, and the
         // bytes each puts on the wire.
         let mut plan = Vec::new();
         let mut transactions = Vec::new();
         for (i, (m, refused)) in batch.iter().zip(&refusals).enumerate() {
-            if refused.is_some() {
+            if refused.is_some() || alone[i] {
                 continue;
             }
             let mut head = self.mail_line(m);
+            if ferry.zstd {
+                head.truncate(head.len() - 2);
+                head.push_str(&format!(" {}\r\n", crate::ferry::PARAM_ZSTD));
+            }
             for r in m.recipients {
                 head.push_str(&self.rcpt_line(r));
             }
-            head.push_str(&format!("BDAT {} LAST\r\n", m.content.len()));
             expected += m.recipients.len() + 3;
             plan.push((i, m.recipients.len()));
             transactions.push((head, m.content));
@@ -123,17 +139,20 @@ impl Connection {
         let stopped = AtomicBool::new(false);
         let reader_done = Notify::new();
         let window = Mutex::new(self.window.take().unwrap_or_else(|| Window::new(self.rtt)));
+        let answered_here = std::sync::atomic::AtomicUsize::new(0);
         let read_replies = async {
             let mut replies: Vec<Response> = Vec::with_capacity(expected);
             let mut buf = [0u8; 8192];
-            let (mut answered_here, mut consumed) = (0, 0);
+            let mut consumed = 0;
             while replies.len() < expected {
                 match reader.take_response() {
                     Ok(Some(r)) => {
                         let closing = r.code == 421;
                         replies.push(r);
                         // A transaction whose replies are all in is reported at once.
-                        while let Some(&(index, rcpts)) = plan.get(answered_here) {
+                        while let Some(&(index, rcpts)) =
+                            plan.get(answered_here.load(Ordering::Relaxed))
+                        {
                             let needed = rcpts + 3;
                             if replies.len() - consumed < needed {
                                 break;
@@ -141,7 +160,7 @@ impl Connection {
                             let mut these = replies[consumed..consumed + needed].iter().cloned();
                             done(index, &transaction_outcomes(rcpts, &mut these, None));
                             consumed += needed;
-                            answered_here += 1;
+                            answered_here.fetch_add(1, Ordering::Relaxed);
                             window
                                 .lock()
                                 .expect("not poisoned")
@@ -194,7 +213,8 @@ impl Connection {
         let write = async {
             let mut sent_bytes = Vec::with_capacity(transactions.len() + 1);
             sent_bytes.push(0usize);
-            for (k, (head, content)) in transactions.iter().enumerate() {
+            let (mut packed, mut compressor) = (Vec::new(), None);
+            for (k, (envelope, content)) in transactions.iter().enumerate() {
                 loop {
                     if stopped.load(Ordering::Acquire) {
                         return None;
@@ -210,6 +230,20 @@ impl Connection {
                         _ = reader_done.notified() => {}
                     }
                 }
+                let (head, content) = match ferry.zstd {
+                    true => match pack(content, &mut compressor, &mut packed) {
+                        Ok(()) => (
+                            format!("{envelope}BDAT {} LAST\r\n", packed.len()),
+                            Content::Bytes(&packed),
+                        ),
+                        Err(failure) => return Some(failure),
+                    },
+                    false => (
+                        format!("{envelope}BDAT {} LAST\r\n", content.len()),
+                        *content,
+                    ),
+                };
+                let (head, content) = (&head, &content);
                 // On a long thin link, no more unacknowledged than the link holds.
                 if let Some(fit) = fit.as_mut() {
                     let len = head.len() + content.len() as usize;
@@ -247,22 +281,66 @@ impl Connection {
         // What was learnt of the path serves the connection's next batch.
         self.window = Some(window.into_inner().expect("not poisoned"));
 
-        let failure = read_failure.or(write_failure);
+        let mut failure = read_failure.or(write_failure);
         let mut replies = replies.into_iter();
         let mut out = Vec::with_capacity(batch.len());
-        for (m, refused) in batch.iter().zip(refusals) {
+        for ((m, refused), alone) in batch.iter().zip(refusals).zip(&alone) {
             if let Some(event) = refused {
                 out.push(vec![classify(Phase::Mail, &event); m.recipients.len()]);
+            } else if *alone {
+                out.push(Vec::new()); // sent below
+            } else {
+                out.push(transaction_outcomes(
+                    m.recipients.len(),
+                    &mut replies,
+                    failure.as_ref(),
+                ));
+            }
+        }
+        let mut answered = answered_here.into_inner();
+        for (i, m) in batch.iter().enumerate().filter(|(i, _)| alone[*i]) {
+            if let Some(f) = &failure {
+                out[i] = vec![f.clone(); m.recipients.len()];
                 continue;
             }
-            out.push(transaction_outcomes(
-                m.recipients.len(),
-                &mut replies,
-                failure.as_ref(),
-            ));
+            let mut recorded = durable.clone();
+            let earlier = answered;
+            let ready = async move {
+                let _ = recorded.wait_for(|n| *n >= earlier).await;
+            };
+            match self.send_ferried(m, ready).await {
+                Ok(outcomes) => {
+                    done(i, &outcomes);
+                    answered += 1;
+                    out[i] = outcomes;
+                }
+                Err(f) => {
+                    out[i] = vec![f.clone(); m.recipients.len()];
+                    failure = Some(f);
+                }
+            }
         }
         out
     }
+}
+
+/// `content` (in memory: only large messages are in files, and those go alone) as one
+/// zstd frame into `packed`; the compressor is kept for the next message (a frame ended
+/// leaves it ready for another).
+fn pack(
+    content: &Content<'_>,
+    compressor: &mut Option<Compressor>,
+    packed: &mut Vec<u8>,
+) -> Result<(), Classified> {
+    let Content::Bytes(raw) = content else {
+        unreachable!("file contents go alone over XFERRY")
+    };
+    packed.clear();
+    let c = match compressor {
+        Some(c) => c,
+        None => compressor.insert(Compressor::new().map_err(|e| unreadable(&e))?),
+    };
+    c.piece(raw, true, packed).map_err(|e| unreadable(&e))
 }
 
 /// Writes one transaction: its commands, its content (one write when small and in

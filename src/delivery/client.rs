@@ -59,11 +59,15 @@ pub struct ClientSettings {
     pub credentials: Option<(String, String)>,
     /// Use CHUNKING (BDAT) when the upstream offers it.
     pub use_chunking: bool,
+    /// The upstream is a ferrymail node: use XFERRY when it offers it.
+    pub ferry: bool,
     pub timeouts: ClientTimeouts,
 }
 
 /// One message to send: envelope and content (CRLF lines, our `Received:` first).
 pub struct Outgoing<'a> {
+    /// Our queue id: with the content's hash, it names a resumable transfer.
+    pub id: &'a str,
     pub sender: &'a str,
     pub recipients: &'a [Recipient],
     pub content: Content<'a>,
@@ -80,6 +84,8 @@ pub struct Connection {
     pub(super) caps: Capabilities,
     pub(super) timeouts: ClientTimeouts,
     pub(super) use_chunking: bool,
+    /// XFERRY is wanted, where the upstream offers it.
+    pub(super) ferry_wanted: bool,
     /// The upstream, for `last_host`.
     pub host: String,
     /// Its address.
@@ -90,6 +96,15 @@ pub struct Connection {
     pub rtt: Duration,
     /// The pipelining window, as measured by earlier batches on this connection.
     pub(super) window: Option<super::window::Window>,
+}
+
+/// The parts of XFERRY in use on a connection (docs/xferry.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ferry {
+    /// Content is zstd-compressed (`XZSTD`).
+    pub zstd: bool,
+    /// Large content is sent resumably (`XRESUME`).
+    pub resume: bool,
 }
 
 pub(super) type Step<T> = Result<T, Classified>;
@@ -103,6 +118,16 @@ impl Connection {
     /// the chunk follows the RCPTs without a wait, and not turned off in the settings.
     pub fn uses_chunking(&self) -> bool {
         self.use_chunking && self.caps.chunking && self.caps.pipelining
+    }
+
+    /// What of XFERRY this connection uses: wanted by the route, offered by the
+    /// upstream, and over CHUNKING (its content goes only by BDAT).
+    pub fn ferry(&self) -> Ferry {
+        let on = self.ferry_wanted && self.uses_chunking();
+        Ferry {
+            zstd: on && self.caps.ferry.zstd,
+            resume: on && self.caps.ferry.resume,
+        }
     }
 
     /// Writes `bytes` and flushes them.
@@ -124,7 +149,12 @@ impl Connection {
     }
 
     /// Writes `bytes` without flushing (a piece of content; `write` flushes at the end).
-    async fn write_raw(&mut self, bytes: &[u8], phase: Phase, timeout: Duration) -> Step<()> {
+    pub(super) async fn write_raw(
+        &mut self,
+        bytes: &[u8],
+        phase: Phase,
+        timeout: Duration,
+    ) -> Step<()> {
         let written = tokio::time::timeout(timeout, self.stream.write_all(bytes));
         match written.await {
             Ok(Ok(())) => Ok(()),
@@ -361,7 +391,7 @@ impl Connection {
         line
     }
 
-    async fn reset(&mut self) -> Step<()> {
+    pub(super) async fn reset(&mut self) -> Step<()> {
         let timeout = self.timeouts.command;
         self.command("RSET", Phase::Mail, timeout).await.map(|_| ())
     }
@@ -392,7 +422,7 @@ pub(super) fn expect(phase: Phase, r: &Response, code: u16) -> Step<()> {
 }
 
 /// Recipients accepted at RCPT take the transaction's final outcome.
-fn finish(rcpts: Vec<Classified>, end: Option<Classified>) -> Vec<Classified> {
+pub(super) fn finish(rcpts: Vec<Classified>, end: Option<Classified>) -> Vec<Classified> {
     rcpts
         .into_iter()
         .map(|r| match (&end, r.outcome) {

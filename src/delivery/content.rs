@@ -47,12 +47,25 @@ impl Content<'_> {
 
     /// The content as a reader, a piece at a time.
     pub async fn reader(&self) -> std::io::Result<Box<dyn AsyncRead + Unpin + Send + '_>> {
+        self.reader_from(0).await
+    }
+
+    /// The content from byte `from` on (a resumed transfer's rest).
+    pub async fn reader_from(
+        &self,
+        from: u64,
+    ) -> std::io::Result<Box<dyn AsyncRead + Unpin + Send + '_>> {
+        let from = from.min(self.len());
         match self {
-            Content::Bytes(b) => Ok(Box::new(*b)),
+            Content::Bytes(b) => Ok(Box::new(&b[from as usize..])),
             Content::File(f) => {
+                let skip_prepend = from.min(f.prepend.len() as u64) as usize;
+                let in_file = from - skip_prepend as u64;
                 let mut file = tokio::fs::File::open(&f.path).await?;
-                file.seek(SeekFrom::Start(f.offset)).await?;
-                Ok(Box::new(f.prepend.as_slice().chain(file.take(f.len))))
+                file.seek(SeekFrom::Start(f.offset + in_file)).await?;
+                Ok(Box::new(
+                    f.prepend[skip_prepend..].chain(file.take(f.len - in_file)),
+                ))
             }
         }
     }
@@ -175,5 +188,16 @@ mod tests {
             .unwrap();
         assert_eq!(out, b"X: y\r\nBODY BYTES");
         assert_eq!(Content::File(&file).len(), 16);
+        for from in [0usize, 3, 6, 9, 16, 20] {
+            let mut rest = Vec::new();
+            Content::File(&file)
+                .reader_from(from as u64)
+                .await
+                .unwrap()
+                .read_to_end(&mut rest)
+                .await
+                .unwrap();
+            assert_eq!(rest, &out[from.min(16)..], "from {from}");
+        }
     }
 }

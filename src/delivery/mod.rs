@@ -11,6 +11,7 @@ pub mod connect;
 pub mod content;
 pub mod dsn;
 pub mod encode;
+mod ferry_send;
 pub mod link_fit;
 pub mod mx;
 pub mod opening;

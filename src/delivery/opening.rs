@@ -36,6 +36,8 @@ pub struct Capabilities {
     pub atrn: bool,
     /// RFC 1870 SIZE limit (0 or absent: none declared).
     pub size: Option<u64>,
+    /// XFERRY, between ferrymail nodes (docs/xferry.md): what the upstream offers.
+    pub ferry: super::client::Ferry,
 }
 
 impl Capabilities {
@@ -58,6 +60,12 @@ impl Capabilities {
                     }
                 }
                 "ATRN" => caps.atrn = true,
+                crate::ferry::KEYWORD => {
+                    for w in words {
+                        caps.ferry.zstd |= w.eq_ignore_ascii_case("ZSTD");
+                        caps.ferry.resume |= w.eq_ignore_ascii_case("RESUME");
+                    }
+                }
                 "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
                 _ => {}
             }
@@ -202,6 +210,7 @@ impl Connection {
             caps: Capabilities::default(),
             timeouts: s.timeouts.clone(),
             use_chunking: s.use_chunking,
+            ferry_wanted: s.ferry,
             host,
             peer,
             greeting: String::new(),

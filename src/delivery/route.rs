@@ -44,6 +44,8 @@ pub struct Route {
     pub hold: bool,
     /// When its gate may open and how its link is watched.
     pub link: Link,
+    /// Its upstream is a ferrymail node: XFERRY is used where offered.
+    pub ferry: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +93,7 @@ impl Router {
                         name,
                         hold: r.hold || target.is_collected(),
                         target,
+                        ferry: r.ferry,
                         link: config.link.for_route(r.link.as_ref(), false),
                     },
                 )
@@ -100,6 +103,7 @@ impl Router {
             Some(up) => Route {
                 name: "upstream".into(),
                 hold: false,
+                ferry: up.ferry,
                 link: config.link.for_route(up.link.as_ref(), true),
                 target: Target::Relay {
                     host_port: up.smarthost.clone(),
@@ -110,6 +114,7 @@ impl Router {
             None => Route {
                 name: "mx".into(),
                 hold: false,
+                ferry: false,
                 link: config.link.for_route(None, false),
                 target: Target::Mx {
                     tls: TlsPolicy::Opportunistic,

@@ -190,6 +190,7 @@ async fn send_batch(
         .iter()
         .zip(&recipients)
         .map(|(m, rcpts)| Outgoing {
+            id: m.envelope.id.as_str(),
             sender: &m.envelope.sender,
             recipients: rcpts,
             content: m.content(),

@@ -60,6 +60,7 @@ pub fn client_settings(
             },
             credentials,
             use_chunking: true,
+            ferry: route.ferry,
             timeouts: ClientTimeouts::default(),
         };
         out.insert(route.name.clone(), settings);

@@ -13,12 +13,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{MAX_CONCURRENT_CHECKS, Throttle, Users};
+use super::bdat_in::{BdatIn, Received};
 use super::intake::Intake;
 use super::received::{MAX_RECEIVED, TraceInfo, received_header};
 use super::replies::{MAX_COMMITS, Replies};
 use super::session::{Session, SessionConfig, Step};
 use super::stream::Stream;
 use super::tls::ServerTls;
+use crate::ferry::partial::Partial;
 use crate::smtp::bdat::BdatCheck;
 use crate::smtp::command::{Command, CommandError, parse};
 use crate::smtp::data::{DataReader, Progress};
@@ -73,6 +75,8 @@ pub struct ServerContext {
     pub limits: super::ConnectionLimits,
     /// Accounts and turns, on an `odmr` listener.
     pub odmr: Option<Arc<dyn super::turns::Turns>>,
+    /// Where cut transfers are kept for resuming, on a `ferry` listener.
+    pub partials: Option<Arc<crate::ferry::partial::PartialStore>>,
 }
 
 /// Connections accepted, refused and open now, by the accept loops.
@@ -154,7 +158,9 @@ pub(super) struct Conn {
     pub(super) input: Vec<u8>,
     pub(super) output: Replies,
     pub(super) deadline: Instant,
-    pub(super) bdat: Option<(Intake, BdatCheck)>,
+    pub(super) bdat: Option<BdatIn>,
+    /// XFERRY: what is held for the transaction's resume key, until its first BDAT.
+    pub(super) resume: Option<Partial>,
     pub(super) auth_failures: u32,
 }
 
@@ -172,9 +178,13 @@ pub async fn serve_connection(stream: Stream, peer: SocketAddr, ctx: Arc<ServerC
         output: Replies::default(),
         deadline,
         bdat: None,
+        resume: None,
         auth_failures: 0,
     };
     let result = conn.run().await;
+    if let Some(content) = conn.bdat.take() {
+        content.keep().await;
+    }
     // Commits still running finish before the connection is let go (flushing waits for
     // them before it writes), whether or not their replies can still be sent.
     let _ = conn.flush().await;
@@ -232,6 +242,7 @@ impl Conn {
         self.act(step).await?;
         if !is_bdat && self.session.transaction().is_none() {
             self.bdat = None;
+            self.resume = None;
         }
         Ok(())
     }
@@ -245,6 +256,11 @@ impl Conn {
             Step::Close(r) => self.close(&r).await,
             Step::Data => self.data().await,
             Step::Bdat { size, last, reject } => self.bdat(size, last, reject).await,
+            Step::Resume(key) => {
+                let r = self.claim_resume(key).await;
+                self.reply(&r);
+                Ok(())
+            }
             Step::StartTls => self.starttls().await,
             Step::Auth { mechanism, initial } if self.ctx.odmr.is_some() => {
                 self.odmr_auth(&mechanism, initial).await
@@ -338,6 +354,13 @@ impl Conn {
 
     /// More content, within the time `clock` leaves; what arrives extends it.
     async fn read_content(&mut self, clock: &mut ContentClock) -> Result<(), Ended> {
+        if let Err(e) = self.flush().await {
+            // The replies cannot go out (the link is cut), but what has already arrived
+            // of a resumable transfer is worth keeping: read on to the end of it.
+            if !self.bdat.as_ref().is_some_and(BdatIn::keeps_partial) {
+                return Err(e);
+            }
+        }
         let before = self.input.len();
         self.read_more(clock.left()).await?;
         clock.received(self.input.len() - before, &self.ctx.timeouts);
@@ -456,11 +479,12 @@ impl Conn {
     async fn bdat(&mut self, size: u64, last: bool, reject: Option<Reply>) -> Result<(), Ended> {
         if reject.is_none() && self.bdat.is_none() {
             let binary = false; // BINARYMIME is refused at MAIL
+            let max = self.ctx.session.max_message_size;
+            let zstd = self.session.transaction().is_some_and(|t| t.mail.zstd);
             let intake = self.start_intake().await;
-            self.bdat = Some((
-                intake,
-                BdatCheck::new(binary, self.ctx.session.max_message_size),
-            ));
+            let check = BdatCheck::new(binary, max);
+            let held = self.resume.take();
+            self.bdat = Some(BdatIn::start(intake, check, zstd, max, held).await);
         }
         let mut remaining = size;
         let mut clock = ContentClock::new(&self.ctx.timeouts);
@@ -468,9 +492,8 @@ impl Conn {
             let take = remaining.min(self.input.len() as u64) as usize;
             if take > 0 {
                 let chunk: Vec<u8> = self.input.drain(..take).collect();
-                if let (None, Some((intake, check))) = (&reject, self.bdat.as_mut()) {
-                    let kept = check.feed(&chunk);
-                    intake.push(kept).await;
+                if let (None, Some(content)) = (&reject, self.bdat.as_mut()) {
+                    content.push(&chunk).await;
                 }
                 remaining -= take as u64;
             }
@@ -489,33 +512,89 @@ impl Conn {
             return Ok(());
         }
         self.session.message_done();
-        let (intake, check) = self.bdat.take().expect("set above");
-        if check.bad_line_ending() {
+        let mut content = self.bdat.take().expect("set above");
+        if content.bad_line_ending() {
             return self.close(&reply::BARE_LINE_ENDING).await;
         }
-        self.finish(intake, check.too_big()).await
+        if let Err(r) = content.verdict() {
+            self.reply(&r);
+            return Ok(());
+        }
+        let Received {
+            intake,
+            too_big,
+            partial,
+        } = content.finish();
+        self.finish_resumed(intake, too_big, partial).await
+    }
+
+    /// XFERRY: the MAIL asked to resume under `key`. The 250 says how many bytes are
+    /// held for it (none when nothing is, or they cannot be kept).
+    async fn claim_resume(&mut self, key: crate::ferry::ResumeKey) -> Reply {
+        let offered = match self.ctx.partials.clone() {
+            Some(store) => {
+                let k = key.clone();
+                match tokio::task::spawn_blocking(move || store.claim(&k)).await {
+                    Ok(Ok(p)) => Some(p),
+                    Ok(Err(e)) => {
+                        tracing::warn!(key = %key, error = %e, "cannot keep content for resuming");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
+        let offset = offered.as_ref().map_or(0, Partial::offset);
+        self.resume = offered;
+        reply::SENDER_OK.with_text(crate::ferry::resume_reply_text(&key, offset))
     }
 
     /// Queues the reply for received content: refused at once, or committed on its own
     /// task, its 250 queued behind it (commands pipelined after it go on meanwhile).
     async fn finish(&mut self, intake: Intake, too_big: bool) -> Result<(), Ended> {
-        if too_big {
-            self.reply(&reply::MESSAGE_TOO_BIG);
-            return Ok(());
-        }
-        if intake.line_too_long() {
-            self.reply(&reply::CONTENT_LINE_TOO_LONG);
-            return Ok(());
-        }
-        if intake.received_count() > MAX_RECEIVED {
+        self.finish_resumed(intake, too_big, None).await
+    }
+
+    /// `finish` for content that may have been resumed: what is held for it is removed
+    /// once the message is committed, or refused for good.
+    async fn finish_resumed(
+        &mut self,
+        intake: Intake,
+        too_big: bool,
+        partial: Option<Partial>,
+    ) -> Result<(), Ended> {
+        let refusal = if too_big {
+            Some(reply::MESSAGE_TOO_BIG)
+        } else if intake.line_too_long() {
+            Some(reply::CONTENT_LINE_TOO_LONG)
+        } else if intake.received_count() > MAX_RECEIVED {
             tracing::warn!(peer = %self.peer, "message refused: more than {MAX_RECEIVED} Received headers");
-            self.reply(&reply::LOOP_DETECTED);
+            Some(reply::LOOP_DETECTED)
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            if let Some(p) = partial {
+                let _ = tokio::task::spawn_blocking(move || p.remove()).await;
+            }
+            self.reply(&r);
             return Ok(());
         }
         self.output.push_commit(tokio::spawn(async move {
             match intake.commit().await {
-                Ok(id) => reply::OK.with_text(format!("Ok: queued as {id}")),
-                Err(e) => local_failure(&e),
+                Ok(id) => {
+                    if let Some(p) = partial {
+                        let _ = tokio::task::spawn_blocking(move || p.remove()).await;
+                    }
+                    reply::OK.with_text(format!("Ok: queued as {id}"))
+                }
+                Err(e) => {
+                    if let Some(p) = partial {
+                        let _ = tokio::task::spawn_blocking(move || drop(p)).await;
+                    }
+                    local_failure(&e)
+                }
             }
         }));
         if self.output.commits() >= MAX_COMMITS {

@@ -4,6 +4,7 @@
 //! protocol; this module holds the decisions and the I/O.
 
 pub mod auth;
+mod bdat_in;
 pub mod conn;
 pub mod etrn;
 pub mod intake;

@@ -35,6 +35,8 @@ pub struct SessionConfig {
     pub odmr_require_tls: bool,
     /// Local names, aliases and sender rewriting, applied when a message is committed.
     pub identity: std::sync::Arc<crate::identity::Identity>,
+    /// XFERRY is offered (the listener's `ferry`; docs/xferry.md).
+    pub ferry: bool,
 }
 
 /// Protocol errors before a session is closed with 421 (Postfix's soft limit).
@@ -59,6 +61,7 @@ impl SessionConfig {
             identity: std::sync::Arc::new(
                 crate::identity::Identity::from_config(config).unwrap_or_default(),
             ),
+            ferry: false,
         }
     }
 }
@@ -95,6 +98,9 @@ pub enum Step {
     Atrn {
         domains: Vec<String>,
     },
+    /// XFERRY: the MAIL just taken asks to resume under `key`: claim what is held for
+    /// it and say how much in the 250.
+    Resume(crate::ferry::ResumeKey),
 }
 
 /// The transaction in progress: MAIL, then RCPTs, then content.
@@ -247,6 +253,9 @@ impl Session {
         if c.etrn_available {
             lines.push("ETRN".into());
         }
+        if c.ferry {
+            lines.push(crate::ferry::EHLO_LINE.into());
+        }
         if c.tls_available && !self.tls {
             lines.push("STARTTLS".into());
         }
@@ -282,6 +291,9 @@ impl Session {
         if esmtp_only && !self.esmtp {
             return self.error(reply::UNKNOWN_PARAMETER.with_text("Parameters need EHLO"));
         }
+        if (mail.zstd || mail.resume.is_some()) && !(self.config.ferry && self.esmtp) {
+            return self.error(reply::UNKNOWN_PARAMETER);
+        }
         if mail.size.is_some_and(|s| s > self.config.max_message_size) {
             return Step::Reply(reply::MESSAGE_TOO_BIG);
         }
@@ -294,12 +306,16 @@ impl Session {
         {
             return Step::Reply(reply::NEEDS_SMTPUTF8);
         }
+        let resume = mail.resume.clone();
         self.tx = Some(Transaction {
             mail,
             recipients: Vec::new(),
             bdat_started: false,
         });
-        Step::Reply(reply::SENDER_OK)
+        match resume {
+            Some(key) => Step::Resume(key),
+            None => Step::Reply(reply::SENDER_OK),
+        }
     }
 
     fn rcpt(&mut self, rcpt: RcptTo) -> Step {
@@ -345,6 +361,13 @@ impl Session {
         }
         if self.tx.as_ref().is_some_and(|t| t.bdat_started) {
             return self.error(reply::BAD_SEQUENCE.with_text("DATA after BDAT"));
+        }
+        if self
+            .tx
+            .as_ref()
+            .is_some_and(|t| t.mail.zstd || t.mail.resume.is_some())
+        {
+            return self.error(reply::BAD_SEQUENCE.with_text("XFERRY content goes by BDAT"));
         }
         Step::Data
     }

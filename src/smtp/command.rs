@@ -5,6 +5,7 @@
 //! xtext values never decode to control characters.
 
 use super::address::{AddressError, Mailbox, ReversePath};
+use crate::ferry::{self, ResumeKey};
 use crate::spool::{BodyType, Ret};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,10 @@ pub struct MailFrom {
     pub envid: Option<String>,
     /// RFC 4954 §5 AUTH=: `None` when absent; `Some(None)` for `AUTH=<>`.
     pub auth: Option<Option<String>>,
+    /// XFERRY's `XZSTD`: the BDAT content is zstd-compressed (docs/xferry.md).
+    pub zstd: bool,
+    /// XFERRY's `XRESUME=key`: the content may be resumed under this key.
+    pub resume: Option<ResumeKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +237,8 @@ fn mail(rest: &str) -> Result<MailFrom, CommandError> {
         ret: None,
         envid: None,
         auth: None,
+        zstd: false,
+        resume: None,
     };
     for param in params {
         let (key, value) = split_param(param);
@@ -280,6 +287,16 @@ fn mail(rest: &str) -> Result<MailFrom, CommandError> {
                 let v = xtext(value.ok_or_else(bad)?).ok_or_else(bad)?;
                 let identity = if v == "<>" { None } else { Some(v) };
                 set_once(&mut m.auth, identity, key)?;
+            }
+            ferry::PARAM_ZSTD => {
+                if value.is_some() || m.zstd {
+                    return Err(bad());
+                }
+                m.zstd = true;
+            }
+            ferry::PARAM_RESUME => {
+                let v = value.and_then(ResumeKey::parse).ok_or_else(bad)?;
+                set_once(&mut m.resume, v, key)?;
             }
             _ => return Err(CommandError::UnknownParameter(key.to_owned())),
         }

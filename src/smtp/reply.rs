@@ -165,6 +165,26 @@ pub const CONTENT_LINE_TOO_LONG: Reply = Reply::new(
     st(5, 6, 0),
     "Message has a line longer than 998 octets; send it encoded (quoted-printable or base64)",
 );
+/// XFERRY (docs/xferry.md): content that decodes past any sane ratio, a
+/// decompression bomb.
+pub const COMPRESSION_BOMB: Reply = Reply::new(
+    554,
+    st(5, 6, 0),
+    "Compressed content expands past any sane ratio",
+);
+/// XFERRY: content that is not a whole zstd stream.
+pub const COMPRESSION_MALFORMED: Reply = Reply::new(
+    554,
+    st(5, 6, 0),
+    "Compressed content is not a whole zstd stream",
+);
+/// XFERRY: resumed content without the hash its key names. What was held is dropped,
+/// so the sender's next try sends it whole.
+pub const RESUME_MISMATCH: Reply = Reply::new(
+    451,
+    st(4, 6, 0),
+    "Resumed content does not match its key; send it whole",
+);
 pub const MESSAGE_TOO_BIG: Reply = Reply::new(552, st(5, 3, 4), "Message size exceeds fixed limit");
 pub const NEEDS_SMTPUTF8: Reply =
     Reply::new(553, st(5, 6, 7), "Non-ASCII address requires SMTPUTF8");

@@ -13,6 +13,9 @@ pub struct Layout {
     pub queue: PathBuf,
     pub maildrop_tmp: PathBuf,
     pub maildrop_new: PathBuf,
+    /// What arrived of cut XFERRY transfers, kept for the sender to resume
+    /// (`ferry::partial`); never messages.
+    pub partial: PathBuf,
     /// Quarantine for damaged files and orphaned index rows; never deleted by us.
     pub corrupt: PathBuf,
     pub index: PathBuf,
@@ -31,6 +34,7 @@ impl Layout {
             maildrop_tmp: root.join("maildrop/tmp"),
             maildrop_new: root.join("maildrop/new"),
             corrupt: root.join("corrupt"),
+            partial: root.join("partial"),
             index: root.join("index.sqlite3"),
             journal: root.join("journal"),
             lock: root.join("lock"),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use ferrymail::control::{Request, Response, client};
 
+pub mod listener;
 pub mod upstream;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferrymail");

@@ -1,0 +1,197 @@
+//! A large message to a ferrymail node over XFERRY (docs/xferry.md). Its content goes
+//! in pieces of `PIECE_RAW`, each its own BDAT chunk (zstd-compressed and flushed, so
+//! the receiver decodes and keeps each one as it comes, when XZSTD is in use). With
+//! XRESUME the transfer is named by our queue id and the content's SHA-256, and the
+//! receiver's 250 to MAIL says how much of it it already holds: only the rest is sent.
+//! An offer that cannot be right (for another key, or past the end) is declined: the
+//! transaction starts over without XRESUME and the content goes whole. Small messages
+//! go pipelined with the rest of their batch (`batch.rs`), compressed whole.
+
+use std::os::fd::AsRawFd;
+
+use tokio::io::AsyncReadExt;
+
+use super::client::{Connection, Outgoing, Step, finish};
+use super::content::unreadable;
+use super::link_fit::LinkFit;
+use super::outcome::{Classified, Event, Outcome, Phase, classify};
+use crate::ferry::compress::Compressor;
+use crate::ferry::{PARAM_RESUME, PARAM_ZSTD, ResumeKey, parse_resume_offer};
+use crate::smtp::response::Response;
+
+/// Content bytes per BDAT chunk.
+pub const PIECE_RAW: usize = 256 << 10;
+/// Written at a time, each only once the link has room for it (`LinkFit`).
+const WRITE_SLICE: usize = 16 << 10;
+
+impl Connection {
+    /// Sends `m` (large, its content in a file) over XFERRY; the content is written
+    /// only once `ready` is done. One outcome per recipient, as `send` gives.
+    pub(super) async fn send_ferried(
+        &mut self,
+        m: &Outgoing<'_>,
+        ready: impl std::future::Future<Output = ()>,
+    ) -> Step<Vec<Classified>> {
+        let ferry = self.ferry();
+        let t = self.timeouts.clone();
+        let total = m.content.len();
+        let key = match ferry.resume {
+            true => Some(resume_key(m).await?),
+            false => None,
+        };
+        let head = self.ferry_envelope(m, ferry.zstd, key.as_ref());
+        self.write(head.as_bytes(), Phase::Mail, t.command).await?;
+        let (mut mail, mut outcomes) = self.read_envelope(m).await?;
+        let mut offset = 0;
+        if let Some(key) = &key
+            && mail.is_positive()
+        {
+            match parse_resume_offer(&mail.lines.join(" "), key) {
+                Some(at) if at <= total => offset = at,
+                offer => {
+                    tracing::warn!(host = %self.host, key = %key, ?offer, "resume offer declined; sending whole");
+                    let again = format!("RSET\r\n{}", self.ferry_envelope(m, ferry.zstd, None));
+                    self.write(again.as_bytes(), Phase::Mail, t.command).await?;
+                    let _rset = self.read(Phase::Mail, t.command).await?;
+                    (mail, outcomes) = self.read_envelope(m).await?;
+                }
+            }
+        }
+        if !mail.is_positive() {
+            return Ok(vec![
+                classify(Phase::Mail, &Event::Reply(mail));
+                m.recipients.len()
+            ]);
+        }
+        if !outcomes.iter().any(|o| o.outcome == Outcome::Delivered) {
+            self.reset().await?;
+            return Ok(outcomes);
+        }
+        ready.await;
+        if offset > 0 {
+            tracing::info!(host = %self.host, id = m.id, offset, total, "resuming");
+        }
+        let chunks = self.write_pieces(m, offset, ferry.zstd).await?;
+        let mut end: Option<Response> = None;
+        for k in 0..chunks {
+            let r = self.read(Phase::EndOfData, t.end_of_data).await?;
+            // The first refusal decides; else the last chunk's reply does.
+            if end.as_ref().is_none_or(|e| e.is_positive()) && (!r.is_positive() || k + 1 == chunks)
+            {
+                end = Some(r);
+            }
+        }
+        let end = end.expect("at least one chunk");
+        if !end.is_positive() {
+            self.reset().await?;
+        }
+        Ok(finish(
+            outcomes,
+            Some(classify(Phase::EndOfData, &Event::Reply(end))),
+        ))
+    }
+
+    /// MAIL (with XZSTD and XRESUME as asked) and every RCPT, as one write.
+    fn ferry_envelope(&self, m: &Outgoing<'_>, zstd: bool, key: Option<&ResumeKey>) -> String {
+        let mut head = self.mail_line(m);
+        head.truncate(head.len() - 2);
+        if zstd {
+            head.push_str(&format!(" {PARAM_ZSTD}"));
+        }
+        if let Some(key) = key {
+            head.push_str(&format!(" {PARAM_RESUME}={key}"));
+        }
+        head.push_str("\r\n");
+        for r in m.recipients {
+            head.push_str(&self.rcpt_line(r));
+        }
+        head
+    }
+
+    /// The replies to MAIL and to each RCPT.
+    async fn read_envelope(&mut self, m: &Outgoing<'_>) -> Step<(Response, Vec<Classified>)> {
+        let timeout = self.timeouts.command;
+        let mail = self.read(Phase::Mail, timeout).await?;
+        let mut outcomes = Vec::with_capacity(m.recipients.len());
+        for _ in m.recipients {
+            let r = self.read(Phase::Rcpt, timeout).await?;
+            outcomes.push(classify(Phase::Rcpt, &Event::Reply(r)));
+        }
+        Ok((mail, outcomes))
+    }
+
+    /// Writes the content from `offset` as BDAT chunks; returns how many.
+    async fn write_pieces(&mut self, m: &Outgoing<'_>, offset: u64, zstd: bool) -> Step<usize> {
+        let timeout = self.timeouts.data_block;
+        let mut remaining = m.content.len() - offset;
+        let chunks = remaining.div_ceil(PIECE_RAW as u64).max(1) as usize;
+        let mut reader = m
+            .content
+            .reader_from(offset)
+            .await
+            .map_err(|e| unreadable(&e))?;
+        let mut compressor = match zstd {
+            true => Some(Compressor::new().map_err(|e| unreadable(&e))?),
+            false => None,
+        };
+        let mut fit = self
+            .stream
+            .tcp()
+            .and_then(|tcp| LinkFit::new(tcp.as_raw_fd(), self.rtt));
+        let mut piece = vec![0u8; PIECE_RAW];
+        let mut packed = Vec::new();
+        let mut wire = Vec::new();
+        for k in 0..chunks {
+            let want = remaining.min(PIECE_RAW as u64) as usize;
+            reader
+                .read_exact(&mut piece[..want])
+                .await
+                .map_err(|e| unreadable(&e))?;
+            remaining -= want as u64;
+            let last = k + 1 == chunks;
+            let body = match compressor.as_mut() {
+                Some(c) => {
+                    packed.clear();
+                    c.piece(&piece[..want], last, &mut packed)
+                        .map_err(|e| unreadable(&e))?;
+                    &packed[..]
+                }
+                None => &piece[..want],
+            };
+            wire.clear();
+            let tail = if last { " LAST" } else { "" };
+            wire.extend_from_slice(format!("BDAT {}{tail}\r\n", body.len()).as_bytes());
+            wire.extend_from_slice(body);
+            for slice in wire.chunks(WRITE_SLICE) {
+                if let Some(fit) = fit.as_mut() {
+                    while !fit.admits(slice.len()) {
+                        tokio::time::sleep(fit.poll()).await;
+                    }
+                }
+                self.write_raw(slice, Phase::EndOfData, timeout).await?;
+            }
+        }
+        self.write(b"", Phase::EndOfData, timeout).await?;
+        Ok(chunks)
+    }
+}
+
+/// The transfer's name: our queue id and the SHA-256 of the content as it is sent.
+async fn resume_key(m: &Outgoing<'_>) -> Step<ResumeKey> {
+    let mut reader = m.content.reader().await.map_err(|e| unreadable(&e))?;
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(|e| unreadable(&e))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    let digest: [u8; 32] = hash
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes");
+    Ok(ResumeKey::new(m.id, &digest))
+}
