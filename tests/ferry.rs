@@ -109,10 +109,9 @@ fn settings(ferry: bool) -> ClientSettings {
     ClientSettings {
         helo: "edge.test".into(),
         tls: TlsPolicy::None,
-        tls_config: ferrymail::delivery::settings::tls_client_config(
-            rustls::RootCertStore::empty(),
-        )
-        .unwrap(),
+        tls_config:
+            ferrymail::delivery::settings::tls_client_config(rustls::RootCertStore::empty())
+                .unwrap(),
         credentials: None,
         use_chunking: true,
         ferry,
@@ -132,8 +131,12 @@ fn letter(n: usize, len: usize) -> Vec<u8> {
     let mut i = n;
     while c.len() < len {
         c.extend_from_slice(
-            format!("Reading {i}: the pump at station {} ran {} hours today.\r\n", i % 17, i % 23)
-                .as_bytes(),
+            format!(
+                "Reading {i}: the pump at station {} ran {} hours today.\r\n",
+                i % 17,
+                i % 23
+            )
+            .as_bytes(),
         );
         i += 1;
     }
@@ -192,7 +195,9 @@ async fn send(via: SocketAddr, ferry: bool, batch: &[Outgoing<'_>]) -> Vec<Vec<C
 }
 
 fn delivered(out: &[Vec<Classified>]) -> bool {
-    out.iter().flatten().all(|c| c.outcome == Outcome::Delivered)
+    out.iter()
+        .flatten()
+        .all(|c| c.outcome == Outcome::Delivered)
 }
 
 /// What the hub stored for each message, in the order sent: the content behind our
@@ -226,7 +231,11 @@ async fn compression_only_where_both_ends_are_configured_and_plain_peers_see_pla
         let conn = Connection::open(p.addr, "hub.test", &settings(edge_ferry))
             .await
             .unwrap();
-        assert_eq!(conn.capabilities().ferry.zstd, hub_ferry, "EHLO offers XFERRY");
+        assert_eq!(
+            conn.capabilities().ferry.zstd,
+            hub_ferry,
+            "EHLO offers XFERRY"
+        );
         assert_eq!(conn.ferry().zstd, hub_ferry && edge_ferry);
         conn.quit().await;
         let out = send(p.addr, edge_ferry, &batch).await;
@@ -238,6 +247,8 @@ async fn compression_only_where_both_ends_are_configured_and_plain_peers_see_pla
         let text = p.sent_text();
         if hub_ferry && edge_ferry {
             assert!(text.contains(" XZSTD") && text.contains(" XRESUME="));
+            // Later letters are compressed against earlier ones the hub committed.
+            assert!(text.contains(" XZSTD="), "references to earlier messages");
             assert!(wire.len() < raw / 4, "{} bytes for {raw}", wire.len());
         } else {
             assert!(!text.contains("XZSTD") && !text.contains("XRESUME"));
@@ -248,7 +259,10 @@ async fn compression_only_where_both_ends_are_configured_and_plain_peers_see_pla
     }
     // The same client, configured or not, says the same to a peer without XFERRY (the
     // EHLO sessions that only looked at capabilities included).
-    assert!(transcripts[2] == transcripts[3], "plain SMTP, byte for byte");
+    assert!(
+        transcripts[2] == transcripts[3],
+        "plain SMTP, byte for byte"
+    );
 }
 
 /// A connection to `addr`, its banner read (a client that talks first is refused).
@@ -270,7 +284,8 @@ async fn a_decompression_bomb_is_refused_with_nothing_queued() {
     let bomb = ferrymail::ferry::compress::whole(&vec![b'A'; 20 << 20]).unwrap();
     let good = ferrymail::ferry::compress::whole(&letter(1, 5000)).unwrap();
     let mut s = connected(hub.addr).await;
-    let mut wire = b"EHLO edge.test\r\nMAIL FROM:<a@edge.test> XZSTD\r\nRCPT TO:<b@ours.example>\r\n".to_vec();
+    let mut wire =
+        b"EHLO edge.test\r\nMAIL FROM:<a@edge.test> XZSTD\r\nRCPT TO:<b@ours.example>\r\n".to_vec();
     // The bomb in two chunks: the second is read and thrown away.
     let half = bomb.len() / 2;
     wire.extend_from_slice(format!("BDAT {half}\r\n").as_bytes());
@@ -278,7 +293,9 @@ async fn a_decompression_bomb_is_refused_with_nothing_queued() {
     wire.extend_from_slice(format!("BDAT {} LAST\r\n", bomb.len() - half).as_bytes());
     wire.extend_from_slice(&bomb[half..]);
     // Garbage that is no zstd at all, then a good message: the session stays in step.
-    wire.extend_from_slice(b"MAIL FROM:<a@edge.test> XZSTD\r\nRCPT TO:<b@ours.example>\r\nBDAT 9 LAST\r\nnot zstd!");
+    wire.extend_from_slice(
+        b"MAIL FROM:<a@edge.test> XZSTD\r\nRCPT TO:<b@ours.example>\r\nBDAT 9 LAST\r\nnot zstd!",
+    );
     wire.extend_from_slice(b"MAIL FROM:<a@edge.test> XZSTD\r\nRCPT TO:<b@ours.example>\r\n");
     wire.extend_from_slice(format!("BDAT {} LAST\r\n", good.len()).as_bytes());
     wire.extend_from_slice(&good);
@@ -296,10 +313,15 @@ async fn a_decompression_bomb_is_refused_with_nothing_queued() {
         .collect();
     assert_eq!(
         codes,
-        ["250", "250", "250", "250", "554", "250", "250", "554", "250", "250", "250", "221"],
+        [
+            "250", "250", "250", "250", "554", "250", "250", "554", "250", "250", "250", "221"
+        ],
         "{replies}"
     );
-    assert!(replies.contains("554 5.6.0 Compressed content expands"), "{replies}");
+    assert!(
+        replies.contains("554 5.6.0 Compressed content expands"),
+        "{replies}"
+    );
     assert!(replies.contains("XFERRY ZSTD RESUME"));
     assert_eq!(hub.stored().len(), 1, "only the good message");
     assert!(hub.stored()[0].ends_with(&letter(1, 5000)));
@@ -342,13 +364,19 @@ async fn a_cut_transfer_resumes_at_several_offsets() {
     // Where the link goes down, in bytes from the edge, early, halfway and near the end
     // of what goes on the wire (about the compressed size).
     let wire = ferrymail::ferry::compress::whole(&content).unwrap().len();
-    for (k, cut) in [150_000usize, wire / 2, wire - 20_000].into_iter().enumerate() {
+    for (k, cut) in [150_000usize, wire / 2, wire - 20_000]
+        .into_iter()
+        .enumerate()
+    {
         let hub = Listener::start(true, "").await;
         let id = format!("0CUT{k}");
         let m = [outgoing(&id, &rcpts, Content::File(&file))];
         let cutting = proxy(hub.addr, Some(cut), None).await;
         let out = send(cutting.addr, true, &m).await;
-        assert!(!delivered(&out), "the cut transfer cannot be delivered: {out:?}");
+        assert!(
+            !delivered(&out),
+            "the cut transfer cannot be delivered: {out:?}"
+        );
         assert!(hub.stored().is_empty(), "nothing partial is ever a message");
         let held = kept(&hub, (cut as u64).saturating_sub(64 << 10)).await;
         let whole = proxy(hub.addr, None, None).await;
@@ -361,7 +389,10 @@ async fn a_cut_transfer_resumes_at_several_offsets() {
         );
         assert!(whole.sent_text().contains(&format!(" XRESUME={}", m[0].id)));
         assert_stored_once(&hub, &[&content]);
-        assert!(hub.partials().is_empty(), "the kept bytes go once committed");
+        assert!(
+            hub.partials().is_empty(),
+            "the kept bytes go once committed"
+        );
     }
 }
 
@@ -388,7 +419,11 @@ async fn three_cuts_in_a_row_cost_little_more_than_the_message() {
     total += p.sent().len();
     assert_stored_once(&hub, &[&content]);
     let ratio = total as f64 / content.len() as f64;
-    assert!(ratio <= 1.1, "sent {total} for {}: {ratio:.3}x", content.len());
+    assert!(
+        ratio <= 1.1,
+        "sent {total} for {}: {ratio:.3}x",
+        content.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,7 +462,13 @@ async fn hostile_resume_offers_fall_back_to_a_full_send() {
             "{name}: the transaction starts over"
         );
         let second_mail = text.rfind("MAIL FROM").unwrap();
-        assert!(!text[second_mail..].lines().next().unwrap().contains("XRESUME"));
+        assert!(
+            !text[second_mail..]
+                .lines()
+                .next()
+                .unwrap()
+                .contains("XRESUME")
+        );
         assert!(p.sent().len() > content.len() * 3 / 4, "{name}: sent whole");
         assert_stored_once(&hub, &[&content]);
     }
@@ -447,4 +488,28 @@ async fn hostile_resume_offers_fall_back_to_a_full_send() {
     assert!(hub.partials().is_empty(), "the garbage is dropped");
     assert!(delivered(&send(hub.addr, true, &m).await));
     assert_stored_once(&hub, &[&content]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_compressed_against_a_message_not_kept_is_refused_not_guessed() {
+    let hub = Listener::start(true, "").await;
+    let z = ferrymail::ferry::compress::whole(&letter(3, 4000)).unwrap();
+    let mut s = connected(hub.addr).await;
+    let mut wire = b"EHLO edge.test\r\nMAIL FROM:<a@edge.test> XZSTD=0NOSUCHMESSAGE\r\nRCPT TO:<b@ours.example>\r\n".to_vec();
+    wire.extend_from_slice(format!("BDAT {} LAST\r\n", z.len()).as_bytes());
+    wire.extend_from_slice(&z);
+    wire.extend_from_slice(b"MAIL FROM:<a@edge.test> XZSTD=a,b,c,d,e\r\nQUIT\r\n");
+    s.write_all(&wire).await.unwrap();
+    let mut replies = String::new();
+    s.read_to_string(&mut replies).await.unwrap();
+    assert!(
+        replies.contains("451 4.6.0 XZSTD names a message"),
+        "{replies}"
+    );
+    assert!(
+        replies.contains("501 5.5.4"),
+        "at most four references: {replies}"
+    );
+    assert!(hub.stored().is_empty());
+    assert_eq!(hub.drafts(), 0);
 }

@@ -19,7 +19,9 @@ use super::content::{Content, PIECE, unreadable};
 use super::link_fit::LinkFit;
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use super::window::{WINDOW_BYTES, Window};
+use crate::ferry::PARAM_ZSTD;
 use crate::ferry::compress::Compressor;
+use crate::ferry::history::{dictionary, queued_as};
 use crate::smtp::response::Response;
 
 /// How a caller follows a batch as it goes.
@@ -116,10 +118,6 @@ impl Connection {
                 continue;
             }
             let mut head = self.mail_line(m);
-            if ferry.zstd {
-                head.truncate(head.len() - 2);
-                head.push_str(&format!(" {}\r\n", crate::ferry::PARAM_ZSTD));
-            }
             for r in m.recipients {
                 head.push_str(&self.rcpt_line(r));
             }
@@ -140,6 +138,10 @@ impl Connection {
         let reader_done = Notify::new();
         let window = Mutex::new(self.window.take().unwrap_or_else(|| Window::new(self.rtt)));
         let answered_here = std::sync::atomic::AtomicUsize::new(0);
+        // XZSTD: small messages seen committed, for later ones to be compressed against.
+        let answered_small = Mutex::new(std::mem::take(&mut self.answered_small));
+        let first = self.transactions;
+        self.transactions += transactions.len() as u64;
         let read_replies = async {
             let mut replies: Vec<Response> = Vec::with_capacity(expected);
             let mut buf = [0u8; 8192];
@@ -159,8 +161,17 @@ impl Connection {
                             }
                             let mut these = replies[consumed..consumed + needed].iter().cloned();
                             done(index, &transaction_outcomes(rcpts, &mut these, None));
+                            let n = answered_here.fetch_add(1, Ordering::Relaxed);
+                            let end = &replies[consumed + rcpts + 1];
+                            if let (true, Content::Bytes(content)) =
+                                (ferry.zstd, batch[index].content)
+                                && end.is_positive()
+                                && let Some(id) = queued_as(&end.lines.join(" "))
+                            {
+                                let mut small = answered_small.lock().expect("not poisoned");
+                                small.push(first + n as u64, id.to_owned(), content);
+                            }
                             consumed += needed;
-                            answered_here.fetch_add(1, Ordering::Relaxed);
                             window
                                 .lock()
                                 .expect("not poisoned")
@@ -231,13 +242,23 @@ impl Connection {
                     }
                 }
                 let (head, content) = match ferry.zstd {
-                    true => match pack(content, &mut compressor, &mut packed) {
-                        Ok(()) => (
-                            format!("{envelope}BDAT {} LAST\r\n", packed.len()),
-                            Content::Bytes(&packed),
-                        ),
-                        Err(failure) => return Some(failure),
-                    },
+                    true => {
+                        let refs = answered_small
+                            .lock()
+                            .expect("not poisoned")
+                            .refs(first + k as u64);
+                        match pack(content, &refs, &mut compressor, &mut packed) {
+                            Ok(()) => (
+                                format!(
+                                    "{}BDAT {} LAST\r\n",
+                                    with_zstd(envelope, &refs),
+                                    packed.len()
+                                ),
+                                Content::Bytes(&packed),
+                            ),
+                            Err(failure) => return Some(failure),
+                        }
+                    }
                     false => (
                         format!("{envelope}BDAT {} LAST\r\n", content.len()),
                         *content,
@@ -280,6 +301,7 @@ impl Connection {
         let (write_failure, (replies, read_failure)) = tokio::join!(write, read);
         // What was learnt of the path serves the connection's next batch.
         self.window = Some(window.into_inner().expect("not poisoned"));
+        self.answered_small = answered_small.into_inner().expect("not poisoned");
 
         let mut failure = read_failure.or(write_failure);
         let mut replies = replies.into_iter();
@@ -325,22 +347,40 @@ impl Connection {
 }
 
 /// `content` (in memory: only large messages are in files, and those go alone) as one
-/// zstd frame into `packed`; the compressor is kept for the next message (a frame ended
-/// leaves it ready for another).
+/// zstd frame into `packed`, against the contents of `refs` when there are any. The
+/// plain compressor is kept for the next message (a frame ended leaves it ready for
+/// another); one with a dictionary serves one message.
 fn pack(
     content: &Content<'_>,
-    compressor: &mut Option<Compressor>,
+    refs: &[(String, std::sync::Arc<Vec<u8>>)],
+    plain: &mut Option<Compressor>,
     packed: &mut Vec<u8>,
 ) -> Result<(), Classified> {
     let Content::Bytes(raw) = content else {
         unreachable!("file contents go alone over XFERRY")
     };
     packed.clear();
-    let c = match compressor {
+    let failed = |e: std::io::Error| unreadable(&e);
+    if !refs.is_empty() {
+        let dictionary = dictionary(refs.iter().map(|(_, c)| c.as_slice()));
+        let mut c = Compressor::with_dictionary(&dictionary).map_err(failed)?;
+        return c.piece(raw, true, packed).map_err(failed);
+    }
+    let c = match plain {
         Some(c) => c,
-        None => compressor.insert(Compressor::new().map_err(|e| unreadable(&e))?),
+        None => plain.insert(Compressor::new().map_err(failed)?),
     };
-    c.piece(raw, true, packed).map_err(|e| unreadable(&e))
+    c.piece(raw, true, packed).map_err(failed)
+}
+
+/// `envelope` (MAIL, then RCPTs) with XZSTD on its MAIL, naming `refs`.
+fn with_zstd(envelope: &str, refs: &[(String, std::sync::Arc<Vec<u8>>)]) -> String {
+    let ids: Vec<&str> = refs.iter().map(|(id, _)| id.as_str()).collect();
+    let param = match ids.is_empty() {
+        true => PARAM_ZSTD.to_owned(),
+        false => format!("{PARAM_ZSTD}={}", ids.join(",")),
+    };
+    envelope.replacen("\r\n", &format!(" {param}\r\n"), 1)
 }
 
 /// Writes one transaction: its commands, its content (one write when small and in

@@ -96,6 +96,10 @@ pub struct Connection {
     pub rtt: Duration,
     /// The pipelining window, as measured by earlier batches on this connection.
     pub(super) window: Option<super::window::Window>,
+    /// Transactions written on this connection.
+    pub(super) transactions: u64,
+    /// XZSTD: small messages seen committed here, for later ones to refer to.
+    pub(super) answered_small: crate::ferry::history::Answered,
 }
 
 /// The parts of XFERRY in use on a connection (docs/xferry.md).

@@ -40,6 +40,7 @@ impl Connection {
             false => None,
         };
         let head = self.ferry_envelope(m, ferry.zstd, key.as_ref());
+        self.transactions += 1;
         self.write(head.as_bytes(), Phase::Mail, t.command).await?;
         let (mut mail, mut outcomes) = self.read_envelope(m).await?;
         let mut offset = 0;
@@ -51,6 +52,7 @@ impl Connection {
                 offer => {
                     tracing::warn!(host = %self.host, key = %key, ?offer, "resume offer declined; sending whole");
                     let again = format!("RSET\r\n{}", self.ferry_envelope(m, ferry.zstd, None));
+                    self.transactions += 1;
                     self.write(again.as_bytes(), Phase::Mail, t.command).await?;
                     let _rset = self.read(Phase::Mail, t.command).await?;
                     (mail, outcomes) = self.read_envelope(m).await?;

@@ -216,6 +216,8 @@ impl Connection {
             greeting: String::new(),
             rtt: Duration::ZERO,
             window: None,
+            transactions: 0,
+            answered_small: Default::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// is bounded, and kept near what the link needs: twice the messages answered per round
 /// trip, measured as the replies come (`Window`), so a fast path keeps a few in flight
 /// while a long thin one keeps enough to stay busy. 1 MiB fills 600 ms at 13 Mbit/s.
-pub const WINDOW_MESSAGES: usize = 32;
+pub const WINDOW_MESSAGES: usize = 64;
 pub const WINDOW_BYTES: usize = 1 << 20;
 /// The smallest window: one transaction being answered while the next is on its way.
 pub const MIN_WINDOW: usize = 8;

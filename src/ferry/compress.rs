@@ -27,6 +27,19 @@ impl Compressor {
         })
     }
 
+    /// A compressor whose frames refer to `dictionary` (earlier messages' contents),
+    /// which the receiver must give its decoder too.
+    pub fn with_dictionary(dictionary: &[u8]) -> io::Result<Compressor> {
+        let mut encoder = Encoder::with_dictionary(LEVEL, dictionary)?;
+        // The receiver checks what it decodes against the frame's own checksum, so a
+        // dictionary that is not the same at both ends can never decode quietly wrong.
+        encoder.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
+        Ok(Compressor {
+            encoder,
+            scratch: vec![0u8; SCRATCH],
+        })
+    }
+
     /// Compresses `raw` onto `out`, flushed; `last` ends the frame.
     pub fn piece(&mut self, raw: &[u8], last: bool, out: &mut Vec<u8>) -> io::Result<()> {
         let mut input = InBuffer::around(raw);

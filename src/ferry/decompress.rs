@@ -42,9 +42,13 @@ pub struct Decompressor {
 }
 
 impl Decompressor {
-    /// A decoder for content that may decode to at most `max_raw` bytes.
-    pub fn new(max_raw: u64) -> io::Result<Decompressor> {
-        let mut decoder = Decoder::new()?;
+    /// A decoder for content that may decode to at most `max_raw` bytes, compressed
+    /// against `dictionary` (earlier messages' contents; empty: none).
+    pub fn new(max_raw: u64, dictionary: &[u8]) -> io::Result<Decompressor> {
+        let mut decoder = match dictionary.is_empty() {
+            true => Decoder::new()?,
+            false => Decoder::with_dictionary(dictionary)?,
+        };
         decoder.set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX))?;
         Ok(Decompressor {
             decoder,
@@ -127,7 +131,7 @@ mod tests {
     }
 
     fn decode_in_pieces(z: &[u8], step: usize, max: u64) -> (Vec<u8>, Result<(), Refusal>) {
-        let mut d = Decompressor::new(max).unwrap();
+        let mut d = Decompressor::new(max, b"").unwrap();
         let mut out = Vec::new();
         for piece in z.chunks(step.max(1)) {
             d.feed(piece, &mut out);
@@ -156,7 +160,7 @@ mod tests {
     fn each_flushed_piece_decodes_before_the_next_is_sent() {
         let raw = text(300_000);
         let mut c = Compressor::new().unwrap();
-        let mut d = Decompressor::new(1 << 20).unwrap();
+        let mut d = Decompressor::new(1 << 20, b"").unwrap();
         let mut out = Vec::new();
         let mut z = Vec::new();
         c.piece(&raw[..100_000], false, &mut z).unwrap();
@@ -167,6 +171,32 @@ mod tests {
             Err(Refusal::Malformed),
             "the frame is not ended yet"
         );
+    }
+
+    #[test]
+    fn a_dictionary_shrinks_a_similar_message_and_must_be_the_same_at_both_ends() {
+        let earlier = text(20_000);
+        let mut next = earlier[..3000].to_vec();
+        next.extend_from_slice(b"one new line\r\n");
+        let alone = whole(&next).unwrap();
+        let mut c = Compressor::with_dictionary(&earlier).unwrap();
+        let mut z = Vec::new();
+        c.piece(&next, true, &mut z).unwrap();
+        assert!(
+            z.len() * 4 < alone.len(),
+            "{} against {}",
+            z.len(),
+            alone.len()
+        );
+        let mut d = Decompressor::new(1 << 20, &earlier).unwrap();
+        let mut out = Vec::new();
+        d.feed(&z, &mut out);
+        assert_eq!(d.verdict(), Ok(()));
+        assert_eq!(out, next);
+        let mut wrong = Decompressor::new(1 << 20, &text(100)).unwrap();
+        let mut out = Vec::new();
+        wrong.feed(&z, &mut out);
+        assert!(wrong.verdict().is_err() || out != next);
     }
 
     #[test]

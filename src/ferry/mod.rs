@@ -12,6 +12,7 @@
 
 pub mod compress;
 pub mod decompress;
+pub mod history;
 pub mod key;
 pub mod partial;
 

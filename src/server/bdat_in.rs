@@ -14,6 +14,15 @@ use crate::smtp::reply::{self, Reply};
 /// Held bytes replayed at a time.
 const REPLAY_PIECE: usize = 256 << 10;
 
+/// How the transaction's content comes.
+pub enum Coding {
+    Plain,
+    /// zstd, against this dictionary (the referenced messages' contents; may be empty).
+    Zstd(Vec<u8>),
+    /// zstd against messages this connection no longer keeps: it cannot be decoded.
+    UnknownRefs,
+}
+
 pub struct BdatIn {
     intake: Intake,
     check: BdatCheck,
@@ -21,7 +30,10 @@ pub struct BdatIn {
     partial: Option<Partial>,
     /// The held bytes could not be read back: the content cannot be whole.
     replay_failed: bool,
+    unknown_refs: bool,
     decoded: Vec<u8>,
+    /// The content as it came, while it is small enough to be referred to later.
+    small: Option<Vec<u8>>,
 }
 
 /// What `finish` hands back at the last chunk.
@@ -29,28 +41,35 @@ pub struct Received {
     pub intake: Intake,
     pub too_big: bool,
     pub partial: Option<Partial>,
+    /// The whole content, when it is small enough for XZSTD to refer to.
+    pub small: Option<Vec<u8>>,
 }
 
 impl BdatIn {
-    /// Starts the content: with `zstd`, it comes compressed; with `partial`, its held
-    /// bytes go first.
+    /// Starts the content, coming as `coding` says; with `partial`, its held bytes go
+    /// first.
     pub async fn start(
         intake: Intake,
         check: BdatCheck,
-        zstd: bool,
+        coding: Coding,
         max_size: u64,
         partial: Option<Partial>,
     ) -> BdatIn {
-        let zstd = if zstd {
-            match Decompressor::new(max_size) {
+        let mut unknown_refs = false;
+        let zstd = match coding {
+            Coding::Plain => None,
+            Coding::UnknownRefs => {
+                unknown_refs = true;
+                None
+            }
+            Coding::Zstd(dictionary) => match Decompressor::new(max_size, &dictionary) {
                 Ok(d) => Some(d),
                 Err(e) => {
                     tracing::error!(error = %e, "zstd decoder");
+                    unknown_refs = true;
                     None
                 }
-            }
-        } else {
-            None
+            },
         };
         let mut this = BdatIn {
             intake,
@@ -58,7 +77,9 @@ impl BdatIn {
             zstd,
             partial: None,
             replay_failed: false,
+            unknown_refs,
             decoded: Vec::new(),
+            small: Some(Vec::new()),
         };
         if let Some(p) = partial {
             this.partial = this.replay(p).await;
@@ -96,6 +117,9 @@ impl BdatIn {
 
     /// Bytes of a chunk as they came off the wire.
     pub async fn push(&mut self, wire: &[u8]) {
+        if self.unknown_refs {
+            return; // read and dropped: it cannot be decoded
+        }
         let mut decoded = std::mem::take(&mut self.decoded);
         decoded.clear();
         let raw = match self.zstd.as_mut() {
@@ -115,6 +139,13 @@ impl BdatIn {
     }
 
     async fn pass_on(&mut self, raw: &[u8]) {
+        if let Some(small) = self.small.as_mut() {
+            if small.len() + raw.len() <= crate::ferry::history::ITEM_MAX {
+                small.extend_from_slice(raw);
+            } else {
+                self.small = None;
+            }
+        }
         let kept = self.check.feed(raw);
         self.intake.push(kept).await;
     }
@@ -151,6 +182,9 @@ impl BdatIn {
     /// After the last chunk: the reply that refuses the content, if it is refused
     /// before the intake's own checks. A mismatched partial is removed.
     pub fn verdict(&mut self) -> Result<(), Reply> {
+        if self.unknown_refs {
+            return Err(reply::UNKNOWN_REFERENCE);
+        }
         if let Some(d) = &self.zstd {
             match d.verdict() {
                 Ok(()) => {}
@@ -177,6 +211,7 @@ impl BdatIn {
             too_big: self.check.too_big(),
             intake: self.intake,
             partial: self.partial,
+            small: self.small,
         }
     }
 

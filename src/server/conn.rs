@@ -13,13 +13,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{MAX_CONCURRENT_CHECKS, Throttle, Users};
-use super::bdat_in::{BdatIn, Received};
+use super::bdat_in::{BdatIn, Coding, Received};
 use super::intake::Intake;
 use super::received::{MAX_RECEIVED, TraceInfo, received_header};
 use super::replies::{MAX_COMMITS, Replies};
 use super::session::{Session, SessionConfig, Step};
 use super::stream::Stream;
 use super::tls::ServerTls;
+use crate::ferry::history::Committed;
 use crate::ferry::partial::Partial;
 use crate::smtp::bdat::BdatCheck;
 use crate::smtp::command::{Command, CommandError, parse};
@@ -161,6 +162,8 @@ pub(super) struct Conn {
     pub(super) bdat: Option<BdatIn>,
     /// XFERRY: what is held for the transaction's resume key, until its first BDAT.
     pub(super) resume: Option<Partial>,
+    /// XFERRY: this connection's small committed messages, for XZSTD to refer to.
+    pub(super) committed: Arc<std::sync::Mutex<Committed>>,
     pub(super) auth_failures: u32,
 }
 
@@ -179,6 +182,7 @@ pub async fn serve_connection(stream: Stream, peer: SocketAddr, ctx: Arc<ServerC
         deadline,
         bdat: None,
         resume: None,
+        committed: Arc::default(),
         auth_failures: 0,
     };
     let result = conn.run().await;
@@ -480,11 +484,11 @@ impl Conn {
         if reject.is_none() && self.bdat.is_none() {
             let binary = false; // BINARYMIME is refused at MAIL
             let max = self.ctx.session.max_message_size;
-            let zstd = self.session.transaction().is_some_and(|t| t.mail.zstd);
+            let coding = self.coding();
             let intake = self.start_intake().await;
             let check = BdatCheck::new(binary, max);
             let held = self.resume.take();
-            self.bdat = Some(BdatIn::start(intake, check, zstd, max, held).await);
+            self.bdat = Some(BdatIn::start(intake, check, coding, max, held).await);
         }
         let mut remaining = size;
         let mut clock = ContentClock::new(&self.ctx.timeouts);
@@ -524,8 +528,29 @@ impl Conn {
             intake,
             too_big,
             partial,
+            small,
         } = content.finish();
-        self.finish_resumed(intake, too_big, partial).await
+        let refer = small.filter(|_| self.ctx.session.ferry);
+        self.finish_resumed(intake, too_big, partial, refer).await
+    }
+
+    /// How the transaction's BDAT content comes: plain, or zstd against the messages
+    /// its XZSTD names.
+    fn coding(&self) -> Coding {
+        let refs = self
+            .session
+            .transaction()
+            .and_then(|t| t.mail.zstd.as_ref());
+        match refs {
+            None => Coding::Plain,
+            Some(ids) if ids.is_empty() => Coding::Zstd(Vec::new()),
+            Some(ids) => match self.committed.lock().expect("not poisoned").get(ids) {
+                Some(contents) => Coding::Zstd(crate::ferry::history::dictionary(
+                    contents.iter().map(|c| c.as_slice()),
+                )),
+                None => Coding::UnknownRefs,
+            },
+        }
     }
 
     /// XFERRY: the MAIL asked to resume under `key`. The 250 says how many bytes are
@@ -553,16 +578,18 @@ impl Conn {
     /// Queues the reply for received content: refused at once, or committed on its own
     /// task, its 250 queued behind it (commands pipelined after it go on meanwhile).
     async fn finish(&mut self, intake: Intake, too_big: bool) -> Result<(), Ended> {
-        self.finish_resumed(intake, too_big, None).await
+        self.finish_resumed(intake, too_big, None, None).await
     }
 
-    /// `finish` for content that may have been resumed: what is held for it is removed
-    /// once the message is committed, or refused for good.
+    /// `finish` for XFERRY content: what is held for a resumed one is removed once the
+    /// message is committed, or refused for good; a small one (`refer`) is kept for
+    /// later messages to refer to once it is committed.
     async fn finish_resumed(
         &mut self,
         intake: Intake,
         too_big: bool,
         partial: Option<Partial>,
+        refer: Option<Vec<u8>>,
     ) -> Result<(), Ended> {
         let refusal = if too_big {
             Some(reply::MESSAGE_TOO_BIG)
@@ -581,9 +608,14 @@ impl Conn {
             self.reply(&r);
             return Ok(());
         }
+        let committed = self.committed.clone();
         self.output.push_commit(tokio::spawn(async move {
             match intake.commit().await {
                 Ok(id) => {
+                    if let Some(content) = refer {
+                        let mut kept = committed.lock().expect("not poisoned");
+                        kept.push(id.to_string(), content);
+                    }
                     if let Some(p) = partial {
                         let _ = tokio::task::spawn_blocking(move || p.remove()).await;
                     }

@@ -48,8 +48,9 @@ pub struct MailFrom {
     pub envid: Option<String>,
     /// RFC 4954 §5 AUTH=: `None` when absent; `Some(None)` for `AUTH=<>`.
     pub auth: Option<Option<String>>,
-    /// XFERRY's `XZSTD`: the BDAT content is zstd-compressed (docs/xferry.md).
-    pub zstd: bool,
+    /// XFERRY's `XZSTD[=ID,…]`: the BDAT content is zstd-compressed, against the named
+    /// earlier messages of this connection (docs/xferry.md).
+    pub zstd: Option<Vec<String>>,
     /// XFERRY's `XRESUME=key`: the content may be resumed under this key.
     pub resume: Option<ResumeKey>,
 }
@@ -237,7 +238,7 @@ fn mail(rest: &str) -> Result<MailFrom, CommandError> {
         ret: None,
         envid: None,
         auth: None,
-        zstd: false,
+        zstd: None,
         resume: None,
     };
     for param in params {
@@ -289,10 +290,17 @@ fn mail(rest: &str) -> Result<MailFrom, CommandError> {
                 set_once(&mut m.auth, identity, key)?;
             }
             ferry::PARAM_ZSTD => {
-                if value.is_some() || m.zstd {
+                let refs = match value {
+                    None => Vec::new(),
+                    Some(v) => v.split(',').map(str::to_owned).collect(),
+                };
+                let id_ok = |id: &String| {
+                    (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+                };
+                if refs.len() > ferry::history::MAX_REFS || !refs.iter().all(id_ok) {
                     return Err(bad());
                 }
-                m.zstd = true;
+                set_once(&mut m.zstd, refs, key)?;
             }
             ferry::PARAM_RESUME => {
                 let v = value.and_then(ResumeKey::parse).ok_or_else(bad)?;

@@ -178,6 +178,13 @@ pub const COMPRESSION_MALFORMED: Reply = Reply::new(
     st(5, 6, 0),
     "Compressed content is not a whole zstd stream",
 );
+/// XFERRY: content compressed against earlier messages this connection no longer
+/// keeps. Nothing is decoded; the sender sends it again.
+pub const UNKNOWN_REFERENCE: Reply = Reply::new(
+    451,
+    st(4, 6, 0),
+    "XZSTD names a message this connection does not keep; send it again",
+);
 /// XFERRY: resumed content without the hash its key names. What was held is dropped,
 /// so the sender's next try sends it whole.
 pub const RESUME_MISMATCH: Reply = Reply::new(

@@ -51,9 +51,8 @@ impl Listener {
             odmr: None,
             stats: Default::default(),
             limits: ConnectionLimits::default(),
-            partials: ferry.then(|| {
-                PartialStore::new(layout.partial.clone(), config.accept.resume_keep.0)
-            }),
+            partials: ferry
+                .then(|| PartialStore::new(layout.partial.clone(), config.accept.resume_keep.0)),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
