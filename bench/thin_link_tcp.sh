@@ -26,7 +26,8 @@
 # --ns-a --ns-b --addr-a --addr-b --delay-ms --rate-kbit --queue-bytes --loss).
 # Usage: bench/thin_link_tcp.sh path/to/linkem.py [messages] [path/to/ferrymail]
 #        (environment: UPSTREAM=hub|sink DELAY_MS=300 KBIT=1000 QUEUE=65536 LOSS=0
-#         SIZE=4096 RUNS=3 CORPUS=0; SENDERS="ferrymail ferry postfix" picks some)
+#         SIZE=4096 RUNS=3 CORPUS=0; SENDERS="ferrymail ferry postfix" picks some;
+#         LOGS=DIR keeps the edges' daemon logs there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib.sh
@@ -47,7 +48,7 @@ cleanup() {
   [ -d "$WORK/postfix" ] && ip netns exec "$A" bash -c ". tests/lib.sh; postfix_stop $WORK/postfix"
   ip netns del "$A" 2>/dev/null || true
   ip netns del "$B" 2>/dev/null || true
-  rm -rf "$WORK"
+  [ -n "${LOGS:-}" ] && cp "$WORK"/edge/daemon.log "$WORK"/ferry/daemon.log -t "$LOGS" --backup=numbered 2>/dev/null; rm -rf "$WORK"
 }
 trap cleanup EXIT
 ip netns add "$A"; ip netns add "$B"
