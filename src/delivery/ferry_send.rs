@@ -166,7 +166,12 @@ impl Connection {
             wire.extend_from_slice(body);
             for slice in wire.chunks(WRITE_SLICE) {
                 if let Some(fit) = fit.as_mut() {
+                    let deadline = tokio::time::Instant::now() + timeout;
                     while !fit.admits(slice.len()) {
+                        if tokio::time::Instant::now() >= deadline {
+                            let why = "no room on the link in time".to_owned();
+                            return Err(classify(Phase::EndOfData, &Event::Broken(why)));
+                        }
                         tokio::time::sleep(fit.poll()).await;
                     }
                 }

@@ -33,6 +33,8 @@ const GAIN: f64 = 1.2;
 /// round trip's sending each time). Measured with 400 typical messages on that link:
 /// 1.40× the limit and 20 drops with BBR, 1.29× and none with CUBIC.
 const CONGESTION_CONTROL: &str = "cubic";
+/// `tcpi_state` of an established connection (linux/tcp_states.h).
+const TCP_ESTABLISHED: u8 = 1;
 /// Shorter paths are not held back.
 pub const MIN_RTT: Duration = Duration::from_millis(20);
 
@@ -65,6 +67,11 @@ impl LinkFit {
     /// nothing is waiting for an acknowledgement (a message larger than the target
     /// still goes, alone).
     pub fn admits(&mut self, len: usize) -> bool {
+        // A connection no longer established (reset, destroyed) keeps its count of
+        // unacknowledged bytes forever: let the write go, and fail.
+        if tcp_info(self.fd).is_none_or(|info| info.tcpi_state != TCP_ESTABLISHED) {
+            return true;
+        }
         let Some(queued) = outq(self.fd) else {
             return true;
         };
