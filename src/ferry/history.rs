@@ -6,20 +6,24 @@
 //!
 //! Both ends keep the contents of committed messages of at most `ITEM_MAX` bytes: the
 //! receiver the last `KEPT` it committed (`Committed`), the sender those it saw
-//! committed (`Answered`). The sender names only messages fewer than `KEPT` of its own
-//! transactions back, so the receiver, which has committed at most that many since,
-//! still holds every one it is asked for; were one missing, the message is refused
-//! with 451 and sent again, never decoded wrong.
+//! committed (`Answered`). The sender names only messages fewer than `REACH` of its own
+//! transactions back. Since then the receiver has committed at most that many, plus
+//! earlier ones whose commits finished later (commits run at once and finish in any
+//! order; the listener lets at most 32 wait): `KEPT` is twice `REACH`, so it still
+//! holds every one it is asked for. Were one missing, the message is refused with 451
+//! and sent again, never decoded wrong.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// References a message may name.
 pub const MAX_REFS: usize = 4;
-/// Content longer than this is never a reference.
-pub const ITEM_MAX: usize = 32 << 10;
-/// Committed contents the receiver keeps per connection.
-pub const KEPT: usize = 64;
+/// Content longer than this is never a reference (a typical letter is a few KiB).
+pub const ITEM_MAX: usize = 16 << 10;
+/// How far back, in transactions, a sender may refer.
+pub const REACH: u64 = 64;
+/// Committed contents the receiver keeps per connection: at most 2 MiB.
+pub const KEPT: usize = 2 * REACH as usize;
 
 /// The dictionary for `contents`, in order.
 pub fn dictionary<'a>(contents: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
@@ -76,12 +80,12 @@ impl Answered {
         }
     }
 
-    /// What transaction `n` may name: the latest answered, fewer than `KEPT`
+    /// What transaction `n` may name: the latest answered, fewer than `REACH`
     /// transactions back, oldest first.
     pub fn refs(&self, n: u64) -> Vec<(String, Arc<Vec<u8>>)> {
         self.items
             .iter()
-            .filter(|(at, _, _)| n.saturating_sub(*at) < KEPT as u64)
+            .filter(|(at, _, _)| n.saturating_sub(*at) < REACH)
             .map(|(_, id, c)| (id.clone(), c.clone()))
             .collect()
     }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{MAX_CONCURRENT_CHECKS, Throttle, Users};
-use super::bdat_in::{BdatIn, Coding, Received};
+use super::bdat_in::BdatIn;
 use super::intake::Intake;
 use super::received::{MAX_RECEIVED, TraceInfo, received_header};
 use super::replies::{MAX_COMMITS, Replies};
@@ -22,7 +22,6 @@ use super::stream::Stream;
 use super::tls::ServerTls;
 use crate::ferry::history::Committed;
 use crate::ferry::partial::Partial;
-use crate::smtp::bdat::BdatCheck;
 use crate::smtp::command::{Command, CommandError, parse};
 use crate::smtp::data::{DataReader, Progress};
 use crate::smtp::line::{Framed, LineFramer};
@@ -110,7 +109,6 @@ const READ_SIZE: usize = 64 * 1024;
 /// Free space kept in reserve below the spool (beyond a message's declared SIZE).
 const MIN_FREE_SPACE: u64 = 1 << 20;
 
-/// Why a connection ended early; logged, never shown to the peer.
 /// The time content has left (Postfix's `smtpd_min_data_rate`): `data` at first, each
 /// octet received adding 1/`min_data_rate` seconds, never beyond `data` from now. A
 /// client that trickles content slower than the floor runs out of time.
@@ -119,7 +117,7 @@ pub(super) struct ContentClock {
 }
 
 impl ContentClock {
-    fn new(t: &Timeouts) -> ContentClock {
+    pub(super) fn new(t: &Timeouts) -> ContentClock {
         ContentClock {
             deadline: Instant::now() + t.data,
         }
@@ -140,6 +138,7 @@ impl ContentClock {
     }
 }
 
+/// Why a connection ended early; logged, never shown to the peer.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Ended {
     #[error("closed by the client")]
@@ -357,7 +356,7 @@ impl Conn {
     }
 
     /// More content, within the time `clock` leaves; what arrives extends it.
-    async fn read_content(&mut self, clock: &mut ContentClock) -> Result<(), Ended> {
+    pub(super) async fn read_content(&mut self, clock: &mut ContentClock) -> Result<(), Ended> {
         if let Err(e) = self.flush().await {
             // The replies cannot go out (the link is cut), but what has already arrived
             // of a resumable transfer is worth keeping: read on to the end of it.
@@ -387,7 +386,7 @@ impl Conn {
         !self.input.is_empty() && self.session.authenticated().is_none()
     }
 
-    async fn start_intake(&mut self) -> Intake {
+    pub(super) async fn start_intake(&mut self) -> Intake {
         let tx = self
             .session
             .transaction()
@@ -480,101 +479,6 @@ impl Conn {
         Ok(())
     }
 
-    async fn bdat(&mut self, size: u64, last: bool, reject: Option<Reply>) -> Result<(), Ended> {
-        if reject.is_none() && self.bdat.is_none() {
-            let binary = false; // BINARYMIME is refused at MAIL
-            let max = self.ctx.session.max_message_size;
-            let coding = self.coding();
-            let intake = self.start_intake().await;
-            let check = BdatCheck::new(binary, max);
-            let held = self.resume.take();
-            self.bdat = Some(BdatIn::start(intake, check, coding, max, held).await);
-        }
-        let mut remaining = size;
-        let mut clock = ContentClock::new(&self.ctx.timeouts);
-        loop {
-            let take = remaining.min(self.input.len() as u64) as usize;
-            if take > 0 {
-                let chunk: Vec<u8> = self.input.drain(..take).collect();
-                if let (None, Some(content)) = (&reject, self.bdat.as_mut()) {
-                    content.push(&chunk).await;
-                }
-                remaining -= take as u64;
-            }
-            if remaining == 0 {
-                break;
-            }
-            self.read_content(&mut clock).await?;
-        }
-        if let Some(r) = reject {
-            self.reply(&r);
-            return Ok(());
-        }
-        if !last {
-            let received = reply::OK.with_text(format!("{size} octets received"));
-            self.reply(&received);
-            return Ok(());
-        }
-        self.session.message_done();
-        let mut content = self.bdat.take().expect("set above");
-        if content.bad_line_ending() {
-            return self.close(&reply::BARE_LINE_ENDING).await;
-        }
-        if let Err(r) = content.verdict() {
-            self.reply(&r);
-            return Ok(());
-        }
-        let Received {
-            intake,
-            too_big,
-            partial,
-            small,
-        } = content.finish();
-        let refer = small.filter(|_| self.ctx.session.ferry);
-        self.finish_resumed(intake, too_big, partial, refer).await
-    }
-
-    /// How the transaction's BDAT content comes: plain, or zstd against the messages
-    /// its XZSTD names.
-    fn coding(&self) -> Coding {
-        let refs = self
-            .session
-            .transaction()
-            .and_then(|t| t.mail.zstd.as_ref());
-        match refs {
-            None => Coding::Plain,
-            Some(ids) if ids.is_empty() => Coding::Zstd(Vec::new()),
-            Some(ids) => match self.committed.lock().expect("not poisoned").get(ids) {
-                Some(contents) => Coding::Zstd(crate::ferry::history::dictionary(
-                    contents.iter().map(|c| c.as_slice()),
-                )),
-                None => Coding::UnknownRefs,
-            },
-        }
-    }
-
-    /// XFERRY: the MAIL asked to resume under `key`. The 250 says how many bytes are
-    /// held for it (none when nothing is, or they cannot be kept).
-    async fn claim_resume(&mut self, key: crate::ferry::ResumeKey) -> Reply {
-        let offered = match self.ctx.partials.clone() {
-            Some(store) => {
-                let k = key.clone();
-                match tokio::task::spawn_blocking(move || store.claim(&k)).await {
-                    Ok(Ok(p)) => Some(p),
-                    Ok(Err(e)) => {
-                        tracing::warn!(key = %key, error = %e, "cannot keep content for resuming");
-                        None
-                    }
-                    Err(_) => None,
-                }
-            }
-            None => None,
-        };
-        let offset = offered.as_ref().map_or(0, Partial::offset);
-        self.resume = offered;
-        reply::SENDER_OK.with_text(crate::ferry::resume_reply_text(&key, offset))
-    }
-
     /// Queues the reply for received content: refused at once, or committed on its own
     /// task, its 250 queued behind it (commands pipelined after it go on meanwhile).
     async fn finish(&mut self, intake: Intake, too_big: bool) -> Result<(), Ended> {
@@ -584,7 +488,7 @@ impl Conn {
     /// `finish` for XFERRY content: what is held for a resumed one is removed once the
     /// message is committed, or refused for good; a small one (`refer`) is kept for
     /// later messages to refer to once it is committed.
-    async fn finish_resumed(
+    pub(super) async fn finish_resumed(
         &mut self,
         intake: Intake,
         too_big: bool,

@@ -6,6 +6,7 @@
 pub mod auth;
 mod bdat_in;
 pub mod conn;
+mod conn_bdat;
 pub mod etrn;
 pub mod intake;
 pub mod listener;
