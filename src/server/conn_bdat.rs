@@ -11,6 +11,8 @@ use crate::smtp::bdat::BdatCheck;
 use crate::smtp::reply::{self, Reply};
 
 impl Conn {
+    /// Reads one chunk of `size` octets (refused with `reject`, read all the same); at
+    /// the `last`, the content is judged and committed, or refused.
     pub(super) async fn bdat(
         &mut self,
         size: u64,
