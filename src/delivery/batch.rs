@@ -22,6 +22,7 @@ use super::window::{WINDOW_BYTES, Window};
 use crate::ferry::PARAM_ZSTD;
 use crate::ferry::compress::Compressor;
 use crate::ferry::history::{dictionary, queued_as};
+use crate::smtp::line::MAX_COMMAND_LINE;
 use crate::smtp::response::Response;
 
 /// How a caller follows a batch as it goes.
@@ -243,10 +244,11 @@ impl Connection {
                 }
                 let (head, content) = match ferry.zstd {
                     true => {
-                        let refs = answered_small
+                        let mut refs = answered_small
                             .lock()
                             .expect("not poisoned")
                             .refs(first + k as u64);
+                        fit_line(envelope, &mut refs);
                         match pack(content, &refs, &mut compressor, &mut packed) {
                             Ok(()) => (
                                 format!(
@@ -373,6 +375,18 @@ fn pack(
     c.piece(raw, true, packed).map_err(failed)
 }
 
+/// Drops the oldest of `refs` until the MAIL line, with XZSTD naming them, stays within
+/// RFC 5321 §4.5.3.1.4's 512 octets (a long sender and ENVID leave less room).
+fn fit_line(envelope: &str, refs: &mut Vec<(String, std::sync::Arc<Vec<u8>>)>) {
+    let mail = envelope.find("\r\n").unwrap_or(envelope.len());
+    let param = |refs: &[(String, _)]| {
+        PARAM_ZSTD.len() + 2 + refs.iter().map(|(id, _)| id.len() + 1).sum::<usize>()
+    };
+    while !refs.is_empty() && mail + param(refs) + 2 > MAX_COMMAND_LINE {
+        refs.remove(0);
+    }
+}
+
 /// `envelope` (MAIL, then RCPTs) with XZSTD on its MAIL, naming `refs`.
 fn with_zstd(envelope: &str, refs: &[(String, std::sync::Arc<Vec<u8>>)]) -> String {
     let ids: Vec<&str> = refs.iter().map(|(id, _)| id.as_str()).collect();
@@ -456,4 +470,43 @@ fn transaction_outcomes(
         }
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_give_way_to_a_long_mail_line() {
+        let refs = |n: usize| -> Vec<(String, std::sync::Arc<Vec<u8>>)> {
+            (0..n)
+                .map(|i| (format!("1K1M52SYE98K3FZ{i}"), Default::default()))
+                .collect()
+        };
+        let short = "MAIL FROM:<a@b.example> SIZE=4000\r\nRCPT TO:<c@d.example>\r\n";
+        let mut four = refs(4);
+        fit_line(short, &mut four);
+        assert_eq!(four.len(), 4);
+        let line = with_zstd(short, &four);
+        assert!(line.starts_with("MAIL FROM:<a@b.example> SIZE=4000 XZSTD=1K1M52SYE98K3FZ0,"));
+        let long = format!(
+            "MAIL FROM:<{}@b.example> SIZE=4000 ENVID={}\r\n",
+            "a".repeat(200),
+            "e".repeat(220)
+        );
+        let mut some = refs(4);
+        fit_line(&long, &mut some);
+        assert!(some.len() < 4);
+        let line = with_zstd(&long, &some);
+        assert!(
+            line.find("\r\n").unwrap() + 2 <= MAX_COMMAND_LINE,
+            "{}",
+            line.len()
+        );
+        assert_eq!(
+            some.last().map(|(id, _)| id.as_str()),
+            Some("1K1M52SYE98K3FZ3"),
+            "the newest stay"
+        );
+    }
 }

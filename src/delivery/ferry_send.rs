@@ -17,6 +17,7 @@ use super::link_fit::LinkFit;
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use crate::ferry::compress::Compressor;
 use crate::ferry::{PARAM_RESUME, PARAM_ZSTD, ResumeKey, parse_resume_offer};
+use crate::smtp::line::MAX_COMMAND_LINE;
 use crate::smtp::response::Response;
 
 /// Content bytes per BDAT chunk.
@@ -39,6 +40,13 @@ impl Connection {
             true => Some(resume_key(m).await?),
             false => None,
         };
+        // Within RFC 5321 §4.5.3.1.4's 512 octets, or not resumable (a long sender and
+        // ENVID leave less room).
+        let key = key.filter(|k| {
+            let zstd = if ferry.zstd { PARAM_ZSTD.len() + 1 } else { 0 };
+            self.mail_line(m).len() + zstd + PARAM_RESUME.len() + k.as_str().len() + 2
+                <= MAX_COMMAND_LINE
+        });
         let head = self.ferry_envelope(m, ferry.zstd, key.as_ref());
         self.transactions += 1;
         self.write(head.as_bytes(), Phase::Mail, t.command).await?;
