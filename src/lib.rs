@@ -15,6 +15,7 @@
 //! - `inject`  — turning a `sendmail` invocation's input into a maildrop message.
 //! - `ferry`   — XFERRY, our extension between two ferrymail nodes: zstd-compressed
 //!   BDAT content and resumable transfers (docs/xferry.md).
+//! - `hex`     — lower-case hexadecimal for digests and keys.
 //! - `net`     — TCP streams that switch to TLS in place (server and client).
 //! - `metrics` — Prometheus counters and gauges, and the tiny HTTP endpoint serving them.
 //! - `control` — the unix-socket protocol between the CLI and the daemon.
@@ -38,6 +39,7 @@ pub mod delivery;
 pub mod dkim;
 pub mod exit;
 pub mod ferry;
+pub mod hex;
 pub mod identity;
 pub mod inject;
 pub mod link;

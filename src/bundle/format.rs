@@ -119,7 +119,9 @@ impl<W: Write> Writer<W> {
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&json);
         head.push(b'\n');
-        head.extend_from_slice(format!("header-mac {}\n", hex(&header_mac)).as_bytes());
+        head.extend_from_slice(
+            format!("header-mac {}\n", crate::hex::encode(&header_mac)).as_bytes(),
+        );
         out.write_all(&head)?;
         Ok(Writer {
             out,
@@ -166,7 +168,7 @@ impl<W: Write> Writer<W> {
             "chunk {seq} {} {raw_len} {:08x} {}\n",
             z.len(),
             crc32fast::hash(&z),
-            hex(&mac)
+            crate::hex::encode(&mac)
         );
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(&z)?;
@@ -187,7 +189,12 @@ impl<W: Write> Writer<W> {
         let mac = self
             .key
             .sign(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
-        let line = format!("end {} {} {}\n", self.chunks, self.records, hex(&mac));
+        let line = format!(
+            "end {} {} {}\n",
+            self.chunks,
+            self.records,
+            crate::hex::encode(&mac)
+        );
         self.out.write_all(line.as_bytes())?;
         self.out.flush()?;
         self.written += line.len() as u64;
@@ -303,7 +310,7 @@ impl<R: BufRead> Reader<R> {
         let header_mac = std::str::from_utf8(&mac_line)
             .ok()
             .and_then(|l| l.strip_prefix("header-mac "))
-            .and_then(|l| unhex32(l.trim_end()))
+            .and_then(|l| crate::hex::decode32(l.trim_end()))
             .ok_or_else(|| bad("header MAC line unreadable"))?;
         Ok(Reader {
             input,
@@ -358,9 +365,11 @@ impl<R: BufRead> Reader<R> {
         let fields: Vec<&str> = text.trim_end_matches('\n').split(' ').collect();
         match fields.as_slice() {
             ["end", chunks, records, mac] => {
-                let (Ok(chunks), Ok(records), Some(mac)) =
-                    (chunks.parse::<u64>(), records.parse::<u64>(), unhex32(mac))
-                else {
+                let (Ok(chunks), Ok(records), Some(mac)) = (
+                    chunks.parse::<u64>(),
+                    records.parse::<u64>(),
+                    crate::hex::decode32(mac),
+                ) else {
                     return Ok(garbled());
                 };
                 let parts = end_parts(
@@ -381,7 +390,7 @@ impl<R: BufRead> Reader<R> {
                     zlen.parse::<u64>(),
                     raw_len.parse::<u64>(),
                     u32::from_str_radix(crc, 16),
-                    unhex32(mac),
+                    crate::hex::decode32(mac),
                 ) else {
                     return Ok(garbled());
                 };
@@ -429,24 +438,6 @@ fn read_line(input: &mut impl BufRead, max: usize) -> io::Result<Option<Vec<u8>>
     } else {
         Err(io::ErrorKind::UnexpectedEof.into())
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
-
-fn unhex32(text: &str) -> Option<[u8; 32]> {
-    unhex(text)?.try_into().ok()
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use super::format::{Key, hex, unhex};
+use super::format::Key;
+use crate::hex;
 
 /// Fewest secret bytes a key file may hold (HMAC-SHA256's own strength).
 pub const MIN_KEY_BYTES: usize = 32;
@@ -17,7 +18,7 @@ pub fn read(path: &Path) -> Result<Key, String> {
 
 fn parse(text: &str) -> Result<Key, String> {
     let line = text.trim();
-    let secret = unhex(line).ok_or("not one line of hex digits")?;
+    let secret = hex::decode(line).ok_or("not one line of hex digits")?;
     if secret.len() < MIN_KEY_BYTES {
         return Err(format!(
             "{} bytes; a key needs at least {MIN_KEY_BYTES} (ferrymail bundle keygen)",
@@ -31,7 +32,7 @@ fn parse(text: &str) -> Result<Key, String> {
 pub fn generate() -> String {
     let mut secret = [0u8; MIN_KEY_BYTES];
     getrandom::fill(&mut secret).expect("the OS random source works");
-    format!("{}\n", hex(&secret))
+    format!("{}\n", hex::encode(&secret))
 }
 
 #[cfg(test)]

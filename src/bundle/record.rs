@@ -80,7 +80,7 @@ pub enum Record<'a> {
 
 /// SHA-256 of `content`, hex.
 pub fn sha256(content: &[u8]) -> String {
-    super::format::hex(ring::digest::digest(&ring::digest::SHA256, content).as_ref())
+    crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, content).as_ref())
 }
 
 pub fn encode_message(record: &MessageRecord, content: &[u8]) -> Vec<u8> {

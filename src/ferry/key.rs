@@ -19,8 +19,7 @@ impl ResumeKey {
             .take(MAX_ID)
             .collect();
         let id = if id.is_empty() { "0".into() } else { id };
-        let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
-        ResumeKey(format!("{id}.{hex}"))
+        ResumeKey(format!("{id}.{}", crate::hex::encode(sha256)))
     }
 
     /// A key as a peer wrote it; `None` unless it has exactly the form above.
@@ -38,12 +37,7 @@ impl ResumeKey {
 
     /// The content's SHA-256, as bytes.
     pub fn sha256(&self) -> [u8; 32] {
-        let hex = &self.0[self.0.len() - 64..];
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex");
-        }
-        out
+        crate::hex::decode32(&self.0[self.0.len() - 64..]).expect("checked at parse")
     }
 }
 

@@ -34,11 +34,7 @@ pub fn hmac_md5_hex(key: &[u8], message: &[u8]) -> String {
     let mut outer = Md5::new();
     outer.update(k.map(|b| b ^ 0x5c));
     outer.update(inner.finalize());
-    outer
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&outer.finalize())
 }
 
 /// The user a decoded response names, if its digest is right for `secret_of(user)`.
