@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 
-use super::client::{Connection, Outgoing};
+use super::client::{Connection, Outgoing, with_mail_params};
 use super::content::{Content, PIECE, unreadable};
 use super::link_fit::LinkFit;
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
@@ -118,10 +118,7 @@ impl Connection {
             if refused.is_some() || alone[i] {
                 continue;
             }
-            let mut head = self.mail_line(m);
-            for r in m.recipients {
-                head.push_str(&self.rcpt_line(r));
-            }
+            let head = self.envelope(m);
             expected += m.recipients.len() + 3;
             plan.push((i, m.recipients.len()));
             transactions.push((head, m.content));
@@ -138,7 +135,6 @@ impl Connection {
         let stopped = AtomicBool::new(false);
         let reader_done = Notify::new();
         let window = Mutex::new(self.window.take().unwrap_or_else(|| Window::new(self.rtt)));
-        let answered_here = std::sync::atomic::AtomicUsize::new(0);
         // XZSTD: small messages seen committed, for later ones to be compressed against.
         let answered_small = Mutex::new(std::mem::take(&mut self.answered_small));
         let first = self.transactions;
@@ -146,23 +142,22 @@ impl Connection {
         let read_replies = async {
             let mut replies: Vec<Response> = Vec::with_capacity(expected);
             let mut buf = [0u8; 8192];
-            let mut consumed = 0;
+            let (mut answered_here, mut consumed) = (0, 0);
             while replies.len() < expected {
                 match reader.take_response() {
                     Ok(Some(r)) => {
                         let closing = r.code == 421;
                         replies.push(r);
                         // A transaction whose replies are all in is reported at once.
-                        while let Some(&(index, rcpts)) =
-                            plan.get(answered_here.load(Ordering::Relaxed))
-                        {
+                        while let Some(&(index, rcpts)) = plan.get(answered_here) {
                             let needed = rcpts + 3;
                             if replies.len() - consumed < needed {
                                 break;
                             }
                             let mut these = replies[consumed..consumed + needed].iter().cloned();
                             done(index, &transaction_outcomes(rcpts, &mut these, None));
-                            let n = answered_here.fetch_add(1, Ordering::Relaxed);
+                            let n = answered_here;
+                            answered_here += 1;
                             let end = &replies[consumed + rcpts + 1];
                             if let (true, Content::Bytes(content)) =
                                 (ferry.zstd, batch[index].content)
@@ -306,6 +301,15 @@ impl Connection {
         self.answered_small = answered_small.into_inner().expect("not poisoned");
 
         let mut failure = read_failure.or(write_failure);
+        // Transactions whose replies are all in, each MAIL, its RCPTs, BDAT and RSET.
+        let mut answered = plan
+            .iter()
+            .scan(0, |needed, &(_, rcpts)| {
+                *needed += rcpts + 3;
+                Some(*needed)
+            })
+            .take_while(|needed| *needed <= replies.len())
+            .count();
         let mut replies = replies.into_iter();
         let mut out = Vec::with_capacity(batch.len());
         for ((m, refused), alone) in batch.iter().zip(refusals).zip(&alone) {
@@ -321,7 +325,6 @@ impl Connection {
                 ));
             }
         }
-        let mut answered = answered_here.into_inner();
         for (i, m) in batch.iter().enumerate().filter(|(i, _)| alone[*i]) {
             if let Some(f) = &failure {
                 out[i] = vec![f.clone(); m.recipients.len()];
@@ -394,7 +397,7 @@ fn with_zstd(envelope: &str, refs: &[(String, std::sync::Arc<Vec<u8>>)]) -> Stri
         true => PARAM_ZSTD.to_owned(),
         false => format!("{PARAM_ZSTD}={}", ids.join(",")),
     };
-    envelope.replacen("\r\n", &format!(" {param}\r\n"), 1)
+    with_mail_params(envelope, &format!(" {param}"))
 }
 
 /// Writes one transaction: its commands, its content (one write when small and in

@@ -221,10 +221,7 @@ impl Connection {
             ready.as_mut().await;
         }
         let t = self.timeouts.clone();
-        let mut head = self.mail_line(m);
-        for r in m.recipients {
-            head.push_str(&self.rcpt_line(r));
-        }
+        let mut head = self.envelope(m);
         if chunking {
             head.push_str(&format!("BDAT {} LAST\r\n", m.content.len()));
         } else {
@@ -381,6 +378,15 @@ impl Connection {
         line
     }
 
+    /// MAIL, then every RCPT, as they are written pipelined.
+    pub(super) fn envelope(&self, m: &Outgoing<'_>) -> String {
+        let mut head = self.mail_line(m);
+        for r in m.recipients {
+            head.push_str(&self.rcpt_line(r));
+        }
+        head
+    }
+
     pub(super) fn rcpt_line(&self, r: &Recipient) -> String {
         let mut line = format!("RCPT TO:<{}>", r.address);
         if self.caps.dsn {
@@ -406,6 +412,12 @@ impl Connection {
         let _ = self.command("QUIT", Phase::Mail, timeout).await;
         let _ = self.stream.shutdown().await;
     }
+}
+
+/// `envelope` (MAIL, then RCPTs) with `params` (each with its leading space) added to
+/// its MAIL line.
+pub(super) fn with_mail_params(envelope: &str, params: &str) -> String {
+    envelope.replacen("\r\n", &format!("{params}\r\n"), 1)
 }
 
 pub(super) fn expect(phase: Phase, r: &Response, code: u16) -> Step<()> {

@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 
 use tokio::io::AsyncReadExt;
 
-use super::client::{Connection, Outgoing, Step, finish};
+use super::client::{Connection, Outgoing, Step, finish, with_mail_params};
 use super::content::unreadable;
 use super::link_fit::LinkFit;
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
@@ -103,19 +103,14 @@ impl Connection {
 
     /// MAIL (with XZSTD and XRESUME as asked) and every RCPT, as one write.
     fn ferry_envelope(&self, m: &Outgoing<'_>, zstd: bool, key: Option<&ResumeKey>) -> String {
-        let mut head = self.mail_line(m);
-        head.truncate(head.len() - 2);
+        let mut params = String::new();
         if zstd {
-            head.push_str(&format!(" {PARAM_ZSTD}"));
+            params.push_str(&format!(" {PARAM_ZSTD}"));
         }
         if let Some(key) = key {
-            head.push_str(&format!(" {PARAM_RESUME}={key}"));
+            params.push_str(&format!(" {PARAM_RESUME}={key}"));
         }
-        head.push_str("\r\n");
-        for r in m.recipients {
-            head.push_str(&self.rcpt_line(r));
-        }
-        head
+        with_mail_params(&self.envelope(m), &params)
     }
 
     /// The replies to MAIL and to each RCPT.

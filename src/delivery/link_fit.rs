@@ -78,32 +78,43 @@ impl LinkFit {
     pub fn admits(&mut self, len: usize) -> bool {
         // A connection no longer established (reset, destroyed) keeps its count of
         // unacknowledged bytes forever: let the write go, and fail.
-        if tcp_info(self.fd).is_none_or(|info| info.tcpi_state != TCP_ESTABLISHED) {
+        let Some(info) = tcp_info(self.fd).filter(|i| i.tcpi_state == TCP_ESTABLISHED) else {
             return true;
-        }
+        };
         let Some(queued) = outq(self.fd) else {
             return true;
         };
         if queued == 0 {
             return true;
         }
-        queued + len <= self.target()
+        self.learn(&info);
+        queued + len <= self.allowed()
     }
 
     /// The unacknowledged bytes allowed now.
     pub fn target(&mut self) -> usize {
         if let Some(info) = tcp_info(self.fd) {
-            if info.tcpi_min_rtt > 0 {
-                let min_rtt = Duration::from_micros(u64::from(info.tcpi_min_rtt));
-                self.min_rtt = self.min_rtt.min(min_rtt);
-            }
-            self.sample(Instant::now(), info.tcpi_bytes_acked);
-            if info.tcpi_total_retrans > 0 && !self.noisy {
-                // Held under what the link holds, the queue did not drop it: noise.
-                self.noisy = true;
-                set_congestion_control(self.fd, ON_NOISE);
-            }
+            self.learn(&info);
         }
+        self.allowed()
+    }
+
+    /// Takes what the kernel says of the connection now.
+    fn learn(&mut self, info: &libc::tcp_info) {
+        if info.tcpi_min_rtt > 0 {
+            let min_rtt = Duration::from_micros(u64::from(info.tcpi_min_rtt));
+            self.min_rtt = self.min_rtt.min(min_rtt);
+        }
+        self.sample(Instant::now(), info.tcpi_bytes_acked);
+        if info.tcpi_total_retrans > 0 && !self.noisy {
+            // Held under what the link holds, the queue did not drop it: noise.
+            self.noisy = true;
+            set_congestion_control(self.fd, ON_NOISE);
+        }
+    }
+
+    /// The unacknowledged bytes allowed, from what was learnt.
+    fn allowed(&self) -> usize {
         ((GAIN * self.rate * self.min_rtt.as_secs_f64()) as usize).max(FLOOR)
     }
 

@@ -47,13 +47,15 @@ pub struct Received {
 
 impl BdatIn {
     /// Starts the content, coming as `coding` says; with `partial`, its held bytes go
-    /// first.
+    /// first. With `referable` (an XFERRY listener), a small content is kept for later
+    /// messages to refer to.
     pub async fn start(
         intake: Intake,
         check: BdatCheck,
         coding: Coding,
         max_size: u64,
         partial: Option<Partial>,
+        referable: bool,
     ) -> BdatIn {
         let mut unknown_refs = false;
         let zstd = match coding {
@@ -79,7 +81,7 @@ impl BdatIn {
             replay_failed: false,
             unknown_refs,
             decoded: Vec::new(),
-            small: Some(Vec::new()),
+            small: referable.then(Vec::new),
         };
         if let Some(p) = partial {
             this.partial = this.replay(p).await;

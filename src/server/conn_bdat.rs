@@ -26,7 +26,9 @@ impl Conn {
             let intake = self.start_intake().await;
             let check = BdatCheck::new(binary, max);
             let held = self.resume.take();
-            self.bdat = Some(BdatIn::start(intake, check, coding, max, held).await);
+            let referable = self.ctx.session.ferry;
+            let content = BdatIn::start(intake, check, coding, max, held, referable).await;
+            self.bdat = Some(content);
         }
         let mut remaining = size;
         let mut clock = ContentClock::new(&self.ctx.timeouts);
@@ -68,8 +70,7 @@ impl Conn {
             partial,
             small,
         } = content.finish();
-        let refer = small.filter(|_| self.ctx.session.ferry);
-        self.finish_resumed(intake, too_big, partial, refer).await
+        self.finish_resumed(intake, too_big, partial, small).await
     }
 
     /// How the transaction's BDAT content comes: plain, or zstd against the messages

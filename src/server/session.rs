@@ -291,7 +291,7 @@ impl Session {
         if esmtp_only && !self.esmtp {
             return self.error(reply::UNKNOWN_PARAMETER.with_text("Parameters need EHLO"));
         }
-        if (mail.zstd.is_some() || mail.resume.is_some()) && !(self.config.ferry && self.esmtp) {
+        if mail.uses_xferry() && !(self.config.ferry && self.esmtp) {
             return self.error(reply::UNKNOWN_PARAMETER);
         }
         if mail.size.is_some_and(|s| s > self.config.max_message_size) {
@@ -362,11 +362,7 @@ impl Session {
         if self.tx.as_ref().is_some_and(|t| t.bdat_started) {
             return self.error(reply::BAD_SEQUENCE.with_text("DATA after BDAT"));
         }
-        if self
-            .tx
-            .as_ref()
-            .is_some_and(|t| t.mail.zstd.is_some() || t.mail.resume.is_some())
-        {
+        if self.tx.as_ref().is_some_and(|t| t.mail.uses_xferry()) {
             return self.error(reply::BAD_SEQUENCE.with_text("XFERRY content goes by BDAT"));
         }
         Step::Data

@@ -55,6 +55,13 @@ pub struct MailFrom {
     pub resume: Option<ResumeKey>,
 }
 
+impl MailFrom {
+    /// XZSTD or XRESUME: only for a listener that offers XFERRY, and only with BDAT.
+    pub fn uses_xferry(&self) -> bool {
+        self.zstd.is_some() || self.resume.is_some()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RcptTo {
     pub mailbox: Mailbox,
