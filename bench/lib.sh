@@ -21,6 +21,24 @@ bench_cleanup() {
 now() { date +%s.%N; }
 calc() { python3 -c "print($1)"; }
 
+# until_true SECONDS COMMAND...: polls every 20 ms; gives up (exit 1) after SECONDS.
+until_true() {
+  local end=$(( $(date +%s) + $1 )); shift
+  until "$@"; do
+    [ "$(date +%s)" -lt "$end" ] || { echo "timed out: $*" >&2; exit 1; }
+    sleep 0.02
+  done
+}
+
+# netns_pair A B: two fresh network namespaces, loopback up (a link emulator joins
+# them); netns_gone A B removes them.
+netns_pair() {
+  for ns in "$@"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+}
+netns_gone() {
+  for ns in "$@"; do ip netns del "$ns" 2>/dev/null || true; done
+}
+
 # fm_config NAME PORT EXTRA: a daemon's configuration in $WORK/NAME, listening on PORT.
 fm_config() {
   mkdir -p "$WORK/$1"

@@ -18,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib.sh
+. bench/lib.sh
 LINKEM=$(realpath "${1:?usage: bench/resume_cuts.sh path/to/linkem.py [ferrymail]}")
 BIN=$(realpath "${2:-target/release/ferrymail}")
 SIZE_MIB=${SIZE_MIB:-10}; DELAY_MS=${DELAY_MS:-300}; KBIT=${KBIT:-1000}
@@ -28,22 +29,12 @@ WORK=$(mktemp -d); chmod 755 "$WORK"
 PIDS=(); LINK_PID=
 cleanup() {
   stop_pids "${PIDS[@]}" ${LINK_PID:+"$LINK_PID"}
-  ip netns del "$A" 2>/dev/null || true
-  ip netns del "$B" 2>/dev/null || true
+  netns_gone "$A" "$B"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-ip netns add "$A"; ip netns add "$B"
-ip -n "$A" link set lo up; ip -n "$B" link set lo up
+netns_pair "$A" "$B"
 inA() { ip netns exec "$A" "$@"; }
-# until_true SECONDS COMMAND...: polls every 50 ms; gives up (exit 1) after SECONDS.
-until_true() {
-  local end=$(( $(date +%s) + $1 )); shift
-  until "$@"; do
-    [ "$(date +%s)" -lt "$end" ] || { echo "timed out: $*" >&2; exit 1; }
-    sleep 0.05
-  done
-}
 
 python3 "$LINKEM" --ns-a "$A" --ns-b "$B" --addr-a 10.203.0.1 --addr-b 10.203.0.2 \
   --delay-ms "$DELAY_MS" --rate-kbit "$KBIT" --queue-bytes "$QUEUE" --loss 0 \
@@ -97,8 +88,20 @@ open(sys.argv[1], "wb").write(b"Subject: survey data\r\nContent-Type: applicatio
                               b"Content-Transfer-Encoding: base64\r\n\r\n" + data)
 PY
 fm edge send -f survey@edge.bench.example data@far.bench.example < "$WORK/message"
-until_true 60 bash -c "[ \"\$('$BIN' --config '$WORK/edge/ferrymail.toml' status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"maildrop\"])')\" = 0 ]"
+picked_up() {
+  [ "$(fm edge status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["maildrop"])')" = 0 ]
+}
+until_true 60 picked_up
 SIZE=$(stat -c %s "$WORK/message")
+hub_ids() { # the hub's queued messages
+  python3 -c 'import sqlite3,sys
+try:
+    c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+    print("\n".join(r[0] for r in c.execute("SELECT id FROM message")))
+except sqlite3.Error:
+    pass' "$WORK/hub/spool/index.sqlite3"
+}
+arrived() { [ -n "$(hub_ids)" ]; }
 held() { find "$WORK/hub/spool/partial" -type f -printf '%s\n' 2>/dev/null | sort -n | tail -1; }
 deferred() {
   fm edge queue --json | python3 -c 'import json,sys
@@ -107,7 +110,7 @@ sys.exit(0 if any(r.get("state") == "deferred" for m in json.load(sys.stdin) for
 held_past() { local h; h=$(held); [ "${h:-0}" -ge "$1" ]; }
 
 BASE=$(link_bytes)
-T0=$(date +%s.%N)
+T0=$(now)
 echo "$SIZE-byte message over ${DELAY_MS} ms each way, $KBIT kbit/s; $CUTS cuts"
 for cut in $(seq "$CUTS"); do
   fm edge flush >/dev/null
@@ -123,14 +126,10 @@ for cut in $(seq "$CUTS"); do
   fm edge queue retry --all >/dev/null
 done
 fm edge flush >/dev/null
-until_true 900 bash -c "[ \"\$(python3 -c 'import sqlite3,sys
-c = sqlite3.connect(f\"file:{sys.argv[1]}?mode=ro\", uri=True)
-print(c.execute(\"SELECT COUNT(*) FROM message\").fetchone()[0])' '$WORK/hub/spool/index.sqlite3' 2>/dev/null)\" = 1 ]"
-T1=$(date +%s.%N)
+until_true 900 arrived
+T1=$(now)
 CROSSED=$(( $(link_bytes) - BASE ))
-ID=$(python3 -c 'import sqlite3,sys
-c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
-print(c.execute("SELECT id FROM message").fetchone()[0])' "$WORK/hub/spool/index.sqlite3")
+ID=$(hub_ids)
 SAME=no
 python3 - "$WORK/hub/spool/queue/$ID" "$WORK/message" <<'PY' && SAME=yes
 import sys
@@ -138,5 +137,5 @@ stored, sent = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
 body = sent.split(b"\r\n\r\n", 1)[1]   # the edge adds Date: and Message-ID: above it
 sys.exit(0 if stored.count(body) == 1 else 1)
 PY
-echo "crossed $CROSSED bytes for a $SIZE-byte message: $(python3 -c "print(round($CROSSED / $SIZE, 3))")x, in $(python3 -c "print(round($T1 - $T0, 1))") s"
+echo "crossed $CROSSED bytes for a $SIZE-byte message: $(calc "round($CROSSED / $SIZE, 3)")x, in $(calc "round($T1 - $T0, 1)") s"
 echo "the hub's copy is the edge's, byte for byte: $SAME; partial files left: $(find "$WORK/hub/spool/partial" -type f | wc -l)"

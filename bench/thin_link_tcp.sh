@@ -31,6 +31,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib.sh
+. bench/lib.sh
 LINKEM=$(realpath "${1:?usage: bench/thin_link_tcp.sh path/to/linkem.py [messages] [ferrymail]}")
 MESSAGES=${2:-200}
 BIN=$(realpath "${3:-target/release/ferrymail}")
@@ -46,24 +47,12 @@ PIDS=(); LINK_PID=
 cleanup() {
   stop_pids "${PIDS[@]}" ${LINK_PID:+"$LINK_PID"}
   [ -d "$WORK/postfix" ] && ip netns exec "$A" bash -c ". tests/lib.sh; postfix_stop $WORK/postfix"
-  ip netns del "$A" 2>/dev/null || true
-  ip netns del "$B" 2>/dev/null || true
+  netns_gone "$A" "$B"
   [ -n "${LOGS:-}" ] && cp "$WORK"/edge/daemon.log "$WORK"/ferry/daemon.log -t "$LOGS" --backup=numbered 2>/dev/null; rm -rf "$WORK"
 }
 trap cleanup EXIT
-ip netns add "$A"; ip netns add "$B"
-ip -n "$A" link set lo up; ip -n "$B" link set lo up
+netns_pair "$A" "$B"
 inA() { ip netns exec "$A" "$@"; }
-now() { date +%s.%N; }
-calc() { python3 -c "print($1)"; }
-# until_true SECONDS COMMAND...: polls every 20 ms; gives up (exit 1) after SECONDS.
-until_true() {
-  local end=$(( $(date +%s) + $1 )); shift
-  until "$@"; do
-    [ "$(date +%s)" -lt "$end" ] || { echo "timed out: $*" >&2; exit 1; }
-    sleep 0.02
-  done
-}
 
 link_up() { # a fresh emulator, its log in $WORK/link.log
   python3 "$LINKEM" --ns-a "$A" --ns-b "$B" --addr-a 10.202.0.1 --addr-b 10.202.0.2 \
