@@ -27,14 +27,24 @@ use tokio::net::{TcpListener, TcpStream};
 
 type Rewrite = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
-/// Between the edge and the hub: records what the edge sends, cuts the connection after
-/// `cut` bytes from the edge, and rewrites the hub's reply lines.
+/// Where a connection through the proxy is cut, in bytes from the edge.
+#[derive(Clone, Copy)]
+enum Cut {
+    Never,
+    /// The hub gets an end of input after the last byte, and its replies are read.
+    At(usize),
+    /// The hub's socket is closed outright: its next reply meets a reset.
+    Hard(usize),
+}
+
+/// Between the edge and the hub: records what the edge sends, cuts the connection as
+/// `cut` says, and rewrites the hub's reply lines.
 struct Proxy {
     addr: SocketAddr,
     sent: Arc<Mutex<Vec<u8>>>,
 }
 
-async fn proxy(target: SocketAddr, cut: Option<usize>, rewrite: Option<Rewrite>) -> Proxy {
+async fn proxy(target: SocketAddr, cut: Cut, rewrite: Option<Rewrite>) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let sent = Arc::new(Mutex::new(Vec::new()));
@@ -50,17 +60,22 @@ async fn proxy(target: SocketAddr, cut: Option<usize>, rewrite: Option<Rewrite>)
 
 /// One connection through the proxy. At the cut the edge's side is closed at once and
 /// the hub's gets an end of input after every byte before the cut, as a link that went
-/// down between them would leave it; the hub's replies are then read and dropped.
+/// down between them would leave it; the hub's replies are then read and dropped (or,
+/// for a hard cut, its socket is closed too).
 async fn relay(
     edge: TcpStream,
     hub: TcpStream,
-    cut: Option<usize>,
+    cut: Cut,
     rewrite: Option<Rewrite>,
     record: Arc<Mutex<Vec<u8>>>,
 ) {
     let mut edge = Some(edge);
     let (mut hub_in, mut hub_out) = hub.into_split();
-    let mut left = cut.unwrap_or(usize::MAX);
+    let (mut left, hard) = match cut {
+        Cut::Never => (usize::MAX, false),
+        Cut::At(n) => (n, false),
+        Cut::Hard(n) => (n, true),
+    };
     let (mut up, mut down) = (vec![0u8; 16 << 10], vec![0u8; 16 << 10]);
     let mut lines = Vec::new();
     loop {
@@ -73,6 +88,9 @@ async fn relay(
                 record.lock().unwrap().extend_from_slice(&up[..n]);
                 left -= n;
                 if n == 0 || hub_out.write_all(&up[..n]).await.is_err() || left == 0 {
+                    if hard && left == 0 {
+                        return;
+                    }
                     edge = None;
                     let _ = hub_out.shutdown().await;
                 }
@@ -227,7 +245,7 @@ async fn compression_only_where_both_ends_are_configured_and_plain_peers_see_pla
     let mut transcripts = Vec::new();
     for (hub_ferry, edge_ferry) in [(true, true), (true, false), (false, true), (false, false)] {
         let hub = Listener::start(hub_ferry, "").await;
-        let p = proxy(hub.addr, None, None).await;
+        let p = proxy(hub.addr, Cut::Never, None).await;
         let conn = Connection::open(p.addr, "hub.test", &settings(edge_ferry))
             .await
             .unwrap();
@@ -379,7 +397,7 @@ async fn a_cut_transfer_resumes_at_several_offsets() {
         let hub = Listener::start(true, "").await;
         let id = format!("0CUT{k}");
         let m = [outgoing(&id, &rcpts, Content::File(&file))];
-        let cutting = proxy(hub.addr, Some(cut), None).await;
+        let cutting = proxy(hub.addr, Cut::At(cut), None).await;
         let out = send(cutting.addr, true, &m).await;
         assert!(
             !delivered(&out),
@@ -388,7 +406,7 @@ async fn a_cut_transfer_resumes_at_several_offsets() {
         assert!(hub.stored().is_empty(), "nothing partial is ever a message");
         let held = kept(&hub).await;
         assert!(held > 0, "cut at {cut}: the hub kept what reached it");
-        let whole = proxy(hub.addr, None, None).await;
+        let whole = proxy(hub.addr, Cut::Never, None).await;
         let out = send(whole.addr, true, &m).await;
         assert!(delivered(&out), "cut at {cut}: {out:?}");
         let resent = whole.sent().len() as u64;
@@ -406,6 +424,29 @@ async fn a_cut_transfer_resumes_at_several_offsets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_whose_replies_meet_a_reset_still_keeps_what_reached_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rcpts = [Recipient::new("b@ours.example")];
+    let content = attachment(13, 3 << 20);
+    let file = in_file(dir.path(), "m", &content);
+    let m = [outgoing("0HARD", &rcpts, Content::File(&file))];
+    let hub = Listener::start(true, "").await;
+    let cut = 1_500_000;
+    let p = proxy(hub.addr, Cut::Hard(cut), None).await;
+    assert!(!delivered(&send(p.addr, true, &m).await));
+    // Every byte before the cut reached the hub, so it holds what they decode to (but
+    // the last zstd block, which the cut left unfinished).
+    let held = kept(&hub).await;
+    assert!(
+        held >= cut as u64 - (128 << 10),
+        "kept {held} of {cut} sent"
+    );
+    let whole = proxy(hub.addr, Cut::Never, None).await;
+    assert!(delivered(&send(whole.addr, true, &m).await));
+    assert_stored_once(&hub, &[&content]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_cuts_in_a_row_cost_little_more_than_the_message() {
     let dir = tempfile::tempdir().unwrap();
     let rcpts = [Recipient::new("b@ours.example")];
@@ -416,7 +457,7 @@ async fn three_cuts_in_a_row_cost_little_more_than_the_message() {
     let mut total = 0usize;
     let mut held = 0;
     for cut in [1_000_000usize, 1_000_000, 1_000_000] {
-        let p = proxy(hub.addr, Some(cut), None).await;
+        let p = proxy(hub.addr, Cut::At(cut), None).await;
         let out = send(p.addr, true, &m).await;
         assert!(!delivered(&out));
         total += p.sent().len();
@@ -424,7 +465,7 @@ async fn three_cuts_in_a_row_cost_little_more_than_the_message() {
         assert!(now > held, "each connection adds to what is kept");
         held = now;
     }
-    let p = proxy(hub.addr, None, None).await;
+    let p = proxy(hub.addr, Cut::Never, None).await;
     assert!(delivered(&send(p.addr, true, &m).await));
     total += p.sent().len();
     assert_stored_once(&hub, &[&content]);
@@ -463,7 +504,7 @@ async fn hostile_resume_offers_fall_back_to_a_full_send() {
     });
     for (name, rewrite) in [("past the end", past_the_end), ("another key", another_key)] {
         let hub = Listener::start(true, "").await;
-        let p = proxy(hub.addr, None, Some(rewrite)).await;
+        let p = proxy(hub.addr, Cut::Never, Some(rewrite)).await;
         let out = send(p.addr, true, &m).await;
         assert!(delivered(&out), "{name}: {out:?}");
         let text = p.sent_text();
