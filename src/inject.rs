@@ -7,10 +7,11 @@
 use std::io::{BufRead, Read};
 
 use crate::exit::{self, Failure};
+use crate::smtp::Ret;
 use crate::smtp::canon::CrlfCanon;
 use crate::smtp::{Mailbox, ReversePath};
 use crate::spool::maildrop::{DropEnvelope, DropWriter, MAX_DROP_RECIPIENTS};
-use crate::spool::{Fs, Layout, Recipient, Ret, now_unix};
+use crate::spool::{Fs, Layout, Recipient, now_unix};
 
 /// Bound on the header section read into memory.
 pub const MAX_HEADER_SECTION: usize = 1 << 20;

@@ -2,7 +2,7 @@
 //! of input to the listener maps to (the reply class, not its wording).
 
 use ferrymail::smtp::command::{Command, parse};
-use ferrymail::spool::{BodyType, Ret};
+use ferrymail::smtp::{BodyType, Ret};
 
 fn code(line: &str) -> u16 {
     match parse(line.as_bytes()) {

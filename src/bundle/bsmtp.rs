@@ -9,7 +9,8 @@
 use std::io::{self, BufRead, Read, Write};
 
 use crate::smtp::command::{self, Command};
-use crate::spool::{BodyType, Recipient, Ret};
+use crate::smtp::{BodyType, Ret};
+use crate::spool::Recipient;
 
 /// Writes BSMTP transactions.
 pub struct Writer<W: Write> {

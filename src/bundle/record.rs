@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::{BodyType, Recipient, Ret};
+use crate::smtp::{BodyType, Ret};
+use crate::spool::Recipient;
 
 /// A message as a bundle carries it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

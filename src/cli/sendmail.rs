@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::exit::{self, Failure};
 use crate::inject::{InjectOptions, Site, inject};
-use crate::spool::{Layout, RealFs, Ret};
+use crate::smtp::Ret;
+use crate::spool::{Layout, RealFs};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {

@@ -18,7 +18,8 @@ use super::outcome::{Classified, Event, Outcome, Phase, Scope, classify};
 use crate::config::TlsPolicy;
 use crate::net::{EitherTls, MaybeTls};
 use crate::smtp::response::{Response, ResponseReader};
-use crate::spool::{BodyType, Recipient, Ret};
+use crate::smtp::{BodyType, Ret};
+use crate::spool::Recipient;
 
 pub use super::opening::{Capabilities, connect, connect_error};
 

@@ -10,7 +10,8 @@
 
 use std::io::{self, Read, Write};
 
-use crate::spool::{Envelope, Recipient, Ret};
+use crate::smtp::Ret;
+use crate::spool::{Envelope, Recipient};
 
 /// RFC 3464 §2.3.3 Action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

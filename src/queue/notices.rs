@@ -151,7 +151,7 @@ pub fn build(
                 // The whole original only for a failure, only when asked (RET=FULL), and
                 // only to a sender we know (RFC 3461 §4.3 lets us send less).
                 let full = failed
-                    && envelope.ret == Some(crate::spool::Ret::Full)
+                    && envelope.ret == Some(crate::smtp::Ret::Full)
                     && settings.sender_known(&envelope.origin);
                 let original = if full {
                     Original::Full(&mut original, stored.trailer.eight_bit)

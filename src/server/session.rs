@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use super::policy::RelayPolicy;
 use crate::config::{Config, ListenKind};
+use crate::smtp::BodyType;
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::{Command, MailFrom, RcptTo, ReversePath};
-use crate::spool::BodyType;
 
 /// What a session needs to know about the listener and the site.
 #[derive(Clone, Debug)]

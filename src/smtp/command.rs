@@ -5,8 +5,8 @@
 //! xtext values never decode to control characters.
 
 use super::address::{AddressError, Mailbox, ReversePath};
+use super::params::{BodyType, Ret};
 use crate::ferry::{self, ResumeKey};
-use crate::spool::{BodyType, Ret};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

@@ -13,9 +13,11 @@ pub mod date;
 pub mod fields;
 pub mod line;
 pub mod line_length;
+pub mod params;
 pub mod reply;
 pub mod response;
 
 pub use address::{AddressError, Mailbox, ReversePath};
 pub use command::{Command, CommandError, MailFrom, RcptTo};
+pub use params::{BodyType, Ret};
 pub use reply::Reply;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fs::{Fs, FsRead};
 use super::id::QueueId;
-use crate::smtp::{Mailbox, ReversePath};
+use crate::smtp::{BodyType, Mailbox, Ret, ReversePath};
 
 /// The magic line of files written now.
 pub const MAGIC: &[u8] = b"ferrymail-message 2\n";
@@ -96,23 +96,6 @@ impl Recipient {
             orcpt: None,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BodyType {
-    #[serde(rename = "7bit")]
-    SevenBit,
-    #[serde(rename = "8bitmime")]
-    EightBitMime,
-    #[serde(rename = "binarymime")]
-    BinaryMime,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Ret {
-    Full,
-    Hdrs,
 }
 
 /// Where the message came from, for `Received:`, logs and `queue show`.

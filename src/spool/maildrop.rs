@@ -9,10 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::envelope::{Recipient, Ret};
+use super::envelope::Recipient;
 use super::fs::{Fs, FsFile, FsRead};
 use super::layout::Layout;
-use crate::smtp::{Mailbox, ReversePath};
+use crate::smtp::{Mailbox, Ret, ReversePath};
 
 pub const MAGIC: &[u8] = b"ferrymail-drop 1\n";
 /// Bound on the envelope line of a drop.

@@ -30,9 +30,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 pub use draft::{Draft, Sealed};
-pub use envelope::{
-    BodyType, BundleOrigin, Envelope, Origin, Recipient, Ret, StoredMessage, Trailer,
-};
+pub use envelope::{BundleOrigin, Envelope, Origin, Recipient, StoredMessage, Trailer};
 pub use fs::{Fs, RealFs};
 pub use id::QueueId;
 pub use index::{Place, Placement, Wait};
