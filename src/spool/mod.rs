@@ -19,6 +19,7 @@ pub mod reader;
 pub(crate) mod recovery;
 mod removal;
 pub mod sets;
+#[cfg(any(test, feature = "testkit"))]
 pub mod simfs;
 pub mod state;
 mod writer;
