@@ -6,7 +6,6 @@
 //! what a crash can deliver twice whatever the disk's latency: an answered transaction
 //! leaves the window only once its outcome is on disk.
 
-use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -16,7 +15,7 @@ use tokio::sync::{Notify, watch};
 
 use super::client::{Connection, Outgoing, with_mail_params};
 use super::content::{Content, PIECE, unreadable};
-use super::link_fit::LinkFit;
+use super::link_fit::{Cork, LinkFit, SLICE};
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use super::window::{WINDOW_BYTES, Window};
 use crate::ferry::PARAM_ZSTD;
@@ -124,17 +123,19 @@ impl Connection {
             transactions.push((head, m.content));
         }
         let t = self.timeouts.clone();
-        let mut fit = self
-            .stream
-            .tcp()
-            .and_then(|tcp| LinkFit::new(tcp.as_raw_fd(), self.rtt));
+        let mut fit = self.take_fit();
         let (mut read_half, mut write_half) = tokio::io::split(&mut self.stream);
         let reader = &mut self.reader;
         // The writer stays at most a window ahead of what is recorded (`durable` counts
         // the transactions whose outcomes are on disk; `stopped` says the reader gave up).
         let stopped = AtomicBool::new(false);
         let reader_done = Notify::new();
-        let window = Mutex::new(self.window.take().unwrap_or_else(|| Window::new(self.rtt)));
+        let paced = fit.is_some();
+        let window = Mutex::new(
+            self.window
+                .take()
+                .unwrap_or_else(|| Window::new(self.rtt, paced)),
+        );
         // XZSTD: small messages seen committed, for later ones to be compressed against.
         let answered_small = Mutex::new(std::mem::take(&mut self.answered_small));
         let first = self.transactions;
@@ -221,6 +222,8 @@ impl Connection {
             let mut sent_bytes = Vec::with_capacity(transactions.len() + 1);
             sent_bytes.push(0usize);
             let (mut packed, mut compressor) = (Vec::new(), None);
+            // Full segments on a long thin link; what is held goes before any wait.
+            let cork = fit.as_ref().map(Cork::new);
             for (k, (envelope, content)) in transactions.iter().enumerate() {
                 loop {
                     if stopped.load(Ordering::Acquire) {
@@ -231,6 +234,10 @@ impl Connection {
                     let limit = window.lock().expect("not poisoned").limit();
                     if k == recorded || (k - recorded < limit && unrecorded < WINDOW_BYTES) {
                         break;
+                    }
+                    tracing::trace!(k, recorded, limit, unrecorded, "window full");
+                    if let Some(cork) = &cork {
+                        cork.push();
                     }
                     tokio::select! {
                         changed = durable.changed() => if changed.is_err() { return None },
@@ -262,23 +269,17 @@ impl Connection {
                     ),
                 };
                 let (head, content) = (&head, &content);
-                // On a long thin link, no more unacknowledged than the link holds.
-                if let Some(fit) = fit.as_mut() {
-                    let len = head.len() + content.len() as usize;
-                    while !fit.admits(len) {
-                        if stopped.load(Ordering::Acquire) {
-                            return None;
-                        }
-                        tokio::time::sleep(fit.poll()).await;
-                    }
-                }
-                let written = write_transaction(&mut write_half, head, content, &t).await;
-                if let Err(failure) = written {
-                    return Some(failure);
+                let reader_gone = || stopped.load(Ordering::Acquire);
+                let out = (&mut write_half, &mut fit);
+                match write_transaction(out, head, content, &t, reader_gone).await {
+                    Ok(()) => {}
+                    Err(Unwritten::Failed(failure)) => return Some(failure),
+                    Err(Unwritten::ReaderGone) => return None,
                 }
                 sent_bytes.push(sent_bytes[k] + head.len() + content.len() as usize + 6);
                 window.lock().expect("not poisoned").written(Instant::now());
             }
+            drop(cork);
             match tokio::time::timeout(t.data_block, write_half.flush()).await {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(classify(Phase::Mail, &Event::Broken(e.to_string()))),
@@ -298,6 +299,7 @@ impl Connection {
         let (write_failure, (replies, read_failure)) = tokio::join!(write, read);
         // What was learnt of the path serves the connection's next batch.
         self.window = Some(window.into_inner().expect("not poisoned"));
+        self.keep_fit(fit);
         self.answered_small = answered_small.into_inner().expect("not poisoned");
 
         let mut failure = read_failure.or(write_failure);
@@ -400,17 +402,32 @@ fn with_zstd(envelope: &str, refs: &[(String, std::sync::Arc<Vec<u8>>)]) -> Stri
     with_mail_params(envelope, &format!(" {param}"))
 }
 
+/// Why a transaction was not written whole.
+enum Unwritten {
+    Failed(Classified),
+    /// The reader gave up while the writer waited for room on the link.
+    ReaderGone,
+}
+
 /// Writes one transaction: its commands, its content (one write when small and in
 /// memory, else a piece at a time, each under the data block timeout, RFC 5321
-/// §4.5.3.2.5), and the RSET that closes it.
+/// §4.5.3.2.5), and the RSET that closes it. On a long thin link (`fit`), no more goes
+/// unacknowledged than the link holds: a small transaction is let through whole, a
+/// large one a slice at a time.
 async fn write_transaction<W: tokio::io::AsyncWrite + Unpin>(
-    out: &mut W,
+    (out, fit): (&mut W, &mut Option<LinkFit>),
     head: &str,
     content: &Content<'_>,
     t: &super::client::ClientTimeouts,
-) -> Result<(), Classified> {
-    let broken = |why: String| classify(Phase::Mail, &Event::Broken(why));
-    let mut put = async |bytes: &[u8]| -> Result<(), Classified> {
+    reader_gone: impl Fn() -> bool + Copy,
+) -> Result<(), Unwritten> {
+    let broken = |why: String| Unwritten::Failed(classify(Phase::Mail, &Event::Broken(why)));
+    let mut put = async |bytes: &[u8]| -> Result<(), Unwritten> {
+        if let Some(fit) = fit.as_mut()
+            && !fit.room_for(bytes.len(), reader_gone).await
+        {
+            return Err(Unwritten::ReaderGone);
+        }
         match tokio::time::timeout(t.data_block, out.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(broken(e.to_string())),
@@ -426,6 +443,7 @@ async fn write_transaction<W: tokio::io::AsyncWrite + Unpin>(
         wire.extend_from_slice(b"RSET\r\n");
         return put(&wire).await;
     }
+    let unreadable = |e: &std::io::Error| Unwritten::Failed(unreadable(e));
     put(head.as_bytes()).await?;
     let mut reader = content.reader().await.map_err(|e| unreadable(&e))?;
     let mut piece = vec![0u8; PIECE];
@@ -434,7 +452,9 @@ async fn write_transaction<W: tokio::io::AsyncWrite + Unpin>(
         if n == 0 {
             break;
         }
-        put(&piece[..n]).await?;
+        for slice in piece[..n].chunks(SLICE) {
+            put(slice).await?;
+        }
     }
     put(b"RSET\r\n").await
 }

@@ -97,6 +97,8 @@ pub struct Connection {
     pub rtt: Duration,
     /// The pipelining window, as measured by earlier batches on this connection.
     pub(super) window: Option<super::window::Window>,
+    /// The fit to a long thin link, as learnt by earlier writes on this connection.
+    pub(super) fit: Option<super::link_fit::LinkFit>,
     /// Transactions written on this connection.
     pub(super) transactions: u64,
     /// XZSTD: small messages seen committed here, for later ones to refer to.
@@ -117,6 +119,21 @@ pub(super) type Step<T> = Result<T, Classified>;
 impl Connection {
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
+    }
+
+    /// The fit to the link for a run of writes, to be given back with `keep_fit`: what
+    /// earlier writes learnt of the link, or a fresh one; `None` on a short path (or
+    /// not over TCP).
+    pub(super) fn take_fit(&mut self) -> Option<super::link_fit::LinkFit> {
+        use std::os::fd::AsRawFd;
+        self.fit.take().or_else(|| {
+            let tcp = self.stream.tcp()?;
+            super::link_fit::LinkFit::new(tcp.as_raw_fd(), self.rtt)
+        })
+    }
+
+    pub(super) fn keep_fit(&mut self, fit: Option<super::link_fit::LinkFit>) {
+        self.fit = fit;
     }
 
     /// Content goes as `BDAT n LAST` (else DATA): CHUNKING offered, with PIPELINING so

@@ -7,13 +7,11 @@
 //! transaction starts over without XRESUME and the content goes whole. Small messages
 //! go pipelined with the rest of their batch (`batch.rs`), compressed whole.
 
-use std::os::fd::AsRawFd;
-
 use tokio::io::AsyncReadExt;
 
 use super::client::{Connection, Outgoing, Step, finish, with_mail_params};
 use super::content::unreadable;
-use super::link_fit::LinkFit;
+use super::link_fit::{LinkFit, SLICE};
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use crate::ferry::compress::Compressor;
 use crate::ferry::{PARAM_RESUME, PARAM_ZSTD, ResumeKey, parse_resume_offer};
@@ -22,8 +20,6 @@ use crate::smtp::response::Response;
 
 /// Content bytes per BDAT chunk.
 pub const PIECE_RAW: usize = 256 << 10;
-/// Written at a time, each only once the link has room for it (`LinkFit`).
-const WRITE_SLICE: usize = 16 << 10;
 
 impl Connection {
     /// Sends `m` (large, its content in a file) over XFERRY; the content is written
@@ -127,6 +123,19 @@ impl Connection {
 
     /// Writes the content from `offset` as BDAT chunks; returns how many.
     async fn write_pieces(&mut self, m: &Outgoing<'_>, offset: u64, zstd: bool) -> Step<usize> {
+        let mut fit = self.take_fit();
+        let written = self.write_pieces_fitted(m, offset, zstd, &mut fit).await;
+        self.keep_fit(fit);
+        written
+    }
+
+    async fn write_pieces_fitted(
+        &mut self,
+        m: &Outgoing<'_>,
+        offset: u64,
+        zstd: bool,
+        fit: &mut Option<LinkFit>,
+    ) -> Step<usize> {
         let timeout = self.timeouts.data_block;
         let mut remaining = m.content.len() - offset;
         let chunks = remaining.div_ceil(PIECE_RAW as u64).max(1) as usize;
@@ -139,10 +148,6 @@ impl Connection {
             true => Some(Compressor::new().map_err(|e| unreadable(&e))?),
             false => None,
         };
-        let mut fit = self
-            .stream
-            .tcp()
-            .and_then(|tcp| LinkFit::new(tcp.as_raw_fd(), self.rtt));
         let mut piece = vec![0u8; PIECE_RAW];
         let mut packed = Vec::new();
         let mut wire = Vec::new();
@@ -167,15 +172,13 @@ impl Connection {
             let tail = if last { " LAST" } else { "" };
             wire.extend_from_slice(format!("BDAT {}{tail}\r\n", body.len()).as_bytes());
             wire.extend_from_slice(body);
-            for slice in wire.chunks(WRITE_SLICE) {
+            for slice in wire.chunks(SLICE) {
                 if let Some(fit) = fit.as_mut() {
                     let deadline = tokio::time::Instant::now() + timeout;
-                    while !fit.admits(slice.len()) {
-                        if tokio::time::Instant::now() >= deadline {
-                            let why = "no room on the link in time".to_owned();
-                            return Err(classify(Phase::EndOfData, &Event::Broken(why)));
-                        }
-                        tokio::time::sleep(fit.poll()).await;
+                    let late = || tokio::time::Instant::now() >= deadline;
+                    if !fit.room_for(slice.len(), late).await {
+                        let why = "no room on the link in time".to_owned();
+                        return Err(classify(Phase::EndOfData, &Event::Broken(why)));
                     }
                 }
                 self.write_raw(slice, Phase::EndOfData, timeout).await?;

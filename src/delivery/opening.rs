@@ -216,6 +216,7 @@ impl Connection {
             greeting: String::new(),
             rtt: Duration::ZERO,
             window: None,
+            fit: None,
             transactions: 0,
             answered_small: Default::default(),
         }
