@@ -10,10 +10,11 @@
 # whose counters give the bytes that crossed and the packets the bottleneck dropped.
 #
 # The physical limit is the bytes that crossed towards the upstream ÷ the rate, plus the
-# round trips no sender can avoid: the TCP handshake, the banner, EHLO, and the last
-# reply (6 one-way trips). The figures: seconds from the flush to the last message at
-# the sink, the ratio to the limit, drops at the bottleneck, and ferrymail's speed-up
-# over Postfix.
+# one-way trips no sender can avoid before the last message is at the upstream: SYN,
+# SYN-ACK and the ACK (the server greets once its accept() returns), the banner, EHLO
+# and its reply, and the last byte's own trip: 7. The figures: seconds from the flush
+# to the last message at the sink, the ratio to the limit, drops at the bottleneck, and
+# ferrymail's speed-up over Postfix.
 #
 # To a hub there is a third sender: a ferrymail edge whose upstream is marked `ferry`,
 # so that it speaks XFERRY to the hub (zstd-compressed content; docs/xferry.md). Its
@@ -27,7 +28,8 @@
 # Usage: bench/thin_link_tcp.sh path/to/linkem.py [messages] [path/to/ferrymail]
 #        (environment: UPSTREAM=hub|sink DELAY_MS=300 KBIT=1000 QUEUE=65536 LOSS=0
 #         SIZE=4096 RUNS=3 CORPUS=0; SENDERS="ferrymail ferry postfix" picks some;
-#         LOGS=DIR keeps the edges' daemon logs there)
+#         LOGS=DIR keeps the edges' daemon logs and each run's emulator log there,
+#         STATS=SECONDS has the emulator log its counters that often)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib.sh
@@ -57,7 +59,7 @@ inA() { ip netns exec "$A" "$@"; }
 link_up() { # a fresh emulator, its log in $WORK/link.log
   python3 "$LINKEM" --ns-a "$A" --ns-b "$B" --addr-a 10.202.0.1 --addr-b 10.202.0.2 \
     --delay-ms "$DELAY_MS" --rate-kbit "$KBIT" --queue-bytes "$QUEUE" --loss "$LOSS" \
-    > "$WORK/link.log" 2>&1 &
+    --stats "${STATS:-0}" > "$WORK/link.log" 2>&1 &
   LINK_PID=$!
   until_true 20 sink_reachable
 }
@@ -211,7 +213,8 @@ for run in $(seq "$RUNS"); do
     until_true 900 all_arrived
     T1=$(now)
     read -r BYTES DROPS < <(link_down)
-    LIMIT=$(calc "$BYTES * 8 / ($KBIT * 1000) + 6 * $DELAY_MS / 1000")
+    [ -n "${LOGS:-}" ] && { echo "flush $T0 arrived $T1"; cat "$WORK/link.log"; } > "$LOGS/link-$sender-$run.log"
+    LIMIT=$(calc "$BYTES * 8 / ($KBIT * 1000) + 7 * $DELAY_MS / 1000")
     [ "$sender" = ferrymail ] && PLAIN_LIMIT=$LIMIT
     T=$(calc "round($T1 - $T0, 2)")
     TIMES[$sender]="${TIMES[$sender]:-} $T"
