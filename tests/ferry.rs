@@ -93,6 +93,10 @@ async fn relay(
                 left -= n;
                 if n == 0 || hub_out.write_all(&up[..n]).await.is_err() || left == 0 {
                     if hard && left == 0 {
+                        // What was written reaches the hub before the reset: closing
+                        // with its replies unread resets the connection, and a reset
+                        // throws away whatever this side had not yet sent.
+                        until_sent(&hub_out).await;
                         return;
                     }
                     edge = None;
@@ -115,6 +119,22 @@ async fn relay(
                 }
             }
         }
+    }
+}
+
+/// Waits (up to ten seconds) until the peer has acknowledged every byte written to
+/// `out` (SIOCOUTQ, tcp(7)).
+async fn until_sent(out: &tokio::net::tcp::OwnedWriteHalf) {
+    use std::os::fd::AsRawFd;
+    let fd = out.as_ref().as_raw_fd();
+    for _ in 0..2000 {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int; `fd` is the open socket `out` holds.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+        if rc != 0 || queued == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
