@@ -4,97 +4,28 @@
 //! outcomes come per recipient; TLS and AUTH policies hold; many messages share one
 //! connection; an unreachable upstream is our link, not an attempt.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ferrymail::config::{ListenKind, TlsPolicy};
+mod common;
+
+use common::listener::{Listener, Options};
+use ferrymail::config::TlsPolicy;
 use ferrymail::delivery::client::{ClientSettings, ClientTimeouts, Connection, Outgoing};
 use ferrymail::delivery::content::Content;
 use ferrymail::delivery::outcome::{Outcome, Scope};
-use ferrymail::server::auth::{Users, hash_password};
-use ferrymail::server::{
-    AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
-};
-use ferrymail::spool::envelope::{read_body, read_stored};
-use ferrymail::spool::{IndexReader, Layout, RealFs, Recipient, Spool, SpoolOptions};
+use ferrymail::spool::Recipient;
 use rustls_pki_types::CertificateDer;
-use tokio_util::sync::CancellationToken;
-
-struct Upstream {
-    addr: SocketAddr,
-    layout: Layout,
-    cert: Option<CertificateDer<'static>>,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
 
 /// Our listener as an upstream: `ours.example` is local, nothing else relays (unless
-/// authenticated); optionally TLS and a user `edge` / `secret`.
-async fn upstream(tls: bool, max_recipients: u32) -> Upstream {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "hostname = \"hub.test\"\nspool = \"{}\"\n[accept]\nrelay_networks = []\nlocal_domains = [\"ours.example\"]\nmax_recipients = {max_recipients}\n",
-        dir.path().join("spool").display()
-    );
-    let config = ferrymail::config::parse(&text, &dir.path().join("f.toml")).unwrap();
-    let layout = Layout::new(&config.spool);
-    let l = layout.clone();
-    let (spool, _) = tokio::task::spawn_blocking(move || {
-        Spool::open(l, Arc::new(RealFs), SpoolOptions::default()).unwrap()
+/// authenticated); optionally STARTTLS and a user `edge` / `secret`.
+async fn upstream(tls: bool, max_recipients: u32) -> Listener {
+    let extra = format!("max_recipients = {max_recipients}\n");
+    Listener::start_with(Options {
+        extra: &extra,
+        tls_users: tls.then_some(&[("edge", "secret")][..]),
+        ..Options::default()
     })
     .await
-    .unwrap();
-    let (server_tls, auth, cert) = if tls {
-        let ck = rcgen::generate_simple_self_signed(vec!["hub.test".into()]).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-        let t = ServerTls::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap();
-        std::fs::write(
-            dir.path().join("users"),
-            format!("edge:{}\n", hash_password("secret").unwrap()),
-        )
-        .unwrap();
-        let users = Users::load(&dir.path().join("users")).unwrap();
-        (
-            Some(Arc::new(t)),
-            Some(Arc::new(AuthContext::new(users))),
-            Some(ck.cert.der().clone()),
-        )
-    } else {
-        (None, None, None)
-    };
-    let shutdown = CancellationToken::new();
-    let ctx = Arc::new(ServerContext {
-        session: Arc::new(SessionConfig {
-            tls_available: tls,
-            auth_available: tls,
-            ..SessionConfig::from_config(&config, ListenKind::Smtp)
-        }),
-        spool,
-        timeouts: Timeouts::default(),
-        shutdown: shutdown.clone(),
-        tls: server_tls,
-        auth,
-        etrn: None,
-        odmr: None,
-        partials: None,
-        stats: Default::default(),
-        limits: ConnectionLimits::default(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(ferrymail::server::serve(
-        listener,
-        Arc::new(ferrymail::current::Current::from_arc(ctx)),
-    ));
-    Upstream {
-        addr,
-        layout,
-        cert,
-        shutdown,
-        _dir: dir,
-    }
 }
 
 fn settings(
@@ -136,22 +67,6 @@ fn outgoing<'a>(recipients: &'a [Recipient], content: &'a [u8]) -> Outgoing<'a> 
     }
 }
 
-/// The bytes the upstream stored, newest message first.
-fn stored(layout: &Layout) -> Vec<Vec<u8>> {
-    let Some(reader) = IndexReader::open(layout).unwrap() else {
-        return Vec::new();
-    };
-    let mut ids = reader.all_ids().unwrap();
-    ids.reverse();
-    ids.iter()
-        .map(|id| {
-            let path = layout.message_path(*id);
-            let s = read_stored(&RealFs, &path).unwrap();
-            read_body(&RealFs, &path, &s).unwrap()
-        })
-        .collect()
-}
-
 fn tricky_content() -> Vec<u8> {
     let mut c = b"Received: from edge.test by edge.test; Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: tricky\r\n\r\n".to_vec();
     c.extend_from_slice(b".leading dot\r\n..two dots\r\n.\r\nalone above was a dot line\r\n");
@@ -177,7 +92,7 @@ async fn content_arrives_byte_exact_via_bdat_and_via_data() {
         let outcomes = conn.send(&outgoing(&rcpts, &content)).await.unwrap();
         assert_eq!(outcomes[0].outcome, Outcome::Delivered, "{:?}", outcomes[0]);
         conn.quit().await;
-        let got = stored(&up.layout).remove(0);
+        let got = up.stored().pop().unwrap();
         let received_end = got.windows(4).position(|w| w == b"\r\n\tb").unwrap_or(0);
         assert!(
             got.starts_with(b"Received: from edge.test"),
@@ -231,7 +146,7 @@ async fn outcomes_are_per_recipient() {
     let again = conn.send(&outgoing(&rcpts[..1], content)).await.unwrap();
     assert_eq!(again[0].outcome, Outcome::Delivered);
     conn.quit().await;
-    assert_eq!(stored(&up.layout).len(), 2);
+    assert_eq!(up.stored().len(), 2);
     up.shutdown.cancel();
 }
 
@@ -250,7 +165,7 @@ async fn many_messages_share_one_connection() {
         assert_eq!(outcomes[0].outcome, Outcome::Delivered);
     }
     conn.quit().await;
-    assert_eq!(stored(&up.layout).len(), 20);
+    assert_eq!(up.stored().len(), 20);
     up.shutdown.cancel();
 }
 
@@ -268,7 +183,7 @@ async fn tls_and_auth_policies_hold() {
         .unwrap();
     assert_eq!(outcomes[0].outcome, Outcome::Delivered, "{:?}", outcomes[0]);
     conn.quit().await;
-    assert!(String::from_utf8_lossy(&stored(&up.layout)[0]).contains("with ESMTPSA id"));
+    assert!(String::from_utf8_lossy(&up.stored()[0]).contains("with ESMTPSA id"));
 
     // A certificate we do not trust: deferred, never a fall-back to clear text.
     let untrusting = settings(TlsPolicy::Required, None, true, true);
@@ -327,7 +242,7 @@ async fn opportunistic_tls_encrypts_without_verifying() {
         .unwrap();
     assert_eq!(outcomes[0].outcome, Outcome::Delivered, "{:?}", outcomes[0]);
     conn.quit().await;
-    let stored = String::from_utf8_lossy(&stored(&up.layout)[0]).into_owned();
+    let stored = String::from_utf8_lossy(&up.stored()[0]).into_owned();
     assert!(
         stored.contains("with ESMTPS id"),
         "sent under TLS: {stored}"
@@ -405,9 +320,9 @@ async fn a_batch_is_pipelined_across_messages() {
         .unwrap();
     assert_eq!(after[0].outcome, Outcome::Delivered);
     conn.quit().await;
-    let stored = stored(&up.layout);
+    let stored = up.stored();
     assert_eq!(stored.len(), expect_stored + 1);
     // Byte-exact and in order: the oldest stored is batch 0.
-    assert!(stored.last().unwrap().ends_with(&contents[0]));
+    assert!(stored.first().unwrap().ends_with(&contents[0]));
     up.shutdown.cancel();
 }

@@ -1,6 +1,7 @@
 //! Our own SMTP listener, in process, as the far end of client tests: `hub.test`, where
 //! `ours.example` is local and nothing else relays. Its spool is real; `stored` reads
-//! back what it committed. Optionally it offers XFERRY (docs/xferry.md).
+//! back what it committed. As `Options` asks, it offers XFERRY (docs/xferry.md), or
+//! STARTTLS with a fresh self-signed certificate and AUTH for given users.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,21 +9,52 @@ use std::sync::Arc;
 
 use ferrymail::config::ListenKind;
 use ferrymail::ferry::partial::PartialStore;
-use ferrymail::server::{ConnectionLimits, ServerContext, SessionConfig, Timeouts};
+use ferrymail::server::auth::{Users, hash_password};
+use ferrymail::server::{
+    AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
+};
 use ferrymail::spool::envelope::{read_body, read_stored};
 use ferrymail::spool::{IndexReader, Layout, RealFs, Spool, SpoolOptions};
+use rustls_pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 
 pub struct Listener {
     pub addr: SocketAddr,
     pub layout: Layout,
+    /// The certificate it presents, where it offers STARTTLS.
+    pub cert: Option<CertificateDer<'static>>,
     pub shutdown: CancellationToken,
     _dir: tempfile::TempDir,
+}
+
+/// How the listener differs from plain `hub.test`.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Offers XFERRY.
+    pub ferry: bool,
+    /// Appended to the configuration, inside `[accept]` unless it opens another table.
+    pub extra: &'a str,
+    /// Offers STARTTLS, and after it AUTH for these users and passwords.
+    pub tls_users: Option<&'a [(&'a str, &'a str)]>,
 }
 
 impl Listener {
     /// Starts it; `ferry` offers XFERRY, `extra` is appended to its configuration.
     pub async fn start(ferry: bool, extra: &str) -> Listener {
+        Listener::start_with(Options {
+            ferry,
+            extra,
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(options: Options<'_>) -> Listener {
+        let Options {
+            ferry,
+            extra,
+            tls_users,
+        } = options;
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "hostname = \"hub.test\"\nspool = \"{}\"\n[accept]\nrelay_networks = []\nlocal_domains = [\"ours.example\"]\n{extra}",
@@ -36,17 +68,26 @@ impl Listener {
         })
         .await
         .unwrap();
+        let (tls, auth, cert) = match tls_users {
+            Some(users) => {
+                let (tls, auth, cert) = tls_and_auth(dir.path(), users);
+                (Some(tls), Some(auth), Some(cert))
+            }
+            None => (None, None, None),
+        };
         let shutdown = CancellationToken::new();
         let ctx = Arc::new(ServerContext {
             session: Arc::new(SessionConfig {
                 ferry,
+                tls_available: tls.is_some(),
+                auth_available: auth.is_some(),
                 ..SessionConfig::from_config(&config, ListenKind::Smtp)
             }),
             spool,
             timeouts: Timeouts::default(),
             shutdown: shutdown.clone(),
-            tls: None,
-            auth: None,
+            tls,
+            auth,
             etrn: None,
             odmr: None,
             stats: Default::default(),
@@ -63,6 +104,7 @@ impl Listener {
         Listener {
             addr,
             layout,
+            cert,
             shutdown,
             _dir: dir,
         }
@@ -108,4 +150,26 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A self-signed certificate for `hub.test` and a password file for `users`, in `dir`.
+fn tls_and_auth(
+    dir: &std::path::Path,
+    users: &[(&str, &str)],
+) -> (Arc<ServerTls>, Arc<AuthContext>, CertificateDer<'static>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["hub.test".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let tls = ServerTls::load(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+    let lines: String = users
+        .iter()
+        .map(|(user, password)| format!("{user}:{}\n", hash_password(password).unwrap()))
+        .collect();
+    std::fs::write(dir.join("users"), lines).unwrap();
+    let users = Users::load(&dir.join("users")).unwrap();
+    (
+        Arc::new(tls),
+        Arc::new(AuthContext::new(users)),
+        ck.cert.der().clone(),
+    )
 }
