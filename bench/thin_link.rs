@@ -9,15 +9,17 @@
 //!
 //! Run: `cargo bench --bench thin_link [-- --messages N --size BYTES --delay-ms MS --kbit K]`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrymail::config::{ListenKind, TlsPolicy};
+#[path = "../tests/common/listener.rs"]
+#[allow(dead_code)]
+mod listener;
+
+use ferrymail::config::TlsPolicy;
 use ferrymail::delivery::client::{ClientSettings, ClientTimeouts, Connection, Outgoing};
 use ferrymail::delivery::content::Content;
 use ferrymail::delivery::outcome::Outcome;
-use ferrymail::server::{ConnectionLimits, ServerContext, SessionConfig, Timeouts};
-use ferrymail::spool::{Layout, RealFs, Recipient, Spool, SpoolOptions};
+use ferrymail::spool::Recipient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -106,42 +108,12 @@ async fn link(target: std::net::SocketAddr, delay: Duration, rate: f64) -> std::
     addr
 }
 
-async fn upstream(dir: &std::path::Path) -> std::net::SocketAddr {
-    let text = format!(
-        "hostname = \"hub.test\"\nspool = \"{}\"\n[accept]\nlocal_domains = [\"ours.example\"]\n",
-        dir.join("spool").display()
-    );
-    let config = ferrymail::config::parse(&text, &dir.join("f.toml")).unwrap();
-    let layout = Layout::new(&config.spool);
-    let (spool, _) = Spool::open(layout, Arc::new(RealFs), SpoolOptions::default()).unwrap();
-    let ctx = Arc::new(ServerContext {
-        session: Arc::new(SessionConfig::from_config(&config, ListenKind::Smtp)),
-        spool,
-        timeouts: Timeouts::default(),
-        shutdown: tokio_util::sync::CancellationToken::new(),
-        tls: None,
-        auth: None,
-        etrn: None,
-        odmr: None,
-        partials: None,
-        stats: Default::default(),
-        limits: ConnectionLimits::default(),
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(ferrymail::server::serve(
-        listener,
-        Arc::new(ferrymail::current::Current::from_arc(ctx)),
-    ));
-    addr
-}
-
 #[tokio::main]
 async fn main() {
     let a = args();
-    let dir = tempfile::tempdir().unwrap();
-    let target = upstream(dir.path()).await;
-    let via = link(target, a.delay, a.bytes_per_sec).await;
+    // Our listener in process, as the client tests use it.
+    let hub = listener::Listener::start(false, "").await;
+    let via = link(hub.addr, a.delay, a.bytes_per_sec).await;
     let tls_config =
         ferrymail::delivery::settings::tls_client_config(rustls::RootCertStore::empty()).unwrap();
     let settings = ClientSettings {

@@ -6,10 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::listener::{context, open_spool, serve};
 use ferrymail::config::ListenKind;
 use ferrymail::server::{ConnectionLimits, ServerContext, SessionConfig, Timeouts};
 use ferrymail::spool::simfs::SimFs;
-use ferrymail::spool::{Fs, IndexReader, Layout, Spool, SpoolOptions};
+use ferrymail::spool::{Fs, IndexReader, Layout};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -45,32 +48,15 @@ async fn start_config(networks: &str, limits: ConnectionLimits, timeouts: Timeou
     let config = ferrymail::config::parse(text, &dir.path().join("f.toml")).unwrap();
     let fs = SimFs::new();
     let layout = Layout::new(Path::new("/spool")).with_index(dir.path().join("index.sqlite3"));
-    let (l, f) = (layout.clone(), fs.clone());
-    let (spool, _) = tokio::task::spawn_blocking(move || {
-        Spool::open(l, Arc::new(f), SpoolOptions::default()).unwrap()
-    })
-    .await
-    .unwrap();
+    let spool = open_spool(&layout, Arc::new(fs.clone())).await;
     let shutdown = CancellationToken::new();
-    let ctx = Arc::new(ServerContext {
-        session: Arc::new(SessionConfig::from_config(&config, ListenKind::Smtp)),
-        spool,
+    let session = SessionConfig::from_config(&config, ListenKind::Smtp);
+    let (addr, _) = serve(ServerContext {
         timeouts,
-        shutdown: shutdown.clone(),
-        tls: None,
-        auth: None,
-        etrn: None,
-        odmr: None,
-        partials: None,
-        stats: Default::default(),
         limits,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(ferrymail::server::serve(
-        listener,
-        Arc::new(ferrymail::current::Current::from_arc(ctx)),
-    ));
+        ..context(session, spool, shutdown.clone())
+    })
+    .await;
     Fixture {
         addr,
         layout,

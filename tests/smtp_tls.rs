@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::listener::{context, open_spool, serve};
 use ferrymail::config::ListenKind;
-use ferrymail::server::{
-    AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
-};
-use ferrymail::spool::{IndexReader, Layout, RealFs, Spool, SpoolOptions};
+use ferrymail::server::{AuthContext, ServerContext, ServerTls, SessionConfig, Timeouts};
+use ferrymail::spool::{IndexReader, Layout, RealFs};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -68,42 +69,26 @@ async fn start_with(kind: ListenKind, users: Option<&[(&str, &str)]>) -> Fixture
     });
     let config = ferrymail::config::parse(&text, &dir.path().join("f.toml")).unwrap();
     let layout = Layout::new(&config.spool);
-    let l = layout.clone();
-    let (spool, _) = tokio::task::spawn_blocking(move || {
-        Spool::open(l, Arc::new(RealFs), SpoolOptions::default()).unwrap()
-    })
-    .await
-    .unwrap();
+    let spool = open_spool(&layout, Arc::new(RealFs)).await;
     let shutdown = CancellationToken::new();
-    let ctx = Arc::new(ServerContext {
-        // The certificate is handed over below rather than through [tls].
-        session: Arc::new(SessionConfig {
-            tls_available: true,
-            auth_available: auth.is_some(),
-            ..SessionConfig::from_config(&config, kind)
-        }),
-        spool,
+    // The certificate is handed over here rather than through [tls].
+    let session = SessionConfig {
+        tls_available: true,
+        auth_available: auth.is_some(),
+        ..SessionConfig::from_config(&config, kind)
+    };
+    let (addr, _) = serve(ServerContext {
         timeouts: Timeouts {
             command: Duration::from_secs(10),
             data: Duration::from_secs(10),
             session: Duration::from_secs(60),
             ..Timeouts::default()
         },
-        shutdown: shutdown.clone(),
         tls: Some(tls.clone()),
         auth,
-        etrn: None,
-        odmr: None,
-        partials: None,
-        stats: Default::default(),
-        limits: ConnectionLimits::default(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(ferrymail::server::serve(
-        listener,
-        Arc::new(ferrymail::current::Current::from_arc(ctx)),
-    ));
+        ..context(session, spool, shutdown.clone())
+    })
+    .await;
     Fixture {
         addr,
         layout,

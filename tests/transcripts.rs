@@ -22,9 +22,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrymail::server::{ConnectionLimits, ServerContext, SessionConfig, Timeouts};
+mod common;
+
+use common::listener::{context, open_spool, serve};
+use ferrymail::server::{ServerContext, SessionConfig, Timeouts};
 use ferrymail::spool::envelope::{read_body, read_stored};
-use ferrymail::spool::{IndexReader, Layout, RealFs, Spool, SpoolOptions};
+use ferrymail::spool::{IndexReader, Layout, RealFs, Spool};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -68,41 +71,19 @@ async fn start(config_lines: &[String], timeout: Duration, deadline: Duration) -
     );
     let config = ferrymail::config::parse(&text, &dir.path().join("f.toml")).unwrap();
     let layout = Layout::new(&config.spool);
-    let open_layout = layout.clone();
-    let (spool, _) = tokio::task::spawn_blocking(move || {
-        Spool::open(open_layout, Arc::new(RealFs), SpoolOptions::default()).unwrap()
-    })
-    .await
-    .unwrap();
-    let session = Arc::new(SessionConfig::from_config(
-        &config,
-        ferrymail::config::ListenKind::Smtp,
-    ));
+    let spool = open_spool(&layout, Arc::new(RealFs)).await;
+    let session = SessionConfig::from_config(&config, ferrymail::config::ListenKind::Smtp);
     let shutdown = CancellationToken::new();
-    let ctx = Arc::new(ServerContext {
-        session,
-        spool: spool.clone(),
+    let (addr, task) = serve(ServerContext {
         timeouts: Timeouts {
             command: timeout,
             data: timeout,
             session: deadline,
             ..Timeouts::default()
         },
-        shutdown: shutdown.clone(),
-        tls: None,
-        auth: None,
-        etrn: None,
-        odmr: None,
-        partials: None,
-        stats: Default::default(),
-        limits: ConnectionLimits::default(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(ferrymail::server::serve(
-        listener,
-        Arc::new(ferrymail::current::Current::from_arc(ctx)),
-    ));
+        ..context(session, spool.clone(), shutdown.clone())
+    })
+    .await;
     Server {
         spool,
         layout,

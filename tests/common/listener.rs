@@ -14,7 +14,7 @@ use ferrymail::server::{
     AuthContext, ConnectionLimits, ServerContext, ServerTls, SessionConfig, Timeouts,
 };
 use ferrymail::spool::envelope::{read_body, read_stored};
-use ferrymail::spool::{IndexReader, Layout, RealFs, Spool, SpoolOptions};
+use ferrymail::spool::{Fs, IndexReader, Layout, RealFs, Spool, SpoolOptions};
 use rustls_pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 
@@ -62,12 +62,7 @@ impl Listener {
         );
         let config = ferrymail::config::parse(&text, &dir.path().join("f.toml")).unwrap();
         let layout = Layout::new(&config.spool);
-        let l = layout.clone();
-        let (spool, _) = tokio::task::spawn_blocking(move || {
-            Spool::open(l, Arc::new(RealFs), SpoolOptions::default()).unwrap()
-        })
-        .await
-        .unwrap();
+        let spool = open_spool(&layout, Arc::new(RealFs)).await;
         let (tls, auth, cert) = match tls_users {
             Some(users) => {
                 let (tls, auth, cert) = tls_and_auth(dir.path(), users);
@@ -76,31 +71,21 @@ impl Listener {
             None => (None, None, None),
         };
         let shutdown = CancellationToken::new();
-        let ctx = Arc::new(ServerContext {
-            session: Arc::new(SessionConfig {
-                ferry,
-                tls_available: tls.is_some(),
-                auth_available: auth.is_some(),
-                ..SessionConfig::from_config(&config, ListenKind::Smtp)
-            }),
-            spool,
-            timeouts: Timeouts::default(),
-            shutdown: shutdown.clone(),
+        let session = SessionConfig {
+            ferry,
+            tls_available: tls.is_some(),
+            auth_available: auth.is_some(),
+            ..SessionConfig::from_config(&config, ListenKind::Smtp)
+        };
+        let partials =
+            ferry.then(|| PartialStore::new(layout.partial.clone(), config.accept.resume_keep.0));
+        let (addr, _) = serve(ServerContext {
             tls,
             auth,
-            etrn: None,
-            odmr: None,
-            stats: Default::default(),
-            limits: ConnectionLimits::default(),
-            partials: ferry
-                .then(|| PartialStore::new(layout.partial.clone(), config.accept.resume_keep.0)),
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(ferrymail::server::serve(
-            listener,
-            Arc::new(ferrymail::current::Current::from_arc(ctx)),
-        ));
+            partials,
+            ..context(session, spool, shutdown.clone())
+        })
+        .await;
         Listener {
             addr,
             layout,
@@ -150,6 +135,46 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Opens the spool at `layout` on `fs`, on a blocking thread as the daemon does.
+pub async fn open_spool(layout: &Layout, fs: Arc<dyn Fs>) -> Spool {
+    let layout = layout.clone();
+    tokio::task::spawn_blocking(move || Spool::open(layout, fs, SpoolOptions::default()))
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+}
+
+/// A listener's context with only `session`, `spool` and `shutdown` given: no TLS, AUTH,
+/// ETRN, ODMR or resuming; default timeouts and limits. Tests set what they need over it.
+pub fn context(session: SessionConfig, spool: Spool, shutdown: CancellationToken) -> ServerContext {
+    ServerContext {
+        session: Arc::new(session),
+        spool,
+        timeouts: Timeouts::default(),
+        shutdown,
+        tls: None,
+        auth: None,
+        etrn: None,
+        odmr: None,
+        partials: None,
+        stats: Default::default(),
+        limits: ConnectionLimits::default(),
+    }
+}
+
+/// Serves `ctx` on a fresh loopback port until its shutdown: the address, and the
+/// accept loop's task.
+pub async fn serve(ctx: ServerContext) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(ferrymail::server::serve(
+        listener,
+        Arc::new(ferrymail::current::Current::from_arc(Arc::new(ctx))),
+    ));
+    (addr, task)
 }
 
 /// A self-signed certificate for `hub.test` and a password file for `users`, in `dir`.
