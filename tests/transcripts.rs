@@ -17,6 +17,9 @@
 //! = body-lacks TEXT        ... and do not contain it
 //! ```
 //! `xN ` before `>`, `>>` or `<` repeats the directive N times, `{n}` counting from 0.
+//!
+//! `TRANSCRIPT=smuggling cargo test --test transcripts` runs only the transcripts whose
+//! file name contains `smuggling`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -248,6 +251,14 @@ async fn transcripts() {
         .collect();
     files.sort();
     assert!(files.len() >= 10, "transcripts missing");
+    // TRANSCRIPT=NAME runs only those whose file name contains NAME.
+    if let Ok(name) = std::env::var("TRANSCRIPT") {
+        files.retain(|p| {
+            p.file_stem()
+                .is_some_and(|s| s.to_string_lossy().contains(&name))
+        });
+        assert!(!files.is_empty(), "no transcript named like {name:?}");
+    }
     let mut handles = Vec::new();
     for file in files {
         handles.push((
