@@ -140,19 +140,7 @@ pub fn write_to(
 ) -> io::Result<()> {
     let boundary = format!("{id}.{now}/{hostname}");
     let date = crate::smtp::date::at(now);
-    let any_failed = reports.iter().any(|r| r.action == Action::Failed);
-    let subject = match (
-        any_failed,
-        reports
-            .iter()
-            .all(|r| matches!(r.action, Action::Delivered | Action::Relayed)),
-    ) {
-        // A double bounce: the failed message was itself a notice (null sender).
-        (true, _) if envelope.sender.is_empty() => "Undeliverable Delivery Status Notification",
-        (true, _) => "Undelivered Mail Returned to Sender",
-        (false, true) => "Successful Mail Delivery Report",
-        (false, false) => "Delayed Mail (still being retried)",
-    };
+    let kind = Kind::of(envelope, reports);
     let mut m = String::new();
     let mut header = |name: &str, value: &str| m.push_str(&format!("{name}: {}\r\n", clean(value)));
     header(
@@ -160,7 +148,7 @@ pub fn write_to(
         &format!("Mail Delivery System <MAILER-DAEMON@{hostname}>"),
     );
     header("To", &format!("<{to}>"));
-    header("Subject", subject);
+    header("Subject", kind.subject());
     header("Date", &date);
     header("Message-ID", &format!("<{id}.dsn@{hostname}>"));
     header("Auto-Submitted", "auto-replied");
@@ -169,7 +157,97 @@ pub fn write_to(
         "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
     ));
     m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
+    human_part(&mut m, &boundary, hostname, kind, reports);
+    status_part(&mut m, &boundary, hostname, envelope, reports, &date);
+    let (kind, eight_bit) = match &original {
+        Original::Nothing => {
+            out.write_all(m.as_bytes())?;
+            return out.write_all(format!("--{boundary}--\r\n").as_bytes());
+        }
+        Original::Headers(_) => ("text/rfc822-headers", false),
+        Original::Full(_, eight_bit) => ("message/rfc822", *eight_bit),
+    };
+    m.push_str(&format!("--{boundary}\r\nContent-Type: {kind}\r\n"));
+    if eight_bit {
+        m.push_str("Content-Transfer-Encoding: 8bit\r\n");
+    }
+    m.push_str("\r\n");
+    out.write_all(m.as_bytes())?;
+    let ended = match original {
+        Original::Nothing => unreachable!("handled above"),
+        Original::Headers(r) => copy_headers(r, out)?,
+        Original::Full(r, _) => copy_all(r, out)?,
+    };
+    if !ended {
+        out.write_all(b"\r\n")?;
+    }
+    out.write_all(format!("\r\n--{boundary}--\r\n").as_bytes())
+}
 
+/// What a notice reports, which gives its subject and its opening words.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// The failed message was itself a notice (null sender).
+    DoubleBounce,
+    Failed,
+    Delivered,
+    Delayed,
+}
+
+impl Kind {
+    fn of(envelope: &Envelope, reports: &[Reported<'_>]) -> Kind {
+        if reports.iter().any(|r| r.action == Action::Failed) {
+            if envelope.sender.is_empty() {
+                Kind::DoubleBounce
+            } else {
+                Kind::Failed
+            }
+        } else if reports
+            .iter()
+            .all(|r| matches!(r.action, Action::Delivered | Action::Relayed))
+        {
+            Kind::Delivered
+        } else {
+            Kind::Delayed
+        }
+    }
+
+    fn subject(self) -> &'static str {
+        match self {
+            Kind::DoubleBounce => "Undeliverable Delivery Status Notification",
+            Kind::Failed => "Undelivered Mail Returned to Sender",
+            Kind::Delivered => "Successful Mail Delivery Report",
+            Kind::Delayed => "Delayed Mail (still being retried)",
+        }
+    }
+
+    fn opening(self) -> &'static str {
+        match self {
+            Kind::DoubleBounce => {
+                "A delivery status notification from this mail system could not be\r\ndelivered to its recipient below, and it has no sender to return to.\r\nIt is attached below.\r\n\r\n"
+            }
+            Kind::Failed => {
+                "Your message could not be delivered to one or more recipients.\r\nIt is attached below.\r\n\r\n"
+            }
+            Kind::Delivered => {
+                "Your message was delivered to the recipients below, as you asked.\r\n\r\n"
+            }
+            Kind::Delayed => {
+                "Your message has not been delivered yet. It is still being retried;\r\nyou need not send it again.\r\n\r\n"
+            }
+        }
+    }
+}
+
+/// The first part of the report, for people (RFC 3464 §2): what happened, a line per
+/// recipient.
+fn human_part(
+    m: &mut String,
+    boundary: &str,
+    hostname: &str,
+    kind: Kind,
+    reports: &[Reported<'_>],
+) {
     m.push_str(&format!(
         "--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
     ));
@@ -177,12 +255,7 @@ pub fn write_to(
         "This is the mail system at host {}.\r\n\r\n",
         clean(hostname)
     ));
-    m.push_str(match subject {
-        "Undeliverable Delivery Status Notification" => "A delivery status notification from this mail system could not be\r\ndelivered to its recipient below, and it has no sender to return to.\r\nIt is attached below.\r\n\r\n",
-        "Undelivered Mail Returned to Sender" => "Your message could not be delivered to one or more recipients.\r\nIt is attached below.\r\n\r\n",
-        "Successful Mail Delivery Report" => "Your message was delivered to the recipients below, as you asked.\r\n\r\n",
-        _ => "Your message has not been delivered yet. It is still being retried;\r\nyou need not send it again.\r\n\r\n",
-    });
+    m.push_str(kind.opening());
     for r in reports {
         let line = format!(
             "<{}>: {} ({})",
@@ -193,7 +266,18 @@ pub fn write_to(
         m.push_str(&wrap(&clean(&line)));
     }
     m.push_str("\r\n");
+}
 
+/// The second part, for programs (RFC 3464 §2.2, §2.3): the message's fields, then each
+/// recipient's.
+fn status_part(
+    m: &mut String,
+    boundary: &str,
+    hostname: &str,
+    envelope: &Envelope,
+    reports: &[Reported<'_>],
+    date: &str,
+) {
     m.push_str(&format!(
         "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
     ));
@@ -226,30 +310,6 @@ pub fn write_to(
         m.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
     }
     m.push_str("\r\n");
-
-    let (kind, eight_bit) = match &original {
-        Original::Nothing => {
-            out.write_all(m.as_bytes())?;
-            return out.write_all(format!("--{boundary}--\r\n").as_bytes());
-        }
-        Original::Headers(_) => ("text/rfc822-headers", false),
-        Original::Full(_, eight_bit) => ("message/rfc822", *eight_bit),
-    };
-    m.push_str(&format!("--{boundary}\r\nContent-Type: {kind}\r\n"));
-    if eight_bit {
-        m.push_str("Content-Transfer-Encoding: 8bit\r\n");
-    }
-    m.push_str("\r\n");
-    out.write_all(m.as_bytes())?;
-    let ended = match original {
-        Original::Nothing => unreachable!("handled above"),
-        Original::Headers(r) => copy_headers(r, out)?,
-        Original::Full(r, _) => copy_all(r, out)?,
-    };
-    if !ended {
-        out.write_all(b"\r\n")?;
-    }
-    out.write_all(format!("\r\n--{boundary}--\r\n").as_bytes())
 }
 
 /// Copies `r` to `out`; returns whether it ended with CRLF.
