@@ -16,14 +16,17 @@ mod reload;
 pub mod systemd;
 mod triggers;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Listen};
 use crate::current::Current;
 use crate::delivery::mx::MxResolver;
 use crate::delivery::runner::Progress;
@@ -35,7 +38,7 @@ use crate::queue::handle::QueueHandle;
 use crate::queue::open_domains::OpenDomains;
 use crate::queue::owner::{Inputs, Owner};
 use crate::spool::lock::{LockError, SpoolLock};
-use crate::spool::{Layout, RealFs, Spool, SpoolOptions, now_unix};
+use crate::spool::{Layout, RealFs, RecoveryReport, Spool, SpoolOptions, now_unix};
 use parts::Base;
 
 /// How often `maildrop/new` is rescanned even without a notify event (inotify misses
@@ -71,23 +74,7 @@ pub async fn run(
         LockError::Busy { .. } => Failure::new(exit::TEMPFAIL, e.to_string()),
         LockError::Io { .. } => Failure::new(exit::CANTCREAT, e.to_string()),
     })?;
-    let open_layout = layout.clone();
-    let (spool, recovery) = tokio::task::spawn_blocking(move || {
-        Spool::open(open_layout, Arc::new(RealFs), SpoolOptions::default())
-    })
-    .await
-    .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?
-    .map_err(|e| {
-        Failure::new(
-            exit::IOERR,
-            format!("opening spool {}: {e}", layout.root.display()),
-        )
-    })?;
-    if recovery.repaired() {
-        tracing::warn!(spool = %layout.root.display(), "spool recovered: {recovery}");
-    } else {
-        tracing::info!(spool = %layout.root.display(), "spool opened: {recovery}");
-    }
+    let (spool, recovery) = open_spool(&layout).await?;
     permissions::secure_spool(&layout);
 
     let resolver = Arc::new(MxResolver::new(&config.dns.servers, DNS_TIMEOUT));
@@ -96,22 +83,7 @@ pub async fn run(
     let open_domains = Arc::new(OpenDomains::new(config.etrn.open_for.0));
     let (queue, queue_events) = QueueHandle::new();
 
-    let mut sockets = Vec::new();
-    for listen in &config.listen {
-        let socket = tokio::net::TcpListener::bind(listen.addr)
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    exit::UNAVAILABLE,
-                    format!("cannot listen on {}: {e}", listen.addr),
-                )
-            })?;
-        let addr = socket
-            .local_addr()
-            .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
-        tracing::info!(addr = %addr, kind = listen.kind.as_str(), "listening");
-        sockets.push((socket, addr, listen.clone()));
-    }
+    let sockets = bind_listeners(&config).await?;
     let base = Base {
         spool: spool.clone(),
         shutdown: shutdown.clone(),
@@ -180,29 +152,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let metrics_task = match &config.metrics {
-        Some(m) => {
-            let socket = tokio::net::TcpListener::bind(m.listen).await.map_err(|e| {
-                Failure::new(
-                    exit::UNAVAILABLE,
-                    format!("metrics: cannot listen on {}: {e}", m.listen),
-                )
-            })?;
-            tracing::info!(addr = %m.listen, "metrics at /metrics");
-            let sources = Arc::new(crate::metrics::http::Sources {
-                metrics: base.metrics.clone(),
-                spool: spool.clone(),
-                link: link.clone(),
-                server: base.stats.clone(),
-            });
-            Some(tokio::spawn(crate::metrics::http::serve(
-                socket,
-                sources,
-                shutdown.clone(),
-            )))
-        }
-        None => None,
-    };
+    let metrics_task = start_metrics(&config, &base, &spool, &link, &shutdown).await?;
     let settings = parts::owner_settings(&base, &prepared, &resolver);
     let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel();
     let owner = Owner {
@@ -253,36 +203,145 @@ pub async fn run(
     if let Some(n) = &notifier {
         n.send("STOPPING=1");
     }
-    if let Some(task) = status_task {
-        let _ = task.await;
+    Running {
+        status: status_task,
+        reload: reload_task,
+        pickup: pickup_task,
+        control: control_task,
+        triggers: triggers_task,
+        link: link_task,
+        metrics: metrics_task,
+        owner: owner_task,
+        smtp: smtp_tasks,
     }
-    let _ = reload_task.await;
-    let _ = pickup_task.await;
-    let _ = control_task.await;
-    let _ = triggers_task.await;
-    let _ = link_task.await;
-    if let Some(task) = metrics_task {
-        let _ = task.await;
-    }
-    // A delivery in progress over a dying link could take minutes: give it a moment, then
-    // stop it. Its claims stay in_flight and recovery makes them due at the next start.
-    let owner_abort = owner_task.abort_handle();
-    if tokio::time::timeout(SHUTDOWN_GRACE, owner_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "delivery still running at shutdown; stopped (it resumes at the next start)"
-        );
-        owner_abort.abort();
-    }
-    for task in smtp_tasks {
-        let _ = task.await;
-    }
+    .stop()
+    .await;
     let _ = tokio::task::spawn_blocking(move || spool.close()).await;
     let _ = std::fs::remove_file(&layout.control);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the spool, recovering it, and says what recovery did.
+async fn open_spool(layout: &Layout) -> Result<(Spool, RecoveryReport), Failure> {
+    let open_layout = layout.clone();
+    let (spool, recovery) = tokio::task::spawn_blocking(move || {
+        Spool::open(open_layout, Arc::new(RealFs), SpoolOptions::default())
+    })
+    .await
+    .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?
+    .map_err(|e| {
+        Failure::new(
+            exit::IOERR,
+            format!("opening spool {}: {e}", layout.root.display()),
+        )
+    })?;
+    if recovery.repaired() {
+        tracing::warn!(spool = %layout.root.display(), "spool recovered: {recovery}");
+    } else {
+        tracing::info!(spool = %layout.root.display(), "spool opened: {recovery}");
+    }
+    Ok((spool, recovery))
+}
+
+/// Binds every `[[listen]]` address before anything is served: a port we cannot have
+/// stops the start, with the address in the error.
+async fn bind_listeners(
+    config: &Config,
+) -> Result<Vec<(TcpListener, SocketAddr, Listen)>, Failure> {
+    let mut sockets = Vec::new();
+    for listen in &config.listen {
+        let socket = TcpListener::bind(listen.addr).await.map_err(|e| {
+            Failure::new(
+                exit::UNAVAILABLE,
+                format!("cannot listen on {}: {e}", listen.addr),
+            )
+        })?;
+        let addr = socket
+            .local_addr()
+            .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
+        tracing::info!(addr = %addr, kind = listen.kind.as_str(), "listening");
+        sockets.push((socket, addr, listen.clone()));
+    }
+    Ok(sockets)
+}
+
+/// Serves `/metrics` where `[metrics] listen` asks for it.
+async fn start_metrics(
+    config: &Config,
+    base: &Base,
+    spool: &Spool,
+    link: &Arc<Link>,
+    shutdown: &CancellationToken,
+) -> Result<Option<JoinHandle<()>>, Failure> {
+    let Some(m) = &config.metrics else {
+        return Ok(None);
+    };
+    let socket = TcpListener::bind(m.listen).await.map_err(|e| {
+        Failure::new(
+            exit::UNAVAILABLE,
+            format!("metrics: cannot listen on {}: {e}", m.listen),
+        )
+    })?;
+    tracing::info!(addr = %m.listen, "metrics at /metrics");
+    let sources = Arc::new(crate::metrics::http::Sources {
+        metrics: base.metrics.clone(),
+        spool: spool.clone(),
+        link: link.clone(),
+        server: base.stats.clone(),
+    });
+    Ok(Some(tokio::spawn(crate::metrics::http::serve(
+        socket,
+        sources,
+        shutdown.clone(),
+    ))))
+}
+
+/// What `run` started, to be stopped once shutdown is asked for: the tasks that take
+/// new work first, then the queue owner, then the SMTP listeners (whose sessions may be
+/// committing mail).
+struct Running {
+    status: Option<JoinHandle<()>>,
+    reload: JoinHandle<()>,
+    pickup: JoinHandle<()>,
+    control: JoinHandle<()>,
+    triggers: JoinHandle<()>,
+    link: JoinHandle<()>,
+    metrics: Option<JoinHandle<()>>,
+    owner: JoinHandle<()>,
+    smtp: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        if let Some(task) = self.status {
+            let _ = task.await;
+        }
+        let _ = self.reload.await;
+        let _ = self.pickup.await;
+        let _ = self.control.await;
+        let _ = self.triggers.await;
+        let _ = self.link.await;
+        if let Some(task) = self.metrics {
+            let _ = task.await;
+        }
+        // A delivery in progress over a dying link could take minutes: give it a moment,
+        // then stop it. Its claims stay in_flight and recovery makes them due at the next
+        // start.
+        let owner_abort = self.owner.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.owner)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "delivery still running at shutdown; stopped (it resumes at the next start)"
+            );
+            owner_abort.abort();
+        }
+        for task in self.smtp {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Raises the soft limit on open files to the hard one: each SMTP session, delivery and
