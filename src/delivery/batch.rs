@@ -270,8 +270,8 @@ impl Connection {
                 };
                 let (head, content) = (&head, &content);
                 let reader_gone = || stopped.load(Ordering::Acquire);
-                let out = (&mut write_half, &mut fit);
-                match write_transaction(out, head, content, &t, reader_gone).await {
+                let out = &mut write_half;
+                match write_transaction(out, &mut fit, head, content, &t, reader_gone).await {
                     Ok(()) => {}
                     Err(Unwritten::Failed(failure)) => return Some(failure),
                     Err(Unwritten::ReaderGone) => return None,
@@ -409,19 +409,26 @@ enum Unwritten {
     ReaderGone,
 }
 
+impl From<Classified> for Unwritten {
+    fn from(failure: Classified) -> Unwritten {
+        Unwritten::Failed(failure)
+    }
+}
+
 /// Writes one transaction: its commands, its content (one write when small and in
 /// memory, else a piece at a time, each under the data block timeout, RFC 5321
 /// §4.5.3.2.5), and the RSET that closes it. On a long thin link (`fit`), no more goes
 /// unacknowledged than the link holds: a small transaction is let through whole, a
 /// large one a slice at a time.
 async fn write_transaction<W: tokio::io::AsyncWrite + Unpin>(
-    (out, fit): (&mut W, &mut Option<LinkFit>),
+    out: &mut W,
+    fit: &mut Option<LinkFit>,
     head: &str,
     content: &Content<'_>,
     t: &super::client::ClientTimeouts,
     reader_gone: impl Fn() -> bool + Copy,
 ) -> Result<(), Unwritten> {
-    let broken = |why: String| Unwritten::Failed(classify(Phase::Mail, &Event::Broken(why)));
+    let broken = |why: String| Unwritten::from(classify(Phase::Mail, &Event::Broken(why)));
     let mut put = async |bytes: &[u8]| -> Result<(), Unwritten> {
         if let Some(fit) = fit.as_mut()
             && !fit.room_for(bytes.len(), reader_gone).await
@@ -443,7 +450,6 @@ async fn write_transaction<W: tokio::io::AsyncWrite + Unpin>(
         wire.extend_from_slice(b"RSET\r\n");
         return put(&wire).await;
     }
-    let unreadable = |e: &std::io::Error| Unwritten::Failed(unreadable(e));
     put(head.as_bytes()).await?;
     let mut reader = content.reader().await.map_err(|e| unreadable(&e))?;
     let mut piece = vec![0u8; PIECE];

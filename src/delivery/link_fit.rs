@@ -121,7 +121,8 @@ impl LinkFit {
     }
 
     /// The unacknowledged bytes allowed now.
-    pub fn target(&mut self) -> usize {
+    #[cfg(test)]
+    fn target(&mut self) -> usize {
         if let Some(info) = tcp_info(self.fd) {
             self.learn(&info);
         }
@@ -208,37 +209,50 @@ pub struct Cork {
 
 impl Cork {
     pub fn new(fit: &LinkFit) -> Cork {
-        set_flag(fit.fd, libc::TCP_CORK, true);
+        set_cork(fit.fd, true);
         Cork { fd: fit.fd }
     }
 
     /// Sends what is held, before the writer waits for anything but the link.
     pub fn push(&self) {
-        set_flag(self.fd, libc::TCP_CORK, false);
-        set_flag(self.fd, libc::TCP_CORK, true);
+        set_cork(self.fd, false);
+        set_cork(self.fd, true);
     }
 }
 
 impl Drop for Cork {
     fn drop(&mut self) {
-        set_flag(self.fd, libc::TCP_CORK, false);
+        set_cork(self.fd, false);
     }
 }
 
-fn set_flag(fd: RawFd, option: libc::c_int, on: bool) {
-    let value = libc::c_int::from(on);
-    // SAFETY: `fd` is an open TCP socket for the call; the option takes one int.
+/// Holds partial segments back, or lets them go (tcp(7) TCP_CORK).
+fn set_cork(fd: RawFd, on: bool) {
+    set_tcp_option(fd, libc::TCP_CORK, &libc::c_int::from(on).to_ne_bytes());
+}
+
+/// Sets the connection's congestion control (tcp(7) TCP_CONGESTION); a kernel without
+/// it keeps its default.
+fn set_congestion_control(fd: RawFd, name: &str) {
+    set_tcp_option(fd, libc::TCP_CONGESTION, name.as_bytes());
+}
+
+/// Sets an IPPROTO_TCP option to `value`; a failure is only logged (the connection
+/// works on as it was).
+fn set_tcp_option(fd: RawFd, option: libc::c_int, value: &[u8]) {
+    // SAFETY: `fd` is an open TCP socket for the call; `value` is a valid buffer of the
+    // length given.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             libc::IPPROTO_TCP,
             option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
         )
     };
     if rc != 0 {
-        tracing::debug!(option, error = %std::io::Error::last_os_error(), "socket option not set");
+        tracing::debug!(option, error = %std::io::Error::last_os_error(), "TCP option not set");
     }
 }
 
@@ -260,24 +274,6 @@ fn tcp_info(fd: RawFd) -> Option<libc::tcp_info> {
 }
 
 /// Bytes in the socket's send queue not yet acknowledged (SIOCOUTQ, tcp(7)).
-/// Sets the connection's congestion control (tcp(7) TCP_CONGESTION); a kernel without
-/// it keeps its default.
-fn set_congestion_control(fd: RawFd, name: &str) {
-    // SAFETY: `fd` is an open TCP socket for the call; the name is a valid buffer.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            name.as_ptr().cast(),
-            name.len() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(name, error = %std::io::Error::last_os_error(), "congestion control not set");
-    }
-}
-
 fn outq(fd: RawFd) -> Option<usize> {
     let mut queued: libc::c_int = 0;
     // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int; `fd` is a socket the caller owns.
@@ -359,6 +355,22 @@ mod tests {
             fit.learn(&info(600, 0));
             assert_eq!(fit.starting, still_starting);
         }
+    }
+
+    #[test]
+    fn segments_sent_again_before_the_fit_began_are_not_noise() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut fit = LinkFit::new(client.as_raw_fd(), Duration::from_millis(1200)).unwrap();
+        // A SYN sent again on a 1.2 s path, before the fit began.
+        fit.retrans_before = 1;
+        fit.learn(&info(1200, 1));
+        assert!(fit.starting && !fit.noisy);
+        fit.learn(&info(1200, 2));
+        assert!(
+            !fit.starting && fit.noisy,
+            "a loss since the fit began is noise"
+        );
     }
 
     #[test]
