@@ -21,3 +21,26 @@ pub enum Ret {
     Full,
     Hdrs,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names are the spool's envelope format (spool/README.md): files written
+    /// before these types moved here must still read.
+    #[test]
+    fn the_stored_names_stay_as_the_spool_format_says() {
+        for (body, name) in [
+            (BodyType::SevenBit, "\"7bit\""),
+            (BodyType::EightBitMime, "\"8bitmime\""),
+            (BodyType::BinaryMime, "\"binarymime\""),
+        ] {
+            assert_eq!(serde_json::to_string(&body).unwrap(), name);
+            assert_eq!(serde_json::from_str::<BodyType>(name).unwrap(), body);
+        }
+        for (ret, name) in [(Ret::Full, "\"full\""), (Ret::Hdrs, "\"hdrs\"")] {
+            assert_eq!(serde_json::to_string(&ret).unwrap(), name);
+            assert_eq!(serde_json::from_str::<Ret>(name).unwrap(), ret);
+        }
+    }
+}
