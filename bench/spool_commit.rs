@@ -55,12 +55,12 @@ fn args() -> Args {
 
 fn envelope() -> Envelope {
     let origin = Origin {
-        kind: "smtp".into(),
+        kind: ferrymail::spool::OriginKind::Smtp,
         ..Origin::default()
     };
     Envelope::new(
-        "bench@example.org",
-        vec![Recipient::new("rcpt@example.net")],
+        ferrymail::smtp::ReversePath::parse("bench@example.org").unwrap(),
+        vec![Recipient::parse("rcpt@example.net").unwrap()],
         origin,
     )
 }

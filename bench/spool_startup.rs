@@ -53,16 +53,20 @@ fn main() {
             s.spawn(|| {
                 while next.fetch_add(1, Ordering::Relaxed) < messages {
                     let recipients = vec![
-                        Recipient::new("a@example.net"),
-                        Recipient::new("b@example.net"),
+                        Recipient::parse("a@example.net").unwrap(),
+                        Recipient::parse("b@example.net").unwrap(),
                     ];
                     let origin = Origin {
-                        kind: "smtp".into(),
+                        kind: ferrymail::spool::OriginKind::Smtp,
                         ..Origin::default()
                     };
                     let envelope = Envelope {
                         received_at: 1_800_000_000,
-                        ..Envelope::new("bench@example.org", recipients, origin)
+                        ..Envelope::new(
+                            ferrymail::smtp::ReversePath::parse("bench@example.org").unwrap(),
+                            recipients,
+                            origin,
+                        )
                     };
                     let mut draft = spool.create_draft(envelope).unwrap();
                     draft.write(&[b'x'; 2048]).unwrap();

@@ -125,7 +125,7 @@ async fn main() {
         ferry: false,
         timeouts: ClientTimeouts::default(),
     };
-    let rcpts = [Recipient::new("b@ours.example")];
+    let rcpts = [Recipient::parse("b@ours.example").unwrap()];
     let contents: Vec<Vec<u8>> = (0..a.messages)
         .map(|n| {
             let mut c = format!("Subject: thin link {n}\r\n\r\n").into_bytes();
@@ -141,7 +141,7 @@ async fn main() {
         .iter()
         .map(|c| Outgoing {
             id: "0TEST",
-            sender: "a@edge.test",
+            sender: listener::edge_sender(),
             recipients: &rcpts,
             content: Content::Bytes(c),
             body: None,

@@ -7,9 +7,9 @@
 use std::io::{BufRead, Read};
 
 use crate::exit::{self, Failure};
-use crate::smtp::Ret;
 use crate::smtp::canon::CrlfCanon;
 use crate::smtp::{Mailbox, ReversePath};
+use crate::smtp::{Notify, Ret};
 use crate::spool::maildrop::{DropEnvelope, DropWriter, MAX_DROP_RECIPIENTS};
 use crate::spool::{Fs, Layout, Recipient, now_unix};
 
@@ -30,7 +30,7 @@ pub struct InjectOptions {
     pub ignore_dots: bool,
     pub recipients: Vec<String>,
     /// `-N`: RFC 3461 NOTIFY for every recipient.
-    pub notify: Option<String>,
+    pub notify: Option<Notify>,
     /// `-R`: RFC 3461 RET.
     pub ret: Option<Ret>,
     /// `-V`: RFC 3461 ENVID.
@@ -57,7 +57,6 @@ pub fn inject(
     for (what, value) in [
         ("-f", &opts.sender),
         ("-F", &opts.full_name),
-        ("-N", &opts.notify),
         ("-V", &opts.envid),
     ] {
         if value.as_deref().is_some_and(has_control) {
@@ -68,7 +67,9 @@ pub fn inject(
     }
     let sender = match &opts.sender {
         Some(s) => qualify_sender(s, site.hostname).map_err(|e| usage(format!("-f {s:?}: {e}")))?,
-        None => format!("{}@{}", site.login, site.hostname),
+        None => qualify(site.login, site.hostname)
+            .map(ReversePath::Mailbox)
+            .map_err(|e| usage(format!("the sender {}@{}: {e}", site.login, site.hostname)))?,
     };
     let mut recipients = Vec::new();
     for arg in &opts.recipients {
@@ -111,14 +112,15 @@ pub fn inject(
     if recipients.len() > MAX_DROP_RECIPIENTS {
         return Err(usage(format!("more than {MAX_DROP_RECIPIENTS} recipients")));
     }
-    let added = added_headers(&head, &sender, opts.full_name.as_deref(), site.hostname);
+    let added = added_headers(
+        &head,
+        &sender.to_string(),
+        opts.full_name.as_deref(),
+        site.hostname,
+    );
 
     let envelope = DropEnvelope {
-        sender: if sender.is_empty() {
-            String::new()
-        } else {
-            sender
-        },
+        sender,
         recipients: recipients
             .into_iter()
             .map(|address| Recipient {
@@ -197,30 +199,26 @@ fn is_lone_dot(line: &[u8]) -> bool {
 }
 
 /// `-f` value: empty or `<>` is the null sender; a bare name gets our hostname.
-fn qualify_sender(s: &str, hostname: &str) -> Result<String, String> {
+fn qualify_sender(s: &str, hostname: &str) -> Result<ReversePath, String> {
     let s = s.trim();
     let inner = s
         .strip_prefix('<')
         .and_then(|r| r.strip_suffix('>'))
         .unwrap_or(s);
     if inner.is_empty() {
-        return Ok(String::new());
+        return Ok(ReversePath::Null);
     }
-    let addr = qualify(inner, hostname)?;
-    ReversePath::parse(&addr).map_err(|e| e.to_string())?;
-    Ok(addr)
+    qualify(inner, hostname).map(ReversePath::Mailbox)
 }
 
 /// A bare local name gets `@hostname`; the result must be a valid mailbox.
-fn qualify(addr: &str, hostname: &str) -> Result<String, String> {
+fn qualify(addr: &str, hostname: &str) -> Result<Mailbox, String> {
     let full = if addr.contains('@') {
         addr.to_owned()
     } else {
         format!("{addr}@{hostname}")
     };
-    Mailbox::parse(&full)
-        .map(|m| m.to_string())
-        .map_err(|e| e.to_string())
+    Mailbox::parse(&full).map_err(|e| e.to_string())
 }
 
 /// Addresses in an RFC 5322 address list (`a@b, "N" <c@d>, group: e@f;`). A bare local
@@ -267,9 +265,9 @@ fn bare_names(text: &str) -> Option<Vec<String>> {
     Some(out)
 }
 
-fn dedupe(list: &mut Vec<String>) {
+fn dedupe(list: &mut Vec<Mailbox>) {
     let mut seen = std::collections::HashSet::new();
-    list.retain(|a| seen.insert(a.to_lowercase()));
+    list.retain(|a| seen.insert(a.to_string().to_lowercase()));
 }
 
 /// One header field as read: its raw lines, endings included.
@@ -416,13 +414,16 @@ mod tests {
             parse_address_list("\"N\" <a@b.c>, d@e.f").unwrap(),
             vec!["a@b.c", "d@e.f"]
         );
-        assert_eq!(qualify("bob", "h.example").unwrap(), "bob@h.example");
+        assert_eq!(
+            qualify("bob", "h.example").unwrap().to_string(),
+            "bob@h.example"
+        );
         assert_eq!(parse_address_list("root").unwrap(), vec!["root"]);
         assert_eq!(
             parse_address_list("root, Ops <ops>, a@b.c").unwrap(),
             vec!["root", "ops", "a@b.c"]
         );
         assert!(parse_address_list("\"x\" <bad").is_err());
-        assert_eq!(qualify_sender("<>", "h").unwrap(), "");
+        assert_eq!(qualify_sender("<>", "h").unwrap(), ReversePath::Null);
     }
 }

@@ -56,7 +56,7 @@ fn settings(
 fn outgoing<'a>(recipients: &'a [Recipient], content: &'a [u8]) -> Outgoing<'a> {
     Outgoing {
         id: "0TEST",
-        sender: "a@edge.test",
+        sender: common::listener::edge_sender(),
         recipients,
         content: Content::Bytes(content),
         body: None,
@@ -83,7 +83,7 @@ fn tricky_content() -> Vec<u8> {
 async fn content_arrives_byte_exact_via_bdat_and_via_data() {
     let up = upstream(false, 100).await;
     let content = tricky_content();
-    let rcpts = [Recipient::new("b@ours.example")];
+    let rcpts = [Recipient::parse("b@ours.example").unwrap()];
     for chunking in [true, false] {
         let s = settings(TlsPolicy::None, None, false, chunking);
         let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
@@ -113,10 +113,10 @@ async fn outcomes_are_per_recipient() {
     let s = settings(TlsPolicy::None, None, false, true);
     let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
     let rcpts = [
-        Recipient::new("ok@ours.example"),
-        Recipient::new("victim@elsewhere.example"),
-        Recipient::new("also@ours.example"),
-        Recipient::new("third@ours.example"),
+        Recipient::parse("ok@ours.example").unwrap(),
+        Recipient::parse("victim@elsewhere.example").unwrap(),
+        Recipient::parse("also@ours.example").unwrap(),
+        Recipient::parse("third@ours.example").unwrap(),
     ];
     let content = b"Subject: mixed\r\n\r\nhi\r\n";
     let outcomes = conn.send(&outgoing(&rcpts, content)).await.unwrap();
@@ -155,7 +155,7 @@ async fn many_messages_share_one_connection() {
     let up = upstream(false, 100).await;
     let s = settings(TlsPolicy::None, None, false, true);
     let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
-    let rcpts = [Recipient::new("b@ours.example")];
+    let rcpts = [Recipient::parse("b@ours.example").unwrap()];
     for n in 0..20 {
         let content = format!("Subject: {n}\r\n\r\nmessage {n}\r\n");
         let outcomes = conn
@@ -176,7 +176,7 @@ async fn tls_and_auth_policies_hold() {
     // Required TLS with the right trust anchor, then AUTH: relaying is allowed.
     let s = settings(TlsPolicy::Required, Some(&cert), true, true);
     let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
-    let rcpts = [Recipient::new("far@elsewhere.example")];
+    let rcpts = [Recipient::parse("far@elsewhere.example").unwrap()];
     let outcomes = conn
         .send(&outgoing(&rcpts, b"Subject: tls\r\n\r\nx\r\n"))
         .await
@@ -235,7 +235,7 @@ async fn opportunistic_tls_encrypts_without_verifying() {
         ..settings(TlsPolicy::Opportunistic, None, false, true)
     };
     let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
-    let rcpts = [Recipient::new("b@ours.example")];
+    let rcpts = [Recipient::parse("b@ours.example").unwrap()];
     let outcomes = conn
         .send(&outgoing(&rcpts, b"Subject: may\r\n\r\nx\r\n"))
         .await
@@ -275,11 +275,11 @@ async fn a_batch_is_pipelined_across_messages() {
     let up = upstream(false, 100).await;
     let s = settings(TlsPolicy::None, None, false, true);
     let mut conn = Connection::open(up.addr, "hub.test", &s).await.unwrap();
-    let good = [Recipient::new("b@ours.example")];
-    let refused = [Recipient::new("victim@elsewhere.example")];
+    let good = [Recipient::parse("b@ours.example").unwrap()];
+    let refused = [Recipient::parse("victim@elsewhere.example").unwrap()];
     let mixed = [
-        Recipient::new("c@ours.example"),
-        Recipient::new("victim@elsewhere.example"),
+        Recipient::parse("c@ours.example").unwrap(),
+        Recipient::parse("victim@elsewhere.example").unwrap(),
     ];
     let contents: Vec<Vec<u8>> = (0..30)
         .map(|n| format!("Subject: batch {n}\r\n\r\n.dot {n}\r\n").into_bytes())

@@ -137,10 +137,13 @@ fn settings(tls: TlsPolicy, credentials: bool) -> ClientSettings {
     }
 }
 
+static SENDER: std::sync::LazyLock<ferrymail::smtp::ReversePath> =
+    std::sync::LazyLock::new(|| ferrymail::smtp::ReversePath::parse("a@edge.test").unwrap());
+
 fn message<'a>(rcpts: &'a [Recipient], content: &'a [u8]) -> Outgoing<'a> {
     Outgoing {
         id: "0TEST",
-        sender: "a@edge.test",
+        sender: &SENDER,
         recipients: rcpts,
         content: Content::Bytes(content),
         body: None,
@@ -153,7 +156,7 @@ fn message<'a>(rcpts: &'a [Recipient], content: &'a [u8]) -> Outgoing<'a> {
 
 fn rcpts(n: usize) -> Vec<Recipient> {
     (0..n)
-        .map(|i| Recipient::new(format!("r{i}@x.example")))
+        .map(|i| Recipient::parse(&format!("r{i}@x.example")).unwrap())
         .collect()
 }
 

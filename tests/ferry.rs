@@ -216,7 +216,7 @@ fn in_file(dir: &std::path::Path, name: &str, content: &[u8]) -> StoredFile {
 fn outgoing<'a>(id: &'a str, rcpts: &'a [Recipient], content: Content<'a>) -> Outgoing<'a> {
     Outgoing {
         id,
-        sender: "a@edge.test",
+        sender: common::listener::edge_sender(),
         recipients: rcpts,
         content,
         body: None,
@@ -256,7 +256,7 @@ fn assert_stored_once(hub: &Listener, contents: &[&[u8]]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_only_where_both_ends_are_configured_and_plain_peers_see_plain_smtp() {
     let dir = tempfile::tempdir().unwrap();
-    let rcpts = [Recipient::new("b@ours.example")];
+    let rcpts = [Recipient::parse("b@ours.example").unwrap()];
     // More letters than the pipelining window holds: the later ones are written only
     // once earlier ones are answered, and can name them, however fast the path is.
     let count = ferrymail::delivery::window::WINDOW_MESSAGES + 8;
@@ -410,7 +410,7 @@ async fn kept(hub: &Listener) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_transfer_resumes_at_several_offsets() {
     let dir = tempfile::tempdir().unwrap();
-    let rcpts = [Recipient::new("b@ours.example")];
+    let rcpts = [Recipient::parse("b@ours.example").unwrap()];
     let content = attachment(7, 3 << 20);
     let file = in_file(dir.path(), "m", &content);
     let len = content.len();
@@ -453,7 +453,7 @@ async fn a_cut_transfer_resumes_at_several_offsets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_whose_replies_meet_a_reset_still_keeps_what_reached_it() {
     let dir = tempfile::tempdir().unwrap();
-    let rcpts = [Recipient::new("b@ours.example")];
+    let rcpts = [Recipient::parse("b@ours.example").unwrap()];
     let content = attachment(13, 3 << 20);
     let file = in_file(dir.path(), "m", &content);
     let m = [outgoing("0HARD", &rcpts, Content::File(&file))];
@@ -476,7 +476,7 @@ async fn a_hub_whose_replies_meet_a_reset_still_keeps_what_reached_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_cuts_in_a_row_cost_little_more_than_the_message() {
     let dir = tempfile::tempdir().unwrap();
-    let rcpts = [Recipient::new("b@ours.example")];
+    let rcpts = [Recipient::parse("b@ours.example").unwrap()];
     let content = attachment(11, 4 << 20);
     let file = in_file(dir.path(), "m", &content);
     let m = [outgoing("0THREE", &rcpts, Content::File(&file))];
@@ -507,7 +507,7 @@ async fn three_cuts_in_a_row_cost_little_more_than_the_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_resume_offers_fall_back_to_a_full_send() {
     let dir = tempfile::tempdir().unwrap();
-    let rcpts = [Recipient::new("b@ours.example")];
+    let rcpts = [Recipient::parse("b@ours.example").unwrap()];
     let content = attachment(5, 1 << 20);
     let file = in_file(dir.path(), "m", &content);
     let m = [outgoing("0HOSTILE", &rcpts, Content::File(&file))];

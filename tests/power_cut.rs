@@ -17,16 +17,20 @@ use ferrymail::spool::{
 
 fn envelope(n: usize) -> Envelope {
     let recipients = vec![
-        Recipient::new(format!("rcpt{n}@example.net")),
-        Recipient::new("all@example.net"),
+        Recipient::parse(&format!("rcpt{n}@example.net")).unwrap(),
+        Recipient::parse("all@example.net").unwrap(),
     ];
     let origin = Origin {
-        kind: "smtp".into(),
+        kind: ferrymail::spool::OriginKind::Smtp,
         ..Origin::default()
     };
     Envelope {
         received_at: 1_800_000_000 + n as i64,
-        ..Envelope::new(format!("sender{n}@example.org"), recipients, origin)
+        ..Envelope::new(
+            ferrymail::smtp::ReversePath::parse(&format!("sender{n}@example.org")).unwrap(),
+            recipients,
+            origin,
+        )
     }
 }
 

@@ -39,7 +39,10 @@ fn well_formed_commands() {
         panic!()
     };
     assert_eq!(r.mailbox.local_part(), "\"john doe\"");
-    assert_eq!(r.notify.as_deref(), Some("SUCCESS,DELAY"));
+    assert_eq!(
+        r.notify.map(|n| n.to_string()).as_deref(),
+        Some("SUCCESS,DELAY")
+    );
     assert_eq!(r.orcpt.as_deref(), Some("rfc822;john@x.example"));
 
     // RFC 5321 §4.1.1.3: source routes accepted and ignored.

@@ -8,8 +8,10 @@
 
 use std::io::{self, BufRead, Read, Write};
 
+#[cfg(test)]
+use crate::smtp::Notify;
 use crate::smtp::command::{self, Command};
-use crate::smtp::{BodyType, Ret};
+use crate::smtp::{BodyType, Mailbox, Ret, ReversePath};
 use crate::spool::Recipient;
 
 /// Writes BSMTP transactions.
@@ -24,7 +26,12 @@ impl<W: Write> Writer<W> {
     }
 
     /// One transaction; `content` is the message with CRLF lines.
-    pub fn add(&mut self, sender: &str, recipients: &[&str], content: &[u8]) -> io::Result<()> {
+    pub fn add(
+        &mut self,
+        sender: &ReversePath,
+        recipients: &[&Mailbox],
+        content: &[u8],
+    ) -> io::Result<()> {
         let mut text = Vec::with_capacity(content.len() + 256);
         text.extend_from_slice(format!("MAIL FROM:<{sender}>\n").as_bytes());
         for r in recipients {
@@ -61,8 +68,7 @@ impl<W: Write> Writer<W> {
 /// A transaction read from a batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transaction {
-    /// Empty for the null reverse-path.
-    pub sender: String,
+    pub sender: ReversePath,
     pub recipients: Vec<Recipient>,
     pub envid: Option<String>,
     pub ret: Option<Ret>,
@@ -117,7 +123,7 @@ pub fn read(
                     fault("MAIL inside a transaction: the one before is dropped".into());
                 }
                 current = Some(Transaction {
-                    sender: m.path.to_string(),
+                    sender: m.path,
                     envid: m.envid,
                     ret: m.ret,
                     body: m.body,
@@ -128,7 +134,7 @@ pub fn read(
             }
             Ok(Command::Rcpt(r)) => match &mut current {
                 Some(t) => t.recipients.push(Recipient {
-                    address: r.mailbox.to_string(),
+                    address: r.mailbox,
                     notify: r.notify,
                     orcpt: r.orcpt,
                 }),

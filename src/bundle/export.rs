@@ -19,6 +19,7 @@ use super::record::{self, BundledRecipient, MessageRecord};
 use crate::delivery::outcome::{Classified, Outcome, Scope};
 use crate::delivery::runner::Answered;
 use crate::queue::handle::QueueHandle;
+use crate::smtp::{Mailbox, NotifyOn};
 use crate::spool::claims::Claim;
 use crate::spool::envelope::{read_body, read_stored};
 use crate::spool::{QueueId, Spool, now_unix};
@@ -356,14 +357,13 @@ fn write_batch(
                 let record = MessageRecord {
                     id: id.to_string(),
                     received_at: e.received_at,
-                    sender: e.sender.clone(),
+                    sender: e.sender.to_string(),
                     recipients: group
                         .iter()
                         .filter_map(|c| {
-                            e.recipients.get(c.position).map(|r| BundledRecipient {
-                                position: c.position,
-                                recipient: r.clone(),
-                            })
+                            e.recipients
+                                .get(c.position)
+                                .map(|r| BundledRecipient::new(c.position, r))
                         })
                         .collect(),
                     body: e.body,
@@ -389,17 +389,14 @@ fn write_batch(
         match sink {
             Sink::Bundle(w) => w.add(&item)?,
             Sink::Bsmtp(w) => {
-                let to: Vec<&str> = group
+                let to: Vec<&Mailbox> = group
                     .iter()
-                    .filter_map(|c| e.recipients.get(c.position).map(|r| r.address.as_str()))
+                    .filter_map(|c| e.recipients.get(c.position).map(|r| &r.address))
                     .collect();
                 w.add(&e.sender, &to, &content)?;
                 for c in &group {
-                    let success = e
-                        .recipients
-                        .get(c.position)
-                        .and_then(|r| r.notify.as_deref());
-                    if success.is_some_and(|n| n.contains("SUCCESS")) {
+                    let notify = e.recipients.get(c.position).and_then(|r| r.notify.as_ref());
+                    if notify.is_some_and(|n| n.wants(NotifyOn::Success)) {
                         out.relayed.push((id, c.position));
                     }
                 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::smtp::{BodyType, Ret};
+use crate::smtp::{BodyType, Mailbox, Notify, Ret};
 use crate::spool::Recipient;
 
 /// A message as a bundle carries it.
@@ -33,12 +33,52 @@ pub struct MessageRecord {
     pub sha256: String,
 }
 
-/// A recipient, with its position in the exporting node's envelope.
+/// A recipient, with its position in the exporting node's envelope. Its fields are the
+/// text another node wrote: an importer checks each recipient alone (`to_recipient`), so
+/// one bad address refuses that recipient, not the message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundledRecipient {
     pub position: usize,
-    #[serde(flatten)]
-    pub recipient: Recipient,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orcpt: Option<String>,
+}
+
+impl BundledRecipient {
+    pub fn new(position: usize, r: &Recipient) -> BundledRecipient {
+        BundledRecipient {
+            position,
+            address: r.address.to_string(),
+            notify: r.notify.as_ref().map(Notify::to_string),
+            orcpt: r.orcpt.clone(),
+        }
+    }
+
+    /// The recipient as this node stores it, or why it cannot be: an enhanced status
+    /// code (RFC 3463) and a reason.
+    pub fn to_recipient(&self) -> Result<Recipient, (&'static str, String)> {
+        let bad = |what: &str, value: &str| ("5.1.3", format!("bad {what} {value:?}"));
+        let address =
+            Mailbox::parse(&self.address).map_err(|_| bad("recipient address", &self.address))?;
+        let notify = match &self.notify {
+            Some(n) => Some(Notify::parse(n).ok_or_else(|| bad("NOTIFY", n))?),
+            None => None,
+        };
+        if let Some(orcpt) = self
+            .orcpt
+            .as_deref()
+            .filter(|o| o.chars().any(char::is_control))
+        {
+            return Err(bad("ORCPT", orcpt));
+        }
+        Ok(Recipient {
+            address,
+            notify,
+            orcpt: self.orcpt.clone(),
+        })
+    }
 }
 
 /// An importer's answer to one bundle.

@@ -13,8 +13,10 @@ use super::peers::Peers;
 use super::record::{MessageRecord, Refused, sha256};
 use crate::identity::Identity;
 use crate::identity::incoming::Incoming;
-use crate::smtp::Mailbox;
-use crate::spool::{BundleOrigin, Envelope, IndexReader, Origin, QueueId, Spool, SpoolError};
+use crate::smtp::ReversePath;
+use crate::spool::{
+    BundleOrigin, Envelope, IndexReader, Origin, OriginKind, QueueId, Spool, SpoolError,
+};
 
 /// RFC 5321 §6.3: a message with this many `Received:` fields is in a loop.
 pub const MAX_HOPS: usize = 100;
@@ -94,24 +96,30 @@ pub fn take_message(
             "5.4.6",
             format!("{MAX_HOPS} or more Received: fields: a mail loop"),
         ))
-    } else if !record.sender.is_empty() && Mailbox::parse(&record.sender).is_err() {
-        Some(("5.1.7", format!("bad sender address {:?}", record.sender)))
     } else {
         None
     };
-    if let Some((status, reason)) = whole {
-        for r in fresh {
-            refuse(&mut taken, r.position, status, reason.clone());
+    let sender = match (whole, ReversePath::parse(&record.sender)) {
+        (None, Ok(sender)) => sender,
+        (whole, _) => {
+            let (status, reason) = whole
+                .unwrap_or_else(|| ("5.1.7", format!("bad sender address {:?}", record.sender)));
+            for r in fresh {
+                refuse(&mut taken, r.position, status, reason.clone());
+            }
+            return taken;
         }
-        return taken;
-    }
+    };
     let mut keep = Vec::new();
     for r in fresh {
-        let Ok(mailbox) = Mailbox::parse(&r.recipient.address) else {
-            let reason = format!("bad recipient address {:?}", r.recipient.address);
-            refuse(&mut taken, r.position, "5.1.3", reason);
-            continue;
+        let recipient = match r.to_recipient() {
+            Ok(recipient) => recipient,
+            Err((status, reason)) => {
+                refuse(&mut taken, r.position, status, reason);
+                continue;
+            }
         };
+        let mailbox = &recipient.address;
         let domain = mailbox.domain().to_ascii_lowercase();
         let route = &site.router.route(&domain).name;
         if !site.router.is_local(&domain)
@@ -127,18 +135,18 @@ pub fn take_message(
             refuse(&mut taken, r.position, "5.4.6", reason);
             continue;
         }
-        keep.push(r);
+        keep.push((r.position, recipient));
     }
     if keep.is_empty() {
         return taken;
     }
     let origin = Origin {
-        kind: "bundle".into(),
+        kind: OriginKind::Bundle,
         bundle: Some(BundleOrigin {
             node: header.node.clone(),
             bundle: header.id.clone(),
             message: record.id.clone(),
-            positions: keep.iter().map(|r| r.position).collect(),
+            positions: keep.iter().map(|(position, _)| *position).collect(),
         }),
         ..Origin::default()
     };
@@ -148,18 +156,18 @@ pub fn take_message(
         envid: record.envid.clone(),
         ret: record.ret,
         ..Envelope::new(
-            record.sender.clone(),
-            keep.iter().map(|r| r.recipient.clone()).collect(),
+            sender,
+            keep.iter().map(|(_, r)| r.clone()).collect(),
             origin,
         )
     };
     match commit(site, header, &mut envelope, content) {
-        Ok(Some(_)) => taken.committed = keep.iter().map(|r| r.position).collect(),
+        Ok(Some(_)) => taken.committed = keep.iter().map(|(position, _)| *position).collect(),
         Ok(None) => {
-            for r in keep {
+            for (position, _) in keep {
                 refuse(
                     &mut taken,
-                    r.position,
+                    position,
                     "5.6.0",
                     "the message holds a NUL byte".into(),
                 );

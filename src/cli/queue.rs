@@ -18,7 +18,9 @@ use crate::queue::table::Table;
 use crate::spool::envelope::read_stored;
 use crate::spool::lock::SpoolLock;
 use crate::spool::maildrop::is_drop_name;
-use crate::spool::{Fs, IndexReader, Layout, QueueId, RealFs, Spool, SpoolOptions, now_unix};
+use crate::spool::{
+    Fs, IndexReader, Layout, QueueId, RealFs, RecipientState, Spool, SpoolOptions, now_unix,
+};
 
 #[derive(Args, Debug)]
 pub struct QueueArgs {
@@ -163,7 +165,7 @@ fn show(config: Option<&Path>, id: &str) -> Result<(), Failure> {
         }
     ));
     let o = &e.origin;
-    let mut origin = o.kind.clone();
+    let mut origin = o.kind.to_string();
     for (k, v) in [
         ("client", &o.client),
         ("helo", &o.helo),
@@ -194,8 +196,8 @@ fn show(config: Option<&Path>, id: &str) -> Result<(), Failure> {
     for (i, r) in e.recipients.iter().enumerate() {
         let st = states.get(i);
         let state = st
-            .and_then(|s| s.state.clone())
-            .unwrap_or_else(|| "not indexed".into());
+            .and_then(|s| s.state)
+            .map_or("not indexed", RecipientState::as_str);
         let attempts = st.map_or(0, |s| s.attempts);
         text.push_str(&format!(
             "  {:<40} {state}, {attempts} attempt(s)\n",

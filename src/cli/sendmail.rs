@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::exit::{self, Failure};
 use crate::inject::{InjectOptions, Site, inject};
-use crate::smtp::Ret;
+use crate::smtp::{Notify, Ret};
 use crate::spool::{Layout, RealFs};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -148,24 +148,13 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Failure> {
     Ok(Invocation { action, config })
 }
 
-fn parse_notify(s: &str) -> Result<String, Failure> {
-    let upper = s.to_ascii_uppercase();
-    let parts: Vec<&str> = upper.split(',').map(str::trim).collect();
-    let valid = if parts == ["NEVER"] {
-        true
-    } else {
-        parts
-            .iter()
-            .all(|p| matches!(*p, "SUCCESS" | "FAILURE" | "DELAY"))
-    };
-    if valid {
-        Ok(parts.join(","))
-    } else {
-        Err(Failure::new(
+fn parse_notify(s: &str) -> Result<Notify, Failure> {
+    Notify::parse(s).ok_or_else(|| {
+        Failure::new(
             exit::USAGE,
             format!("-N {s:?}: use never, or a list of success, failure, delay"),
-        ))
-    }
+        )
+    })
 }
 
 fn parse_ret(s: &str) -> Result<Ret, Failure> {

@@ -11,9 +11,11 @@ use std::path::Path;
 
 use crate::identity::incoming::Incoming;
 use crate::printable::printable;
-use crate::smtp::Mailbox;
+
 use crate::spool::maildrop::{DropError, is_drop_name, open_drop};
-use crate::spool::{Envelope, IndexReader, Origin, QueueId, Spool, SpoolError, now_unix};
+use crate::spool::{
+    Envelope, IndexReader, Origin, OriginKind, QueueId, Spool, SpoolError, now_unix,
+};
 
 pub struct Pickup {
     pub spool: Spool,
@@ -87,14 +89,9 @@ impl Pickup {
         };
         let uid = Some(dropped.owner);
         let env = dropped.envelope;
-        let smtputf8 = env
-            .recipients
-            .iter()
-            .map(|r| r.address.as_str())
-            .chain(std::iter::once(env.sender.as_str()).filter(|s| !s.is_empty()))
-            .any(|a| Mailbox::parse(a).is_ok_and(|m| m.is_utf8()));
+        let smtputf8 = env.sender.is_utf8() || env.recipients.iter().any(|r| r.address.is_utf8());
         let origin = Origin {
-            kind: "local".into(),
+            kind: OriginKind::Local,
             uid,
             drop: Some(name.to_owned()),
             ..Origin::default()

@@ -18,7 +18,7 @@ use super::outcome::{Classified, Event, Outcome, Phase, Scope, classify};
 use crate::config::TlsPolicy;
 use crate::net::{EitherTls, MaybeTls};
 use crate::smtp::response::{Response, ResponseReader};
-use crate::smtp::{BodyType, Ret};
+use crate::smtp::{BodyType, Ret, ReversePath};
 use crate::spool::Recipient;
 
 pub use super::opening::{Capabilities, connect, connect_error};
@@ -69,7 +69,7 @@ pub struct ClientSettings {
 pub struct Outgoing<'a> {
     /// Our queue id: with the content's hash, it names a resumable transfer.
     pub id: &'a str,
-    pub sender: &'a str,
+    pub sender: &'a ReversePath,
     pub recipients: &'a [Recipient],
     pub content: Content<'a>,
     pub body: Option<BodyType>,

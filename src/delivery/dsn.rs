@@ -10,7 +10,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::smtp::Ret;
+use crate::smtp::{NotifyOn, Ret};
 use crate::spool::{Envelope, Recipient};
 
 /// RFC 3464 §2.3.3 Action.
@@ -34,12 +34,12 @@ impl Action {
         }
     }
 
-    /// The NOTIFY keyword that asks for this action (RFC 3461 §4.1).
-    fn notify_keyword(self) -> &'static str {
+    /// The NOTIFY event that asks for this action (RFC 3461 §4.1).
+    fn notify_on(self) -> NotifyOn {
         match self {
-            Action::Failed => "FAILURE",
-            Action::Delayed => "DELAY",
-            Action::Delivered | Action::Relayed => "SUCCESS",
+            Action::Failed => NotifyOn::Failure,
+            Action::Delayed => NotifyOn::Delay,
+            Action::Delivered | Action::Relayed => NotifyOn::Success,
         }
     }
 }
@@ -78,16 +78,14 @@ pub enum Original<'a> {
 
 /// Whether the sender wants to hear about `action` for `recipient`.
 pub fn wanted(envelope: &Envelope, recipient: &Recipient, action: Action) -> bool {
-    if envelope.sender.is_empty() {
+    if envelope.sender.is_null() {
         return false;
     }
-    match recipient.notify.as_deref() {
+    match &recipient.notify {
         // RFC 3461 §4.1: without NOTIFY, FAILURE or FAILURE,DELAY at our discretion; delay
         // notices are then governed by `retry.warn_after` (zero turns them off).
         None => matches!(action, Action::Failed | Action::Delayed),
-        Some(list) => list
-            .split(',')
-            .any(|k| k.eq_ignore_ascii_case(action.notify_keyword())),
+        Some(notify) => notify.wants(action.notify_on()),
     }
 }
 
@@ -114,7 +112,7 @@ pub fn build(
         &mut out,
         hostname,
         envelope,
-        &envelope.sender,
+        &envelope.sender.to_string(),
         reports,
         original,
         now,
@@ -140,7 +138,7 @@ pub fn write_to(
 ) -> io::Result<()> {
     let boundary = format!("{id}.{now}/{hostname}");
     let date = crate::smtp::date::at(now);
-    let kind = Kind::of(envelope, reports);
+    let kind = NoticeKind::of(envelope, reports);
     let mut m = String::new();
     let mut header = |name: &str, value: &str| m.push_str(&format!("{name}: {}\r\n", clean(value)));
     header(
@@ -184,9 +182,10 @@ pub fn write_to(
     out.write_all(format!("\r\n--{boundary}--\r\n").as_bytes())
 }
 
-/// What a notice reports, which gives its subject and its opening words.
-#[derive(Clone, Copy)]
-enum Kind {
+/// What a notice reports, which gives its subject, its opening words and its name in
+/// the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeKind {
     /// The failed message was itself a notice (null sender).
     DoubleBounce,
     Failed,
@@ -194,45 +193,55 @@ enum Kind {
     Delayed,
 }
 
-impl Kind {
-    fn of(envelope: &Envelope, reports: &[Reported<'_>]) -> Kind {
+impl NoticeKind {
+    pub fn of(envelope: &Envelope, reports: &[Reported<'_>]) -> NoticeKind {
         if reports.iter().any(|r| r.action == Action::Failed) {
-            if envelope.sender.is_empty() {
-                Kind::DoubleBounce
+            if envelope.sender.is_null() {
+                NoticeKind::DoubleBounce
             } else {
-                Kind::Failed
+                NoticeKind::Failed
             }
         } else if reports
             .iter()
             .all(|r| matches!(r.action, Action::Delivered | Action::Relayed))
         {
-            Kind::Delivered
+            NoticeKind::Delivered
         } else {
-            Kind::Delayed
+            NoticeKind::Delayed
+        }
+    }
+
+    /// The name in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::DoubleBounce => "double-bounce",
+            NoticeKind::Failed => "failure",
+            NoticeKind::Delivered => "success",
+            NoticeKind::Delayed => "delay",
         }
     }
 
     fn subject(self) -> &'static str {
         match self {
-            Kind::DoubleBounce => "Undeliverable Delivery Status Notification",
-            Kind::Failed => "Undelivered Mail Returned to Sender",
-            Kind::Delivered => "Successful Mail Delivery Report",
-            Kind::Delayed => "Delayed Mail (still being retried)",
+            NoticeKind::DoubleBounce => "Undeliverable Delivery Status Notification",
+            NoticeKind::Failed => "Undelivered Mail Returned to Sender",
+            NoticeKind::Delivered => "Successful Mail Delivery Report",
+            NoticeKind::Delayed => "Delayed Mail (still being retried)",
         }
     }
 
     fn opening(self) -> &'static str {
         match self {
-            Kind::DoubleBounce => {
+            NoticeKind::DoubleBounce => {
                 "A delivery status notification from this mail system could not be\r\ndelivered to its recipient below, and it has no sender to return to.\r\nIt is attached below.\r\n\r\n"
             }
-            Kind::Failed => {
+            NoticeKind::Failed => {
                 "Your message could not be delivered to one or more recipients.\r\nIt is attached below.\r\n\r\n"
             }
-            Kind::Delivered => {
+            NoticeKind::Delivered => {
                 "Your message was delivered to the recipients below, as you asked.\r\n\r\n"
             }
-            Kind::Delayed => {
+            NoticeKind::Delayed => {
                 "Your message has not been delivered yet. It is still being retried;\r\nyou need not send it again.\r\n\r\n"
             }
         }
@@ -245,7 +254,7 @@ fn human_part(
     m: &mut String,
     boundary: &str,
     hostname: &str,
-    kind: Kind,
+    kind: NoticeKind,
     reports: &[Reported<'_>],
 ) {
     m.push_str(&format!(
@@ -296,7 +305,7 @@ fn status_part(
         }
         m.push_str(&format!(
             "Final-Recipient: rfc822; {}\r\n",
-            clean(&r.recipient.address)
+            clean(&r.recipient.address.to_string())
         ));
         m.push_str(&format!("Action: {}\r\n", r.action.as_str()));
         m.push_str(&format!("Status: {}\r\n", clean(r.status)));
@@ -413,21 +422,25 @@ mod tests {
             received_at: 1_800_000_000,
             envid: Some("QQ314159".into()),
             ret,
-            ..Envelope::new(sender, vec![], Origin::default())
+            ..Envelope::new(
+                crate::smtp::ReversePath::parse(sender).unwrap(),
+                vec![],
+                Origin::default(),
+            )
         }
     }
 
     #[test]
     fn who_hears_about_what() {
         let e = envelope("alice@edge.test", None);
-        let plain = Recipient::new("b@x.example");
+        let plain = Recipient::parse("b@x.example").unwrap();
         let never = Recipient {
-            notify: Some("NEVER".into()),
-            ..Recipient::new("c@x.example")
+            notify: crate::smtp::Notify::parse("NEVER"),
+            ..Recipient::parse("c@x.example").unwrap()
         };
         let all = Recipient {
-            notify: Some("SUCCESS,DELAY,FAILURE".into()),
-            ..Recipient::new("d@x.example")
+            notify: crate::smtp::Notify::parse("SUCCESS,DELAY,FAILURE"),
+            ..Recipient::parse("d@x.example").unwrap()
         };
         assert!(wanted(&e, &plain, Action::Failed));
         assert!(
@@ -448,7 +461,7 @@ mod tests {
         let e = envelope("alice@edge.test", None);
         let r1 = Recipient {
             orcpt: Some("rfc822;bob@x.example".into()),
-            ..Recipient::new("bob@x.example")
+            ..Recipient::parse("bob@x.example").unwrap()
         };
         let hostile = format!(
             "550 5.1.1 no such user\r\nInjected: yes {}",

@@ -15,7 +15,7 @@ use super::canon::{RelaxedBody, relaxed_header};
 use super::key::SigningKey;
 use crate::config::{Config, IpNet};
 use crate::smtp::fields;
-use crate::spool::Origin;
+use crate::spool::{Origin, OriginKind};
 
 /// The most of a header section kept for signing; a larger one is not signed.
 pub const MAX_HEADER: usize = 1 << 20;
@@ -85,9 +85,9 @@ impl Signing {
 
     /// A signer for a message of `origin`, when there are keys and its mail is ours.
     pub fn signer_for(&self, origin: &Origin) -> Option<Signer> {
-        let ours = origin.kind == "local"
+        let ours = origin.kind == OriginKind::Local
             || origin.auth.is_some()
-            || origin.kind == "smtp"
+            || origin.kind == OriginKind::Smtp
                 && origin
                     .client
                     .as_deref()

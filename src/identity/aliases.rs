@@ -8,11 +8,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::smtp::Mailbox;
+
 /// Where one alias's mail ends up.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// An address elsewhere.
-    Address(String),
+    Address(Mailbox),
     /// A local name that has no alias of its own: the admin address takes it.
     Unaliased(String),
 }
@@ -84,7 +86,9 @@ fn expand(
             Some(_) => None,
         };
         let Some(part) = local.map(str::to_ascii_lowercase) else {
-            out.push(Target::Address(target.clone()));
+            let address = Mailbox::parse(target)
+                .map_err(|e| format!("{}: {target:?}: {e}", written.source))?;
+            out.push(Target::Address(address));
             continue;
         };
         if part == name && path.len() == 1 {
@@ -228,8 +232,8 @@ mod tests {
         assert_eq!(
             a.get("POSTMASTER").unwrap(),
             [
-                Target::Address("me@example.org".into()),
-                Target::Address("ops@example.org".into())
+                Target::Address(Mailbox::parse("me@example.org").unwrap()),
+                Target::Address(Mailbox::parse("ops@example.org").unwrap())
             ]
         );
         assert_eq!(

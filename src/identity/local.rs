@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::aliases::{Aliases, Target, Written, check_target, is_alias_name, parse_file};
 use crate::config::Config;
+use crate::smtp::Mailbox;
 use crate::spool::Recipient;
 
 /// Why mail to a local name with nowhere to go waits.
@@ -59,7 +60,7 @@ fn normal(name: &str) -> String {
 pub struct LocalMail {
     names: LocalNames,
     aliases: Aliases,
-    admin: Option<String>,
+    admin: Option<Mailbox>,
 }
 
 impl LocalMail {
@@ -102,10 +103,14 @@ impl LocalMail {
         }
         let names = LocalNames::from_config(config);
         let aliases = Aliases::flatten(&written, &|d| names.contains(d))?;
+        let admin = match &config.admin {
+            Some(a) => Some(Mailbox::parse(a).map_err(|e| format!("admin {a:?}: {e}"))?),
+            None => None,
+        };
         Ok(LocalMail {
             names,
             aliases,
-            admin: config.admin.clone(),
+            admin,
         })
     }
 
@@ -119,10 +124,8 @@ impl LocalMail {
     }
 
     /// Whether `address` is at one of our names.
-    pub fn is_local(&self, address: &str) -> bool {
-        address
-            .rsplit_once('@')
-            .is_some_and(|(_, domain)| self.names.contains(domain))
+    pub fn is_local(&self, address: &Mailbox) -> bool {
+        self.names.contains(address.domain())
     }
 
     /// `recipients` with every local one replaced by where its mail goes; the others as
@@ -134,31 +137,30 @@ impl LocalMail {
         }
         let mut out: Vec<Recipient> = Vec::with_capacity(recipients.len());
         let push = |r: Recipient, out: &mut Vec<Recipient>| {
-            if !out
-                .iter()
-                .any(|o| o.address.eq_ignore_ascii_case(&r.address))
-            {
+            if !out.iter().any(|o| o.address.same_as(&r.address)) {
                 out.push(r);
             }
         };
         for r in recipients {
-            let Some((part, _)) = r
-                .address
-                .rsplit_once('@')
-                .filter(|_| self.is_local(&r.address))
-            else {
+            if !self.is_local(&r.address) {
                 push(r, &mut out);
                 continue;
-            };
+            }
+            let part = r.address.local_part();
             let unaliased = [Target::Unaliased(part.to_owned())];
             let targets = self.aliases.get(part).unwrap_or(&unaliased);
             for target in targets {
+                let at_hostname =
+                    |name: &str| Mailbox::parse(&format!("{name}@{}", self.names.hostname())).ok();
                 let address = match (target, &self.admin) {
                     (Target::Address(a), _) => a.clone(),
                     (Target::Unaliased(_), Some(admin)) => admin.clone(),
-                    (Target::Unaliased(name), None) => format!("{name}@{}", self.names.hostname()),
+                    // A name too long to be an address at our hostname stays as it was.
+                    (Target::Unaliased(name), None) => {
+                        at_hostname(name).unwrap_or_else(|| r.address.clone())
+                    }
                 };
-                let same = address.eq_ignore_ascii_case(&r.address);
+                let same = address.same_as(&r.address);
                 let orcpt = match &r.orcpt {
                     Some(o) => Some(o.clone()),
                     None if same => None,
@@ -195,9 +197,16 @@ mod tests {
         LocalMail::from_config(&config).unwrap()
     }
 
-    fn addresses(r: &[Recipient]) -> Vec<(&str, Option<&str>)> {
+    fn addresses(r: &[Recipient]) -> Vec<(String, Option<&str>)> {
         r.iter()
-            .map(|r| (r.address.as_str(), r.orcpt.as_deref()))
+            .map(|r| (r.address.to_string(), r.orcpt.as_deref()))
+            .collect()
+    }
+
+    fn to(addresses: &[&str]) -> Vec<Recipient> {
+        addresses
+            .iter()
+            .map(|a| Recipient::parse(a).unwrap())
             .collect()
     }
 
@@ -207,18 +216,18 @@ mod tests {
             "admin = \"me@example.org\"\n[local]\nnames = [\"box\"]\n\
              [aliases]\nroot = \"me@example.org\"\nbackup = [\"ops@example.org\", \"root\"]\n",
         );
-        let out = m.resolve(vec![
-            Recipient::new("root@laptop.lan"),
-            Recipient::new("backup@LOCALHOST"),
-            Recipient::new("alice@box."),
-            Recipient::new("friend@example.net"),
-        ]);
+        let out = m.resolve(to(&[
+            "root@laptop.lan",
+            "backup@LOCALHOST",
+            "alice@Box",
+            "friend@example.net",
+        ]));
         assert_eq!(
             addresses(&out),
             [
-                ("me@example.org", Some("rfc822;root@laptop.lan")),
-                ("ops@example.org", Some("rfc822;backup@LOCALHOST")),
-                ("friend@example.net", None),
+                ("me@example.org".into(), Some("rfc822;root@laptop.lan")),
+                ("ops@example.org".into(), Some("rfc822;backup@LOCALHOST")),
+                ("friend@example.net".into(), None),
             ],
             "alice goes to the admin, who is there already"
         );
@@ -227,11 +236,8 @@ mod tests {
     #[test]
     fn without_admin_or_alias_local_mail_is_kept() {
         let m = mail("[aliases]\npostmaster = \"root\"\n");
-        let out = m.resolve(vec![
-            Recipient::new("root@laptop.lan"),
-            Recipient::new("postmaster@localhost"),
-        ]);
-        assert_eq!(addresses(&out), [("root@laptop.lan", None)]);
+        let out = m.resolve(to(&["root@laptop.lan", "postmaster@localhost"]));
+        assert_eq!(addresses(&out), [("root@laptop.lan".into(), None)]);
         assert!(m.is_local(&out[0].address));
     }
 

@@ -15,6 +15,7 @@ pub use local::{LocalMail, LocalNames};
 
 use crate::config::Config;
 use crate::dkim::{Signer, Signing};
+use crate::smtp::Mailbox;
 use crate::spool::Envelope;
 use from_header::{FromEdit, HeaderEditor};
 use rewrite::RouteRewrites;
@@ -85,7 +86,7 @@ impl Identity {
 
     fn checked(local: LocalMail, config: &Config, dkim: Signing) -> Result<Identity, String> {
         if let Some(admin) = &config.admin
-            && local.is_local(admin)
+            && Mailbox::parse(admin).is_ok_and(|a| local.is_local(&a))
         {
             return Err(format!(
                 "admin: {admin:?} is a local name: the admin address must be somewhere mail can go"
@@ -114,7 +115,7 @@ impl Identity {
             .recipients
             .iter()
             .filter(|r| !self.local.is_local(&r.address))
-            .filter_map(|r| r.address.rsplit_once('@').map(|(_, d)| d))
+            .map(|r| r.address.domain())
             .collect();
         domains.sort_unstable();
         domains.dedup();
@@ -126,7 +127,7 @@ impl Identity {
             rewrite: rewrite.clone(),
             local: names.clone(),
         });
-        envelope.sender = to;
+        envelope.sender = to.into();
         edit
     }
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use super::local::LocalNames;
 use crate::config::{Config, KeepOriginal, Rewrite, domain_matches};
-use crate::spool::Origin;
+use crate::smtp::{Mailbox, ReversePath};
+use crate::spool::{Origin, OriginKind};
 
 /// Which senders a key takes, most exact first.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,7 +69,9 @@ impl SenderRewrite {
 
     /// Whether mail of `origin` is ours to rewrite.
     fn applies_to(&self, origin: &Origin) -> bool {
-        origin.kind == "local" || origin.auth.is_some() || (self.relayed && origin.kind == "smtp")
+        origin.kind == OriginKind::Local
+            || origin.auth.is_some()
+            || (self.relayed && origin.kind == OriginKind::Smtp)
     }
 }
 
@@ -149,12 +152,13 @@ impl RouteRewrites {
     /// to the same address, with the rewriting that decided it.
     pub fn decide<'a>(
         &'a self,
-        sender: &str,
+        sender: &ReversePath,
         origin: &Origin,
         domains: &[&str],
         local: &LocalNames,
-    ) -> Option<(String, &'a SenderRewrite)> {
-        if sender.is_empty() || domains.is_empty() {
+    ) -> Option<(Mailbox, &'a SenderRewrite)> {
+        let sender = sender.mailbox()?.to_string();
+        if domains.is_empty() {
             return None;
         }
         let mut agreed: Option<(&str, &SenderRewrite)> = None;
@@ -163,14 +167,15 @@ impl RouteRewrites {
             if !rewrite.applies_to(origin) {
                 return None;
             }
-            let to = rewrite.address_for(sender, local)?;
+            let to = rewrite.address_for(&sender, local)?;
             match agreed {
                 Some((a, _)) if !a.eq_ignore_ascii_case(to) => return None,
                 Some(_) => {}
                 None => agreed = Some((to, rewrite)),
             }
         }
-        agreed.map(|(to, rewrite)| (to.to_owned(), rewrite))
+        // The targets were checked as addresses when the configuration was loaded.
+        agreed.and_then(|(to, rewrite)| Some((Mailbox::parse(to).ok()?, rewrite)))
     }
 }
 
@@ -192,7 +197,7 @@ mod tests {
 
     fn local() -> Origin {
         Origin {
-            kind: "local".into(),
+            kind: OriginKind::Local,
             ..Origin::default()
         }
     }
@@ -205,8 +210,9 @@ mod tests {
              \"root@localhost\" = \"admin@example.org\", \"@lan.example\" = \"lan@example.org\" }\n",
         );
         let d = |sender: &str| {
-            r.decide(sender, &local(), &["far.example"], &names)
-                .map(|x| x.0)
+            let sender = ReversePath::parse(sender).unwrap();
+            r.decide(&sender, &local(), &["far.example"], &names)
+                .map(|x| x.0.to_string())
         };
         assert_eq!(d("alice@laptop").as_deref(), Some("me@example.org"));
         assert_eq!(d("backup@LAPTOP").as_deref(), Some("backups@example.org"));
@@ -222,31 +228,24 @@ mod tests {
             "[upstream]\nsmarthost = \"s.example:587\"\n[upstream.rewrite]\nsenders = { \"*\" = \"me@example.org\" }\n\
              [[route]]\ndomains = [\"lan.example\"]\nvia = \"10.0.0.2:25\"\n",
         );
+        let laptop = ReversePath::parse("a@laptop").unwrap();
         let relayed = Origin {
-            kind: "smtp".into(),
+            kind: OriginKind::Smtp,
             client: Some("10.0.0.9".into()),
             ..Origin::default()
         };
         assert!(
-            r.decide("a@laptop", &relayed, &["far.example"], &names)
+            r.decide(&laptop, &relayed, &["far.example"], &names)
                 .is_none()
         );
         let auth = Origin {
             auth: Some("a".into()),
             ..relayed
         };
+        assert!(r.decide(&laptop, &auth, &["far.example"], &names).is_some());
         assert!(
-            r.decide("a@laptop", &auth, &["far.example"], &names)
-                .is_some()
-        );
-        assert!(
-            r.decide(
-                "a@laptop",
-                &local(),
-                &["far.example", "lan.example"],
-                &names
-            )
-            .is_none(),
+            r.decide(&laptop, &local(), &["far.example", "lan.example"], &names)
+                .is_none(),
             "the LAN route does not rewrite"
         );
         assert!(check_key("*").is_ok() && check_key("@x.example").is_ok());

@@ -26,7 +26,7 @@ pub fn maildrop_entries(fs: &dyn Fs, layout: &Layout) -> Vec<QueueEntry> {
         out.push(QueueEntry {
             id: None,
             location: "maildrop",
-            sender: drop.envelope.sender,
+            sender: drop.envelope.sender.to_string(),
             size: len.saturating_sub(drop.body_offset),
             received_at: drop.envelope.submitted_at,
             recipients: drop
@@ -34,7 +34,7 @@ pub fn maildrop_entries(fs: &dyn Fs, layout: &Layout) -> Vec<QueueEntry> {
                 .recipients
                 .into_iter()
                 .map(|r| RecipientEntry {
-                    address: r.address,
+                    address: r.address.to_string(),
                     state: None,
                     attempts: 0,
                     next_attempt_at: None,

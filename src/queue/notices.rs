@@ -14,10 +14,11 @@ use std::io::Write;
 
 use super::settle::NoticeRequest;
 use crate::config::IpNet;
-use crate::delivery::dsn::{self, Action, Line, Original, Reported};
+use crate::delivery::dsn::{self, Action, Line, NoticeKind, Original, Reported};
+use crate::smtp::{Mailbox, ReversePath};
 use crate::spool::envelope::{About, BodyReader, read_envelope, read_stored};
 use crate::spool::{
-    Draft, Envelope, Origin, QueueId, Recipient, Sealed, Spool, SpoolError, now_unix,
+    Draft, Envelope, Origin, OriginKind, QueueId, Recipient, Sealed, Spool, SpoolError, now_unix,
 };
 
 /// A notice written, waiting to be committed with the outcomes it reports.
@@ -25,8 +26,8 @@ pub struct Built {
     pub sealed: Sealed,
     /// For the log once it is queued.
     pub about: QueueId,
-    pub to: String,
-    pub kind: &'static str,
+    pub to: Mailbox,
+    pub kind: NoticeKind,
 }
 
 /// Who notices come from and where double bounces go.
@@ -35,7 +36,7 @@ pub struct NoticeSettings {
     /// Our name, in the notices' From, Message-ID and Reporting-MTA.
     pub hostname: String,
     /// Where double bounces go; `None` keeps them in the queue.
-    pub admin: Option<String>,
+    pub admin: Option<Mailbox>,
     /// A notice to a local name goes where its mail goes.
     pub identity: std::sync::Arc<crate::identity::Identity>,
     /// `accept.relay_networks`: a failure notice returns the whole message (RET=FULL)
@@ -49,7 +50,7 @@ impl NoticeSettings {
     /// have forged it, and a bounce to a forged sender is backscatter: it gets the
     /// message's headers only, whatever RET asked.
     fn sender_known(&self, origin: &Origin) -> bool {
-        if origin.kind != "smtp" || origin.auth.is_some() {
+        if origin.kind != OriginKind::Smtp || origin.auth.is_some() {
             return true;
         }
         origin
@@ -69,9 +70,6 @@ pub enum Fate {
     Kept,
 }
 
-/// The origin kind of a double bounce sent to the admin address.
-pub const DOUBLE_BOUNCE: &str = "double-bounce";
-
 /// Builds the notice `request` calls for. A message whose file is damaged gets a notice
 /// without its content, from what of its envelope can be read (`damaged`).
 pub fn build(
@@ -90,42 +88,50 @@ pub fn build(
         (stored.envelope.clone(), Some(stored))
     };
     let report = |line| report(&envelope, line);
-    let double = envelope.sender.is_empty();
-    let (to, reports): (&str, Vec<Reported<'_>>) = if double {
-        let failed: Vec<Reported<'_>> = request
-            .lines
-            .iter()
-            .filter(|l| l.action == Action::Failed)
-            .filter_map(report)
-            .collect();
-        if failed.is_empty() {
-            return Ok(Fate::NotWanted);
-        }
-        match settings.admin.as_deref() {
-            Some(admin) if envelope.origin.kind != DOUBLE_BOUNCE => (admin, failed),
-            _ => return Ok(Fate::Kept),
-        }
-    } else {
-        let wanted: Vec<Reported<'_>> = request
-            .lines
-            .iter()
-            .filter_map(report)
-            .filter(|r| dsn::wanted(&envelope, r.recipient, r.action))
-            .collect();
-        if wanted.is_empty() {
-            tracing::info!(id = %request.id, "no DSN: NOTIFY did not ask for one");
-            return Ok(Fate::NotWanted);
-        }
-        (envelope.sender.as_str(), wanted)
-    };
+    let (to, reports): (&Mailbox, Vec<Reported<'_>>) =
+        if let Some(sender) = envelope.sender.mailbox() {
+            let wanted: Vec<Reported<'_>> = request
+                .lines
+                .iter()
+                .filter_map(report)
+                .filter(|r| dsn::wanted(&envelope, r.recipient, r.action))
+                .collect();
+            if wanted.is_empty() {
+                tracing::info!(id = %request.id, "no DSN: NOTIFY did not ask for one");
+                return Ok(Fate::NotWanted);
+            }
+            (sender, wanted)
+        } else {
+            let failed: Vec<Reported<'_>> = request
+                .lines
+                .iter()
+                .filter(|l| l.action == Action::Failed)
+                .filter_map(report)
+                .collect();
+            if failed.is_empty() {
+                return Ok(Fate::NotWanted);
+            }
+            match &settings.admin {
+                Some(admin) if envelope.origin.kind != OriginKind::DoubleBounce => (admin, failed),
+                _ => return Ok(Fate::Kept),
+            }
+        };
+    let kind = NoticeKind::of(&envelope, &reports);
     let failed = reports.iter().any(|r| r.action == Action::Failed);
     let notice = Envelope {
         smtputf8: envelope.smtputf8,
         ..Envelope::new(
-            "",
-            settings.identity.local.resolve(vec![Recipient::new(to)]),
+            ReversePath::Null,
+            settings
+                .identity
+                .local
+                .resolve(vec![Recipient::new(to.clone())]),
             Origin {
-                kind: if double { DOUBLE_BOUNCE } else { "dsn" }.into(),
+                kind: if kind == NoticeKind::DoubleBounce {
+                    OriginKind::DoubleBounce
+                } else {
+                    OriginKind::Dsn
+                },
                 about: Some(about(request)),
                 ..Origin::default()
             },
@@ -165,20 +171,11 @@ pub fn build(
         }
     };
     written.map_err(|e| e.to_string())?;
-    let kind = if double {
-        DOUBLE_BOUNCE
-    } else if failed {
-        "failure"
-    } else if reports.iter().any(|r| r.action == Action::Delayed) {
-        "delay"
-    } else {
-        "success"
-    };
     let sealed = draft.seal().map_err(|e| e.to_string())?;
     Ok(Fate::Built(Box::new(Built {
         sealed,
         about: request.id,
-        to: to.to_owned(),
+        to: to.clone(),
         kind,
     })))
 }
@@ -187,7 +184,7 @@ fn write(
     out: &mut DraftWriter<'_>,
     hostname: &str,
     envelope: &Envelope,
-    to: &str,
+    to: &Mailbox,
     reports: &[Reported<'_>],
     original: Original<'_>,
     id: QueueId,
@@ -196,7 +193,7 @@ fn write(
         out,
         hostname,
         envelope,
-        to,
+        &to.to_string(),
         reports,
         original,
         now_unix(),

@@ -12,10 +12,10 @@ use tokio::sync::oneshot;
 
 use super::kit::Kit;
 use super::lane::Lane;
-use super::notices::{Built, DOUBLE_BOUNCE, Fate, NoticeSettings};
+use super::notices::{Built, Fate, NoticeSettings};
 use super::retry::RetryPolicy;
 use super::settle::{self, NoticeRequest, Policy, without_notice};
-use crate::delivery::dsn::{Action, Line};
+use crate::delivery::dsn::{Action, Line, NoticeKind};
 use crate::delivery::runner::Answered;
 use crate::spool::{Damaged, Outcomes, QueueId, Spool, now_unix};
 
@@ -79,11 +79,11 @@ pub fn record(
         match spool.record(outcomes).await {
             Ok(()) => {
                 for (id, dsn, to, kind) in logs {
-                    if kind == DOUBLE_BOUNCE {
+                    if kind == NoticeKind::DoubleBounce {
                         metrics.double_bounce();
                         tracing::warn!(id = %id, dsn = %dsn, to = %to, "double bounce: sent to the admin address");
                     } else {
-                        tracing::info!(id = %id, dsn = %dsn, to = %to, kind, "DSN queued");
+                        tracing::info!(id = %id, dsn = %dsn, to = %to, kind = kind.as_str(), "DSN queued");
                     }
                 }
                 for id in keep {

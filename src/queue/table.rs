@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use crate::printable::printable;
+use crate::spool::RecipientState;
 use crate::spool::reader::QueueEntry;
 
 /// Writes entries one by one and keeps the counts for the summary line.
@@ -60,7 +61,7 @@ impl<W: Write> Table<W> {
             )?;
         }
         for r in &e.recipients {
-            let state = r.state.as_deref().unwrap_or("waiting for pickup");
+            let state = r.state.map_or("waiting for pickup", RecipientState::as_str);
             *self.states.entry(state.to_owned()).or_default() += 1;
             let mut detail = String::new();
             if r.attempts > 0 {
@@ -69,8 +70,8 @@ impl<W: Write> Table<W> {
             if r.link_wait {
                 // Due when the route's gate opens, not at a time.
                 detail.push_str(", waiting for the link");
-            } else if let (Some(next), Some("deferred" | "queued")) =
-                (r.next_attempt_at, r.state.as_deref())
+            } else if let (Some(next), Some(RecipientState::Deferred | RecipientState::Queued)) =
+                (r.next_attempt_at, r.state)
                 && next > self.now
             {
                 detail.push_str(&format!(", next in {}", age(next - self.now)));

@@ -26,7 +26,7 @@ use crate::smtp::command::{Command, CommandError, parse};
 use crate::smtp::data::{DataReader, Progress};
 use crate::smtp::line::{Framed, LineFramer};
 use crate::smtp::reply::{self, Reply};
-use crate::spool::{Envelope, Origin, Recipient, Spool, SpoolError};
+use crate::spool::{Envelope, Origin, OriginKind, Recipient, Spool, SpoolError};
 
 #[derive(Clone, Debug)]
 pub struct Timeouts {
@@ -396,13 +396,13 @@ impl Conn {
             .recipients
             .iter()
             .map(|r| Recipient {
-                address: r.mailbox.to_string(),
+                address: r.mailbox.clone(),
                 notify: r.notify.clone(),
                 orcpt: r.orcpt.clone(),
             })
             .collect();
         let origin = Origin {
-            kind: "smtp".into(),
+            kind: OriginKind::Smtp,
             client: Some(self.peer.ip().to_string()),
             helo: self.session.helo().map(str::to_owned),
             auth: self.session.authenticated().map(str::to_owned),
@@ -413,7 +413,7 @@ impl Conn {
             smtputf8: tx.mail.smtputf8,
             envid: tx.mail.envid.clone(),
             ret: tx.mail.ret,
-            ..Envelope::new(tx.mail.path.to_string(), recipients, origin)
+            ..Envelope::new(tx.mail.path.clone(), recipients, origin)
         };
         let edits = self.ctx.session.identity.prepare(&mut envelope);
         let single = match tx.recipients.as_slice() {

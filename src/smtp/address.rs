@@ -1,13 +1,15 @@
 //! Envelope addresses (RFC 5321 §4.1.2): `Mailbox` (local@domain) and `ReversePath`
 //! (a mailbox or the null path `<>`). Parsing enforces the §4.5.3.1 length limits and
-//! refuses every control character, so an address can never carry a line break.
+//! refuses every control character, so an address can never carry a line break. The
+//! spool stores them in their text form (`local@domain`, and empty for `<>`), and reading
+//! a stored envelope parses them again, so a stored address obeys the same rules.
 
 use std::fmt;
 
+use super::domain::{Domain, MAX_DOMAIN};
+
 /// RFC 5321 §4.5.3.1.1: local part at most 64 octets.
 pub const MAX_LOCAL_PART: usize = 64;
-/// RFC 5321 §4.5.3.1.2: domain at most 255 octets.
-pub const MAX_DOMAIN: usize = 255;
 /// RFC 5321 §4.5.3.1.3: path (with the angle brackets) at most 256 octets.
 pub const MAX_PATH: usize = 256;
 
@@ -30,7 +32,8 @@ pub enum AddressError {
 }
 
 /// `local@domain`, kept as written (the local part is case-sensitive, RFC 5321 §2.4).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Mailbox {
     local: String,
     domain: String,
@@ -77,6 +80,14 @@ impl Mailbox {
     pub fn is_utf8(&self) -> bool {
         !self.local.is_ascii() || !self.domain.is_ascii()
     }
+
+    /// The same address, but for ASCII case: how relays compare them (strictly the local
+    /// part is case-sensitive, RFC 5321 §2.4, but no one relies on it and every MTA
+    /// folds it).
+    pub fn same_as(&self, other: &Mailbox) -> bool {
+        self.local.eq_ignore_ascii_case(&other.local)
+            && self.domain.eq_ignore_ascii_case(&other.domain)
+    }
 }
 
 impl fmt::Display for Mailbox {
@@ -86,8 +97,10 @@ impl fmt::Display for Mailbox {
 }
 
 /// The MAIL FROM path: a mailbox, or `<>` for bounces (RFC 5321 §4.5.5).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum ReversePath {
+    #[default]
     Null,
     Mailbox(Mailbox),
 }
@@ -99,6 +112,57 @@ impl ReversePath {
             "" | "<>" => Ok(ReversePath::Null),
             _ => Mailbox::parse(s).map(ReversePath::Mailbox),
         }
+    }
+}
+
+impl ReversePath {
+    pub fn is_null(&self) -> bool {
+        matches!(self, ReversePath::Null)
+    }
+
+    /// True when the path needs SMTPUTF8 (RFC 6531) to travel.
+    pub fn is_utf8(&self) -> bool {
+        self.mailbox().is_some_and(Mailbox::is_utf8)
+    }
+
+    /// The mailbox, unless this is the null path.
+    pub fn mailbox(&self) -> Option<&Mailbox> {
+        match self {
+            ReversePath::Null => None,
+            ReversePath::Mailbox(m) => Some(m),
+        }
+    }
+}
+
+impl From<Mailbox> for ReversePath {
+    fn from(m: Mailbox) -> ReversePath {
+        ReversePath::Mailbox(m)
+    }
+}
+
+impl TryFrom<String> for Mailbox {
+    type Error = AddressError;
+    fn try_from(s: String) -> Result<Mailbox, AddressError> {
+        Mailbox::parse(&s)
+    }
+}
+
+impl From<Mailbox> for String {
+    fn from(m: Mailbox) -> String {
+        m.to_string()
+    }
+}
+
+impl TryFrom<String> for ReversePath {
+    type Error = AddressError;
+    fn try_from(s: String) -> Result<ReversePath, AddressError> {
+        ReversePath::parse(&s)
+    }
+}
+
+impl From<ReversePath> for String {
+    fn from(p: ReversePath) -> String {
+        p.to_string()
     }
 }
 
@@ -138,6 +202,7 @@ fn is_local_part(s: &str) -> bool {
             .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
 }
 
+/// A domain, or an address literal (RFC 5321 §4.1.3).
 fn is_domain_or_literal(s: &str) -> bool {
     if let Some(literal) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
         return match literal.strip_prefix("IPv6:") {
@@ -145,16 +210,7 @@ fn is_domain_or_literal(s: &str) -> bool {
             None => literal.parse::<std::net::Ipv4Addr>().is_ok(),
         };
     }
-    !s.is_empty()
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
-        })
+    Domain::parse(s).is_ok()
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! xtext values never decode to control characters.
 
 use super::address::{AddressError, Mailbox, ReversePath};
-use super::params::{BodyType, Ret};
+use super::domain::Domain;
+use super::params::{BodyType, Notify, Ret};
 use crate::ferry::{self, ResumeKey};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +66,7 @@ impl MailFrom {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RcptTo {
     pub mailbox: Mailbox,
-    /// Normalised `NEVER` or a comma list of `SUCCESS`, `FAILURE`, `DELAY`.
-    pub notify: Option<String>,
+    pub notify: Option<Notify>,
     /// RFC 3461 §4.2: `addr-type;address`, xtext-decoded.
     pub orcpt: Option<String>,
 }
@@ -154,13 +154,7 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
 fn atrn(arg: &str) -> Result<Command, CommandError> {
     let mut domains = Vec::new();
     for d in arg.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        let valid = d.len() <= super::address::MAX_DOMAIN
-            && d.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        if !valid {
+        if !Domain::is_valid(d) {
             return Err(CommandError::Syntax(
                 "ATRN takes domains separated by commas",
             ));
@@ -173,10 +167,11 @@ fn atrn(arg: &str) -> Result<Command, CommandError> {
     Ok(Command::Atrn(domains))
 }
 
-/// EHLO/HELO argument: a domain or address literal, one word (RFC 5321 §4.1.1.1).
+/// EHLO/HELO argument: a domain or address literal, one word (RFC 5321 §4.1.1.1). Not
+/// held to the domain rule: clients name themselves badly, and the name is only recorded.
 fn hello_name(s: &str) -> Result<String, CommandError> {
     let ok = !s.contains(' ')
-        && s.len() <= super::address::MAX_DOMAIN
+        && s.len() <= super::domain::MAX_DOMAIN
         && s.chars().all(|c| c.is_ascii_graphic() || !c.is_ascii());
     if ok {
         Ok(s.to_owned())
@@ -332,17 +327,8 @@ fn rcpt(rest: &str) -> Result<RcptTo, CommandError> {
         let bad = || CommandError::BadParameter(key.to_owned());
         match key.to_ascii_uppercase().as_str() {
             "NOTIFY" => {
-                let upper = value.ok_or_else(bad)?.to_ascii_uppercase();
-                let parts: Vec<&str> = upper.split(',').collect();
-                let valid = parts == ["NEVER"]
-                    || (parts
-                        .iter()
-                        .all(|p| matches!(*p, "SUCCESS" | "FAILURE" | "DELAY"))
-                        && (1..=3).contains(&parts.len()));
-                if !valid {
-                    return Err(bad());
-                }
-                set_once(&mut r.notify, parts.join(","), key)?;
+                let notify = Notify::parse(value.ok_or_else(bad)?).ok_or_else(bad)?;
+                set_once(&mut r.notify, notify, key)?;
             }
             "ORCPT" => {
                 let v = xtext(value.ok_or_else(bad)?)

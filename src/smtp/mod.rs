@@ -10,6 +10,7 @@ pub mod command;
 pub mod cram_md5;
 pub mod data;
 pub mod date;
+pub mod domain;
 pub mod fields;
 pub mod line;
 pub mod line_length;
@@ -19,5 +20,6 @@ pub mod response;
 
 pub use address::{AddressError, Mailbox, ReversePath};
 pub use command::{Command, CommandError, MailFrom, RcptTo};
-pub use params::{BodyType, Ret};
+pub use domain::Domain;
+pub use params::{BodyType, Notify, NotifyOn, Ret};
 pub use reply::Reply;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fs::{Fs, FsRead};
 use super::id::QueueId;
-use crate::smtp::{BodyType, Mailbox, Ret, ReversePath};
+use crate::smtp::{BodyType, Mailbox, Notify, Ret, ReversePath};
 
 /// The magic line of files written now.
 pub const MAGIC: &[u8] = b"ferrymail-message 2\n";
@@ -41,8 +41,8 @@ pub struct Envelope {
     pub id: QueueId,
     /// Unix seconds.
     pub received_at: i64,
-    /// Empty for the null reverse-path `<>`.
-    pub sender: String,
+    /// Stored as text, empty for the null reverse-path `<>`.
+    pub sender: ReversePath,
     pub recipients: Vec<Recipient>,
     /// BODY= as declared at MAIL (RFC 6152, RFC 3030); `None` if not declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,12 +61,12 @@ pub struct Envelope {
 
 impl Envelope {
     /// A new message's envelope: a fresh queue id, received now, and no ESMTP options.
-    pub fn new(sender: impl Into<String>, recipients: Vec<Recipient>, origin: Origin) -> Envelope {
+    pub fn new(sender: ReversePath, recipients: Vec<Recipient>, origin: Origin) -> Envelope {
         let now = std::time::SystemTime::now();
         Envelope {
             id: QueueId::generate(now),
             received_at: super::now_unix(),
-            sender: sender.into(),
+            sender,
             recipients,
             body: None,
             smtputf8: false,
@@ -79,30 +79,34 @@ impl Envelope {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
-    pub address: String,
-    /// RFC 3461 §4.1 NOTIFY, e.g. `SUCCESS,FAILURE` or `NEVER`.
+    pub address: Mailbox,
+    /// RFC 3461 §4.1 NOTIFY, stored as `SUCCESS,FAILURE` or `NEVER`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<String>,
+    pub notify: Option<Notify>,
     /// RFC 3461 §4.2 ORCPT, as `addr-type;address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orcpt: Option<String>,
 }
 
 impl Recipient {
-    pub fn new(address: impl Into<String>) -> Recipient {
+    pub fn new(address: Mailbox) -> Recipient {
         Recipient {
-            address: address.into(),
+            address,
             notify: None,
             orcpt: None,
         }
+    }
+
+    /// A recipient without DSN parameters, from its address's text.
+    pub fn parse(address: &str) -> Result<Recipient, crate::smtp::AddressError> {
+        Mailbox::parse(address).map(Recipient::new)
     }
 }
 
 /// Where the message came from, for `Received:`, logs and `queue show`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
-    /// `smtp`, `local`, `bundle`, `dsn` or `double-bounce`.
-    pub kind: String,
+    pub kind: OriginKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,6 +125,41 @@ pub struct Origin {
     /// For a message taken from a bundle: where it came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundleOrigin>,
+}
+
+/// How a message entered the spool. The names are the file format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginKind {
+    /// Received over SMTP.
+    #[default]
+    Smtp,
+    /// Submitted on this host (`sendmail`, `ferrymail send`).
+    Local,
+    /// Taken from another node's bundle.
+    Bundle,
+    /// A delivery status notification we made.
+    Dsn,
+    /// A notice about a notice that could not be delivered, sent to the admin address.
+    DoubleBounce,
+}
+
+impl OriginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginKind::Smtp => "smtp",
+            OriginKind::Local => "local",
+            OriginKind::Bundle => "bundle",
+            OriginKind::Dsn => "dsn",
+            OriginKind::DoubleBounce => "double-bounce",
+        }
+    }
+}
+
+impl std::fmt::Display for OriginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A message taken from another node's bundle: the node, the bundle, the message's
@@ -492,14 +531,11 @@ pub fn format_error(e: io::Error) -> FormatError {
     }
 }
 
-/// The envelope rules every stored message obeys, whatever wrote it.
+/// The envelope rules every stored message obeys, whatever wrote it, beyond what its
+/// types hold (their addresses are parsed as they are read).
 pub fn check_envelope(e: &Envelope) -> Result<(), String> {
-    ReversePath::parse(&e.sender).map_err(|err| format!("sender {:?}: {err}", e.sender))?;
     if e.recipients.is_empty() {
         return Err("no recipients".to_owned());
-    }
-    for r in &e.recipients {
-        Mailbox::parse(&r.address).map_err(|err| format!("recipient {:?}: {err}", r.address))?;
     }
     Ok(())
 }
@@ -531,6 +567,37 @@ mod tests {
         assert_eq!((v1.size, v1.eight_bit, v1.checksum), (16, true, None));
     }
 
+    /// Envelope lines as earlier versions wrote them, when addresses, NOTIFY and the
+    /// origin's kind were plain text: they read into the typed envelope and are written
+    /// back byte for byte.
+    #[test]
+    fn envelopes_written_before_the_types_still_read() {
+        for line in [
+            r#"{"id":"0G7T2KQ3B000000A","received_at":1800000000,"sender":"alice@edge.example","recipients":[{"address":"bob@hub.example","notify":"SUCCESS,DELAY","orcpt":"rfc822;bob@hub.example"},{"address":"\"john doe\"@[192.0.2.1]"}],"body":"8bitmime","smtputf8":true,"envid":"QQ314159","ret":"hdrs","origin":{"kind":"smtp","client":"192.0.2.9","helo":"edge","auth":"alice"}}"#,
+            r#"{"id":"0G7T2KQ3B000000B","received_at":1800000001,"sender":"","recipients":[{"address":"root@laptop.example","notify":"NEVER"}],"smtputf8":false,"origin":{"kind":"double-bounce","about":{"id":"0G7T2KQ3B000000A","failed":[0,1]}}}"#,
+            r#"{"id":"0G7T2KQ3B000000C","received_at":1800000002,"sender":"pelé@exemple.fr","recipients":[{"address":"b@y.example"}],"smtputf8":true,"origin":{"kind":"bundle","bundle":{"node":"edge","bundle":"0G7T2KQ3B000000Z","message":"0G7T2KQ3B000000Y","positions":[2]}}}"#,
+            r#"{"id":"0G7T2KQ3B000000D","received_at":1800000003,"sender":"cron@laptop","recipients":[{"address":"me@example.org"}],"smtputf8":false,"origin":{"kind":"local","uid":1000,"drop":"1800000003.1.P1.R1"}}"#,
+        ] {
+            let envelope: Envelope = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&envelope).unwrap(), line);
+        }
+        let e: Envelope = serde_json::from_str(
+            r#"{"id":"0G7T2KQ3B000000E","received_at":1,"sender":"","recipients":[{"address":"a@b.example"}],"origin":{"kind":"dsn"}}"#,
+        )
+        .unwrap();
+        assert!(e.sender.is_null());
+        assert_eq!(e.origin.kind, OriginKind::Dsn);
+        for bad in [
+            r#""sender":"a b@x.example","recipients":[{"address":"a@b.example"}],"origin":{"kind":"dsn"}"#,
+            r#""sender":"","recipients":[{"address":"a@b\r\nRCPT TO:<x>"}],"origin":{"kind":"dsn"}"#,
+            r#""sender":"","recipients":[{"address":"a@b.example","notify":"SOMETIMES"}],"origin":{"kind":"dsn"}"#,
+            r#""sender":"","recipients":[{"address":"a@b.example"}],"origin":{"kind":"carrier-pigeon"}"#,
+        ] {
+            let line = format!(r#"{{"id":"0G7T2KQ3B000000F","received_at":1,{bad}}}"#);
+            assert!(serde_json::from_str::<Envelope>(&line).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn prepended_fields_come_first_and_are_checked() {
         use crate::spool::draft::Draft;
@@ -538,8 +605,8 @@ mod tests {
         let (tmp, path) = (dir.path().join("t"), dir.path().join("m"));
         let fs: std::sync::Arc<dyn Fs> = std::sync::Arc::new(crate::spool::RealFs);
         let envelope = Envelope::new(
-            "a@b.example",
-            vec![Recipient::new("c@d.example")],
+            ReversePath::parse("a@b.example").unwrap(),
+            vec![Recipient::new(Mailbox::parse("c@d.example").unwrap())],
             Origin::default(),
         );
         let mut draft = Draft::create(fs.clone(), tmp, path.clone(), envelope).unwrap();

@@ -232,14 +232,6 @@ pub fn is_healthy(conn: &Connection) -> bool {
         .is_ok_and(|s| s == "ok")
 }
 
-/// The domain part, lower-cased, as routes and ETRN match it.
-pub fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map_or("", |(_, d)| d)
-        .to_ascii_lowercase()
-}
-
 /// Where a recipient's mail goes, as the queue owner's routing decides it for a domain
 /// (the spool only stores it): its route (whose online clock ages it), its lane, and
 /// whether it waits.
@@ -294,7 +286,7 @@ pub fn insert_message(
     )?
     .execute(params![
         e.id.as_str(),
-        e.sender,
+        e.sender.to_string(),
         stored.content_size() as i64,
         stored.trailer.eight_bit,
         e.received_at,
@@ -310,7 +302,8 @@ pub fn insert_message(
     let mut placed: Option<(String, Placement)> = None;
     let mut due_lanes = Vec::new();
     for (position, r) in e.recipients.iter().enumerate() {
-        let domain = domain_of(&r.address);
+        let address = r.address.to_string();
+        let domain = r.address.domain().to_ascii_lowercase();
         let placement = match (place, &placed) {
             (None, _) => None,
             (Some(_), Some((d, p))) if *d == domain => Some(p.clone()),
@@ -326,7 +319,7 @@ pub fn insert_message(
             Some(Wait::Held(reply)) => (RecipientState::Held, None, Some(reply.clone()), false),
             Some(Wait::Link(reply)) => (RecipientState::Queued, None, Some(reply.clone()), true),
         };
-        let c = carried(position, &r.address).unwrap_or(CarriedState {
+        let c = carried(position, &address).unwrap_or(CarriedState {
             state,
             attempts: 0,
             next_attempt_at: next,
@@ -345,7 +338,7 @@ pub fn insert_message(
         insert.execute(params![
             e.id.as_str(),
             position as i64,
-            r.address,
+            address,
             domain,
             c.state.as_str(),
             c.attempts,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::envelope::Recipient;
 use super::fs::{Fs, FsFile, FsRead};
 use super::layout::Layout;
-use crate::smtp::{Mailbox, Ret, ReversePath};
+use crate::smtp::{Ret, ReversePath};
 
 pub const MAGIC: &[u8] = b"ferrymail-drop 1\n";
 /// Bound on the envelope line of a drop.
@@ -23,8 +23,8 @@ pub const MAX_DROP_RECIPIENTS: usize = 10_000;
 /// What `send` knows of the envelope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DropEnvelope {
-    /// Empty for the null reverse-path.
-    pub sender: String,
+    /// Stored as text, empty for the null reverse-path.
+    pub sender: ReversePath,
     pub recipients: Vec<Recipient>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
@@ -194,7 +194,6 @@ pub fn open_drop(fs: &dyn Fs, path: &Path) -> Result<OpenDrop, DropError> {
 }
 
 fn check(e: &DropEnvelope) -> Result<(), String> {
-    ReversePath::parse(&e.sender).map_err(|err| format!("sender {:?}: {err}", e.sender))?;
     if e.recipients.is_empty() {
         return Err("no recipients".into());
     }
@@ -202,11 +201,11 @@ fn check(e: &DropEnvelope) -> Result<(), String> {
         return Err(format!("more than {MAX_DROP_RECIPIENTS} recipients"));
     }
     for r in &e.recipients {
-        Mailbox::parse(&r.address).map_err(|err| format!("recipient {:?}: {err}", r.address))?;
-        for text in [&r.notify, &r.orcpt].into_iter().flatten() {
-            if text.chars().any(char::is_control) {
-                return Err("control character in a DSN parameter".into());
-            }
+        if r.orcpt
+            .as_deref()
+            .is_some_and(|o| o.chars().any(char::is_control))
+        {
+            return Err("control character in a DSN parameter".into());
         }
     }
     if e.envid

@@ -31,7 +31,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 pub use draft::{Draft, Sealed};
-pub use envelope::{BundleOrigin, Envelope, Origin, Recipient, StoredMessage, Trailer};
+pub use envelope::{BundleOrigin, Envelope, Origin, OriginKind, Recipient, StoredMessage, Trailer};
 pub use fs::{Fs, RealFs};
 pub use id::QueueId;
 pub use index::{Place, Placement, Wait};

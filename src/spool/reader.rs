@@ -37,8 +37,8 @@ pub struct QueueEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RecipientEntry {
     pub address: String,
-    /// A `RecipientState` name; `None` for drops (no state until picked up).
-    pub state: Option<String>,
+    /// `None` for drops (no state until picked up).
+    pub state: Option<RecipientState>,
     pub attempts: i64,
     pub next_attempt_at: Option<i64>,
     /// Seconds queued while the link was up (counts toward expiry).

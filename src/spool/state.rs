@@ -92,3 +92,14 @@ impl fmt::Display for RecipientState {
         f.write_str(self.as_str())
     }
 }
+
+/// Read from the index's `state` column; a name the CHECK constraint would refuse is an
+/// error, never a guess.
+impl rusqlite::types::FromSql for RecipientState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        RecipientState::parse(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown recipient state {text:?}").into())
+        })
+    }
+}

@@ -198,3 +198,10 @@ fn tls_and_auth(
         ck.cert.der().clone(),
     )
 }
+
+/// The sender of the test messages a client sends to the listener.
+pub fn edge_sender() -> &'static ferrymail::smtp::ReversePath {
+    static SENDER: std::sync::LazyLock<ferrymail::smtp::ReversePath> =
+        std::sync::LazyLock::new(|| ferrymail::smtp::ReversePath::parse("a@edge.test").unwrap());
+    &SENDER
+}

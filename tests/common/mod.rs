@@ -291,8 +291,8 @@ pub fn fill_maildrop(env: &Env, n: usize, rcpt: &str) {
     std::fs::create_dir_all(&layout.maildrop_new).unwrap();
     for i in 0..n {
         let envelope = DropEnvelope {
-            sender: "me@home.test".into(),
-            recipients: vec![ferrymail::spool::Recipient::new(rcpt)],
+            sender: ferrymail::smtp::ReversePath::parse("me@home.test").unwrap(),
+            recipients: vec![ferrymail::spool::Recipient::parse(rcpt).unwrap()],
             envid: None,
             ret: None,
             submitted_at: 1_800_000_000,

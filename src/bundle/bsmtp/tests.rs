@@ -14,10 +14,16 @@ fn read_all(batch: &[u8]) -> (Vec<Transaction>, Vec<Fault>) {
 fn what_the_writer_writes_the_reader_reads_back_byte_for_byte() {
     let mut w = Writer::new(Vec::new());
     let content = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n";
-    w.add("a@x.example", &["b@y.example", "c@y.example"], content)
+    let at = |a: &str| Mailbox::parse(a).unwrap();
+    let sender = ReversePath::parse("a@x.example").unwrap();
+    w.add(&sender, &[&at("b@y.example"), &at("c@y.example")], content)
         .unwrap();
-    w.add("", &["d@y.example"], b"Subject: bounce\r\n\r\nx\r\n")
-        .unwrap();
+    w.add(
+        &ReversePath::Null,
+        &[&at("d@y.example")],
+        b"Subject: bounce\r\n\r\nx\r\n",
+    )
+    .unwrap();
     let batch = w.finish().unwrap();
     let text = String::from_utf8(batch.clone()).unwrap();
     assert!(text.starts_with("MAIL FROM:<a@x.example>\nRCPT TO:<b@y.example>\n"));
@@ -31,7 +37,7 @@ fn what_the_writer_writes_the_reader_reads_back_byte_for_byte() {
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].content, content);
     assert_eq!(got[0].recipients.len(), 2);
-    assert_eq!(got[1].sender, "");
+    assert_eq!(got[1].sender, ReversePath::Null);
 }
 
 #[test]
@@ -44,8 +50,8 @@ fn esmtp_parameters_are_read_when_a_writer_sends_them() {
     assert_eq!(got[0].ret, Some(Ret::Hdrs));
     assert_eq!(got[0].envid.as_deref(), Some("e+1"));
     assert_eq!(
-        got[0].recipients[0].notify.as_deref(),
-        Some("SUCCESS,FAILURE")
+        got[0].recipients[0].notify,
+        Notify::parse("SUCCESS,FAILURE")
     );
     assert_eq!(
         got[0].recipients[0].orcpt.as_deref(),

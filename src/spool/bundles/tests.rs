@@ -79,7 +79,7 @@ fn imported_messages_are_remembered_by_node_message_and_position() {
     let dir = tempfile::tempdir().unwrap();
     let conn = index::open_writer(&dir.path().join("i.sqlite3")).unwrap();
     let origin = Origin {
-        kind: "bundle".into(),
+        kind: crate::spool::OriginKind::Bundle,
         bundle: Some(BundleOrigin {
             node: "station".into(),
             bundle: "B1".into(),

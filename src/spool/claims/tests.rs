@@ -32,8 +32,11 @@ pub(crate) fn stored(id: QueueId, recipients: &[&str], origin: Origin) -> Stored
             id,
             received_at: 1000,
             ..Envelope::new(
-                "a@x.example",
-                recipients.iter().map(|r| Recipient::new(*r)).collect(),
+                crate::smtp::ReversePath::parse("a@x.example").unwrap(),
+                recipients
+                    .iter()
+                    .map(|r| Recipient::parse(r).unwrap())
+                    .collect(),
                 origin,
             )
         },

@@ -20,8 +20,8 @@ fn setup(n: usize) -> (tempfile::TempDir, Connection, Vec<QueueId>) {
             envelope: Envelope {
                 id,
                 ..Envelope::new(
-                    "a@x.example",
-                    vec![Recipient::new(format!("u@d{}.example", i % 3))],
+                    crate::smtp::ReversePath::parse("a@x.example").unwrap(),
+                    vec![Recipient::parse(&format!("u@d{}.example", i % 3)).unwrap()],
                     Origin::default(),
                 )
             },
