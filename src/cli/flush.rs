@@ -33,7 +33,7 @@ pub struct FlushArgs {
 
 pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
     if let Some(d) = &args.domain
-        && !crate::config::is_domain(d)
+        && !crate::smtp::Domain::is_valid(d)
     {
         return Err(Failure::new(
             exit::USAGE,

@@ -113,7 +113,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Failure> {
                         None => None,
                     };
                     if let Some(d) = &domain
-                        && !crate::config::is_domain(d)
+                        && !crate::smtp::Domain::is_valid(d)
                     {
                         return Err(usage(format!("-qR {d:?}: not a domain")));
                     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub use net::IpNet;
 pub use schema::*;
 pub use units::{ByteSize, HumanDuration};
-pub use validate::{BUNDLE_VIA, ODMR_VIA, domain_matches, is_domain, mx_port, parse_window};
+pub use validate::{BUNDLE_VIA, ODMR_VIA, domain_matches, mx_port, parse_window};
 
 /// The system-wide file, used when neither `--config` nor `$FERRYMAIL_CONFIG` names one.
 pub const SYSTEM_CONFIG: &str = "/etc/ferrymail/ferrymail.toml";

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use super::schema::{Config, ListenKind, RouteLink, TlsPolicy};
+use crate::smtp::Domain;
 
 type Fault = (String, String);
 
 pub fn validate(c: &Config) -> Result<(), Fault> {
     let fault = |path: &str, msg: &str| Err((path.to_owned(), msg.to_owned()));
-    if !is_domain(&c.hostname) {
+    if !Domain::is_valid(&c.hostname) {
         return fault(
             "hostname",
             &format!("{:?} is not a valid host name", c.hostname),
@@ -21,7 +22,7 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
         return fault("admin", &format!("{admin:?} is not a mail address"));
     }
     for (i, name) in c.local.names.iter().enumerate() {
-        if !is_domain(name) {
+        if !Domain::is_valid(name) {
             return fault(
                 &format!("local.names[{i}]"),
                 &format!("{name:?} is not a domain"),
@@ -75,7 +76,7 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
         return fault("accept.command_timeout", "timeouts must be at least 1s");
     }
     for (i, d) in c.accept.local_domains.iter().enumerate() {
-        if !is_domain(d) {
+        if !Domain::is_valid(d) {
             return fault(
                 &format!("accept.local_domains[{i}]"),
                 &format!("{d:?} is not a domain"),
@@ -107,7 +108,7 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             );
         }
         for (j, d) in r.domains.iter().enumerate() {
-            if !is_domain(d.strip_prefix('.').unwrap_or(d)) {
+            if !Domain::is_valid(d.strip_prefix('.').unwrap_or(d)) {
                 return fault(
                     &format!("route[{i}].domains[{j}]"),
                     &format!("{d:?} is not a domain or .suffix"),
@@ -181,13 +182,13 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
         }
     }
     for (i, d) in c.dkim.iter().enumerate() {
-        if !is_domain(&d.domain) {
+        if !Domain::is_valid(&d.domain) {
             return fault(
                 &format!("dkim[{i}].domain"),
                 &format!("{:?} is not a domain", d.domain),
             );
         }
-        if !is_domain(&d.selector) {
+        if !Domain::is_valid(&d.selector) {
             return fault(
                 &format!("dkim[{i}].selector"),
                 &format!("{:?}: use letters, digits, '-' and '.'", d.selector),
@@ -239,7 +240,7 @@ fn link_settings(
         }
     }
     for (i, d) in etrn.iter().enumerate() {
-        if !is_domain(d) {
+        if !Domain::is_valid(d) {
             return Err((
                 format!("{path}.etrn[{i}]"),
                 format!("{d:?} is not a domain"),
@@ -287,7 +288,7 @@ pub const BUNDLE_VIA: &str = "bundle";
 /// route in at most one peer, and times that make sense.
 fn bundles(c: &Config) -> Result<(), Fault> {
     let fault = |path: &str, msg: &str| Err((path.to_owned(), msg.to_owned()));
-    if !is_domain(&c.bundle.node) {
+    if !Domain::is_valid(&c.bundle.node) {
         return fault(
             "bundle.node",
             &format!("{:?}: use letters, digits, '-' and '.'", c.bundle.node),
@@ -302,7 +303,7 @@ fn bundles(c: &Config) -> Result<(), Fault> {
     }
     for (i, p) in c.bundle_peer.iter().enumerate() {
         let path = format!("bundle_peer[{i}]");
-        if !is_domain(&p.node) {
+        if !Domain::is_valid(&p.node) {
             return fault(
                 &format!("{path}.node"),
                 &format!("{:?}: use letters, digits, '-' and '.'", p.node),
@@ -374,7 +375,7 @@ fn odmr_users(c: &Config) -> Result<(), Fault> {
             return Err((format!("{path}.domains"), "name at least one domain".into()));
         }
         for d in &u.domains {
-            if !is_domain(d.strip_prefix('.').unwrap_or(d)) {
+            if !Domain::is_valid(d.strip_prefix('.').unwrap_or(d)) {
                 return Err((
                     format!("{path}.domains"),
                     format!("{d:?} is not a domain or .suffix"),
@@ -400,7 +401,7 @@ fn odmr_users(c: &Config) -> Result<(), Fault> {
                 "name the domains to collect: only their mail is taken from the hub".into(),
             ));
         }
-        if let Some(d) = o.domains.iter().find(|d| !is_domain(d)) {
+        if let Some(d) = o.domains.iter().find(|d| !Domain::is_valid(d)) {
             return Err(("odmr.domains".into(), format!("{d:?} is not a domain")));
         }
         let known = o.route == "upstream" && c.upstream.is_some()
@@ -457,22 +458,6 @@ pub fn domain_matches(pattern: &str, domain: &str) -> bool {
     }
 }
 
-/// RFC 1035 §2.3.1 host names (letters, digits, hyphens; labels ≤ 63, name ≤ 255).
-pub fn is_domain(s: &str) -> bool {
-    let s = s.strip_suffix('.').unwrap_or(s);
-    !s.is_empty()
-        && s.len() <= 255
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
 /// A route's `via` that asks for MX delivery: `"mx"` (port 25, RFC 5321 §2.3.5) or
 /// `"mx:PORT"` (the domain's MX hosts on another port, as Postfix's `relayhost =
 /// domain:port`); `None` for anything else.
@@ -489,7 +474,7 @@ fn is_host_port(s: &str) -> bool {
         return addr.port() != 0;
     }
     match s.rsplit_once(':') {
-        Some((host, port)) => is_domain(host) && port.parse::<u16>().is_ok_and(|p| p != 0),
+        Some((host, port)) => Domain::is_valid(host) && port.parse::<u16>().is_ok_and(|p| p != 0),
         None => false,
     }
 }
@@ -531,9 +516,9 @@ mod tests {
         assert!(!is_host_port("smtp.example.net"));
         assert!(!is_host_port("bad host:25"));
         assert!(!is_host_port("x:0"));
-        assert!(is_domain("edge.example.org"));
-        assert!(!is_domain("-x.org"));
-        assert!(!is_domain("a..b"));
+        assert!(Domain::is_valid("edge.example.org"));
+        assert!(!Domain::is_valid("-x.org"));
+        assert!(!Domain::is_valid("a..b"));
         assert_eq!(mx_port("mx"), Some(25));
         assert_eq!(mx_port("mx:2525"), Some(2525));
         assert_eq!(mx_port("mx:0"), None);

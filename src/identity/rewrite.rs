@@ -91,7 +91,7 @@ fn pattern(key: &str) -> Pattern {
 fn check_key(key: &str) -> Result<(), String> {
     let ok = match pattern(key) {
         Pattern::AnyLocal => true,
-        Pattern::Domain(d) => crate::config::is_domain(d.trim_start_matches('.')),
+        Pattern::Domain(d) => crate::smtp::Domain::is_valid(d.trim_start_matches('.')),
         Pattern::Address(a) => crate::smtp::Mailbox::parse(&a).is_ok(),
         Pattern::Name(n) => super::aliases::is_alias_name(&n),
     };

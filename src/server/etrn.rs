@@ -58,7 +58,7 @@ pub fn parse_node(arg: &str) -> Option<(String, bool)> {
         Some(rest) => (rest, true),
         None => (arg, false),
     };
-    crate::config::is_domain(name)
+    crate::smtp::Domain::is_valid(name)
         .then(|| (name.trim_end_matches('.').to_ascii_lowercase(), subdomains))
 }
 
