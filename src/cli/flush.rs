@@ -13,7 +13,7 @@ use clap::Args;
 
 use std::io::IsTerminal;
 
-use crate::control::{Progress, Request, Response, client};
+use crate::control::{FlushProgress, Request, Response, client};
 use crate::exit::{self, Failure};
 use crate::queue::table::size;
 use crate::spool::Layout;
@@ -129,7 +129,7 @@ fn start(layout: &Layout, domain: Option<String>) -> Result<(usize, bool), Failu
     }
 }
 
-fn progress(layout: &Layout, domain: Option<String>) -> Result<Progress, Failure> {
+fn progress(layout: &Layout, domain: Option<String>) -> Result<FlushProgress, Failure> {
     match ask(layout, &Request::Progress { domain })? {
         Response::Progress(p) => Ok(p),
         other => Err(super::unexpected(other)),
@@ -141,9 +141,9 @@ fn progress(layout: &Layout, domain: Option<String>) -> Result<Progress, Failure
 fn wait(
     layout: &Layout,
     domain: Option<String>,
-    before: &Progress,
+    before: &FlushProgress,
     show: bool,
-) -> Result<Progress, Failure> {
+) -> Result<FlushProgress, Failure> {
     let live = show && std::io::stderr().is_terminal();
     loop {
         let p = progress(layout, domain.clone())?;

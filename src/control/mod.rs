@@ -136,7 +136,7 @@ pub enum Response {
         #[serde(default)]
         coalesced: bool,
     },
-    Progress(Progress),
+    Progress(FlushProgress),
     /// Send this many open files now (`files`), then wait for the answer.
     SendFiles {
         count: usize,
@@ -201,7 +201,7 @@ pub struct OdmrDomain {
 
 /// Delivery totals since the daemon started, and what is left.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
+pub struct FlushProgress {
     pub messages_sent: u64,
     pub bytes_sent: u64,
     /// Recipients due now or in flight.

@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering;
 
 use crate::bundle::{export, import, receipt};
 use crate::control::server::Handler;
-use crate::control::{Progress, Request, Response, Status};
+use crate::control::{FlushProgress, Request, Response, Status};
 use crate::current::Current;
 use crate::delivery::runner;
 use crate::exit;
-use crate::link::Link;
+use crate::link::LinkMonitor;
 use crate::queue::handle::FlushTarget;
 use crate::queue::handle::QueueHandle;
 use crate::queue::open_domains::OpenDomains;
@@ -24,9 +24,9 @@ use crate::spool::{IndexReader, RecipientState, RecoveryReport, Spool, now_unix}
 pub struct DaemonControl {
     pub spool: Spool,
     pub queue: QueueHandle,
-    pub link: Arc<Link>,
+    pub link: Arc<LinkMonitor>,
     pub open_domains: Arc<OpenDomains>,
-    pub progress: Arc<runner::Progress>,
+    pub progress: Arc<runner::DeliveryTotals>,
     pub hostname: Arc<Current<String>>,
     pub started_at: i64,
     pub recovery: RecoveryReport,
@@ -256,7 +256,7 @@ impl DaemonControl {
         })
     }
 
-    fn progress(&self, domain: Option<&str>) -> Result<Progress, ReadError> {
+    fn progress(&self, domain: Option<&str>) -> Result<FlushProgress, ReadError> {
         let now = now_unix();
         let working = self.progress.changes_pending() > 0;
         let (busy, waiting, waiting_routes) = match IndexReader::open(self.spool.layout())? {
@@ -271,7 +271,7 @@ impl DaemonControl {
             }
             None => (0, 0, Vec::new()),
         };
-        Ok(Progress {
+        Ok(FlushProgress {
             messages_sent: self.progress.messages_sent.load(Ordering::Relaxed),
             bytes_sent: self.progress.bytes_sent.load(Ordering::Relaxed),
             busy,

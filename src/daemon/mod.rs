@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Listen};
 use crate::current::Current;
 use crate::delivery::mx::MxResolver;
-use crate::delivery::runner::Progress;
+use crate::delivery::runner::DeliveryTotals;
 use crate::exit::{self, Failure};
-use crate::link::Link;
+use crate::link::LinkMonitor;
 use crate::link::schedule::local_zone;
 use crate::link::task::LinkTask;
 use crate::queue::handle::QueueHandle;
@@ -78,7 +78,7 @@ pub async fn run(
     permissions::secure_spool(&layout);
 
     let resolver = Arc::new(MxResolver::new(&config.dns.servers, DNS_TIMEOUT));
-    let (link, link_inputs) = Link::new(&config.link, &prepared.router, local_zone());
+    let (link, link_inputs) = LinkMonitor::new(&config.link, &prepared.router, local_zone());
     let link = Arc::new(link);
     let open_domains = Arc::new(OpenDomains::new(config.etrn.open_for.0));
     let (queue, queue_events) = QueueHandle::new();
@@ -89,7 +89,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         etrn: Arc::new(etrn::EtrnService(queue.clone())),
         stats: Arc::new(crate::server::ServerStats::default()),
-        progress: Arc::new(Progress::default()),
+        progress: Arc::new(DeliveryTotals::default()),
         link: link.clone(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         bound: sockets.iter().map(|(_, addr, _)| *addr).collect(),
@@ -271,7 +271,7 @@ async fn start_metrics(
     config: &Config,
     base: &Base,
     spool: &Spool,
-    link: &Arc<Link>,
+    link: &Arc<LinkMonitor>,
     shutdown: &CancellationToken,
 ) -> Result<Option<JoinHandle<()>>, Failure> {
     let Some(m) = &config.metrics else {

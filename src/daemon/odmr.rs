@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use crate::control::OdmrDomain;
 use crate::delivery::client::{ClientSettings, Connection};
 use crate::delivery::outcome::{Outcome, Scope};
-use crate::delivery::runner::{Answered, Progress, deliver};
+use crate::delivery::runner::{Answered, DeliveryTotals, deliver};
 use crate::queue::handle::QueueHandle;
 use crate::server::stream::Stream;
 use crate::server::turns::{self as odmr, OdmrUsers, Ticket, Turns};
@@ -112,7 +112,7 @@ pub struct TurnService {
     pub queue: QueueHandle,
     pub spool: Spool,
     pub state: Arc<OdmrState>,
-    pub progress: Arc<Progress>,
+    pub progress: Arc<DeliveryTotals>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 

@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use super::pickup::Pickup;
 use super::prepare::Prepared;
 use crate::config::{Listen, ListenKind};
-use crate::delivery::connect::Us;
+use crate::delivery::connect::LoopCheck;
 use crate::delivery::mx::MxResolver;
-use crate::delivery::runner::Progress;
-use crate::link::Link;
+use crate::delivery::runner::DeliveryTotals;
+use crate::link::LinkMonitor;
 use crate::link::task::{OnOpen, Routing};
 use crate::metrics::Metrics;
 use crate::queue::kit::{Kit, OwnerSettings};
@@ -29,8 +29,8 @@ pub struct Base {
     pub shutdown: CancellationToken,
     pub etrn: Arc<dyn crate::server::etrn::Flush>,
     pub stats: Arc<ServerStats>,
-    pub progress: Arc<Progress>,
-    pub link: Arc<Link>,
+    pub progress: Arc<DeliveryTotals>,
+    pub link: Arc<LinkMonitor>,
     pub metrics: Arc<Metrics>,
     /// The SMTP listeners' addresses, as bound.
     pub bound: Vec<SocketAddr>,
@@ -119,7 +119,7 @@ pub fn kit(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> Arc<Kit> {
         router: p.router.clone(),
         settings: p.settings.clone(),
         resolver: resolver.clone(),
-        us: Us {
+        us: LoopCheck {
             hostname: p.config.hostname.to_ascii_lowercase(),
             listeners: base.bound.clone(),
         },

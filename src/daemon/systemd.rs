@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::link::Link;
+use crate::link::LinkMonitor;
 use crate::spool::{IndexReader, Spool};
 
 pub struct Notifier {
@@ -66,7 +66,7 @@ pub fn status_line(text: &str) -> String {
 /// daemon whose disk or runtime is stuck stops answering).
 pub async fn report_status(
     notifier: Arc<Notifier>,
-    link: Arc<Link>,
+    link: Arc<LinkMonitor>,
     spool: Spool,
     shutdown: CancellationToken,
 ) {
@@ -104,7 +104,10 @@ pub async fn report_status(
 const STATUS_PERIOD: Duration = Duration::from_secs(30);
 
 /// `upstream up; 3 queued, 1 deferred` for `systemctl status`.
-fn status_text(link: &Link, counts: Option<&[(crate::spool::RecipientState, i64)]>) -> String {
+fn status_text(
+    link: &LinkMonitor,
+    counts: Option<&[(crate::spool::RecipientState, i64)]>,
+) -> String {
     let gates: Vec<String> = link
         .status()
         .iter()

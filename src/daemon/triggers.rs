@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::link::{Link, trigger};
+use crate::link::{LinkMonitor, trigger};
 use crate::queue::handle::FlushTarget;
 use crate::queue::handle::QueueHandle;
 
@@ -21,7 +21,7 @@ const POLL: Duration = Duration::from_secs(5);
 
 pub async fn run(
     queue: QueueHandle,
-    link: Arc<Link>,
+    link: Arc<LinkMonitor>,
     trigger_file: Option<PathBuf>,
     shutdown: CancellationToken,
 ) {

@@ -114,8 +114,6 @@ pub struct Ferry {
     pub resume: bool,
 }
 
-pub(super) type Step<T> = Result<T, Classified>;
-
 impl Connection {
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
@@ -158,7 +156,7 @@ impl Connection {
         bytes: &[u8],
         phase: Phase,
         timeout: Duration,
-    ) -> Step<()> {
+    ) -> Result<(), Classified> {
         let written = tokio::time::timeout(timeout, async {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
@@ -176,7 +174,7 @@ impl Connection {
         bytes: &[u8],
         phase: Phase,
         timeout: Duration,
-    ) -> Step<()> {
+    ) -> Result<(), Classified> {
         let written = tokio::time::timeout(timeout, self.stream.write_all(bytes));
         match written.await {
             Ok(Ok(())) => Ok(()),
@@ -185,7 +183,11 @@ impl Connection {
         }
     }
 
-    pub(super) async fn read(&mut self, phase: Phase, timeout: Duration) -> Step<Response> {
+    pub(super) async fn read(
+        &mut self,
+        phase: Phase,
+        timeout: Duration,
+    ) -> Result<Response, Classified> {
         let mut buf = [0u8; 8192];
         loop {
             match self.reader.take_response() {
@@ -210,7 +212,7 @@ impl Connection {
         line: &str,
         phase: Phase,
         timeout: Duration,
-    ) -> Step<Response> {
+    ) -> Result<Response, Classified> {
         self.write(format!("{line}\r\n").as_bytes(), phase, timeout)
             .await?;
         self.read(phase, timeout).await
@@ -218,7 +220,7 @@ impl Connection {
 
     /// Sends one message; returns one outcome per recipient, in order. An `Err` means the
     /// connection is unusable (its outcome applies to every recipient).
-    pub async fn send(&mut self, m: &Outgoing<'_>) -> Step<Vec<Classified>> {
+    pub async fn send(&mut self, m: &Outgoing<'_>) -> Result<Vec<Classified>, Classified> {
         self.send_when(m, async {}).await
     }
 
@@ -229,7 +231,7 @@ impl Connection {
         &mut self,
         m: &Outgoing<'_>,
         ready: impl std::future::Future<Output = ()>,
-    ) -> Step<Vec<Classified>> {
+    ) -> Result<Vec<Classified>, Classified> {
         if let Some(refusal) = self.refusal(m) {
             return Ok(vec![classify(Phase::Mail, &refusal); m.recipients.len()]);
         }
@@ -312,7 +314,7 @@ impl Connection {
         &mut self,
         content: &Content<'_>,
         mut stuffer: Option<DotStuffer>,
-    ) -> Step<()> {
+    ) -> Result<(), Classified> {
         let timeout = self.timeouts.data_block;
         let mut reader = content
             .reader()
@@ -419,7 +421,7 @@ impl Connection {
         line
     }
 
-    pub(super) async fn reset(&mut self) -> Step<()> {
+    pub(super) async fn reset(&mut self) -> Result<(), Classified> {
         let timeout = self.timeouts.command;
         self.command("RSET", Phase::Mail, timeout).await.map(|_| ())
     }
@@ -438,7 +440,7 @@ pub(super) fn with_mail_params(envelope: &str, params: &str) -> String {
     envelope.replacen("\r\n", &format!("{params}\r\n"), 1)
 }
 
-pub(super) fn expect(phase: Phase, r: &Response, code: u16) -> Step<()> {
+pub(super) fn expect(phase: Phase, r: &Response, code: u16) -> Result<(), Classified> {
     if r.code == code {
         Ok(())
     } else {

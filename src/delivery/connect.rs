@@ -18,14 +18,14 @@ const MAX_ADDRESSES: usize = 5;
 
 /// Who we are, to see mail looping back to us.
 #[derive(Clone, Debug, Default)]
-pub struct Us {
+pub struct LoopCheck {
     /// Our name in greetings (lower case).
     pub hostname: String,
     /// Where our SMTP listeners are bound.
     pub listeners: Vec<SocketAddr>,
 }
 
-impl Us {
+impl LoopCheck {
     /// `addr` reaches one of our own listeners.
     pub fn is_us(&self, addr: SocketAddr) -> bool {
         self.listeners.iter().any(|l| {
@@ -68,7 +68,7 @@ pub async fn open_mx(
     port: u16,
     resolver: &MxResolver,
     settings: &ClientSettings,
-    us: &Us,
+    us: &LoopCheck,
 ) -> Result<Connection, Classified> {
     let hosts = resolver
         .mail_hosts(domain)
@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn our_own_listeners_are_us() {
-        let us = Us {
+        let us = LoopCheck {
             hostname: "edge.test".into(),
             listeners: vec![
                 "127.0.0.1:2525".parse().unwrap(),

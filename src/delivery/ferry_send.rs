@@ -9,7 +9,7 @@
 
 use tokio::io::AsyncReadExt;
 
-use super::client::{Connection, Outgoing, Step, finish, with_mail_params};
+use super::client::{Connection, Outgoing, finish, with_mail_params};
 use super::content::unreadable;
 use super::link_fit::{LinkFit, SLICE};
 use super::outcome::{Classified, Event, Outcome, Phase, classify};
@@ -28,7 +28,7 @@ impl Connection {
         &mut self,
         m: &Outgoing<'_>,
         ready: impl std::future::Future<Output = ()>,
-    ) -> Step<Vec<Classified>> {
+    ) -> Result<Vec<Classified>, Classified> {
         let ferry = self.ferry();
         let t = self.timeouts.clone();
         let total = m.content.len();
@@ -110,7 +110,10 @@ impl Connection {
     }
 
     /// The replies to MAIL and to each RCPT.
-    async fn read_envelope(&mut self, m: &Outgoing<'_>) -> Step<(Response, Vec<Classified>)> {
+    async fn read_envelope(
+        &mut self,
+        m: &Outgoing<'_>,
+    ) -> Result<(Response, Vec<Classified>), Classified> {
         let timeout = self.timeouts.command;
         let mail = self.read(Phase::Mail, timeout).await?;
         let mut outcomes = Vec::with_capacity(m.recipients.len());
@@ -122,7 +125,12 @@ impl Connection {
     }
 
     /// Writes the content from `offset` as BDAT chunks; returns how many.
-    async fn write_pieces(&mut self, m: &Outgoing<'_>, offset: u64, zstd: bool) -> Step<usize> {
+    async fn write_pieces(
+        &mut self,
+        m: &Outgoing<'_>,
+        offset: u64,
+        zstd: bool,
+    ) -> Result<usize, Classified> {
         let mut fit = self.take_fit();
         let written = self.write_pieces_fitted(m, offset, zstd, &mut fit).await;
         self.keep_fit(fit);
@@ -135,7 +143,7 @@ impl Connection {
         offset: u64,
         zstd: bool,
         fit: &mut Option<LinkFit>,
-    ) -> Step<usize> {
+    ) -> Result<usize, Classified> {
         let timeout = self.timeouts.data_block;
         let mut remaining = m.content.len() - offset;
         let chunks = remaining.div_ceil(PIECE_RAW as u64).max(1) as usize;
@@ -190,7 +198,7 @@ impl Connection {
 }
 
 /// The transfer's name: our queue id and the SHA-256 of the content as it is sent.
-async fn resume_key(m: &Outgoing<'_>) -> Step<ResumeKey> {
+async fn resume_key(m: &Outgoing<'_>) -> Result<ResumeKey, Classified> {
     let mut reader = m.content.reader().await.map_err(|e| unreadable(&e))?;
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 64 << 10];

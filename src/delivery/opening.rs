@@ -14,8 +14,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::client::{ClientSettings, ClientStream, Connection, Step, expect};
-use super::outcome::{Event, Phase, classify};
+use super::client::{ClientSettings, ClientStream, Connection, expect};
+use super::outcome::{Classified, Event, Phase, classify};
 use crate::config::TlsPolicy;
 use crate::net::{EitherTls, MaybeTls};
 use crate::smtp::response::{Response, ResponseReader};
@@ -76,7 +76,11 @@ impl Capabilities {
 
 impl Connection {
     /// Connects, reads the banner, says EHLO, does TLS by policy, and authenticates.
-    pub async fn open(addr: SocketAddr, server_name: &str, s: &ClientSettings) -> Step<Connection> {
+    pub async fn open(
+        addr: SocketAddr,
+        server_name: &str,
+        s: &ClientSettings,
+    ) -> Result<Connection, Classified> {
         let tcp = connect(addr, s.timeouts.connect)
             .await
             .map_err(|e| classify(Phase::Connect, &Event::ConnectFailed(connect_error(&e))))?;
@@ -89,7 +93,7 @@ impl Connection {
         addr: SocketAddr,
         server_name: &str,
         s: &ClientSettings,
-    ) -> Step<Connection> {
+    ) -> Result<Connection, Classified> {
         let host = format!("{server_name}[{addr}]");
         let mut conn = Connection::over(MaybeTls::Plain(tcp), host, addr, s);
         if s.tls == TlsPolicy::Implicit {
@@ -125,7 +129,12 @@ impl Connection {
 
     /// AUTH PLAIN under TLS; without TLS only CRAM-MD5 (RFC 2195), which sends no
     /// password, when the server offers it (and never when the policy wants TLS).
-    async fn authenticate(&mut self, user: &str, password: &str, s: &ClientSettings) -> Step<()> {
+    async fn authenticate(
+        &mut self,
+        user: &str,
+        password: &str,
+        s: &ClientSettings,
+    ) -> Result<(), Classified> {
         let engine = base64::engine::general_purpose::STANDARD;
         if !self.stream.is_tls() {
             if s.tls != TlsPolicy::None || !self.caps.auth_cram_md5 {
@@ -162,7 +171,7 @@ impl Connection {
     /// RFC 2645 §4.2: asks the hub to turn the connection round for `domains` (none:
     /// all of ours). Returns its reply; after a 250 the connection is the hub's to
     /// deliver over (`into_stream`).
-    pub async fn atrn(&mut self, domains: &[String]) -> Step<Response> {
+    pub async fn atrn(&mut self, domains: &[String]) -> Result<Response, Classified> {
         let timeout = self.timeouts.command;
         let command = if domains.is_empty() {
             "ATRN".to_owned()
@@ -192,7 +201,7 @@ impl Connection {
         host: String,
         peer: SocketAddr,
         s: &ClientSettings,
-    ) -> Step<Connection> {
+    ) -> Result<Connection, Classified> {
         // The station's connection was accepted, not made: watch it as one of ours.
         if let Some(tcp) = stream.tcp() {
             watch_peer(tcp);
@@ -223,7 +232,7 @@ impl Connection {
     }
 
     /// The server's 220 banner (its name kept for loop checks), then EHLO.
-    async fn greet(&mut self, s: &ClientSettings) -> Step<()> {
+    async fn greet(&mut self, s: &ClientSettings) -> Result<(), Classified> {
         let banner = self.read(Phase::Banner, s.timeouts.banner).await?;
         expect(Phase::Banner, &banner, 220)?;
         self.greeting = banner
@@ -237,13 +246,13 @@ impl Connection {
 
     /// RFC 1985: asks the upstream to start delivering what it holds for `node` (a
     /// domain, or `@domain` for its subdomains too). Returns its reply.
-    pub async fn etrn(&mut self, node: &str) -> Step<Response> {
+    pub async fn etrn(&mut self, node: &str) -> Result<Response, Classified> {
         let timeout = self.timeouts.command;
         self.command(&format!("ETRN {node}"), Phase::Etrn, timeout)
             .await
     }
 
-    async fn handshake(&mut self, server_name: &str, s: &ClientSettings) -> Step<()> {
+    async fn handshake(&mut self, server_name: &str, s: &ClientSettings) -> Result<(), Classified> {
         let tls_error = |why: String| classify(Phase::StartTls, &Event::TlsPolicy(why));
         let name =
             ServerName::try_from(server_name.to_owned()).map_err(|e| tls_error(e.to_string()))?;
@@ -262,7 +271,7 @@ impl Connection {
         }
     }
 
-    async fn ehlo(&mut self, helo: &str) -> Step<()> {
+    async fn ehlo(&mut self, helo: &str) -> Result<(), Classified> {
         let asked = std::time::Instant::now();
         let r = self
             .command(&format!("EHLO {helo}"), Phase::Ehlo, self.timeouts.command)

@@ -59,7 +59,7 @@ pub struct Delivery {
 
 /// Running totals a delivery updates as it goes, for `flush --wait` and `status`.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub struct DeliveryTotals {
     pub messages_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// Connections delivering now, by name.
@@ -69,7 +69,7 @@ pub struct Progress {
     changes_pending: std::sync::atomic::AtomicUsize,
 }
 
-impl Progress {
+impl DeliveryTotals {
     pub fn set_changes_pending(&self, n: usize) {
         self.changes_pending.store(n, Ordering::Relaxed);
     }
@@ -122,7 +122,7 @@ pub async fn deliver(
     conn: &mut Connection,
     spool: &Spool,
     claims: Vec<Claim>,
-    progress: &Arc<Progress>,
+    progress: &Arc<DeliveryTotals>,
     record: &Recorder<'_>,
 ) -> Delivery {
     let mut by_message: BTreeMap<QueueId, Vec<Claim>> = BTreeMap::new();
@@ -173,7 +173,7 @@ pub async fn deliver(
 async fn send_batch(
     conn: &mut Connection,
     batch: &[Loaded],
-    progress: &Arc<Progress>,
+    progress: &Arc<DeliveryTotals>,
     record: &Recorder<'_>,
     out: &mut Delivery,
 ) {

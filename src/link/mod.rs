@@ -1,4 +1,4 @@
-//! The link gate and its triggers (README, "Intermittent links"). `Link` holds one gate
+//! The link gate and its triggers (README, "Intermittent links"). `LinkMonitor` holds one gate
 //! per route and answers the queue owner's question "may this route deliver now, and which of its
 //! mail?"; deliveries, probes, flushes, the trigger file, netlink hints and the schedule
 //! feed it evidence. What the queue must act on (a gate opened, the wall clock went
@@ -30,7 +30,7 @@ use crate::clock::now_unix;
 use crate::config::LinkMode;
 use crate::delivery::route::{Route, Router, Target};
 use gate::{DomainScope, Evidence, Gate, LinkState};
-use policy::Policy;
+use policy::LinkPolicy;
 use probe::ProbeTarget;
 pub use report::{FlushRecord, RouteStatus};
 
@@ -86,7 +86,7 @@ pub enum Event {
 
 struct Entry {
     gate: Gate,
-    policy: Policy,
+    policy: LinkPolicy,
     probe: ProbeTarget,
     /// When a link not known up is probed next.
     next_probe: Instant,
@@ -102,7 +102,9 @@ struct Entry {
     unsaved: Duration,
 }
 
-pub struct Link {
+/// What is known of every route's link, shared by the parts that watch it and the parts
+/// that ask it: each route's gate, the online time it accrues, the last flush's result.
+pub struct LinkMonitor {
     /// `[link].mode`, what routes without their own follow (for `status`).
     mode: Mutex<LinkMode>,
     pub(crate) tz: jiff::tz::TimeZone,
@@ -120,14 +122,14 @@ pub struct Receivers {
     pub news: mpsc::UnboundedReceiver<News>,
 }
 
-impl Link {
+impl LinkMonitor {
     /// A gate for every route of `router`, each following its route's link policy;
     /// `link` is `[link]`. The events go to `task::run`, the news to the queue owner.
     pub fn new(
         link: &crate::config::Link,
         router: &Router,
         tz: jiff::tz::TimeZone,
-    ) -> (Link, Receivers) {
+    ) -> (LinkMonitor, Receivers) {
         let now = now_unix();
         let entries = router
             .routes()
@@ -135,7 +137,7 @@ impl Link {
             .collect();
         let (events, rx) = mpsc::unbounded_channel();
         let (news, news_rx) = mpsc::unbounded_channel();
-        let link = Link {
+        let link = LinkMonitor {
             mode: Mutex::new(link.mode),
             tz,
             entries: Mutex::new(entries),
@@ -200,13 +202,13 @@ impl Link {
     }
 
     /// `route`'s link policy.
-    pub fn policy(&self, route: &str) -> Option<Policy> {
+    pub fn policy(&self, route: &str) -> Option<LinkPolicy> {
         let entries = self.entries.lock().expect("not poisoned");
         entries.get(route).map(|e| e.policy.clone())
     }
 
     /// Every route's link policy.
-    pub fn policies(&self) -> Vec<(String, Policy)> {
+    pub fn policies(&self) -> Vec<(String, LinkPolicy)> {
         let entries = self.entries.lock().expect("not poisoned");
         entries
             .iter()
@@ -463,7 +465,7 @@ impl Entry {
         };
         Entry {
             gate,
-            policy: Policy::from_config(&r.link),
+            policy: LinkPolicy::from_config(&r.link),
             probe,
             next_probe: Instant::now(),
             hold: r.hold,

@@ -11,7 +11,7 @@ use super::schedule::Schedule;
 use crate::config::LinkMode;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
+pub struct LinkPolicy {
     pub mode: LinkMode,
     pub schedule: Schedule,
     pub probe_interval: Duration,
@@ -19,9 +19,9 @@ pub struct Policy {
     pub etrn: Vec<String>,
 }
 
-impl Policy {
-    pub fn from_config(link: &crate::config::Link) -> Policy {
-        Policy {
+impl LinkPolicy {
+    pub fn from_config(link: &crate::config::Link) -> LinkPolicy {
+        LinkPolicy {
             mode: link.mode,
             schedule: Schedule::new(&link.windows, link.every.map(|e| e.0)),
             probe_interval: link.probe_interval.0,

@@ -4,7 +4,7 @@
 
 use tokio::time::Instant;
 
-use super::Link;
+use super::LinkMonitor;
 use super::gate::LinkState;
 use crate::clock::now_unix;
 use crate::config::LinkMode;
@@ -43,7 +43,7 @@ pub struct FlushRecord {
     pub result: String,
 }
 
-impl Link {
+impl LinkMonitor {
     pub fn status(&self) -> Vec<RouteStatus> {
         let t = self.local_now();
         let (now, wall) = (Instant::now(), now_unix());

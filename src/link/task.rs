@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::gate::Evidence;
 use super::probe::probe;
-use super::{Event, Link, News};
+use super::{Event, LinkMonitor, News};
 use crate::clock::now_unix;
 use crate::current::Current;
 use crate::delivery::client::ClientSettings;
@@ -68,7 +68,7 @@ pub trait OnOpen: Send + Sync {
 }
 
 pub struct LinkTask {
-    pub link: Arc<Link>,
+    pub link: Arc<LinkMonitor>,
     pub routing: Arc<Current<Routing>>,
 }
 
@@ -261,7 +261,7 @@ struct Every {
 
 impl Every {
     /// Follows the routes' policies: a new or changed period starts counting now.
-    fn sync(&mut self, link: &Link) {
+    fn sync(&mut self, link: &LinkMonitor) {
         let mut due = HashMap::new();
         for (route, policy) in link.policies() {
             if let Some(period) = policy.every() {
@@ -281,7 +281,7 @@ impl Every {
     }
 
     /// Starts the runs that are due, each on its own route.
-    fn run_due(&mut self, link: &Link) {
+    fn run_due(&mut self, link: &LinkMonitor) {
         let now = Instant::now();
         for (route, (period, at)) in self.due.iter_mut() {
             if *at <= now {
@@ -294,7 +294,7 @@ impl Every {
     }
 
     /// Tells the link when each route's next run starts, for `status`.
-    fn publish(&self, link: &Link) {
+    fn publish(&self, link: &LinkMonitor) {
         let now = (now_unix(), Instant::now());
         *link.next_every_at.lock().expect("not poisoned") = self
             .due

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use super::*;
 
-fn link(mode: &str) -> (Link, Receivers) {
+fn link(mode: &str) -> (LinkMonitor, Receivers) {
     let text = format!(
         "spool = \"/s\"\n[upstream]\nsmarthost = \"hub.example:25\"\ntls = \"none\"\n[link]\nmode = \"{mode}\"\n"
     );
     let config = crate::config::parse(&text, std::path::Path::new("/etc/f.toml")).unwrap();
     let router = Router::from_config(&config);
-    Link::new(&config.link, &router, jiff::tz::TimeZone::UTC)
+    LinkMonitor::new(&config.link, &router, jiff::tz::TimeZone::UTC)
 }
 
 fn opened(rx: &mut Receivers) -> Vec<String> {

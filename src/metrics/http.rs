@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{CONTENT_TYPE, Metrics};
-use crate::link::Link;
+use crate::link::LinkMonitor;
 use crate::server::ServerStats;
 use crate::spool::Spool;
 
@@ -23,7 +23,7 @@ const MAX_CONNECTIONS: usize = 8;
 pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub spool: Spool,
-    pub link: Arc<Link>,
+    pub link: Arc<LinkMonitor>,
     pub server: Arc<ServerStats>,
 }
 

@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::link::Link;
+use crate::link::LinkMonitor;
 use crate::link::gate::LinkState;
 use crate::server::ServerStats;
 use crate::spool::reader::{ReadError, Summary};
@@ -260,7 +260,7 @@ impl Metrics {
     pub async fn render(
         self: &Arc<Self>,
         spool: &Spool,
-        link: &Link,
+        link: &LinkMonitor,
         server: &ServerStats,
     ) -> Result<String, String> {
         let layout = spool.layout().clone();

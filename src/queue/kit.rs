@@ -9,11 +9,11 @@ use std::sync::Arc;
 use super::notices::NoticeSettings;
 use super::retry::RetryPolicy;
 use crate::delivery::client::ClientSettings;
-use crate::delivery::connect::Us;
+use crate::delivery::connect::LoopCheck;
 use crate::delivery::mx::MxResolver;
 use crate::delivery::route::Router;
-use crate::delivery::runner::Progress;
-use crate::link::Link;
+use crate::delivery::runner::DeliveryTotals;
+use crate::link::LinkMonitor;
 use crate::spool::Spool;
 
 /// What every runner needs, shared by all of them.
@@ -22,9 +22,9 @@ pub struct Kit {
     pub router: Router,
     pub settings: HashMap<String, ClientSettings>,
     pub resolver: Arc<MxResolver>,
-    pub us: Us,
-    pub progress: Arc<Progress>,
-    pub link: Arc<Link>,
+    pub us: LoopCheck,
+    pub progress: Arc<DeliveryTotals>,
+    pub link: Arc<LinkMonitor>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Set at shutdown: runners finish what they hold and ask for nothing more.
     pub shutdown: tokio_util::sync::CancellationToken,

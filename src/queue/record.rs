@@ -14,7 +14,7 @@ use super::kit::Kit;
 use super::lane::Lane;
 use super::notices::{Built, Fate, NoticeSettings};
 use super::retry::RetryPolicy;
-use super::settle::{self, NoticeRequest, Policy, without_notice};
+use super::settle::{self, NoticeRequest, SettleRules, without_notice};
 use crate::delivery::dsn::{Action, Line, NoticeKind};
 use crate::delivery::runner::Answered;
 use crate::spool::{Damaged, Outcomes, QueueId, Spool, now_unix};
@@ -29,7 +29,7 @@ pub fn record(
     answered: Answered,
     reply: oneshot::Sender<()>,
 ) {
-    let policy = Policy {
+    let policy = SettleRules {
         retry,
         soon: kit.link.probe_interval(&lane.route),
     };

@@ -15,10 +15,10 @@ use crate::delivery::dsn::{Action, Line};
 use crate::delivery::outcome::{Classified, Outcome};
 use crate::metrics::Counted;
 use crate::spool::QueueId;
-use crate::spool::claims::{Claim, Recorded};
+use crate::spool::claims::{Claim, Verdict};
 
 /// What settling needs to know.
-pub struct Policy<'a> {
+pub struct SettleRules<'a> {
     pub retry: &'a RetryPolicy,
     /// When mail kept back by a failure of ours is tried again at the latest.
     pub soon: Duration,
@@ -38,7 +38,7 @@ pub type Tally = Vec<(Counted, u64)>;
 
 #[derive(Debug, Default)]
 pub struct Settled {
-    pub records: Vec<(QueueId, usize, Recorded)>,
+    pub records: Vec<(QueueId, usize, Verdict)>,
     pub notices: Vec<NoticeRequest>,
     pub tally: Tally,
 }
@@ -47,7 +47,7 @@ pub struct Settled {
 /// delivered recipients get a "relayed" notice (their sender asked for success, and the
 /// upstream cannot carry the request on).
 pub fn settle(
-    p: &Policy<'_>,
+    p: &SettleRules<'_>,
     results: Vec<(Claim, Classified)>,
     host: Option<&str>,
     relayed: &dyn Fn(&Claim) -> bool,
@@ -79,7 +79,7 @@ pub fn settle(
                 if relayed(&claim) {
                     notice(Action::Relayed, "2.0.0", c.reason.clone());
                 }
-                Recorded::Delivered {
+                Verdict::Delivered {
                     reply: c.reason.clone(),
                     host: host.unwrap_or_default().to_owned(),
                 }
@@ -87,7 +87,7 @@ pub fn settle(
             Outcome::Bounced => {
                 tracing::warn!(id = %id, to = %claim.address, reason = %c.reason, "bounced");
                 notice(Action::Failed, &c.status, c.reason.clone());
-                Recorded::Bounced {
+                Verdict::Bounced {
                     reply: c.reason.clone(),
                     host: host.map(str::to_owned),
                 }
@@ -103,7 +103,7 @@ pub fn settle(
                     tracing::warn!(id = %id, to = %claim.address, reason = %reply, "expired");
                     // RFC 3463 4.4.7: delivery time expired.
                     notice(Action::Failed, "4.4.7", reply.clone());
-                    Recorded::Expired { reply }
+                    Verdict::Expired { reply }
                 } else {
                     let warn = !claim.warned && p.retry.warn_due(age);
                     if warn {
@@ -113,7 +113,7 @@ pub fn settle(
                     let retry_in = Duration::from_secs(delay.as_secs_f64().ceil() as u64);
                     tracing::info!(id = %id, to = %claim.address, reason = %c.reason,
                         retry_in = %humantime::format_duration(retry_in), "deferred");
-                    Recorded::Deferred {
+                    Verdict::Deferred {
                         reply: c.reason.clone(),
                         host: host.map(str::to_owned),
                         next_attempt_at: Some(now + retry_in.as_secs() as i64),
@@ -126,7 +126,7 @@ pub fn settle(
                 let link = c.outcome == Outcome::LinkDown;
                 tracing::info!(id = %id, to = %claim.address, reason = %c.reason,
                     "deferred: {} (not an attempt)", if link { "link down" } else { "not sent" });
-                Recorded::Deferred {
+                Verdict::Deferred {
                     reply: c.reason.clone(),
                     host: None,
                     // The gate, closed by what the delivery saw, releases it when it opens.
@@ -146,16 +146,16 @@ pub fn settle(
 /// A notice could not be queued: the records that needed it wait instead (a bounce is
 /// tried again later, a delay notice at the next deferral).
 pub fn without_notice(
-    records: &mut [(QueueId, usize, Recorded)],
+    records: &mut [(QueueId, usize, Verdict)],
     request: &NoticeRequest,
     retry_at: i64,
 ) {
     for (index, line) in request.records.iter().zip(&request.lines) {
         let rec = &mut records[*index].2;
         match (rec, line.action) {
-            (Recorded::Deferred { warned, .. }, _) => *warned = false,
-            (rec @ (Recorded::Bounced { .. } | Recorded::Expired { .. }), Action::Failed) => {
-                *rec = Recorded::Deferred {
+            (Verdict::Deferred { warned, .. }, _) => *warned = false,
+            (rec @ (Verdict::Bounced { .. } | Verdict::Expired { .. }), Action::Failed) => {
+                *rec = Verdict::Deferred {
                     reply: format!(
                         "{}; its failure notice could not be queued yet",
                         line.diagnostic
@@ -172,15 +172,15 @@ pub fn without_notice(
 }
 
 /// Counts each end, deliveries aside (the delivery counts those as they are answered).
-pub fn tally(records: &[(QueueId, usize, Recorded)]) -> Tally {
+pub fn tally(records: &[(QueueId, usize, Verdict)]) -> Tally {
     let mut tally = Tally::new();
     for (_, _, rec) in records {
         let counted = match rec {
-            Recorded::Delivered { .. } => continue,
-            Recorded::Deferred { attempt: true, .. } => Counted::Deferred,
-            Recorded::Deferred { .. } => Counted::NotAttempted,
-            Recorded::Bounced { .. } => Counted::Bounced,
-            Recorded::Expired { .. } => Counted::Expired,
+            Verdict::Delivered { .. } => continue,
+            Verdict::Deferred { attempt: true, .. } => Counted::Deferred,
+            Verdict::Deferred { .. } => Counted::NotAttempted,
+            Verdict::Bounced { .. } => Counted::Bounced,
+            Verdict::Expired { .. } => Counted::Expired,
         };
         match tally.iter_mut().find(|(c, _)| *c == counted) {
             Some((_, n)) => *n += 1,
@@ -233,7 +233,7 @@ mod tests {
             expire_after: Duration::from_secs(86400),
             warn_after: Duration::from_secs(3600),
         };
-        let p = Policy {
+        let p = SettleRules {
             retry: &retry,
             soon: Duration::from_secs(30),
         };
@@ -264,7 +264,7 @@ mod tests {
                 "deferred"
             ]
         );
-        let Recorded::Deferred {
+        let Verdict::Deferred {
             next_attempt_at,
             attempt,
             ..
@@ -277,7 +277,7 @@ mod tests {
             (Some(1000 + 1200), true),
             "third attempt: 4 × initial"
         );
-        let Recorded::Deferred {
+        let Verdict::Deferred {
             next_attempt_at,
             attempt,
             ..
@@ -290,7 +290,7 @@ mod tests {
             (None, false),
             "link down waits for the gate"
         );
-        let Recorded::Deferred {
+        let Verdict::Deferred {
             next_attempt_at, ..
         } = &s.records[6].2
         else {
@@ -328,7 +328,7 @@ mod tests {
         );
         assert!(matches!(
             records[2].2,
-            Recorded::Deferred { warned: false, .. }
+            Verdict::Deferred { warned: false, .. }
         ));
     }
 }

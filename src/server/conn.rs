@@ -23,7 +23,7 @@ use super::tls::ServerTls;
 use crate::ferry::history::Committed;
 use crate::ferry::partial::Partial;
 use crate::smtp::command::{Command, CommandError, parse};
-use crate::smtp::data::{DataReader, Progress};
+use crate::smtp::data::{DataProgress, DataReader};
 use crate::smtp::line::{Framed, LineFramer};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::{Envelope, Origin, OriginKind, Recipient, Spool, SpoolError};
@@ -456,11 +456,11 @@ impl Conn {
                     self.session.message_done();
                     return self.close(&reply::BARE_LINE_ENDING).await;
                 }
-                Ok(Progress::Done { consumed }) => {
+                Ok(DataProgress::Done { consumed }) => {
                     self.input.drain(..consumed);
                     true
                 }
-                Ok(Progress::More) => {
+                Ok(DataProgress::More) => {
                     self.input.clear();
                     false
                 }

@@ -25,7 +25,7 @@ pub enum DataError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
+pub enum DataProgress {
     /// All input consumed; the data goes on.
     More,
     /// End of data after `consumed` bytes of this input; the rest is the next command.
@@ -60,7 +60,7 @@ impl DataReader {
     }
 
     /// Feeds connection bytes; appends content to `out` while within the size limit.
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, DataError> {
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<DataProgress, DataError> {
         let mut i = 0;
         while i < input.len() {
             match self.state {
@@ -114,11 +114,11 @@ impl DataReader {
                         return Err(DataError::BareLineEnding);
                     }
                     self.state = State::LineStart;
-                    return Ok(Progress::Done { consumed: i + 1 });
+                    return Ok(DataProgress::Done { consumed: i + 1 });
                 }
             }
         }
-        Ok(Progress::More)
+        Ok(DataProgress::More)
     }
 
     fn keep(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
@@ -146,10 +146,10 @@ mod tests {
         let mut offset = 0;
         for chunk in input.chunks(step.max(1)) {
             match r.feed(chunk, &mut out) {
-                Ok(Progress::Done { consumed }) => {
+                Ok(DataProgress::Done { consumed }) => {
                     return (Ok(Some(offset + consumed)), out, r.too_big());
                 }
-                Ok(Progress::More) => offset += chunk.len(),
+                Ok(DataProgress::More) => offset += chunk.len(),
                 Err(e) => return (Err(e), out, r.too_big()),
             }
         }

@@ -31,7 +31,7 @@ pub struct Claim {
 
 /// What became of a claimed recipient.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Recorded {
+pub enum Verdict {
     Delivered {
         reply: String,
         host: String,
@@ -55,14 +55,14 @@ pub enum Recorded {
     },
 }
 
-impl Recorded {
+impl Verdict {
     /// The state it leaves the recipient in.
     pub fn state(&self) -> RecipientState {
         match self {
-            Recorded::Delivered { .. } => RecipientState::Delivered,
-            Recorded::Deferred { .. } => RecipientState::Deferred,
-            Recorded::Bounced { .. } => RecipientState::Bounced,
-            Recorded::Expired { .. } => RecipientState::Expired,
+            Verdict::Delivered { .. } => RecipientState::Delivered,
+            Verdict::Deferred { .. } => RecipientState::Deferred,
+            Verdict::Bounced { .. } => RecipientState::Bounced,
+            Verdict::Expired { .. } => RecipientState::Expired,
         }
     }
 }
@@ -166,14 +166,14 @@ pub fn record(
     tx: &Connection,
     id: QueueId,
     position: usize,
-    outcome: &Recorded,
+    outcome: &Verdict,
     now: i64,
 ) -> rusqlite::Result<bool> {
     let (reply, host, next, attempt, link_wait, warned) = match outcome {
-        Recorded::Delivered { reply, host } => {
+        Verdict::Delivered { reply, host } => {
             (reply, Some(host.as_str()), None, true, false, false)
         }
-        Recorded::Deferred {
+        Verdict::Deferred {
             reply,
             host,
             next_attempt_at,
@@ -187,8 +187,8 @@ pub fn record(
             next_attempt_at.is_none(),
             *warned,
         ),
-        Recorded::Bounced { reply, host } => (reply, host.as_deref(), None, true, false, false),
-        Recorded::Expired { reply } => (reply, None, None, false, false, false),
+        Verdict::Bounced { reply, host } => (reply, host.as_deref(), None, true, false, false),
+        Verdict::Expired { reply } => (reply, None, None, false, false, false),
     };
     let n = tx
         .prepare_cached(
@@ -219,12 +219,12 @@ pub fn fail_pending(
     tx: &Connection,
     id: QueueId,
     position: usize,
-    outcome: &Recorded,
+    outcome: &Verdict,
     now: i64,
 ) -> rusqlite::Result<()> {
     let reply = match outcome {
-        Recorded::Bounced { reply, .. } | Recorded::Expired { reply } => reply,
-        Recorded::Delivered { reply, .. } | Recorded::Deferred { reply, .. } => reply,
+        Verdict::Bounced { reply, .. } | Verdict::Expired { reply } => reply,
+        Verdict::Delivered { reply, .. } | Verdict::Deferred { reply, .. } => reply,
     };
     tx.prepare_cached(&format!(
         "UPDATE recipient SET state = ?1, last_reply = ?2, next_attempt_at = NULL,

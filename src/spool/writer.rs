@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
 
-use super::claims::{self, Recorded};
+use super::claims::{self, Verdict};
 use super::draft::Sealed;
 use super::fs::Fs;
 use super::id::QueueId;
@@ -46,7 +46,7 @@ pub(crate) type Finish = Box<dyn FnOnce(Result<(), SpoolError>) + Send>;
 /// recipients (at the positions given) all bounce.
 #[derive(Debug, Default)]
 pub struct Outcomes {
-    pub records: Vec<(QueueId, usize, Recorded)>,
+    pub records: Vec<(QueueId, usize, Verdict)>,
     pub notices: Vec<Sealed>,
     pub damaged: Vec<Damaged>,
     /// Messages kept although finished: notices nobody could receive (double bounces).
@@ -428,7 +428,7 @@ fn record(
         index::keep_message(tx, *id)?;
     }
     for d in &outcomes.damaged {
-        let bounced = Recorded::Bounced {
+        let bounced = Verdict::Bounced {
             reply: format!(
                 "the message file is damaged ({}); moved to corrupt/",
                 d.reason
@@ -449,8 +449,8 @@ fn journal_entries(records: &[(Outcomes, Reply<()>)]) -> Vec<Entry> {
     for (outcomes, _) in records {
         for (id, position, outcome) in &outcomes.records {
             let fact = match outcome {
-                Recorded::Deferred { warned: true, .. } => Fact::Warned,
-                Recorded::Deferred { .. } => continue,
+                Verdict::Deferred { warned: true, .. } => Fact::Warned,
+                Verdict::Deferred { .. } => continue,
                 other => Fact::Final(other.state()),
             };
             entries.push(Entry {

@@ -77,8 +77,8 @@ fn state(
     .unwrap()
 }
 
-fn deferred(reply: &str, next: Option<i64>, attempt: bool) -> Recorded {
-    Recorded::Deferred {
+fn deferred(reply: &str, next: Option<i64>, attempt: bool) -> Verdict {
+    Verdict::Deferred {
         reply: reply.into(),
         host: None,
         next_attempt_at: next,
@@ -123,7 +123,7 @@ fn a_lane_claims_its_own_due_mail_and_records_each_outcome() {
         "in flight is due at no time"
     );
 
-    let delivered = Recorded::Delivered {
+    let delivered = Verdict::Delivered {
         reply: "250 2.0.0 ok".into(),
         host: "hub".into(),
     };
@@ -181,7 +181,7 @@ fn a_lane_claims_its_own_due_mail_and_records_each_outcome() {
     );
     assert_eq!(lane_next_due(&conn, "mx y.example").unwrap(), Some(1310));
     let claims = claim(&conn, "mx y.example", None, 1310, 10).unwrap();
-    let bounced = Recorded::Bounced {
+    let bounced = Verdict::Bounced {
         reply: "550 5.1.1 no".into(),
         host: None,
     };
@@ -351,7 +351,7 @@ fn a_notice_counts_as_reported_only_when_its_outcomes_are_recorded() {
     };
     assert!(!reported(&conn, &about).unwrap());
     let claims = claim(&conn, "mx y.example", None, 1000, 10).unwrap();
-    let bounced = Recorded::Bounced {
+    let bounced = Verdict::Bounced {
         reply: "550".into(),
         host: None,
     };
@@ -361,7 +361,7 @@ fn a_notice_counts_as_reported_only_when_its_outcomes_are_recorded() {
         "the delay is not recorded yet"
     );
     let claims = claim(&conn, "upstream", None, 1000, 10).unwrap();
-    let warned = Recorded::Deferred {
+    let warned = Verdict::Deferred {
         reply: "451".into(),
         host: None,
         next_attempt_at: Some(2000),
@@ -387,7 +387,7 @@ fn a_damaged_message_fails_every_pending_recipient() {
     let (_dir, conn, id) = setup();
     claim(&conn, "upstream", None, 1000, 10).unwrap();
     assert_eq!(pending_positions(&conn, id).unwrap(), [0, 1]);
-    let bounced = Recorded::Bounced {
+    let bounced = Verdict::Bounced {
         reply: "damaged".into(),
         host: None,
     };
