@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::format::{self, Header, Kind};
 use super::peers::Peers;
 use super::record::{self, BundledRecipient, MessageRecord};
-use crate::delivery::outcome::{Classified, Outcome, Scope};
+use crate::delivery::outcome::{Classified, Outcome};
 use crate::delivery::runner::Answered;
 use crate::queue::handle::QueueHandle;
 use crate::smtp::{Mailbox, NotifyOn};
@@ -268,12 +268,8 @@ async fn settle(
                 .map_err(|e| format!("the bundle is written, but marking its mail failed: {e}"))?;
         }
         Format::Bsmtp => {
-            let delivered = Classified {
-                outcome: Outcome::Delivered,
-                scope: Scope::Recipient,
-                reason: "written to a BSMTP batch".into(),
-                status: "2.0.0".into(),
-            };
+            let delivered =
+                Classified::decided(Outcome::Delivered, "written to a BSMTP batch", "2.0.0");
             let results = all
                 .included
                 .into_iter()
@@ -287,12 +283,7 @@ async fn settle(
 
 /// Claims that go back to the queue, not attempted.
 async fn give_back(queue: &QueueHandle, claims: Vec<Claim>, reason: &str) {
-    let unsent = Classified {
-        outcome: Outcome::Unsent,
-        scope: Scope::Recipient,
-        reason: reason.to_owned(),
-        status: "4.0.0".into(),
-    };
+    let unsent = Classified::decided(Outcome::Unsent, reason, "4.0.0");
     let results = claims.into_iter().map(|c| (c, unsent.clone())).collect();
     answer_by_lane(queue, results, None, Vec::new()).await;
 }
@@ -420,7 +411,7 @@ fn fits(sink: &mut Sink, size: u64, limit: u64) -> std::io::Result<bool> {
     if let Sink::Bundle(w) = sink
         && pending > 0
     {
-        w.flush_chunk()?;
+        w.seal_chunk()?;
         let (written, _) = w.sizes();
         return Ok(written.saturating_add(size) <= limit);
     }

@@ -139,7 +139,7 @@ impl<W: Write> Writer<W> {
         self.raw.extend_from_slice(record);
         self.records += 1;
         if self.raw.len() >= CHUNK_TARGET {
-            self.flush_chunk()?;
+            self.seal_chunk()?;
         }
         Ok(())
     }
@@ -150,7 +150,7 @@ impl<W: Write> Writer<W> {
     }
 
     /// Compresses and writes what is gathered (nothing when empty).
-    pub fn flush_chunk(&mut self) -> io::Result<()> {
+    pub fn seal_chunk(&mut self) -> io::Result<()> {
         if self.raw.is_empty() {
             return Ok(());
         }
@@ -180,7 +180,7 @@ impl<W: Write> Writer<W> {
 
     /// Writes the last chunk and the end line; returns the output and what it holds.
     pub fn finish(mut self) -> io::Result<(W, Totals)> {
-        self.flush_chunk()?;
+        self.seal_chunk()?;
         let parts = end_parts(
             &self.header_mac,
             self.chunks.to_be_bytes(),

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::export::answer_by_lane;
 use super::import::Imported;
 use super::record::{Receipt, Refused};
-use crate::delivery::outcome::{Classified, Outcome, Scope};
+use crate::delivery::outcome::{Classified, Outcome};
 use crate::queue::handle::QueueHandle;
 use crate::spool::QueueId;
 
@@ -30,23 +30,21 @@ pub async fn apply(
         for key in &accepted {
             fate.insert(
                 *key,
-                Classified {
-                    outcome: Outcome::Delivered,
-                    scope: Scope::Recipient,
-                    reason: format!("accepted by {node} (bundle {})", receipt.bundle),
-                    status: "2.0.0".into(),
-                },
+                Classified::decided(
+                    Outcome::Delivered,
+                    format!("accepted by {node} (bundle {})", receipt.bundle),
+                    "2.0.0",
+                ),
             );
         }
         for (id, position, r) in &refused {
             fate.insert(
                 (*id, *position),
-                Classified {
-                    outcome: Outcome::Bounced,
-                    scope: Scope::Recipient,
-                    reason: format!("refused by {node}: {}", r.reason),
-                    status: r.status.clone(),
-                },
+                Classified::decided(
+                    Outcome::Bounced,
+                    format!("refused by {node}: {}", r.reason),
+                    &r.status,
+                ),
             );
         }
         let names: Vec<_> = fate.keys().copied().collect();

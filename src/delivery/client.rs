@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::content::{Content, DotStuffer, PIECE};
 use super::encode::xtext;
-use super::outcome::{Classified, Event, Outcome, Phase, Scope, classify};
+use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use crate::config::TlsPolicy;
 use crate::net::{EitherTls, MaybeTls};
 use crate::smtp::response::{Response, ResponseReader};
@@ -444,16 +444,7 @@ pub(super) fn expect(phase: Phase, r: &Response, code: u16) -> Result<(), Classi
     if r.code == code {
         Ok(())
     } else {
-        let mut c = classify(phase, &Event::Reply(r.clone()));
-        if c.outcome == Outcome::Delivered {
-            // A positive reply other than the one the dialogue needs: temporary.
-            c = Classified {
-                outcome: Outcome::Deferred,
-                scope: Scope::Connection,
-                ..c
-            };
-        }
-        Err(c)
+        Err(classify(phase, &Event::UnexpectedReply(r.clone())))
     }
 }
 

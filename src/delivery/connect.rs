@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::client::{ClientSettings, Connection, connect, connect_error};
 use super::mx::MxResolver;
-use super::outcome::{Classified, Event, Outcome, Phase, Scope, classify};
+use super::outcome::{Classified, Event, Outcome, Phase, classify};
 use crate::config::TlsPolicy;
 
 /// Most addresses tried per domain (Postfix's `smtp_mx_address_limit` is 5).
@@ -129,12 +129,11 @@ pub async fn open_mx(
         })),
         None => {
             let last = failures.pop().map(|c| c.reason).unwrap_or_default();
-            Err(Classified {
-                outcome: Outcome::Deferred,
-                scope: Scope::Connection,
-                reason: format!("no mail host of {domain} answered ({last})"),
-                status: "4.4.1".into(),
-            })
+            let domain = domain.to_owned();
+            Err(classify(
+                Phase::Connect,
+                &Event::NoHostAnswered { domain, last },
+            ))
         }
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
-use super::outcome::{Classified, Outcome, Scope};
+use super::outcome::{Classified, Event, Phase, classify};
 
 /// Content up to this size is read into memory with its batch; larger is streamed.
 pub const INLINE_MAX: u64 = 256 << 10;
@@ -74,12 +74,14 @@ impl Content<'_> {
 /// The spool file could not be read mid-transaction: the chunk cannot be completed, so
 /// the connection is given up. Our failure, not the upstream's: not an attempt.
 pub fn unreadable(e: &std::io::Error) -> Classified {
-    Classified {
-        outcome: Outcome::Unsent,
-        scope: Scope::Connection,
-        reason: format!("reading the spool file: {e}"),
-        status: "4.3.0".into(),
-    }
+    let detail = e.to_string();
+    classify(
+        Phase::Data,
+        &Event::SpoolUnreadable {
+            detail,
+            mid_transaction: true,
+        },
+    )
 }
 
 /// RFC 5321 §4.5.2 over a stream: a leading dot doubled, CRLF line ends made certain (a

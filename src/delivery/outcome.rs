@@ -5,7 +5,9 @@
 //! connection (banner, EHLO, STARTTLS, AUTH: our configuration or their policy, not
 //! the message). 421 anywhere defers the whole connection. Not reaching the upstream
 //! at all is our link, not a delivery attempt (README, "Intermittent links"). Anything unknown is
-//! temporary.
+//! temporary. The few results made without a reply (a receipt, a batch written, mail
+//! never sent, our link found down afterwards) are made here too, so a result's meaning
+//! is never patched elsewhere. docs/flow.md names the words.
 
 use std::fmt;
 
@@ -53,6 +55,10 @@ impl fmt::Display for Phase {
 pub enum Event {
     /// The upstream answered.
     Reply(Response),
+    /// The upstream answered with a reply the dialogue does not expect here (a 250 where
+    /// it must say 354): a positive one is no delivery, and the connection is not to be
+    /// trusted further.
+    UnexpectedReply(Response),
     /// No connection could be made (refused, unreachable, timed out).
     ConnectFailed(String),
     /// The connection broke, or a reply did not come in time, after it was made.
@@ -78,6 +84,14 @@ pub enum Event {
     NoMailHost(String),
     /// The MX points back at us.
     Loop,
+    /// Every mail host of the domain was tried, and none answered; the last failure.
+    NoHostAnswered { domain: String, last: String },
+    /// The spool file could not be read (our failure, not the upstream's); with
+    /// `mid_transaction`, content was already going out and the connection is given up.
+    SpoolUnreadable {
+        detail: String,
+        mid_transaction: bool,
+    },
     /// The message needs something the upstream lacks (SMTPUTF8, 8BITMIME, size); the
     /// RFC 3463 status says which.
     Unsupported {
@@ -231,6 +245,70 @@ pub fn classify(phase: Phase, event: &Event) -> Classified {
         ),
         Event::Unsupported { reason, status } => {
             of(Outcome::Bounced, Scope::Transaction, reason.clone(), status)
+        }
+        Event::UnexpectedReply(r) => match classify(phase, &Event::Reply(r.clone())) {
+            c if c.outcome == Outcome::Delivered => Classified {
+                outcome: Outcome::Deferred,
+                scope: Scope::Connection,
+                ..c
+            },
+            c => c,
+        },
+        Event::NoHostAnswered { domain, last } => of(
+            Outcome::Deferred,
+            Scope::Connection,
+            format!("no mail host of {domain} answered ({last})"),
+            "4.4.1",
+        ),
+        Event::SpoolUnreadable {
+            detail,
+            mid_transaction,
+        } => of(
+            Outcome::Unsent,
+            if *mid_transaction {
+                Scope::Connection
+            } else {
+                Scope::Recipient
+            },
+            format!("reading the spool file: {detail}"),
+            "4.3.0",
+        ),
+    }
+}
+
+impl Classified {
+    /// A recipient's result decided without a dialogue: a bundle's receipt, a BSMTP
+    /// batch written, mail given back to the queue. `status` is RFC 3463's.
+    pub fn decided(outcome: Outcome, reason: impl Into<String>, status: &str) -> Classified {
+        Classified {
+            outcome,
+            scope: Scope::Recipient,
+            reason: reason.into(),
+            status: status.to_owned(),
+        }
+    }
+
+    /// What a recipient never put to the destination comes to, when `cause` ended the
+    /// connection first: not an attempt.
+    pub fn not_sent(cause: &Classified) -> Classified {
+        Classified {
+            outcome: Outcome::Unsent,
+            reason: format!("not sent: {}", cause.reason),
+            ..cause.clone()
+        }
+    }
+
+    /// What this result means once our own link is found down after the connection
+    /// died: a deferral of the whole connection was our link, not the upstream's failure
+    /// (not an attempt, no backoff). Other results stand.
+    pub fn with_our_link_down(self) -> Classified {
+        if self.scope == Scope::Connection && self.outcome == Outcome::Deferred {
+            Classified {
+                outcome: Outcome::LinkDown,
+                ..self
+            }
+        } else {
+            self
         }
     }
 }
@@ -396,6 +474,55 @@ mod tests {
         assert_eq!(
             (utf8.outcome, utf8.scope, utf8.status.as_str()),
             (Outcome::Bounced, Scope::Transaction, "5.6.7")
+        );
+    }
+
+    #[test]
+    fn results_made_without_a_reply_or_after_one() {
+        let Event::Reply(ok) = reply("250 2.0.0 ok") else {
+            unreachable!()
+        };
+        let early = classify(Phase::Data, &Event::UnexpectedReply(ok));
+        assert_eq!(
+            (early.outcome, early.scope),
+            (Outcome::Deferred, Scope::Connection),
+            "a 250 where 354 was due delivers nothing"
+        );
+        let Event::Reply(no) = reply("554 5.7.1 no") else {
+            unreachable!()
+        };
+        let refused = classify(Phase::Data, &Event::UnexpectedReply(no));
+        assert_eq!(
+            (refused.outcome, refused.scope),
+            (Outcome::Bounced, Scope::Transaction)
+        );
+        let nobody = Event::NoHostAnswered {
+            domain: "x.example".into(),
+            last: "refused".into(),
+        };
+        let c = classify(Phase::Connect, &nobody);
+        assert_eq!((c.outcome, c.status.as_str()), (Outcome::Deferred, "4.4.1"));
+        for (mid_transaction, scope) in [(true, Scope::Connection), (false, Scope::Recipient)] {
+            let unread = Event::SpoolUnreadable {
+                detail: "EIO".into(),
+                mid_transaction,
+            };
+            let c = classify(Phase::Data, &unread);
+            assert_eq!((c.outcome, c.scope), (Outcome::Unsent, scope));
+        }
+        let broken = classify(Phase::Data, &Event::Broken("reset".into()));
+        let never = Classified::not_sent(&broken);
+        assert_eq!(never.outcome, Outcome::Unsent);
+        assert!(never.reason.starts_with("not sent: DATA: reset"));
+        assert_eq!(
+            broken.clone().with_our_link_down().outcome,
+            Outcome::LinkDown
+        );
+        let bounced = classify(Phase::Rcpt, &reply("550 5.1.1 no such user"));
+        assert_eq!(
+            bounced.clone().with_our_link_down(),
+            bounced,
+            "the answer stands"
         );
     }
 }

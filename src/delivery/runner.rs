@@ -17,7 +17,7 @@ use super::batch::Tracker;
 use super::client::{Connection, Outgoing};
 use super::content::{Content, INLINE_MAX, StoredFile};
 use super::dsn::{self, Action};
-use super::outcome::{Classified, Outcome, Scope};
+use super::outcome::{Classified, Event, Outcome, Phase, Scope, classify};
 use crate::spool::claims::Claim;
 use crate::spool::envelope::{FormatError, read_body, read_stored, verify_body};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
@@ -157,12 +157,7 @@ pub async fn deliver(
                 .expect("a connection-scope result");
             for (_, claims) in pending.drain(..) {
                 for claim in claims {
-                    let unsent = Classified {
-                        outcome: Outcome::Unsent,
-                        reason: format!("not sent: {}", failure.reason),
-                        ..failure.clone()
-                    };
-                    out.rest.push((claim, unsent));
+                    out.rest.push((claim, Classified::not_sent(&failure)));
                 }
             }
         }
@@ -345,10 +340,12 @@ async fn load_batch(spool: &Spool, pending: &mut Vec<(QueueId, Vec<Claim>)>) -> 
 }
 
 fn not_read(e: &FormatError) -> Classified {
-    Classified {
-        outcome: Outcome::Unsent,
-        scope: Scope::Recipient,
-        reason: format!("reading the spool file: {e}"),
-        status: "4.3.0".into(),
-    }
+    let detail = e.to_string();
+    classify(
+        Phase::Mail,
+        &Event::SpoolUnreadable {
+            detail,
+            mid_transaction: false,
+        },
+    )
 }

@@ -13,7 +13,7 @@ use super::handle::QueueHandle;
 use super::kit::Kit;
 use crate::delivery::client::Connection;
 use crate::delivery::connect::{open_mx, open_relay};
-use crate::delivery::outcome::{Classified, Outcome, Scope};
+use crate::delivery::outcome::{Classified, Outcome};
 use crate::delivery::route::{Route, Target};
 use crate::delivery::runner::{Answered, deliver};
 use crate::link::gate::Evidence;
@@ -125,11 +125,11 @@ async fn run_lane(kit: &Kit, owner: &QueueHandle, lane: &Lane, claims: Vec<Claim
         kit.metrics.sent(&lane.route, done.bytes);
         if done.connection_lost && !lane.is_mx() && !still_reachable(kit, lane).await {
             // The connection died with our link: offline, not the upstream's failure.
-            for (_, c) in &mut done.rest {
-                if c.scope == Scope::Connection && c.outcome == Outcome::Deferred {
-                    c.outcome = Outcome::LinkDown;
-                }
-            }
+            let rest = std::mem::take(&mut done.rest);
+            done.rest = rest
+                .into_iter()
+                .map(|(claim, c)| (claim, c.with_our_link_down()))
+                .collect();
         }
         if !done.rest.is_empty() {
             let _ = record(answered(done.rest, Some(conn.host.clone()))).await;

@@ -1,5 +1,5 @@
 //! The connection driver: socket I/O around a `Session`. It frames command lines, sends
-//! replies in batches (flushed only before it must wait for input, so pipelined commands
+//! replies in batches (sent only before it must wait for input, so pipelined commands
 //! get pipelined replies), streams DATA and BDAT content into an `Intake`, and enforces
 //! the timeouts and the unauthenticated-pipelining rule (RFC 5321 §4.3.1 and RFC 2920 §3.1: commands sent after
 //! DATA or end of data without waiting for the reply are a protocol synchronization
@@ -188,9 +188,9 @@ pub async fn serve_connection(stream: Stream, peer: SocketAddr, ctx: Arc<ServerC
     if let Some(content) = conn.bdat.take() {
         content.keep().await;
     }
-    // Commits still running finish before the connection is let go (flushing waits for
+    // Commits still running finish before the connection is let go (sending the replies waits for
     // them before it writes), whether or not their replies can still be sent.
-    let _ = conn.flush().await;
+    let _ = conn.send_replies().await;
     match result {
         Ok(()) | Err(Ended::Closed) | Err(Ended::Eof) => {
             tracing::debug!(peer = %peer, "connection closed")
@@ -291,7 +291,7 @@ impl Conn {
             return Ok(());
         };
         self.reply(&reply::READY_FOR_TLS);
-        self.flush().await?;
+        self.send_replies().await?;
         self.input.clear();
         self.framer = LineFramer::new();
         let acceptor = tls.acceptor();
@@ -316,16 +316,12 @@ impl Conn {
 
     pub(super) async fn close(&mut self, r: &Reply) -> Result<(), Ended> {
         self.reply(r);
-        self.flush().await?;
+        self.send_replies().await?;
         Err(Ended::Closed)
     }
 
     /// Sends every reply queued, each commit's once it is done.
-    pub(super) async fn flush_replies(&mut self) -> Result<(), Ended> {
-        self.flush().await
-    }
-
-    async fn flush(&mut self) -> Result<(), Ended> {
+    pub(super) async fn send_replies(&mut self) -> Result<(), Ended> {
         if !self.output.is_empty() {
             let bytes = self.output.take().await;
             self.stream.write_all(&bytes).await?;
@@ -336,7 +332,7 @@ impl Conn {
 
     /// Flushes pending replies, then waits for more input.
     pub(super) async fn read_more(&mut self, timeout: Duration) -> Result<(), Ended> {
-        self.flush().await?;
+        self.send_replies().await?;
         let limit = timeout.min(self.deadline.saturating_duration_since(Instant::now()));
         let mut buf = [0u8; READ_SIZE];
         let shutdown = self.ctx.shutdown.clone();
@@ -357,7 +353,7 @@ impl Conn {
 
     /// More content, within the time `clock` leaves; what arrives extends it.
     pub(super) async fn read_content(&mut self, clock: &mut ContentClock) -> Result<(), Ended> {
-        if let Err(e) = self.flush().await {
+        if let Err(e) = self.send_replies().await {
             // The replies cannot go out (the link is cut), but what has already arrived
             // of a resumable transfer is worth keeping: read on to the end of it.
             if !self.bdat.as_ref().is_some_and(BdatIn::keeps_partial) {
@@ -534,7 +530,7 @@ impl Conn {
             }
         }));
         if self.output.commits() >= MAX_COMMITS {
-            self.flush().await?;
+            self.send_replies().await?;
         }
         Ok(())
     }

@@ -88,7 +88,7 @@ impl Intake {
             _ => self.pending.extend_from_slice(bytes),
         }
         if self.pending.len() >= BATCH {
-            self.flush().await;
+            self.write_pending().await;
         }
     }
 
@@ -110,7 +110,7 @@ impl Intake {
     }
 
     /// Writes what is pending to the draft, creating it first if need be.
-    async fn flush(&mut self) {
+    async fn write_pending(&mut self) {
         let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
         self.edits.written(&batch);
         let (draft, envelope, spool) =

@@ -85,7 +85,7 @@ impl Conn {
             }
         };
         self.reply(&TURNING);
-        self.flush_replies().await?;
+        self.send_replies().await?;
         if !self.input.is_empty() {
             // Nothing may follow ATRN before the turn: the station's greeting must be
             // the first thing it says as a server.

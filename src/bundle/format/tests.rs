@@ -27,7 +27,7 @@ fn three_chunks() -> Vec<u8> {
             ..Default::default()
         };
         w.add(&record::encode_receipt(&receipt)).unwrap();
-        w.flush_chunk().unwrap();
+        w.seal_chunk().unwrap();
     }
     let (out, totals) = w.finish().unwrap();
     assert_eq!((totals.chunks, totals.records), (3, 3));
