@@ -17,6 +17,7 @@ pub mod mx;
 pub mod opening;
 pub mod opportunistic;
 pub mod outcome;
+mod pipeline;
 pub mod route;
 pub mod runner;
 pub mod settings;
