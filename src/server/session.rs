@@ -477,3 +477,6 @@ fn odmr_command(command: &Command) -> bool {
             | Command::Help
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -422,3 +422,6 @@ fn auth(arg: &str) -> Result<Command, CommandError> {
     }
     Ok(Command::Auth { mechanism, initial })
 }
+
+#[cfg(test)]
+mod tests;
