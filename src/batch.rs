@@ -22,7 +22,10 @@ pub struct Batch {
 }
 
 /// Reads a batch from `input` into the maildrop.
-pub fn inject_batch(input: &mut dyn std::io::BufRead, site: &Site<'_>) -> Result<Batch, Failure> {
+pub(crate) fn inject_batch(
+    input: &mut dyn std::io::BufRead,
+    site: &Site<'_>,
+) -> Result<Batch, Failure> {
     let mut batch = Batch::default();
     let io =
         |e: std::io::Error| Failure::new(exit::CANTCREAT, format!("writing to the maildrop: {e}"));

@@ -18,7 +18,7 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Exactly 32 bytes' worth of hex digits (a SHA-256 or HMAC-SHA256).
-pub fn decode32(text: &str) -> Option<[u8; 32]> {
+pub(crate) fn decode32(text: &str) -> Option<[u8; 32]> {
     decode(text)?.try_into().ok()
 }
 

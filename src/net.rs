@@ -19,12 +19,12 @@ pub enum MaybeTls<T> {
 }
 
 impl<T> MaybeTls<T> {
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         matches!(self, MaybeTls::Tls(_))
     }
 
     /// Takes the plain stream out for a handshake (`None` if TLS is already on).
-    pub fn take_plain(&mut self) -> Option<TcpStream> {
+    pub(crate) fn take_plain(&mut self) -> Option<TcpStream> {
         match std::mem::replace(self, MaybeTls::Gone) {
             MaybeTls::Plain(tcp) => Some(tcp),
             other => {

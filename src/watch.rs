@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// Watches `dir` (only the entry `name`, when given); `on_change` runs for each change.
 /// `None`, with a warning naming `what`, when the platform refuses.
-pub fn watch_dir(
+pub(crate) fn watch_dir(
     dir: &Path,
     name: Option<OsString>,
     what: &str,

@@ -150,7 +150,7 @@ impl<W: Write> Writer<W> {
     }
 
     /// Compresses and writes what is gathered (nothing when empty).
-    pub fn seal_chunk(&mut self) -> io::Result<()> {
+    pub(crate) fn seal_chunk(&mut self) -> io::Result<()> {
         if self.raw.is_empty() {
             return Ok(());
         }
@@ -336,7 +336,7 @@ impl<R: BufRead> Reader<R> {
     }
 
     /// The next frame; `None` after the end line or a frame that ends the reading.
-    pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {
+    pub(crate) fn next_frame(&mut self) -> io::Result<Option<Frame>> {
         if self.done {
             return Ok(None);
         }

@@ -29,7 +29,7 @@ fn parse(text: &str) -> Result<Key, String> {
 }
 
 /// A new key file's contents.
-pub fn generate() -> String {
+pub(crate) fn generate() -> String {
     let mut secret = [0u8; MIN_KEY_BYTES];
     getrandom::fill(&mut secret).expect("the OS random source works");
     format!("{}\n", hex::encode(&secret))

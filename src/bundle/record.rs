@@ -58,7 +58,7 @@ impl BundledRecipient {
 
     /// The recipient as this node stores it, or why it cannot be: an enhanced status
     /// code (RFC 3463) and a reason.
-    pub fn to_recipient(&self) -> Result<Recipient, (&'static str, String)> {
+    pub(crate) fn to_recipient(&self) -> Result<Recipient, (&'static str, String)> {
         let bad = |what: &str, value: &str| ("5.1.3", format!("bad {what} {value:?}"));
         let address =
             Mailbox::parse(&self.address).map_err(|_| bad("recipient address", &self.address))?;

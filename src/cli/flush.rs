@@ -108,7 +108,7 @@ pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
 }
 
 /// For `sendmail -q` / `-qR`: start a flush, quietly.
-pub fn request_flush(config: Option<&Path>, domain: Option<String>) -> Result<(), Failure> {
+pub(crate) fn request_flush(config: Option<&Path>, domain: Option<String>) -> Result<(), Failure> {
     let layout = Layout::new(&super::load_config(config)?.config.spool);
     start(&layout, domain).map(|_| ())
 }

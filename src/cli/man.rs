@@ -18,7 +18,7 @@ pub const CONFIG_EXAMPLE: &str = include_str!("../../contrib/ferrymail.toml");
 
 /// Writes every page into its section directory under `dir` (`man8/ferrymail.8`…);
 /// returns their paths.
-pub fn write_pages(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
+pub(crate) fn write_pages(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     let mut written = Vec::new();
     let mut put = |name: String, section: &str, bytes: Vec<u8>| -> Result<(), Failure> {
         let sub = dir.join(format!("man{section}"));
@@ -65,7 +65,7 @@ fn render(cmd: Command, section: &str) -> Result<Vec<u8>, Failure> {
 
 /// The `sendmail` personality's flags, for its manual page (the parser is getopt-style,
 /// as other MTAs': see `sendmail::parse`).
-pub fn sendmail_command() -> Command {
+fn sendmail_command() -> Command {
     let flag = |name: &'static str, short: char, help: &'static str| {
         Arg::new(name)
             .short(short)
@@ -138,7 +138,7 @@ pub fn sendmail_command() -> Command {
 }
 
 /// The `mailq` personality, for its manual page.
-pub fn mailq_command() -> Command {
+fn mailq_command() -> Command {
     Command::new("mailq")
         .about("ferrymail's queue listing, as `ferrymail queue` and `sendmail -bp`")
         .disable_version_flag(true)
@@ -146,7 +146,7 @@ pub fn mailq_command() -> Command {
 
 /// ferrymail.toml(5) in roff: the example configuration's comments become text, its
 /// `[sections]` subsections, and every `key = value` an entry named `section.key`.
-pub fn config_page(example: &str) -> String {
+fn config_page(example: &str) -> String {
     let mut out = String::new();
     out.push_str(".TH FERRYMAIL.TOML 5 \"\" \"ferrymail\" \"File Formats\"\n");
     out.push_str(".SH NAME\nferrymail.toml \\- ferrymail configuration\n");

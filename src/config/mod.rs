@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 pub use net::IpNet;
 pub use schema::*;
 pub use units::{ByteSize, HumanDuration};
-pub use validate::{BUNDLE_VIA, ODMR_VIA, domain_matches, mx_port, parse_window};
+pub use validate::{BUNDLE_VIA, ODMR_VIA};
+pub(crate) use validate::{domain_matches, mx_port, parse_window};
 
 /// The system-wide file, used when neither `--config` nor `$FERRYMAIL_CONFIG` names one.
 pub const SYSTEM_CONFIG: &str = "/etc/ferrymail/ferrymail.toml";
@@ -75,7 +76,7 @@ pub enum Role {
 /// is the system's when one is set up there, unless the user's own daemon runs
 /// (`client_spool`): a user's `sendmail` reaches the system's daemon, as Postfix's
 /// postdrop does, and their own daemon when they run one.
-pub fn load_as(explicit: Option<&Path>, role: Role) -> Result<Loaded, ConfigError> {
+pub(crate) fn load_as(explicit: Option<&Path>, role: Role) -> Result<Loaded, ConfigError> {
     let root = rustix::process::geteuid().is_root();
     let chosen = explicit
         .map(Path::to_path_buf)
@@ -111,7 +112,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
 
 /// `$XDG_CONFIG_HOME/ferrymail/ferrymail.toml`, else `~/.config/ferrymail/ferrymail.toml`:
 /// the file a user's own daemon reads (contrib/systemd/user).
-pub fn user_config() -> Option<PathBuf> {
+fn user_config() -> Option<PathBuf> {
     std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
@@ -122,7 +123,7 @@ pub fn user_config() -> Option<PathBuf> {
 /// The spool a user's command uses when none is configured: their own (`own`) while
 /// their daemon runs there (its control socket is present), else the system's when its
 /// maildrop is set up, else their own.
-pub fn client_spool(own: &Path) -> PathBuf {
+fn client_spool(own: &Path) -> PathBuf {
     client_spool_between(own, Path::new(SYSTEM_SPOOL))
 }
 
@@ -252,7 +253,7 @@ fn system_hostname() -> String {
 
 /// `/var/spool/ferrymail` as root; else `$XDG_STATE_HOME/ferrymail`, falling back to
 /// `~/.local/state/ferrymail` as the XDG base directory spec says.
-pub fn default_spool() -> PathBuf {
+fn default_spool() -> PathBuf {
     if rustix::process::geteuid().is_root() {
         return PathBuf::from(SYSTEM_SPOOL);
     }
@@ -265,7 +266,7 @@ pub fn default_spool() -> PathBuf {
 }
 
 /// The effective configuration as TOML, every default written out.
-pub fn to_toml(config: &Config) -> String {
+pub(crate) fn to_toml(config: &Config) -> String {
     toml::to_string(config).expect("configuration serialises")
 }
 

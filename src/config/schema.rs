@@ -160,7 +160,7 @@ pub enum DkimAlgorithm {
 
 impl DkimAlgorithm {
     /// The `a=` tag value.
-    pub fn tag(self) -> &'static str {
+    pub(crate) fn tag(self) -> &'static str {
         match self {
             DkimAlgorithm::RsaSha256 => "rsa-sha256",
             DkimAlgorithm::Ed25519Sha256 => "ed25519-sha256",
@@ -187,7 +187,7 @@ pub enum AliasTargets {
 }
 
 impl AliasTargets {
-    pub fn list(&self) -> Vec<String> {
+    pub(crate) fn list(&self) -> Vec<String> {
         match self {
             AliasTargets::One(t) => vec![t.clone()],
             AliasTargets::Many(list) => list.clone(),
@@ -433,7 +433,7 @@ pub struct Link {
 impl Link {
     /// The link settings of a route: these, with `own` over them. `link.etrn` is for the
     /// smarthost only (`upstream`); another route ETRNs only what its own settings name.
-    pub fn for_route(&self, own: Option<&RouteLink>, upstream: bool) -> Link {
+    pub(crate) fn for_route(&self, own: Option<&RouteLink>, upstream: bool) -> Link {
         let own = own.cloned().unwrap_or_default();
         Link {
             mode: own.mode.unwrap_or(self.mode),

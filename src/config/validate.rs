@@ -265,7 +265,7 @@ fn is_route_name(name: &str) -> bool {
 }
 
 /// A window `HH:MM-HH:MM` as minutes after midnight `(start, end)`; may cross midnight.
-pub fn parse_window(s: &str) -> Option<(u16, u16)> {
+pub(crate) fn parse_window(s: &str) -> Option<(u16, u16)> {
     let (a, b) = s.split_once('-')?;
     let minutes = |t: &str| -> Option<u16> {
         let (h, m) = t.trim().split_once(':')?;
@@ -449,7 +449,7 @@ fn rewrite_rules(path: &str, rewrite: &super::schema::Rewrite) -> Result<(), Fau
 
 /// A domain pattern as routes and local domains write it: `example.org` is that domain,
 /// `.example.org` every subdomain (not the domain itself). Case and a final dot ignored.
-pub fn domain_matches(pattern: &str, domain: &str) -> bool {
+pub(crate) fn domain_matches(pattern: &str, domain: &str) -> bool {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
     match pattern.strip_prefix('.') {
@@ -461,7 +461,7 @@ pub fn domain_matches(pattern: &str, domain: &str) -> bool {
 /// A route's `via` that asks for MX delivery: `"mx"` (port 25, RFC 5321 §2.3.5) or
 /// `"mx:PORT"` (the domain's MX hosts on another port, as Postfix's `relayhost =
 /// domain:port`); `None` for anything else.
-pub fn mx_port(via: &str) -> Option<u16> {
+pub(crate) fn mx_port(via: &str) -> Option<u16> {
     match via.strip_prefix("mx") {
         Some("") => Some(25),
         Some(rest) => rest.strip_prefix(':')?.parse().ok().filter(|p| *p != 0),

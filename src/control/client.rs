@@ -29,7 +29,7 @@ pub fn request(
 
 /// Sends `request`, hands over `files` when the daemon asks for them, and waits up to
 /// `timeout` for each reply.
-pub fn request_with_files(
+pub(crate) fn request_with_files(
     socket: &Path,
     request: &Request,
     files: &[BorrowedFd<'_>],

@@ -57,7 +57,7 @@ pub enum Request {
 
 impl Request {
     /// Requests that change the queue need a privileged peer.
-    pub fn is_privileged(&self) -> bool {
+    pub(crate) fn is_privileged(&self) -> bool {
         matches!(
             self,
             Request::Change { .. } | Request::BundleExport { .. } | Request::BundleImport { .. }

@@ -47,7 +47,7 @@ pub struct OdmrState {
 }
 
 impl OdmrState {
-    pub fn set_lanes(&self, lanes: Vec<String>) {
+    pub(crate) fn set_lanes(&self, lanes: Vec<String>) {
         *self.lanes.lock().expect("not poisoned") = lanes;
     }
 

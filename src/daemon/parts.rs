@@ -44,7 +44,7 @@ pub struct Base {
 }
 
 /// The context of the SMTP listener `listen`.
-pub fn server_context(base: &Base, p: &Prepared, listen: &Listen) -> ServerContext {
+pub(crate) fn server_context(base: &Base, p: &Prepared, listen: &Listen) -> ServerContext {
     let accept = &p.config.accept;
     let kind = listen.kind;
     ServerContext {
@@ -113,7 +113,7 @@ fn turns(base: &Base, p: &Prepared) -> Arc<dyn crate::server::turns::Turns> {
 }
 
 /// What delivery needs: routes, client settings, the resolver.
-pub fn kit(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> Arc<Kit> {
+pub(crate) fn kit(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> Arc<Kit> {
     Arc::new(Kit {
         spool: base.spool.clone(),
         router: p.router.clone(),
@@ -131,7 +131,11 @@ pub fn kit(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> Arc<Kit> {
 }
 
 /// What the queue owner is configured with.
-pub fn owner_settings(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> OwnerSettings {
+pub(crate) fn owner_settings(
+    base: &Base,
+    p: &Prepared,
+    resolver: &Arc<MxResolver>,
+) -> OwnerSettings {
     OwnerSettings {
         kit: kit(base, p, resolver),
         retry: RetryPolicy::from_config(&p.config.retry),
@@ -149,7 +153,7 @@ pub fn owner_settings(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> 
 }
 
 /// What the link task reaches routes with, and the ODMR collection it starts.
-pub fn routing(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> Routing {
+pub(crate) fn routing(base: &Base, p: &Prepared, resolver: &Arc<MxResolver>) -> Routing {
     Routing {
         router: p.router.clone(),
         settings: p.settings.clone(),
@@ -195,7 +199,7 @@ fn odmr_pull(base: &Base, p: &Prepared, odmr: &crate::config::Odmr) -> Arc<dyn O
 
 /// How local submissions are picked up.
 /// What bundle imports need, as the configuration in force says.
-pub fn bundle_site(base: &Base, p: &Prepared) -> crate::bundle::take::Site {
+pub(crate) fn bundle_site(base: &Base, p: &Prepared) -> crate::bundle::take::Site {
     crate::bundle::take::Site {
         spool: base.spool.clone(),
         peers: p.bundle_peers.clone(),

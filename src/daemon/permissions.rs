@@ -13,12 +13,12 @@ use std::path::Path;
 use crate::spool::Layout;
 
 /// The daemon's file-creation mask.
-pub fn private_umask() {
+pub(crate) fn private_umask() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 /// Sets the spool's permissions as the module header says (as root only).
-pub fn secure_spool(layout: &Layout) {
+pub(crate) fn secure_spool(layout: &Layout) {
     if !rustix::process::geteuid().is_root() {
         return;
     }

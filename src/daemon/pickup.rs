@@ -179,7 +179,7 @@ impl Pickup {
 
 /// Removes files in `dir` (maildrop/tmp) not modified for `age`: drops whose writer died.
 /// A writer still at work keeps its file's mtime fresh.
-pub fn sweep_stale(dir: &Path, age: std::time::Duration) {
+pub(crate) fn sweep_stale(dir: &Path, age: std::time::Duration) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -42,7 +42,7 @@ pub struct Prepared {
 }
 
 /// Loads what `config` names; the error is one line naming the key and the file.
-pub fn prepare(config: Config) -> Result<Prepared, String> {
+pub(crate) fn prepare(config: Config) -> Result<Prepared, String> {
     let tls = match &config.tls {
         Some(t) => Some(Arc::new(ServerTls::load(&t.cert, &t.key).map_err(
             |e| match e {
@@ -95,7 +95,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
 
 /// Files of `config` (and the configuration file itself, `source`) that others may
 /// change or read: one line each, for the log and `config check`.
-pub fn file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
+pub(crate) fn file_warnings(config: &Config, source: Option<&Path>) -> Vec<String> {
     let mut out = Vec::new();
     let mut check = |what: &str, path: &Path, secret: bool| {
         let Ok(meta) = std::fs::metadata(path) else {

@@ -20,7 +20,7 @@ pub struct Notifier {
 
 impl Notifier {
     /// The notifier `$NOTIFY_SOCKET` names, if any.
-    pub fn from_env() -> Option<Notifier> {
+    pub(crate) fn from_env() -> Option<Notifier> {
         let name = std::env::var_os("NOTIFY_SOCKET")?;
         let name = name.to_string_lossy();
         let to = match name.strip_prefix('@') {
@@ -44,7 +44,7 @@ impl Notifier {
 
 /// How often systemd wants `WATCHDOG=1` (half its `WatchdogSec=`), when it does and the
 /// request is for this process.
-pub fn watchdog_interval() -> Option<Duration> {
+fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID")
         && pid.parse::<u32>().ok() != Some(std::process::id())
@@ -55,7 +55,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 }
 
 /// `STATUS=` text must stay one line.
-pub fn status_line(text: &str) -> String {
+fn status_line(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()

@@ -21,7 +21,8 @@ use crate::smtp::response::{Response, ResponseReader};
 use crate::smtp::{BodyType, Ret, ReversePath};
 use crate::spool::Recipient;
 
-pub use super::opening::{Capabilities, connect, connect_error};
+pub(crate) use super::opening::connect_error;
+pub use super::opening::{Capabilities, connect};
 
 pub type ClientStream = MaybeTls<EitherTls>;
 

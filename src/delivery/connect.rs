@@ -27,7 +27,7 @@ pub struct LoopCheck {
 
 impl LoopCheck {
     /// `addr` reaches one of our own listeners.
-    pub fn is_us(&self, addr: SocketAddr) -> bool {
+    fn is_us(&self, addr: SocketAddr) -> bool {
         self.listeners.iter().any(|l| {
             l.port() == addr.port()
                 && (l.ip() == addr.ip() || (l.ip().is_unspecified() && is_local(addr.ip())))

@@ -73,7 +73,7 @@ impl Content<'_> {
 
 /// The spool file could not be read mid-transaction: the chunk cannot be completed, so
 /// the connection is given up. Our failure, not the upstream's: not an attempt.
-pub fn unreadable(e: &std::io::Error) -> Classified {
+pub(crate) fn unreadable(e: &std::io::Error) -> Classified {
     let detail = e.to_string();
     classify(
         Phase::Data,

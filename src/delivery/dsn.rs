@@ -126,7 +126,7 @@ pub fn build(
 /// sender, or the admin address for a double bounce), to `out`; `now` is Unix seconds;
 /// `id` makes the Message-ID unique.
 #[allow(clippy::too_many_arguments)]
-pub fn write_to(
+pub(crate) fn write_to(
     out: &mut dyn Write,
     hostname: &str,
     envelope: &Envelope,

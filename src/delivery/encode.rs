@@ -2,7 +2,7 @@
 //! dot-stuffed as it streams: `content::DotStuffer`.)
 
 /// RFC 3461 §4 xtext: `+XX` for `+`, `=`, and anything outside `!`..`~`.
-pub fn xtext(s: &str) -> String {
+pub(crate) fn xtext(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {

@@ -104,7 +104,7 @@ impl LinkFit {
     /// Whether `len` more bytes may be written now: they fit under the target, or
     /// nothing is waiting for an acknowledgement (a message larger than the target
     /// still goes, alone).
-    pub fn admits(&mut self, len: usize) -> bool {
+    pub(crate) fn admits(&mut self, len: usize) -> bool {
         // A connection no longer established (reset, destroyed) keeps its count of
         // unacknowledged bytes forever: let the write go, and fail.
         let Some(info) = tcp_info(self.fd).filter(|i| i.tcpi_state == TCP_ESTABLISHED) else {

@@ -71,7 +71,7 @@ impl MxResolver {
 
     /// Rebuilds the resolver: the system configuration is read again and the cache is
     /// emptied. Called when a link comes up.
-    pub fn refresh(&self) {
+    pub(crate) fn refresh(&self) {
         let built = self.build();
         if let Err(e) = &built {
             tracing::warn!(error = %e, "no DNS resolver configuration; MX lookups fail until it appears");

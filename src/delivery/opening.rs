@@ -188,7 +188,7 @@ impl Connection {
 
     /// The connection itself, after a turn: nothing the hub sent may be waiting unread
     /// (it must wait for our greeting), else `None`.
-    pub fn into_stream(self) -> Option<ClientStream> {
+    pub(crate) fn into_stream(self) -> Option<ClientStream> {
         self.reader.is_empty().then_some(self.stream)
     }
 
@@ -314,7 +314,7 @@ fn watch_peer(tcp: &TcpStream) {
 }
 
 /// A connect error as the queue listing shows it.
-pub fn connect_error(e: &std::io::Error) -> String {
+pub(crate) fn connect_error(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::TimedOut => "timed out".into(),
         _ => e.to_string(),

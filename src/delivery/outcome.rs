@@ -279,7 +279,7 @@ pub fn classify(phase: Phase, event: &Event) -> Classified {
 impl Classified {
     /// A recipient's result decided without a dialogue: a bundle's receipt, a BSMTP
     /// batch written, mail given back to the queue. `status` is RFC 3463's.
-    pub fn decided(outcome: Outcome, reason: impl Into<String>, status: &str) -> Classified {
+    pub(crate) fn decided(outcome: Outcome, reason: impl Into<String>, status: &str) -> Classified {
         Classified {
             outcome,
             scope: Scope::Recipient,
@@ -290,7 +290,7 @@ impl Classified {
 
     /// What a recipient never put to the destination comes to, when `cause` ended the
     /// connection first: not an attempt.
-    pub fn not_sent(cause: &Classified) -> Classified {
+    pub(crate) fn not_sent(cause: &Classified) -> Classified {
         Classified {
             outcome: Outcome::Unsent,
             reason: format!("not sent: {}", cause.reason),
@@ -301,7 +301,7 @@ impl Classified {
     /// What this result means once our own link is found down after the connection
     /// died: a deferral of the whole connection was our link, not the upstream's failure
     /// (not an attempt, no backoff). Other results stand.
-    pub fn with_our_link_down(self) -> Classified {
+    pub(crate) fn with_our_link_down(self) -> Classified {
         if self.scope == Scope::Connection && self.outcome == Outcome::Deferred {
             Classified {
                 outcome: Outcome::LinkDown,

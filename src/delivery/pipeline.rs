@@ -41,7 +41,7 @@ impl Pipelined<'_> {
     }
 
     /// How many transactions, from the first, have all their replies among `replies`.
-    pub fn answered_by(&self, replies: usize) -> usize {
+    pub(crate) fn answered_by(&self, replies: usize) -> usize {
         self.plan
             .iter()
             .scan(0, |needed, &(_, rcpts)| {

@@ -31,7 +31,7 @@ pub enum Target {
 impl Target {
     /// Mail for it is carried by something else than our own connection (an ODMR
     /// station, a bundle): it is held, and no runner is ever started for it.
-    pub fn is_collected(&self) -> bool {
+    fn is_collected(&self) -> bool {
         matches!(self, Target::Odmr | Target::Bundle)
     }
 }
@@ -130,7 +130,7 @@ impl Router {
     }
 
     /// Whether `domain` is one of this host's own names.
-    pub fn is_local(&self, domain: &str) -> bool {
+    pub(crate) fn is_local(&self, domain: &str) -> bool {
         self.local.contains(domain)
     }
 
@@ -143,7 +143,7 @@ impl Router {
     }
 
     /// The route called `name`.
-    pub fn by_name(&self, name: &str) -> Option<&Route> {
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Route> {
         self.routes().find(|r| r.name == name)
     }
 

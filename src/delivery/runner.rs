@@ -70,7 +70,7 @@ pub struct DeliveryTotals {
 }
 
 impl DeliveryTotals {
-    pub fn set_changes_pending(&self, n: usize) {
+    pub(crate) fn set_changes_pending(&self, n: usize) {
         self.changes_pending.store(n, Ordering::Relaxed);
     }
 

@@ -16,7 +16,7 @@ use crate::config::{Config, TlsPolicy};
 
 /// Client settings by route name, for every route of `router`; TLS policy and whether
 /// to authenticate come from the route itself.
-pub fn client_settings(
+pub(crate) fn client_settings(
     config: &Config,
     router: &Router,
 ) -> Result<HashMap<String, ClientSettings>, String> {

@@ -7,7 +7,7 @@
 /// `name:value` of one header field in relaxed form, without the CRLF: the name in
 /// lower case, the value unfolded, runs of white space made one space, white space at
 /// either end of the value and around the colon removed.
-pub fn relaxed_header(field: &[u8]) -> Vec<u8> {
+pub(crate) fn relaxed_header(field: &[u8]) -> Vec<u8> {
     let name = crate::smtp::fields::name(field);
     let value = crate::smtp::fields::value(field);
     let mut out = Vec::with_capacity(field.len());

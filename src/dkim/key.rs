@@ -83,7 +83,7 @@ impl SigningKey {
     }
 
     /// The DNS TXT record that publishes the public key.
-    pub fn txt_record(&self) -> String {
+    pub(crate) fn txt_record(&self) -> String {
         let (k, public) = match self {
             SigningKey::Rsa(key) => ("rsa", subject_public_key_info(key.public().as_ref())),
             SigningKey::Ed25519(key) => ("ed25519", key.public_key().as_ref().to_vec()),
@@ -94,7 +94,7 @@ impl SigningKey {
 }
 
 /// A new Ed25519 key, as PKCS#8 PEM.
-pub fn generate_ed25519() -> Result<String, String> {
+pub(crate) fn generate_ed25519() -> Result<String, String> {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
         .map_err(|_| "the system random source failed".to_owned())?;
     Ok(pem("PRIVATE KEY", pkcs8.as_ref()))

@@ -84,7 +84,7 @@ impl Signing {
     }
 
     /// A signer for a message of `origin`, when there are keys and its mail is ours.
-    pub fn signer_for(&self, origin: &Origin) -> Option<Signer> {
+    pub(crate) fn signer_for(&self, origin: &Origin) -> Option<Signer> {
         let ours = origin.kind == OriginKind::Local
             || origin.auth.is_some()
             || origin.kind == OriginKind::Smtp

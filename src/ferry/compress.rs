@@ -29,7 +29,7 @@ impl Compressor {
 
     /// A compressor whose frames refer to `dictionary` (earlier messages' contents),
     /// which the receiver must give its decoder too.
-    pub fn with_dictionary(dictionary: &[u8]) -> io::Result<Compressor> {
+    pub(crate) fn with_dictionary(dictionary: &[u8]) -> io::Result<Compressor> {
         let mut encoder = Encoder::with_dictionary(LEVEL, dictionary)?;
         // The receiver checks what it decodes against the frame's own checksum, so a
         // dictionary that is not the same at both ends can never decode quietly wrong.

@@ -62,7 +62,7 @@ impl Decompressor {
     }
 
     /// Decodes `z`, appending what it decodes to `out`; once refused, it takes nothing.
-    pub fn feed(&mut self, z: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn feed(&mut self, z: &[u8], out: &mut Vec<u8>) {
         if self.refused.is_some() {
             return;
         }

@@ -26,7 +26,7 @@ pub const REACH: u64 = 64;
 pub const KEPT: usize = 2 * REACH as usize;
 
 /// The dictionary for `contents`, in order.
-pub fn dictionary<'a>(contents: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+pub(crate) fn dictionary<'a>(contents: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     contents.into_iter().flatten().copied().collect()
 }
 
@@ -82,7 +82,7 @@ impl Answered {
 
     /// What transaction `n` may name: the latest answered, fewer than `REACH`
     /// transactions back, oldest first.
-    pub fn refs(&self, n: u64) -> Vec<(String, Arc<Vec<u8>>)> {
+    pub(crate) fn refs(&self, n: u64) -> Vec<(String, Arc<Vec<u8>>)> {
         self.items
             .iter()
             .filter(|(at, _, _)| n.saturating_sub(*at) < REACH)
@@ -92,7 +92,7 @@ impl Answered {
 }
 
 /// The queue id in our own end-of-data reply, "… queued as ID".
-pub fn queued_as(reply_text: &str) -> Option<&str> {
+pub(crate) fn queued_as(reply_text: &str) -> Option<&str> {
     let (_, id) = reply_text.rsplit_once("queued as ")?;
     let id = id.trim();
     (!id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric()))

@@ -29,13 +29,13 @@ pub const PARAM_RESUME: &str = "XRESUME";
 
 /// The text of the 250 reply to a MAIL with `XRESUME=key`: the receiver holds the
 /// content's first `offset` bytes.
-pub fn resume_reply_text(key: &ResumeKey, offset: u64) -> String {
+pub(crate) fn resume_reply_text(key: &ResumeKey, offset: u64) -> String {
     format!("Resume {key} at {offset}")
 }
 
 /// Reads an offer made by `resume_reply_text` for `key`: `None` when the reply names
 /// another key or says nothing readable (the sender then sends it all).
-pub fn parse_resume_offer(text: &str, key: &ResumeKey) -> Option<u64> {
+pub(crate) fn parse_resume_offer(text: &str, key: &ResumeKey) -> Option<u64> {
     let mut words = text.split_ascii_whitespace();
     while let Some(w) = words.next() {
         if w.eq_ignore_ascii_case("Resume") {

@@ -57,13 +57,13 @@ impl PartialStore {
     }
 
     /// How long untouched partials are kept from now on.
-    pub fn set_keep(&self, keep: Duration) {
+    pub(crate) fn set_keep(&self, keep: Duration) {
         self.keep_secs.store(keep.as_secs(), Ordering::Relaxed);
     }
 
     /// Takes `key` over (from any earlier holder) and opens its file, creating it empty
     /// when there is none: the returned partial offers the bytes it holds.
-    pub fn claim(self: &Arc<Self>, key: &ResumeKey) -> io::Result<Partial> {
+    pub(crate) fn claim(self: &Arc<Self>, key: &ResumeKey) -> io::Result<Partial> {
         self.sweep_if_due();
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -96,7 +96,7 @@ impl PartialStore {
     }
 
     /// Removes partials untouched for `keep` that nobody holds.
-    pub fn sweep(&self) {
+    fn sweep(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -192,7 +192,7 @@ impl Partial {
 
     /// Writes what is pending, unless another connection took the key over; syncs when
     /// `sync`, or when `SYNC_EVERY` bytes are unsynced.
-    pub fn write_pending(&mut self, sync: bool) -> io::Result<()> {
+    pub(crate) fn write_pending(&mut self, sync: bool) -> io::Result<()> {
         let holders = self.store.holders.lock().expect("not poisoned");
         if holders.get(self.key.as_str()) != Some(&self.holder) {
             self.file = None;

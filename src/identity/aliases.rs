@@ -114,7 +114,7 @@ fn expand(
 
 /// Parses an aliases file's text. Returns the aliases and a warning for each target
 /// left out; an error (with its line) for a line that is not `name: targets`.
-pub fn parse_file(text: &str, file: &str) -> Result<(Vec<Written>, Vec<String>), String> {
+pub(crate) fn parse_file(text: &str, file: &str) -> Result<(Vec<Written>, Vec<String>), String> {
     let mut entries: Vec<(usize, String)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
@@ -176,14 +176,14 @@ pub fn parse_file(text: &str, file: &str) -> Result<(Vec<Written>, Vec<String>),
 }
 
 /// A name that can be an alias: a dot-atom local part (RFC 5322 §3.2.3).
-pub fn is_alias_name(name: &str) -> bool {
+pub(crate) fn is_alias_name(name: &str) -> bool {
     !name.is_empty()
         && !name.contains('@')
         && crate::smtp::Mailbox::parse(&format!("{name}@localhost")).is_ok()
 }
 
 /// A target: a local name, or a whole address.
-pub fn check_target(target: &str) -> Result<(), String> {
+pub(crate) fn check_target(target: &str) -> Result<(), String> {
     let ok = if target.contains('@') {
         crate::smtp::Mailbox::parse(target).is_ok()
     } else {

@@ -43,8 +43,9 @@ impl HeaderEditor {
         }
     }
 
+    #[cfg(test)]
     /// Whether `From:` was rewritten.
-    pub fn edited(&self) -> bool {
+    pub(crate) fn edited(&self) -> bool {
         self.edited
     }
 

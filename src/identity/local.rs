@@ -119,19 +119,19 @@ impl LocalMail {
     }
 
     /// How many local names have an alias.
-    pub fn alias_count(&self) -> usize {
+    pub(crate) fn alias_count(&self) -> usize {
         self.aliases.len()
     }
 
     /// Whether `address` is at one of our names.
-    pub fn is_local(&self, address: &Mailbox) -> bool {
+    pub(crate) fn is_local(&self, address: &Mailbox) -> bool {
         self.names.contains(address.domain())
     }
 
     /// `recipients` with every local one replaced by where its mail goes; the others as
     /// they are. A local one with nowhere to go is kept, at our hostname. No address
     /// twice.
-    pub fn resolve(&self, recipients: Vec<Recipient>) -> Vec<Recipient> {
+    pub(crate) fn resolve(&self, recipients: Vec<Recipient>) -> Vec<Recipient> {
         if !recipients.iter().any(|r| self.is_local(&r.address)) {
             return recipients;
         }

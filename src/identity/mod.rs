@@ -101,7 +101,7 @@ impl Identity {
 
     /// Resolves `envelope`'s local recipients and rewrites its sender by the routes its
     /// recipients take; returns what its content needs: a `From:` edit, a signer.
-    pub fn prepare(&self, envelope: &mut Envelope) -> ContentEdits {
+    pub(crate) fn prepare(&self, envelope: &mut Envelope) -> ContentEdits {
         let from = self.settle_sender(envelope);
         ContentEdits {
             header: HeaderEditor::new(from),

@@ -53,7 +53,7 @@ impl SenderRewrite {
     }
 
     /// The address `sender` becomes, if a key takes it.
-    pub fn address_for(&self, sender: &str, local: &LocalNames) -> Option<&str> {
+    pub(crate) fn address_for(&self, sender: &str, local: &LocalNames) -> Option<&str> {
         let (name, domain) = sender.rsplit_once('@')?;
         let is_local = local.contains(domain);
         self.rules
@@ -150,7 +150,7 @@ impl RouteRewrites {
     /// What `sender` becomes for mail of `origin` to `domains` (the recipients' domains
     /// that leave this host): `Some` only when every route the mail takes rewrites it
     /// to the same address, with the rewriting that decided it.
-    pub fn decide<'a>(
+    pub(crate) fn decide<'a>(
         &'a self,
         sender: &ReversePath,
         origin: &Origin,

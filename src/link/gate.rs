@@ -49,7 +49,7 @@ pub enum Evidence {
 pub type DomainScope = (String, bool);
 
 /// Whether `scope` covers mail for `domain`.
-pub fn covers(scope: &[DomainScope], domain: &str) -> bool {
+pub(crate) fn covers(scope: &[DomainScope], domain: &str) -> bool {
     scope.iter().any(|(d, subdomains)| {
         domain == d
             || (*subdomains
@@ -71,7 +71,8 @@ pub struct Run {
 
 impl Run {
     /// Whether the run covers mail for `domain`.
-    pub fn covers(&self, domain: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn covers(&self, domain: &str) -> bool {
         self.domains
             .as_ref()
             .is_none_or(|list| covers(list, domain))
@@ -118,7 +119,7 @@ impl Gate {
     }
 
     /// Applies `evidence`; returns the change of state, if any.
-    pub fn observe(&mut self, evidence: Evidence, now: i64) -> Option<Change> {
+    pub(crate) fn observe(&mut self, evidence: Evidence, now: i64) -> Option<Change> {
         let (to, reason) = match evidence {
             Evidence::Reached(why) => (LinkState::Up, why),
             Evidence::Unreachable(why) => {
@@ -171,7 +172,7 @@ impl Gate {
     /// Whether delivery may run now under `mode` (`window_open`: inside a schedule
     /// window). Auto delivers unless the link is known down; schedule inside its windows
     /// and during runs; manual only during runs.
-    pub fn is_open(&self, mode: LinkMode, window_open: bool) -> bool {
+    pub(crate) fn is_open(&self, mode: LinkMode, window_open: bool) -> bool {
         let allowed = match mode {
             LinkMode::Auto => true,
             LinkMode::Schedule => window_open || self.run.is_some(),
@@ -181,7 +182,7 @@ impl Gate {
     }
 
     /// Online time accrues while the gate is open and the link known up (README, "Intermittent links").
-    pub fn is_ageing(&self, mode: LinkMode, window_open: bool) -> bool {
+    pub(crate) fn is_ageing(&self, mode: LinkMode, window_open: bool) -> bool {
         self.state == LinkState::Up && self.is_open(mode, window_open)
     }
 }

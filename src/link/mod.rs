@@ -158,7 +158,7 @@ impl LinkMonitor {
 
     /// Takes new routes and policies (a reload): a route that keeps its name and target
     /// keeps its gate (state, run, online time); the others start unknown.
-    pub fn reconfigure(&self, link: &crate::config::Link, router: &Router) {
+    pub(crate) fn reconfigure(&self, link: &crate::config::Link, router: &Router) {
         *self.mode.lock().expect("not poisoned") = link.mode;
         let now = now_unix();
         {
@@ -190,7 +190,7 @@ impl LinkMonitor {
     }
 
     /// The route's policy: how long one probe may take.
-    pub fn probe_timeout(&self, route: &str) -> Duration {
+    pub(crate) fn probe_timeout(&self, route: &str) -> Duration {
         self.policy(route)
             .map_or(Duration::from_secs(10), |p| p.probe_timeout())
     }
@@ -202,7 +202,7 @@ impl LinkMonitor {
     }
 
     /// `route`'s link policy.
-    pub fn policy(&self, route: &str) -> Option<LinkPolicy> {
+    pub(crate) fn policy(&self, route: &str) -> Option<LinkPolicy> {
         let entries = self.entries.lock().expect("not poisoned");
         entries.get(route).map(|e| e.policy.clone())
     }
@@ -217,12 +217,12 @@ impl LinkMonitor {
     }
 
     /// Local wall-clock time, for the schedules' windows.
-    pub fn local_now(&self) -> Zoned {
+    pub(crate) fn local_now(&self) -> Zoned {
         jiff::Timestamp::now().to_zoned_datetime(self.tz.clone())
     }
 
     /// Whether `route` may deliver now, and if not, why and until when.
-    pub fn permit(&self, route: &str) -> Permit {
+    pub(crate) fn permit(&self, route: &str) -> Permit {
         let t = self.local_now();
         let entries = self.entries.lock().expect("not poisoned");
         let Some(e) = entries.get(route) else {
@@ -240,7 +240,7 @@ impl LinkMonitor {
     }
 
     /// Why `route`'s mail outside a run waits, and until when at the latest.
-    pub fn closed_reason(&self, route: &str) -> (String, i64) {
+    pub(crate) fn closed_reason(&self, route: &str) -> (String, i64) {
         let t = self.local_now();
         let entries = self.entries.lock().expect("not poisoned");
         match entries.get(route) {
@@ -250,7 +250,7 @@ impl LinkMonitor {
     }
 
     /// Feeds `evidence` about `route`'s link to its gate.
-    pub fn observe(&self, route: &str, evidence: Evidence) {
+    pub(crate) fn observe(&self, route: &str, evidence: Evidence) {
         let now = now_unix();
         let t = self.local_now();
         let mut entries = self.entries.lock().expect("not poisoned");
@@ -326,7 +326,7 @@ impl LinkMonitor {
     }
 
     /// Ends `route`'s run: nothing of it is due any more.
-    pub fn end_run(&self, route: &str) {
+    pub(crate) fn end_run(&self, route: &str) {
         let t = self.local_now();
         let mut entries = self.entries.lock().expect("not poisoned");
         let Some(e) = entries.get_mut(route) else {
@@ -348,7 +348,7 @@ impl LinkMonitor {
     }
 
     /// Re-evaluates every gate (the schedule may have opened or closed one).
-    pub fn refresh_all(&self) {
+    pub(crate) fn refresh_all(&self) {
         let t = self.local_now();
         let mut entries = self.entries.lock().expect("not poisoned");
         let names: Vec<String> = entries.keys().cloned().collect();
@@ -385,7 +385,7 @@ impl LinkMonitor {
 
     /// Online seconds accrued per route since the last call, for the route clocks. At
     /// most `cap` per call: a monotonic clock that jumps (it should not) ages nothing.
-    pub fn take_online_time(&self, cap: Duration) -> Vec<(String, i64)> {
+    pub(crate) fn take_online_time(&self, cap: Duration) -> Vec<(String, i64)> {
         let mut entries = self.entries.lock().expect("not poisoned");
         let mut out = Vec::new();
         for (name, e) in entries.iter_mut() {
@@ -407,7 +407,7 @@ impl LinkMonitor {
     /// `all`, after a network change, up ones too: the change may have cut them), and
     /// due by their probe interval (with `now_all` or `all`, at once). Each is due again
     /// a probe interval later.
-    pub fn to_probe(&self, all: bool, now_all: bool) -> Vec<(String, ProbeTarget)> {
+    pub(crate) fn to_probe(&self, all: bool, now_all: bool) -> Vec<(String, ProbeTarget)> {
         let t = self.local_now();
         let now = Instant::now();
         let mut entries = self.entries.lock().expect("not poisoned");
@@ -425,7 +425,7 @@ impl LinkMonitor {
     }
 
     /// When the next probe is due, if any route will want one.
-    pub fn next_probe(&self) -> Option<Instant> {
+    pub(crate) fn next_probe(&self) -> Option<Instant> {
         let t = self.local_now();
         let entries = self.entries.lock().expect("not poisoned");
         entries
@@ -436,7 +436,7 @@ impl LinkMonitor {
     }
 
     /// The probe target of `route`.
-    pub fn probe_target(&self, route: &str) -> Option<ProbeTarget> {
+    pub(crate) fn probe_target(&self, route: &str) -> Option<ProbeTarget> {
         self.entries
             .lock()
             .expect("not poisoned")

@@ -30,13 +30,13 @@ impl LinkPolicy {
     }
 
     /// Whether a schedule window is open at `t` (only schedule mode has windows).
-    pub fn window_open(&self, t: &Zoned) -> bool {
+    pub(crate) fn window_open(&self, t: &Zoned) -> bool {
         self.mode == LinkMode::Schedule && self.schedule.open_at(t)
     }
 
     /// Whether the mode alone lets delivery run (`window`: inside a window), without a
     /// run that a flush or `every` started.
-    pub fn by_mode(&self, window: bool) -> bool {
+    pub(crate) fn by_mode(&self, window: bool) -> bool {
         match self.mode {
             LinkMode::Auto => true,
             LinkMode::Schedule => window,
@@ -52,7 +52,7 @@ impl LinkPolicy {
     }
 
     /// How long one probe may take: a probe interval, at most ten seconds.
-    pub fn probe_timeout(&self) -> Duration {
+    pub(crate) fn probe_timeout(&self) -> Duration {
         self.probe_interval.min(Duration::from_secs(10))
     }
 }

@@ -75,7 +75,7 @@ impl LinkMonitor {
     }
 
     /// A run ended because the link failed.
-    pub fn note_flush_failed(&self, why: &str) {
+    pub(crate) fn note_flush_failed(&self, why: &str) {
         let mut last = self.last_flush.lock().expect("not poisoned");
         if let Some(record) = last.as_mut().filter(|r| r.result == "running") {
             record.result = format!("stopped: {why}");
@@ -84,7 +84,7 @@ impl LinkMonitor {
 
     /// When a schedule next starts delivery on some route (unix seconds): a window
     /// opening, or an `every` run.
-    pub fn next_scheduled(&self) -> Option<i64> {
+    pub(crate) fn next_scheduled(&self) -> Option<i64> {
         let t = self.local_now();
         let every = self.next_every_at.lock().expect("not poisoned").clone();
         let entries = self.entries.lock().expect("not poisoned");

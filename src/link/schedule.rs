@@ -33,7 +33,7 @@ impl Schedule {
     }
 
     /// `minute` (after local midnight) is inside a window.
-    pub fn in_window(&self, minute: u16) -> bool {
+    fn in_window(&self, minute: u16) -> bool {
         self.windows.iter().any(|&(start, end)| {
             if start < end {
                 (start..end).contains(&minute)
@@ -44,12 +44,12 @@ impl Schedule {
     }
 
     /// Whether a window is open at `t` (by its wall clock).
-    pub fn open_at(&self, t: &ZonedDateTime) -> bool {
+    pub(crate) fn open_at(&self, t: &ZonedDateTime) -> bool {
         self.in_window(t.hour() as u16 * 60 + t.minute() as u16)
     }
 
     /// The next instant after `t` at which a window opens or closes.
-    pub fn next_boundary(&self, t: &ZonedDateTime) -> Option<ZonedDateTime> {
+    pub(crate) fn next_boundary(&self, t: &ZonedDateTime) -> Option<ZonedDateTime> {
         let tz = t.time_zone().clone();
         let today = t.date();
         let mut best: Option<ZonedDateTime> = None;
@@ -87,7 +87,7 @@ fn at_minute(date: Date, minute: u16, tz: &TimeZone) -> Option<ZonedDateTime> {
 }
 
 /// The local time zone, or UTC when the system has none.
-pub fn local_zone() -> TimeZone {
+pub(crate) fn local_zone() -> TimeZone {
     TimeZone::try_system().unwrap_or(TimeZone::UTC)
 }
 

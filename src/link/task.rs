@@ -42,7 +42,7 @@ pub enum Jump {
 }
 
 /// Compares `wall` seconds passed on the wall clock with `mono` on the monotonic one.
-pub fn jump(wall: i64, mono: i64) -> Option<Jump> {
+pub(crate) fn jump(wall: i64, mono: i64) -> Option<Jump> {
     if wall > mono + JUMP {
         Some(Jump::Ahead(wall - mono))
     } else if wall < mono - JUMP {

@@ -236,14 +236,14 @@ impl Metrics {
     }
 
     /// An ODMR turn took `domain` at `at` (Unix seconds).
-    pub fn odmr_turn(&self, domain: &str, at: i64) {
+    pub(crate) fn odmr_turn(&self, domain: &str, at: i64) {
         let labels = vec![("domain", domain.to_owned())];
         self.odmr_turns.get_or_create(&labels).inc();
         self.odmr_last_turn.get_or_create(&labels).set(at);
     }
 
     /// An ODMR turn delivered `n` recipients of `domain`.
-    pub fn odmr_delivered(&self, domain: &str, n: u64) {
+    pub(crate) fn odmr_delivered(&self, domain: &str, n: u64) {
         if n > 0 {
             self.odmr_delivered
                 .get_or_create(&vec![("domain", domain.to_owned())])
@@ -252,7 +252,7 @@ impl Metrics {
     }
 
     /// A failure notice failed in turn.
-    pub fn double_bounce(&self) {
+    pub(crate) fn double_bounce(&self) {
         self.double_bounces.inc();
     }
 

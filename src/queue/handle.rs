@@ -88,7 +88,7 @@ impl QueueHandle {
     }
 
     /// Starts a flush without waiting for it (a signal, the trigger file).
-    pub fn flush_soon(&self, target: FlushTarget, why: &str) {
+    pub(crate) fn flush_soon(&self, target: FlushTarget, why: &str) {
         let _ = self.send(QueueEvent::Flush {
             target,
             why: why.to_owned(),

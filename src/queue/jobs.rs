@@ -280,7 +280,7 @@ impl Job {
     }
 
     /// The lane a job works on, which the owner leaves alone meanwhile.
-    pub fn lane(&self) -> Option<&str> {
+    pub(crate) fn lane(&self) -> Option<&str> {
         match self {
             Job::WaitForLink { lane, .. } | Job::HoldDue { lane, .. } => Some(lane),
             _ => None,
@@ -288,7 +288,7 @@ impl Job {
     }
 
     /// The route whose run a job serves.
-    pub fn run_route(&self) -> Option<&str> {
+    pub(crate) fn run_route(&self) -> Option<&str> {
         match self {
             Job::ReleaseLinkWait {
                 route, run: true, ..

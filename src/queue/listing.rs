@@ -7,7 +7,7 @@ use crate::spool::{Fs, Layout};
 
 /// Drops in `maildrop/new` not yet picked up. Unreadable ones (another user's, or
 /// damaged) are skipped: the daemon deals with those.
-pub fn maildrop_entries(fs: &dyn Fs, layout: &Layout) -> Vec<QueueEntry> {
+pub(crate) fn maildrop_entries(fs: &dyn Fs, layout: &Layout) -> Vec<QueueEntry> {
     let Ok(mut names) = fs.list_dir(&layout.maildrop_new) else {
         return Vec::new();
     };

@@ -27,4 +27,4 @@ pub mod settle;
 pub mod table;
 
 pub use crate::spool::reader::{QueueEntry, RecipientEntry};
-pub use listing::maildrop_entries;
+pub(crate) use listing::maildrop_entries;

@@ -34,7 +34,7 @@ impl OpenDomains {
     }
 
     /// Later openings last `open_for` (a reload).
-    pub fn set_open_for(&self, open_for: Duration) {
+    pub(crate) fn set_open_for(&self, open_for: Duration) {
         *self.open_for.lock().expect("not poisoned") = open_for;
     }
 
@@ -50,7 +50,7 @@ impl OpenDomains {
     }
 
     /// What is open now.
-    pub fn list(&self) -> Vec<OpenDomain> {
+    pub(crate) fn list(&self) -> Vec<OpenDomain> {
         let (now, wall) = (Instant::now(), now_unix());
         self.open
             .lock()

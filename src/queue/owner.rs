@@ -85,7 +85,7 @@ impl State {
 impl Owner {
     /// How committed mail is placed: its route and lane, held for a hold route whose
     /// domain is not open, waiting for the link when its route's gate is closed.
-    pub fn placement(&self) -> Arc<crate::spool::Place> {
+    pub(crate) fn placement(&self) -> Arc<crate::spool::Place> {
         let kit = self.kit.clone();
         let open = self.open_domains.clone();
         Arc::new(move |domain: &str| placement::place(&kit, &open, domain))

@@ -25,7 +25,7 @@ pub const BUNDLE_HELD: &str = "held for the next bundle (ferrymail bundle export
 pub const LOCAL: &str = "local";
 
 /// The route and lane of `domain`'s mail.
-pub fn place_route(kit: &Kit, domain: &str) -> Placement {
+pub(crate) fn place_route(kit: &Kit, domain: &str) -> Placement {
     if kit.router.is_local(domain) {
         return Placement {
             route: LOCAL.into(),

@@ -27,7 +27,7 @@ impl RetryPolicy {
     }
 
     /// The wait before the next attempt after `attempts` failed ones (at least 1).
-    pub fn next_delay(&self, attempts: u32, jitter: f64) -> Duration {
+    pub(crate) fn next_delay(&self, attempts: u32, jitter: f64) -> Duration {
         let doublings = attempts.saturating_sub(1).min(32);
         let base = self
             .initial
@@ -43,7 +43,7 @@ impl RetryPolicy {
     }
 
     /// Time for a delay notice (`warn_after` of zero: never).
-    pub fn warn_due(&self, online_age: Duration) -> bool {
+    pub(crate) fn warn_due(&self, online_age: Duration) -> bool {
         !self.warn_after.is_zero() && online_age >= self.warn_after
     }
 }

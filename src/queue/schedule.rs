@@ -24,7 +24,7 @@ impl Schedule {
     }
 
     /// `lane` may be due as early as `at`.
-    pub fn bring_forward(&mut self, lane: &str, at: i64) {
+    pub(crate) fn bring_forward(&mut self, lane: &str, at: i64) {
         match self.at.get(lane) {
             Some(&known) if known <= at => {}
             _ => self.set(lane, at),
@@ -47,8 +47,9 @@ impl Schedule {
             .collect()
     }
 
+    #[cfg(test)]
     /// Whether `lane` is due by `now`.
-    pub fn is_due(&self, lane: &str, now: i64) -> bool {
+    fn is_due(&self, lane: &str, now: i64) -> bool {
         self.at.get(lane).is_some_and(|at| *at <= now)
     }
 

@@ -46,7 +46,7 @@ pub struct Settled {
 /// Decides every result. `host` is the upstream that answered; `relayed` says which
 /// delivered recipients get a "relayed" notice (their sender asked for success, and the
 /// upstream cannot carry the request on).
-pub fn settle(
+pub(crate) fn settle(
     p: &SettleRules<'_>,
     results: Vec<(Claim, Classified)>,
     host: Option<&str>,
@@ -145,7 +145,7 @@ pub fn settle(
 
 /// A notice could not be queued: the records that needed it wait instead (a bounce is
 /// tried again later, a delay notice at the next deferral).
-pub fn without_notice(
+pub(crate) fn without_notice(
     records: &mut [(QueueId, usize, Verdict)],
     request: &NoticeRequest,
     retry_at: i64,
@@ -172,7 +172,7 @@ pub fn without_notice(
 }
 
 /// Counts each end, deliveries aside (the delivery counts those as they are answered).
-pub fn tally(records: &[(QueueId, usize, Verdict)]) -> Tally {
+pub(crate) fn tally(records: &[(QueueId, usize, Verdict)]) -> Tally {
     let mut tally = Tally::new();
     for (_, _, rec) in records {
         let counted = match rec {
@@ -191,7 +191,7 @@ pub fn tally(records: &[(QueueId, usize, Verdict)]) -> Tally {
 }
 
 /// A number in [0, 1) for retry jitter.
-pub fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)

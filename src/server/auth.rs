@@ -96,7 +96,7 @@ pub fn decode(b64: &str) -> Result<String, SaslError> {
 }
 
 /// RFC 4616 PLAIN: `authzid NUL authcid NUL passwd`; authzid empty or the same user.
-pub fn decode_plain(b64: &str) -> Result<(String, String), SaslError> {
+pub(crate) fn decode_plain(b64: &str) -> Result<(String, String), SaslError> {
     let bytes = STANDARD.decode(b64.trim()).map_err(|_| SaslError::Base64)?;
     let mut parts = bytes.split(|b| *b == 0);
     let (Some(authz), Some(user), Some(pass), None) =
@@ -119,7 +119,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub fn blocked(&self, ip: IpAddr) -> bool {
+    pub(crate) fn blocked(&self, ip: IpAddr) -> bool {
         let map = self.failures.lock().expect("not poisoned");
         map.get(&ip).is_some_and(|(n, since)| {
             *n >= MAX_FAILURES_PER_CLIENT && since.elapsed() < FAILURE_WINDOW

@@ -172,12 +172,12 @@ impl BdatIn {
     }
 
     /// What arrives is kept for a resume.
-    pub fn keeps_partial(&self) -> bool {
+    pub(crate) fn keeps_partial(&self) -> bool {
         self.partial.is_some()
     }
 
     /// A bare CR or LF was seen (RFC 5321 §2.3.8): the session is closed for it.
-    pub fn bad_line_ending(&self) -> bool {
+    pub(crate) fn bad_line_ending(&self) -> bool {
         self.check.bad_line_ending()
     }
 

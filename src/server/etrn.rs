@@ -45,14 +45,14 @@ pub fn answer(node: &str, flushed: Flushed) -> Reply {
 }
 
 /// RFC 1985 §5: 459, this client may not flush `node`.
-pub fn not_allowed(node: &str) -> Reply {
+pub(crate) fn not_allowed(node: &str) -> Reply {
     reply::ETRN_NOT_ALLOWED.with_text(format!("Node {node} not allowed: not an ETRN client"))
 }
 
 /// The node an ETRN names: `domain` or `@domain` (subdomains too). Queue names (`#x`,
 /// RFC 1985 §4) and anything that is not a domain are refused; the name is never used
 /// as a path or passed to a program.
-pub fn parse_node(arg: &str) -> Option<(String, bool)> {
+pub(crate) fn parse_node(arg: &str) -> Option<(String, bool)> {
     let arg = arg.trim();
     let (name, subdomains) = match arg.strip_prefix('@') {
         Some(rest) => (rest, true),

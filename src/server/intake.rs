@@ -100,12 +100,12 @@ impl Intake {
     }
 
     /// A line of the content is longer than RFC 5322 allows.
-    pub fn line_too_long(&self) -> bool {
+    pub(crate) fn line_too_long(&self) -> bool {
         self.lines.too_long()
     }
 
     /// `Received:` fields seen in the message's header section.
-    pub fn received_count(&self) -> usize {
+    pub(crate) fn received_count(&self) -> usize {
         self.headers.received()
     }
 

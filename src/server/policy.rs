@@ -42,12 +42,12 @@ impl RelayPolicy {
     }
 
     /// The client may relay to any domain.
-    pub fn may_relay(&self, client: IpAddr, authenticated: bool) -> bool {
+    pub(crate) fn may_relay(&self, client: IpAddr, authenticated: bool) -> bool {
         authenticated || self.relay_networks.iter().any(|net| net.contains(client))
     }
 
     /// Anyone may send to this domain: it is ours, or held here for an edge.
-    pub fn accepts_for(&self, domain: &str) -> bool {
+    fn accepts_for(&self, domain: &str) -> bool {
         self.accepted_domains
             .iter()
             .any(|pattern| domain_matches(pattern, domain))

@@ -74,7 +74,7 @@ impl Default for HeaderScan {
 impl HeaderScan {
     /// Feeds content; returns the offset in `bytes` where the empty line that ends the
     /// header section begins, when it is in this chunk.
-    pub fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
         for (i, &b) in bytes.iter().enumerate() {
             if !self.in_headers {
                 return None;
@@ -120,7 +120,7 @@ impl HeaderScan {
     }
 
     /// The `Date:` and `Message-ID:` fields a submission lacks (RFC 6409 §8.2, §8.3).
-    pub fn missing_fields(&self, id: &str, hostname: &str) -> String {
+    pub(crate) fn missing_fields(&self, id: &str, hostname: &str) -> String {
         let mut out = String::new();
         if !self.has_date {
             let date = crate::smtp::date::now();

@@ -38,7 +38,7 @@ impl Replies {
     }
 
     /// A reply that comes when `commit` finishes; whatever follows waits for it.
-    pub fn push_commit(&mut self, commit: JoinHandle<Reply>) {
+    pub(crate) fn push_commit(&mut self, commit: JoinHandle<Reply>) {
         self.commits += 1;
         self.parts.push_back(Part::Commit(commit));
     }

@@ -443,7 +443,7 @@ impl Session {
     }
 
     /// The TLS handshake finished: RFC 3207 §4.2, everything from before is forgotten.
-    pub fn tls_started(&mut self) {
+    pub(crate) fn tls_started(&mut self) {
         self.tls = true;
         self.helo = None;
         self.esmtp = false;
@@ -452,12 +452,12 @@ impl Session {
     }
 
     /// SASL succeeded for `user`.
-    pub fn authenticated_as(&mut self, user: String) {
+    pub(crate) fn authenticated_as(&mut self, user: String) {
         self.auth = Some(user);
     }
 
     /// The content was read (or refused): the transaction is over either way.
-    pub fn message_done(&mut self) -> Option<Transaction> {
+    pub(crate) fn message_done(&mut self) -> Option<Transaction> {
         self.tx.take()
     }
 }

@@ -64,13 +64,13 @@ impl OdmrUsers {
     }
 
     /// PLAIN: whether `password` is `name`'s (compared in constant time).
-    pub fn check_plain(&self, name: &str, password: &str) -> bool {
+    pub(crate) fn check_plain(&self, name: &str, password: &str) -> bool {
         self.account(name)
             .is_some_and(|a| crate::smtp::cram_md5::same_secret(&a.secret, password))
     }
 
     /// Whether `name` may claim `domain`'s mail.
-    pub fn may_claim(&self, name: &str, domain: &str) -> bool {
+    pub(crate) fn may_claim(&self, name: &str, domain: &str) -> bool {
         self.account(name)
             .is_some_and(|a| a.domains.iter().any(|p| domain_matches(p, domain)))
     }
@@ -122,7 +122,7 @@ pub fn refused(user: &str, domain: &str) -> Reply {
 }
 
 /// 451: another session is turning `domain`.
-pub fn busy(domain: &str) -> Reply {
+pub(crate) fn busy(domain: &str) -> Reply {
     Reply::new(451, st(4, 3, 0), "").with_text(format!(
         "Unable to process ATRN request now: {domain} is being turned by another session"
     ))

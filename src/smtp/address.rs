@@ -77,14 +77,14 @@ impl Mailbox {
     }
 
     /// True when the address needs SMTPUTF8 (RFC 6531) to travel.
-    pub fn is_utf8(&self) -> bool {
+    pub(crate) fn is_utf8(&self) -> bool {
         !self.local.is_ascii() || !self.domain.is_ascii()
     }
 
     /// The same address, but for ASCII case: how relays compare them (strictly the local
     /// part is case-sensitive, RFC 5321 §2.4, but no one relies on it and every MTA
     /// folds it).
-    pub fn same_as(&self, other: &Mailbox) -> bool {
+    pub(crate) fn same_as(&self, other: &Mailbox) -> bool {
         self.local.eq_ignore_ascii_case(&other.local)
             && self.domain.eq_ignore_ascii_case(&other.domain)
     }
@@ -121,7 +121,7 @@ impl ReversePath {
     }
 
     /// True when the path needs SMTPUTF8 (RFC 6531) to travel.
-    pub fn is_utf8(&self) -> bool {
+    pub(crate) fn is_utf8(&self) -> bool {
         self.mailbox().is_some_and(Mailbox::is_utf8)
     }
 

@@ -24,7 +24,7 @@ impl BdatCheck {
     }
 
     /// Looks at chunk bytes; returns the part to keep (empty once over the limit).
-    pub fn feed<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+    pub(crate) fn feed<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
         if !self.binary {
             for &b in bytes {
                 if (self.pending_cr && b != b'\n') || (b == b'\n' && !self.pending_cr) {
@@ -53,7 +53,7 @@ impl BdatCheck {
     }
 
     /// At the LAST chunk: the content had a bare CR or LF.
-    pub fn bad_line_ending(&self) -> bool {
+    pub(crate) fn bad_line_ending(&self) -> bool {
         self.bad_line_ending || (!self.binary && self.pending_cr)
     }
 }

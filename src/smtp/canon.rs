@@ -66,8 +66,9 @@ impl CrlfCanon {
     }
 }
 
+#[cfg(test)]
 /// Canonicalises a whole buffer (tests and small inputs).
-pub fn to_crlf(input: &[u8]) -> Result<Vec<u8>, NulByte> {
+fn to_crlf(input: &[u8]) -> Result<Vec<u8>, NulByte> {
     let mut canon = CrlfCanon::new();
     let mut out = Vec::with_capacity(input.len() + input.len() / 32);
     canon.push(input, &mut out)?;

@@ -58,7 +58,7 @@ pub struct MailFrom {
 
 impl MailFrom {
     /// XZSTD or XRESUME: only for a listener that offers XFERRY, and only with BDAT.
-    pub fn uses_xferry(&self) -> bool {
+    pub(crate) fn uses_xferry(&self) -> bool {
         self.zstd.is_some() || self.resume.is_some()
     }
 }
@@ -366,7 +366,7 @@ fn set_once<T>(slot: &mut Option<T>, value: T, key: &str) -> Result<(), CommandE
 
 /// RFC 3461 §4 xtext: `!`..`~` except `+` and `=`, with `+XX` hex escapes. `None` if
 /// malformed or if it decodes to a control character.
-pub fn xtext(s: &str) -> Option<String> {
+pub(crate) fn xtext(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

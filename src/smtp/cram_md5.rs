@@ -50,7 +50,7 @@ pub fn verify(
 }
 
 /// Whether two secrets are equal, in a time that does not depend on where they differ.
-pub fn same_secret(a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> bool {
+pub(crate) fn same_secret(a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> bool {
     let (a, b) = (a.as_ref(), b.as_ref());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

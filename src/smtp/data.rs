@@ -55,12 +55,16 @@ impl DataReader {
     }
 
     /// The content went over `max_size` (and was not all kept).
-    pub fn too_big(&self) -> bool {
+    pub(crate) fn too_big(&self) -> bool {
         self.size > self.max_size
     }
 
     /// Feeds connection bytes; appends content to `out` while within the size limit.
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<DataProgress, DataError> {
+    pub(crate) fn feed(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<DataProgress, DataError> {
         let mut i = 0;
         while i < input.len() {
             match self.state {

@@ -41,7 +41,7 @@ impl Domain {
 
     /// True when `s` is a domain; a fully qualified name's one trailing dot is allowed
     /// (`example.org.`), as configuration files and DNS tools write them.
-    pub fn is_valid(s: &str) -> bool {
+    pub(crate) fn is_valid(s: &str) -> bool {
         Domain::parse(s.strip_suffix('.').unwrap_or(s)).is_ok()
     }
 

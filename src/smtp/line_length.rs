@@ -16,7 +16,7 @@ pub struct LineLength {
 }
 
 impl LineLength {
-    pub fn feed(&mut self, content: &[u8]) {
+    pub(crate) fn feed(&mut self, content: &[u8]) {
         for &b in content {
             match b {
                 b'\n' => self.run = 0,

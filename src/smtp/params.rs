@@ -78,7 +78,7 @@ impl Notify {
     }
 
     /// The sender asked to hear about `event`.
-    pub fn wants(&self, event: NotifyOn) -> bool {
+    pub(crate) fn wants(&self, event: NotifyOn) -> bool {
         self.0.contains(&event)
     }
 }

@@ -34,7 +34,7 @@ impl Reply {
     }
 
     /// The same code and status with other text.
-    pub fn with_text(&self, text: impl Into<String>) -> Reply {
+    pub(crate) fn with_text(&self, text: impl Into<String>) -> Reply {
         Reply {
             code: self.code,
             status: self.status,
@@ -56,7 +56,7 @@ impl Reply {
 
     /// Appends the reply in wire form: `code-` on every line but the last (RFC 5321
     /// §4.2.1), each line ending CRLF, control characters in the text dropped.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
         let lines: Vec<&str> = self.text.split('\n').collect();
         for (i, line) in lines.iter().enumerate() {
             let sep = if i + 1 == lines.len() { ' ' } else { '-' };

@@ -22,7 +22,7 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn is_positive(&self) -> bool {
+    pub(crate) fn is_positive(&self) -> bool {
         (200..400).contains(&self.code)
     }
 
@@ -35,7 +35,7 @@ impl Response {
     }
 
     /// The reply on one line, for logs, the queue listing and DSNs: `451 4.7.1 text`.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let status = self.status.map(|s| format!(" {s}")).unwrap_or_default();
         let text = self.lines.join(" ");
         let mut out = format!("{}{status} {text}", self.code);
@@ -74,7 +74,7 @@ impl ResponseReader {
     }
 
     /// The next complete response, if the buffer holds one.
-    pub fn take_response(&mut self) -> Result<Option<Response>, ResponseError> {
+    pub(crate) fn take_response(&mut self) -> Result<Option<Response>, ResponseError> {
         loop {
             let Some(lf) = self.buf.iter().position(|b| *b == b'\n') else {
                 if self.buf.len() > MAX_REPLY_LINE {
@@ -106,12 +106,6 @@ impl ResponseReader {
                 return Ok(Some(finish(code, lines)));
             }
         }
-    }
-
-    /// Bytes received but not yet part of a response (after a STARTTLS reply they must
-    /// be thrown away: response injection).
-    pub fn has_pending(&self) -> bool {
-        !self.buf.is_empty() || !self.lines.is_empty()
     }
 
     /// Nothing is buffered.

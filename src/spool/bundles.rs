@@ -19,7 +19,7 @@ const WAITING: &str = "('held', 'queued', 'deferred')";
 
 /// Claims the waiting recipients (held, queued or deferred) of up to `limit` messages on
 /// `route`, oldest first: the next part of an export.
-pub fn claim_route(
+pub(crate) fn claim_route(
     tx: &Connection,
     route: &str,
     now: i64,
@@ -63,7 +63,7 @@ fn lease(tx: &Connection, rowid: i64, now: i64) -> rusqlite::Result<()> {
 
 /// Claimed recipients written into `bundle`: `bundled` until `until`. Returns how many
 /// were still claimed.
-pub fn mark_bundled(
+pub(crate) fn mark_bundled(
     tx: &Connection,
     recipients: &[(QueueId, usize)],
     bundle: &str,
@@ -92,7 +92,11 @@ pub fn mark_bundled(
 
 /// Bundled recipients whose receipt is overdue go back to the queue: deferred and due
 /// now (at most `limit` a step). Returns the lanes they are on.
-pub fn release_bundled(tx: &Connection, now: i64, limit: usize) -> rusqlite::Result<Vec<String>> {
+pub(crate) fn release_bundled(
+    tx: &Connection,
+    now: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<String>> {
     let rows: Vec<(i64, Option<String>)> = tx
         .prepare_cached(
             "SELECT rowid, lane FROM recipient
@@ -119,7 +123,7 @@ pub fn release_bundled(tx: &Connection, now: i64, limit: usize) -> rusqlite::Res
 }
 
 /// When the next bundled recipient's receipt is overdue.
-pub fn next_bundle_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn next_bundle_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached("SELECT MIN(bundle_until) FROM recipient WHERE state = 'bundled'")?
         .query_row([], |r| r.get(0))
 }
@@ -127,7 +131,7 @@ pub fn next_bundle_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
 /// Claims the named recipients for a receipt's outcomes: bundled, or waiting again
 /// (a receipt may come after its bundle's mail went back to the queue). Recipients in
 /// flight or final are left alone.
-pub fn claim_named(
+pub(crate) fn claim_named(
     tx: &Connection,
     recipients: &[(QueueId, usize)],
     now: i64,
@@ -153,7 +157,7 @@ pub fn claim_named(
 }
 
 /// The positions of `node`'s message `message` this node has taken already.
-pub fn imported_positions(
+pub(crate) fn imported_positions(
     conn: &Connection,
     node: &str,
     message: &str,
@@ -165,7 +169,7 @@ pub fn imported_positions(
 
 /// Forgets what was taken before `before` (recovery, at start): bundles that old are
 /// refused by their age.
-pub fn prune_imported(tx: &Connection, before: i64) -> rusqlite::Result<usize> {
+pub(crate) fn prune_imported(tx: &Connection, before: i64) -> rusqlite::Result<usize> {
     tx.execute("DELETE FROM imported WHERE imported_at < ?1", [before])
 }
 

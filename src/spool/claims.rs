@@ -93,7 +93,7 @@ pub(super) fn claim_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Claim)>
 /// Claims up to `limit` due recipients of `lane` (of `domain` only, when given), oldest
 /// due first; the last message's other due recipients on the lane come along, so a
 /// message is never split between two claims.
-pub fn claim(
+pub(crate) fn claim(
     tx: &Connection,
     lane: &str,
     domain: Option<&str>,
@@ -215,7 +215,7 @@ pub fn record(
 
 /// A recipient that cannot be delivered whatever its state (its message file is
 /// damaged) takes `outcome`, unless it is final already.
-pub fn fail_pending(
+pub(crate) fn fail_pending(
     tx: &Connection,
     id: QueueId,
     position: usize,
@@ -243,7 +243,7 @@ pub fn fail_pending(
 }
 
 /// The positions of `id`'s recipients that are not final.
-pub fn pending_positions(conn: &Connection, id: QueueId) -> rusqlite::Result<Vec<usize>> {
+pub(crate) fn pending_positions(conn: &Connection, id: QueueId) -> rusqlite::Result<Vec<usize>> {
     conn.prepare_cached(&format!(
         "SELECT position FROM recipient WHERE message_id = ?1 AND state IN ({})
          ORDER BY position",
@@ -291,7 +291,7 @@ pub fn reported(conn: &Connection, about: &super::envelope::About) -> rusqlite::
 
 /// A delivery of `lane` ended without recording some of its claims (it failed): they
 /// are due now again, not counted as an attempt. Returns how many.
-pub fn release_claims(tx: &Connection, lane: &str, now: i64) -> rusqlite::Result<usize> {
+pub(crate) fn release_claims(tx: &Connection, lane: &str, now: i64) -> rusqlite::Result<usize> {
     tx.prepare_cached(
         "UPDATE recipient SET state = 'deferred', next_attempt_at = ?1, updated_at = ?1
          WHERE lane = ?2 AND state = 'in_flight'",
@@ -300,7 +300,7 @@ pub fn release_claims(tx: &Connection, lane: &str, now: i64) -> rusqlite::Result
 }
 
 /// When `lane`'s next recipient falls due; `None` when nothing of it waits for a time.
-pub fn lane_next_due(conn: &Connection, lane: &str) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn lane_next_due(conn: &Connection, lane: &str) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached(
         "SELECT MIN(next_attempt_at) FROM recipient
          WHERE lane = ?1 AND next_attempt_at IS NOT NULL",
@@ -310,7 +310,7 @@ pub fn lane_next_due(conn: &Connection, lane: &str) -> rusqlite::Result<Option<i
 
 /// Every lane with mail waiting for a time, and when its first falls due (the owner's
 /// schedule at start). Unplaced recipients are not in it.
-pub fn due_lanes(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+pub(crate) fn due_lanes(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     conn.prepare(
         "SELECT lane, MIN(next_attempt_at) FROM recipient
          WHERE lane IS NOT NULL AND next_attempt_at IS NOT NULL GROUP BY lane",
@@ -320,7 +320,11 @@ pub fn due_lanes(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
 }
 
 /// The domains with mail due on `lane` by `now`.
-pub fn due_domains(conn: &Connection, lane: &str, now: i64) -> rusqlite::Result<Vec<String>> {
+pub(crate) fn due_domains(
+    conn: &Connection,
+    lane: &str,
+    now: i64,
+) -> rusqlite::Result<Vec<String>> {
     conn.prepare_cached(
         "SELECT DISTINCT domain FROM recipient WHERE lane = ?1 AND next_attempt_at <= ?2",
     )?
@@ -330,7 +334,7 @@ pub fn due_domains(conn: &Connection, lane: &str, now: i64) -> rusqlite::Result<
 
 /// The domains with mail waiting on `lane` for an ODMR turn: held, queued or deferred
 /// (not in flight), whatever its due time.
-pub fn turn_domains(conn: &Connection, lane: &str) -> rusqlite::Result<Vec<String>> {
+pub(crate) fn turn_domains(conn: &Connection, lane: &str) -> rusqlite::Result<Vec<String>> {
     conn.prepare_cached(
         "SELECT DISTINCT domain FROM recipient
          WHERE lane = ?1 AND state IN ('held', 'queued', 'deferred')",
@@ -342,7 +346,7 @@ pub fn turn_domains(conn: &Connection, lane: &str) -> rusqlite::Result<Vec<Strin
 /// Claims up to `limit` recipients of `lane` for `domain` for an ODMR turn: held,
 /// queued or deferred alike (the station is here now), oldest first; a message's other
 /// waiting recipients for the domain come along.
-pub fn claim_turn(
+pub(crate) fn claim_turn(
     tx: &Connection,
     lane: &str,
     domain: &str,
@@ -382,7 +386,7 @@ pub fn claim_turn(
 }
 
 /// Some recipient still needs delivery (or is held).
-pub fn anything_pending(conn: &Connection) -> rusqlite::Result<bool> {
+pub(crate) fn anything_pending(conn: &Connection) -> rusqlite::Result<bool> {
     conn.prepare_cached(&format!(
         "SELECT 1 FROM recipient WHERE state IN ({}) LIMIT 1",
         RecipientState::sql_list(RecipientState::PENDING)
@@ -392,7 +396,12 @@ pub fn anything_pending(conn: &Connection) -> rusqlite::Result<bool> {
 
 /// Adds `secs` of online time to `route`'s clock: every recipient on that route ages by
 /// as much, in one row.
-pub fn advance_clock(conn: &Connection, route: &str, secs: i64, now: i64) -> rusqlite::Result<()> {
+pub(crate) fn advance_clock(
+    conn: &Connection,
+    route: &str,
+    secs: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO route_clock (route, online_secs, updated_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (route) DO UPDATE SET online_secs = online_secs + ?2, updated_at = ?3",

@@ -118,7 +118,7 @@ impl Draft {
 
     /// `seal`, with header fields made from the whole message (a DKIM signature) stored
     /// to go before it (at most `MAX_PREPEND` bytes).
-    pub fn seal_prepending(mut self, prepend: Vec<u8>) -> Result<Sealed, SpoolError> {
+    pub(crate) fn seal_prepending(mut self, prepend: Vec<u8>) -> Result<Sealed, SpoolError> {
         if prepend.len() > MAX_PREPEND {
             return Err(SpoolError::io(
                 "seal draft",

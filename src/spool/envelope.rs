@@ -203,7 +203,7 @@ pub struct Trailer {
 }
 
 impl Trailer {
-    pub fn end_record(&self) -> [u8; END_RECORD_LEN] {
+    pub(crate) fn end_record(&self) -> [u8; END_RECORD_LEN] {
         let flags = if self.eight_bit { FLAG_EIGHT_BIT } else { 0 }
             | if self.prepended { FLAG_PREPENDED } else { 0 };
         let text = format!(
@@ -291,13 +291,13 @@ pub enum FormatError {
 impl FormatError {
     /// The file is there but not a valid message: it belongs in `corrupt/`. (An I/O error
     /// says nothing about the file.)
-    pub fn is_damage(&self) -> bool {
+    pub(crate) fn is_damage(&self) -> bool {
         !matches!(self, FormatError::Io(_))
     }
 }
 
 /// Writes the magic line and the envelope line; returns the bytes written.
-pub fn write_header(out: &mut impl Write, envelope: &Envelope) -> io::Result<u64> {
+pub(crate) fn write_header(out: &mut impl Write, envelope: &Envelope) -> io::Result<u64> {
     let json = serde_json::to_vec(envelope).map_err(io::Error::other)?;
     out.write_all(MAGIC)?;
     out.write_all(&json)?;
@@ -317,13 +317,13 @@ pub struct StoredMessage {
 
 impl StoredMessage {
     /// The message as sent: prepended fields and body.
-    pub fn content_size(&self) -> u64 {
+    pub(crate) fn content_size(&self) -> u64 {
         self.prepend.len() as u64 + self.trailer.size
     }
 }
 
 /// The prepend record and the fields before it, for `write_prepend`.
-pub fn prepend_record(fields: &[u8]) -> Vec<u8> {
+pub(crate) fn prepend_record(fields: &[u8]) -> Vec<u8> {
     let mut crc = crc32fast::Hasher::new();
     crc.update(fields);
     let mut out = fields.to_vec();
@@ -398,7 +398,7 @@ fn read_head(reader: &mut impl BufRead) -> Result<(Envelope, u64, usize), Format
 }
 
 /// The envelope of a message file, whatever state the rest of it is in.
-pub fn read_envelope(fs: &dyn Fs, path: &Path) -> Result<Envelope, FormatError> {
+pub(crate) fn read_envelope(fs: &dyn Fs, path: &Path) -> Result<Envelope, FormatError> {
     let mut reader = BufReader::new(fs.open(path)?);
     read_head(&mut reader).map(|(envelope, _, _)| envelope)
 }
@@ -449,7 +449,11 @@ pub fn read_body(fs: &dyn Fs, path: &Path, stored: &StoredMessage) -> Result<Vec
 
 /// Reads the whole body once to check its checksum, holding only a buffer: before a large
 /// message is streamed to an upstream, which must never see damaged content.
-pub fn verify_body(fs: &dyn Fs, path: &Path, stored: &StoredMessage) -> Result<(), FormatError> {
+pub(crate) fn verify_body(
+    fs: &dyn Fs,
+    path: &Path,
+    stored: &StoredMessage,
+) -> Result<(), FormatError> {
     let mut reader = BodyReader::open(fs, path, stored)?;
     let mut buf = vec![0u8; 64 << 10];
     while reader.read(&mut buf).map_err(format_error)? > 0 {}
@@ -519,7 +523,7 @@ impl From<FormatError> for io::Error {
 }
 
 /// An `io::Error` from reading a body, as the format error it stands for.
-pub fn format_error(e: io::Error) -> FormatError {
+fn format_error(e: io::Error) -> FormatError {
     let checksum = e.kind() == io::ErrorKind::InvalidData
         && e.get_ref()
             .and_then(|i| i.downcast_ref::<FormatError>())
@@ -533,7 +537,7 @@ pub fn format_error(e: io::Error) -> FormatError {
 
 /// The envelope rules every stored message obeys, whatever wrote it, beyond what its
 /// types hold (their addresses are parsed as they are read).
-pub fn check_envelope(e: &Envelope) -> Result<(), String> {
+pub(crate) fn check_envelope(e: &Envelope) -> Result<(), String> {
     if e.recipients.is_empty() {
         return Err("no recipients".to_owned());
     }

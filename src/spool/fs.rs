@@ -54,7 +54,7 @@ pub struct FileFacts {
 /// the checks made on the opened file, so nothing can be swapped in between. A local
 /// user can put anything in a world-writable directory; this reads only what they
 /// wrote themselves.
-pub fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+pub(crate) fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)

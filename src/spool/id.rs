@@ -20,7 +20,7 @@ pub struct QueueId([u8; ID_LEN]);
 pub struct InvalidId(pub String);
 
 impl QueueId {
-    pub fn generate(now: SystemTime) -> QueueId {
+    pub(crate) fn generate(now: SystemTime) -> QueueId {
         let micros = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);

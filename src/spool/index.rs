@@ -222,12 +222,12 @@ fn migrate(conn: &Connection) -> Result<(), OpenError> {
 }
 
 /// The index's schema version (`PRAGMA user_version`); 0 for a new file.
-pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+pub(crate) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
 }
 
 /// `PRAGMA quick_check` passes.
-pub fn is_healthy(conn: &Connection) -> bool {
+pub(crate) fn is_healthy(conn: &Connection) -> bool {
     conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
         .is_ok_and(|s| s == "ok")
 }
@@ -379,7 +379,7 @@ pub fn insert_message(
 
 /// Reads a recipient's state from an index (used to carry state into a rebuilt index),
 /// of this schema version or the ones before. The online age carried is the age reached.
-pub fn carried_state(
+pub(crate) fn carried_state(
     conn: &Connection,
     id: QueueId,
     position: usize,
@@ -423,7 +423,7 @@ pub fn carried_state(
 }
 
 /// Every indexed id (16 bytes each: a 100k queue costs a few MiB here, not the queue).
-pub fn message_ids(conn: &Connection) -> rusqlite::Result<HashSet<QueueId>> {
+pub(crate) fn message_ids(conn: &Connection) -> rusqlite::Result<HashSet<QueueId>> {
     let mut stmt = conn.prepare("SELECT id FROM message")?;
     let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
     let mut ids = HashSet::new();
@@ -455,7 +455,7 @@ pub fn has_drop(conn: &Connection, drop_name: &str) -> rusqlite::Result<bool> {
 pub const FINISHED_DROP_KEPT: i64 = 2 * 86400;
 
 /// Forgets finished drop names older than `FINISHED_DROP_KEPT` (recovery, at start).
-pub fn prune_finished_drops(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
+pub(crate) fn prune_finished_drops(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
     tx.execute(
         "DELETE FROM finished_drop WHERE finished_at < ?1",
         [now - FINISHED_DROP_KEPT],
@@ -463,7 +463,7 @@ pub fn prune_finished_drops(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<
 }
 
 /// Messages whose every recipient is in a final state: ready to leave the spool.
-pub fn finished_messages(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
+pub(crate) fn finished_messages(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
     let sql = format!(
         "SELECT id FROM message m WHERE NOT m.kept AND NOT EXISTS (SELECT 1 FROM recipient r
          WHERE r.message_id = m.id AND r.state IN ({}))",
@@ -477,7 +477,7 @@ pub fn finished_messages(conn: &Connection) -> rusqlite::Result<Vec<QueueId>> {
 
 /// `id` is indexed, not kept, and every recipient of it is in a final state: one message
 /// looked at, for the hot path of recording outcomes (`finished_messages` scans them all).
-pub fn is_finished(conn: &Connection, id: QueueId) -> rusqlite::Result<bool> {
+pub(crate) fn is_finished(conn: &Connection, id: QueueId) -> rusqlite::Result<bool> {
     let sql = format!(
         "SELECT 1 FROM recipient WHERE message_id = ?1 AND state IN ({}) LIMIT 1",
         RecipientState::sql_list(RecipientState::PENDING)
@@ -491,14 +491,14 @@ pub fn is_finished(conn: &Connection, id: QueueId) -> rusqlite::Result<bool> {
 
 /// Keeps `id` in the queue although every recipient of it is final: a notice nobody
 /// could receive, left for the operator.
-pub fn keep_message(conn: &Connection, id: QueueId) -> rusqlite::Result<()> {
+pub(crate) fn keep_message(conn: &Connection, id: QueueId) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE message SET kept = 1 WHERE id = ?1")?
         .execute([id.as_str()])?;
     Ok(())
 }
 
 /// Every `in_flight` recipient becomes `deferred` and due now (recovery after a stop).
-pub fn reset_in_flight(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
+pub(crate) fn reset_in_flight(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
     tx.execute(
         "UPDATE recipient SET state = 'deferred', next_attempt_at = ?1, updated_at = ?1
          WHERE state = 'in_flight'",
@@ -507,7 +507,7 @@ pub fn reset_in_flight(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<usize
 }
 
 /// Removes a message's rows; a maildrop name it came from is remembered (`has_drop`).
-pub fn delete_message(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
+pub(crate) fn delete_message(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT OR IGNORE INTO finished_drop (drop_name, finished_at)
          SELECT drop_name, unixepoch() FROM message WHERE id = ?1 AND drop_name IS NOT NULL",
@@ -519,7 +519,7 @@ pub fn delete_message(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
 }
 
 /// A number kept in `meta` (the journal's generation and applied length).
-pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
         .optional()

@@ -172,12 +172,12 @@ impl Journal {
 
     /// What was last appended may hold facts the index never recorded (its transaction
     /// failed): rewrite the journal from the index before the next append.
-    pub fn mark_broken(&mut self) {
+    pub(crate) fn mark_broken(&mut self) {
         self.broken = true;
     }
 
     /// The journal must be rewritten before the next append: it failed, or it is long.
-    pub fn needs_rewrite(&self) -> bool {
+    pub(crate) fn needs_rewrite(&self) -> bool {
         self.broken || self.len >= REWRITE_AT
     }
 
@@ -198,7 +198,7 @@ impl Journal {
 
     /// Records in the index that everything in the journal is applied (inside the
     /// transaction that applies the last of it).
-    pub fn mark_applied(&self, conn: &Connection) -> rusqlite::Result<()> {
+    pub(crate) fn mark_applied(&self, conn: &Connection) -> rusqlite::Result<()> {
         index::set_meta(conn, META_GENERATION, self.generation)?;
         index::set_meta(conn, META_APPLIED, self.len as i64)
     }
@@ -229,7 +229,7 @@ impl Journal {
     /// Applies every fact the journal holds about `ids`, from its start: for messages
     /// indexed after `replay` (notices recovery re-indexes once what they report is
     /// known). Returns how many facts changed the index.
-    pub fn replay_only(
+    pub(crate) fn replay_only(
         &self,
         conn: &mut Connection,
         ids: &std::collections::HashSet<QueueId>,

@@ -59,7 +59,7 @@ impl Layout {
     }
 
     /// Directories the daemon creates at start.
-    pub fn dirs(&self) -> [&Path; 5] {
+    pub(crate) fn dirs(&self) -> [&Path; 5] {
         [
             &self.tmp,
             &self.queue,

@@ -24,7 +24,7 @@ pub struct SpoolLock {
 }
 
 impl SpoolLock {
-    pub fn acquire(root: &Path, lock_path: &Path) -> Result<SpoolLock, LockError> {
+    pub(crate) fn acquire(root: &Path, lock_path: &Path) -> Result<SpoolLock, LockError> {
         let io = |source| LockError::Io {
             path: lock_path.to_path_buf(),
             source,
@@ -53,18 +53,5 @@ impl SpoolLock {
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         Ok(SpoolLock { _file: file })
-    }
-
-    /// The pid written by the current holder, if any process holds the lock.
-    pub fn holder(lock_path: &Path) -> Option<String> {
-        let mut file = File::open(lock_path).ok()?;
-        match file.try_lock_shared() {
-            Ok(()) => None,
-            Err(_) => {
-                let mut pid = String::new();
-                file.read_to_string(&mut pid).ok()?;
-                Some(pid.trim().to_owned())
-            }
-        }
     }
 }

@@ -47,7 +47,7 @@ pub enum DropError {
 }
 
 /// A drop's name: `<secs>.<micros>.P<pid>.R<random>` (maildir style), unique per spool.
-pub fn new_drop_name() -> String {
+pub(crate) fn new_drop_name() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -63,7 +63,7 @@ pub fn new_drop_name() -> String {
 }
 
 /// A drop name is 1 to 100 characters of `[A-Za-z0-9._-]`, not starting with a dot.
-pub fn is_drop_name(name: &str) -> bool {
+pub(crate) fn is_drop_name(name: &str) -> bool {
     (1..=100).contains(&name.len())
         && !name.starts_with('.')
         && name
@@ -163,7 +163,7 @@ pub struct OpenDrop {
 
 /// Opens the drop at `path`: a regular file with one link, never followed nor waited on
 /// (`Fs::open_untrusted`), whose envelope line passes the checks.
-pub fn open_drop(fs: &dyn Fs, path: &Path) -> Result<OpenDrop, DropError> {
+pub(crate) fn open_drop(fs: &dyn Fs, path: &Path) -> Result<OpenDrop, DropError> {
     let (file, facts) = fs.open_untrusted(path)?;
     let mut reader = BufReader::new(file);
     let mut magic = vec![0u8; MAGIC.len()];

@@ -69,7 +69,7 @@ impl SpoolError {
     }
 
     /// The disk (or quota) is full: SMTP answers `452 4.3.1` rather than `451 4.3.0`.
-    pub fn is_no_space(&self) -> bool {
+    pub(crate) fn is_no_space(&self) -> bool {
         match self {
             SpoolError::Io { source, .. } => {
                 matches!(
@@ -236,7 +236,7 @@ impl Spool {
 
     /// From now on, committed mail is placed by `place`; the lanes of mail due at once
     /// are sent to `due` after each commit.
-    pub fn set_placement(
+    pub(crate) fn set_placement(
         &self,
         place: Arc<Place>,
         due: tokio::sync::mpsc::UnboundedSender<Vec<String>>,

@@ -98,7 +98,7 @@ impl IndexReader {
     }
 
     /// Recipients by state.
-    pub fn count_by_state(&self) -> Result<Vec<(RecipientState, i64)>, ReadError> {
+    pub(crate) fn count_by_state(&self) -> Result<Vec<(RecipientState, i64)>, ReadError> {
         let mut stmt = self
             .conn
             .prepare("SELECT state, COUNT(*) FROM recipient GROUP BY state")?;
@@ -150,7 +150,7 @@ impl IndexReader {
     /// Recipients due by `now` or in flight, and recipients still waiting (deferred to a
     /// later time, or waiting for their link; held mail is not counted): what `flush
     /// --wait` follows until the first is zero. With `domain`, that domain's only.
-    pub fn busy_and_waiting(
+    pub(crate) fn busy_and_waiting(
         &self,
         now: i64,
         domain: Option<&str>,
@@ -169,7 +169,7 @@ impl IndexReader {
 
     /// Per route, the recipients still waiting and the last reason one of them was
     /// given (`busy_and_waiting`'s second count, explained).
-    pub fn waiting_by_route(
+    pub(crate) fn waiting_by_route(
         &self,
         now: i64,
         domain: Option<&str>,
@@ -193,7 +193,10 @@ impl IndexReader {
     }
 
     /// Recipients waiting on each of `lanes` by domain (held, queued or deferred).
-    pub fn waiting_by_domain(&self, lanes: &[String]) -> Result<Vec<(String, i64)>, ReadError> {
+    pub(crate) fn waiting_by_domain(
+        &self,
+        lanes: &[String],
+    ) -> Result<Vec<(String, i64)>, ReadError> {
         let mut stmt = self.conn.prepare(
             "SELECT domain, COUNT(*) FROM recipient
              WHERE lane = ?1 AND state IN ('held', 'queued', 'deferred') GROUP BY domain",
@@ -224,19 +227,23 @@ impl IndexReader {
     }
 
     /// A maildrop file of this name was committed (and maybe already delivered).
-    pub fn has_drop(&self, name: &str) -> Result<bool, ReadError> {
+    pub(crate) fn has_drop(&self, name: &str) -> Result<bool, ReadError> {
         Ok(index::has_drop(&self.conn, name)?)
     }
 
     /// The positions of `node`'s message `message` this node took from a bundle before.
-    pub fn imported_positions(&self, node: &str, message: &str) -> Result<Vec<usize>, ReadError> {
+    pub(crate) fn imported_positions(
+        &self,
+        node: &str,
+        message: &str,
+    ) -> Result<Vec<usize>, ReadError> {
         Ok(super::bundles::imported_positions(
             &self.conn, node, message,
         )?)
     }
 
     /// Domains with pending mail at `domain` or below it (for ETRN `@domain`).
-    pub fn domains_under(&self, domain: &str) -> Result<Vec<String>, ReadError> {
+    pub(crate) fn domains_under(&self, domain: &str) -> Result<Vec<String>, ReadError> {
         let suffix = format!(".{domain}");
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT DISTINCT domain FROM recipient WHERE state IN ({})",
@@ -254,7 +261,7 @@ impl IndexReader {
     }
 
     /// Recipients of `domains` waiting for delivery (queued, deferred or held).
-    pub fn waiting_in(&self, domains: &[String]) -> Result<usize, ReadError> {
+    pub(crate) fn waiting_in(&self, domains: &[String]) -> Result<usize, ReadError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT COUNT(*) FROM recipient
              WHERE domain = ?1 AND state IN ('queued', 'deferred', 'held')",

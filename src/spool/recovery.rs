@@ -47,7 +47,7 @@ pub struct RecoveryReport {
 
 impl RecoveryReport {
     /// A spool used for the first time: no index yet, and nothing in `queue/`.
-    pub fn is_new_spool(&self) -> bool {
+    fn is_new_spool(&self) -> bool {
         self.index_rebuilt.as_deref() == Some(INDEX_MISSING)
             && *self
                 == (RecoveryReport {
@@ -57,7 +57,7 @@ impl RecoveryReport {
     }
 
     /// Whether recovery found anything to mend.
-    pub fn repaired(&self) -> bool {
+    pub(crate) fn repaired(&self) -> bool {
         *self != RecoveryReport::default() && !self.is_new_spool()
     }
 }

@@ -206,7 +206,11 @@ fn merge(into: &mut Batch, b: Batch) {
 }
 
 /// The next messages of `scope` to delete, at most `limit`.
-pub fn messages_in(tx: &Connection, scope: &Scope, limit: usize) -> rusqlite::Result<Vec<QueueId>> {
+pub(crate) fn messages_in(
+    tx: &Connection,
+    scope: &Scope,
+    limit: usize,
+) -> rusqlite::Result<Vec<QueueId>> {
     let sql = match scope {
         Scope::All => format!("SELECT id FROM message ORDER BY rowid LIMIT {limit}"),
         Scope::Ids(_) => format!(
@@ -237,7 +241,7 @@ pub fn messages_in(tx: &Connection, scope: &Scope, limit: usize) -> rusqlite::Re
 
 /// Mail of `route` (only `domain`'s, when given) waiting for the link is due now: the
 /// gate opened (for that domain).
-pub fn release_link_wait(
+pub(crate) fn release_link_wait(
     tx: &Connection,
     route: &str,
     domain: Option<&str>,
@@ -262,7 +266,7 @@ pub fn release_link_wait(
 
 /// Due mail of `lane` (only `domain`'s, when given) waits for its route's gate, with
 /// `reason` shown.
-pub fn wait_for_link(
+pub(crate) fn wait_for_link(
     tx: &Connection,
     lane: &str,
     domain: Option<&str>,
@@ -282,7 +286,7 @@ pub fn wait_for_link(
 }
 
 /// Due mail of `lane` for `domain` is `held` (a hold route whose domain is not open).
-pub fn hold_due(
+pub(crate) fn hold_due(
     tx: &Connection,
     lane: &str,
     domain: &str,
@@ -313,7 +317,7 @@ fn due_on(lane: &str, domain: Option<&str>, now: i64) -> (String, Vec<Value>) {
 
 /// Mail due later than `latest` is due at `latest`: at start and after the wall clock
 /// went back, no retry waits longer than `retry.max`.
-pub fn clamp_due(tx: &Connection, latest: i64, limit: usize) -> rusqlite::Result<Batch> {
+pub(crate) fn clamp_due(tx: &Connection, latest: i64, limit: usize) -> rusqlite::Result<Batch> {
     update(
         tx,
         "next_attempt_at = ?",
@@ -356,7 +360,7 @@ pub fn place(
 
 /// Each domain with pending mail, and the lanes its mail is on (`None`: not placed):
 /// what placement checks against the routes at start.
-pub fn placed_domains(tx: &Connection) -> rusqlite::Result<Vec<(String, Option<String>)>> {
+pub(crate) fn placed_domains(tx: &Connection) -> rusqlite::Result<Vec<(String, Option<String>)>> {
     tx.prepare(
         "SELECT DISTINCT domain, lane FROM recipient
          WHERE state IN ('queued', 'deferred', 'held')",

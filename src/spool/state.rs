@@ -53,7 +53,7 @@ impl RecipientState {
     ];
 
     /// `'a','b'` for an SQL `IN (…)` list (the names are fixed words, never input).
-    pub fn sql_list<const N: usize>(states: [RecipientState; N]) -> String {
+    pub(crate) fn sql_list<const N: usize>(states: [RecipientState; N]) -> String {
         states
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
@@ -79,7 +79,7 @@ impl RecipientState {
     }
 
     /// Final states: the recipient needs nothing more from us.
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         matches!(
             self,
             RecipientState::Delivered | RecipientState::Bounced | RecipientState::Expired
