@@ -53,7 +53,6 @@ pub fn inject(
     site: &Site<'_>,
 ) -> Result<String, Failure> {
     let usage = |m: String| Failure::new(exit::USAGE, m);
-    let data = |m: String| Failure::new(exit::DATAERR, m);
     for (what, value) in [
         ("-f", &opts.sender),
         ("-F", &opts.full_name),
@@ -71,36 +70,10 @@ pub fn inject(
             .map(ReversePath::Mailbox)
             .map_err(|e| usage(format!("the sender {}@{}: {e}", site.login, site.hostname)))?,
     };
-    let mut recipients = Vec::new();
-    for arg in &opts.recipients {
-        if has_control(arg) {
-            return Err(usage(format!(
-                "recipient {arg:?}: control characters are not allowed"
-            )));
-        }
-        for addr in parse_address_list(arg).map_err(|e| usage(format!("recipient {arg:?}: {e}")))? {
-            let mailbox = qualify(&addr, site.hostname)
-                .map_err(|e| usage(format!("recipient {addr:?}: {e}")))?;
-            recipients.push(mailbox);
-        }
-    }
-
+    let mut recipients = argument_recipients(&opts.recipients, site.hostname)?;
     let mut head = read_header_section(input, opts.ignore_dots)?;
     if opts.extract_recipients {
-        for field in head
-            .fields
-            .iter()
-            .filter(|f| f.is_any(&["to", "cc", "bcc"]))
-        {
-            let value = field.value();
-            for addr in parse_address_list(&value)
-                .map_err(|e| data(format!("{} header: {e}", field.name())))?
-            {
-                let mailbox = qualify(&addr, site.hostname)
-                    .map_err(|e| data(format!("{} header: {addr:?}: {e}", field.name())))?;
-                recipients.push(mailbox);
-            }
-        }
+        recipients.extend(header_recipients(&head, site.hostname)?);
     }
     head.fields.retain(|f| !f.is_any(&["bcc", "resent-bcc"]));
     dedupe(&mut recipients);
@@ -118,7 +91,6 @@ pub fn inject(
         opts.full_name.as_deref(),
         site.hostname,
     );
-
     let envelope = DropEnvelope {
         sender,
         recipients: recipients
@@ -133,61 +105,137 @@ pub fn inject(
         ret: opts.ret,
         submitted_at: now_unix(),
     };
-    let io =
-        |e: std::io::Error| Failure::new(exit::CANTCREAT, format!("writing to the maildrop: {e}"));
-    let mut drop = DropWriter::create(site.fs, site.layout, &envelope).map_err(io)?;
-    let mut canon = CrlfCanon::new();
-    let mut out = Vec::with_capacity(PIECE as usize * 2);
-    let mut size = 0u64;
-    let mut emit =
-        |bytes: &[u8], drop: &mut DropWriter<'_>, canon: &mut CrlfCanon| -> Result<(), Failure> {
-            out.clear();
-            canon
-                .push(bytes, &mut out)
-                .map_err(|_| data("the message contains a NUL byte".into()))?;
-            size += out.len() as u64;
-            if size > site.max_message_size {
-                return Err(data(format!(
-                    "message larger than the {}-byte limit (accept.max_message_size)",
-                    site.max_message_size
-                )));
-            }
-            drop.write_all(&out).map_err(io)
-        };
+    let drop = DropWriter::create(site.fs, site.layout, &envelope).map_err(maildrop_error)?;
+    let mut out = Canonical::new(drop, site.max_message_size);
     for field in &head.fields {
-        emit(&field.raw, &mut drop, &mut canon)?;
+        out.write(&field.raw)?;
     }
-    emit(added.as_bytes(), &mut drop, &mut canon)?;
-    emit(b"\r\n", &mut drop, &mut canon)?;
+    out.write(added.as_bytes())?;
+    out.write(b"\r\n")?;
     if let Some(first) = &head.first_body_line {
-        emit(first, &mut drop, &mut canon)?;
+        out.write(first)?;
     }
     if !head.ended {
-        let mut at_line_start = head
+        let at_line_start = head
             .first_body_line
             .as_ref()
             .is_none_or(|l| l.ends_with(b"\n"));
-        let mut piece = Vec::with_capacity(PIECE as usize);
-        loop {
-            piece.clear();
-            let n = input
-                .take(PIECE)
-                .read_until(b'\n', &mut piece)
-                .map_err(|e| Failure::new(exit::IOERR, format!("reading the message: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            if at_line_start && !opts.ignore_dots && is_lone_dot(&piece) {
-                break;
-            }
-            at_line_start = piece.ends_with(b"\n");
-            emit(&piece, &mut drop, &mut canon)?;
+        copy_body(input, at_line_start, opts.ignore_dots, &mut out)?;
+    }
+    out.finish()
+}
+
+/// The recipients named as arguments, each an RFC 5322 address list.
+fn argument_recipients(args: &[String], hostname: &str) -> Result<Vec<Mailbox>, Failure> {
+    let usage = |m: String| Failure::new(exit::USAGE, m);
+    let mut recipients = Vec::new();
+    for arg in args {
+        if has_control(arg) {
+            return Err(usage(format!(
+                "recipient {arg:?}: control characters are not allowed"
+            )));
+        }
+        for addr in parse_address_list(arg).map_err(|e| usage(format!("recipient {arg:?}: {e}")))? {
+            let mailbox =
+                qualify(&addr, hostname).map_err(|e| usage(format!("recipient {addr:?}: {e}")))?;
+            recipients.push(mailbox);
         }
     }
-    out.clear();
-    canon.finish(&mut out);
-    drop.write_all(&out).map_err(io)?;
-    drop.finish().map_err(io)
+    Ok(recipients)
+}
+
+/// `-t`: the recipients in To, Cc and Bcc.
+fn header_recipients(head: &HeaderSection, hostname: &str) -> Result<Vec<Mailbox>, Failure> {
+    let data = |m: String| Failure::new(exit::DATAERR, m);
+    let mut recipients = Vec::new();
+    for field in head
+        .fields
+        .iter()
+        .filter(|f| f.is_any(&["to", "cc", "bcc"]))
+    {
+        let value = field.value();
+        for addr in
+            parse_address_list(&value).map_err(|e| data(format!("{} header: {e}", field.name())))?
+        {
+            let mailbox = qualify(&addr, hostname)
+                .map_err(|e| data(format!("{} header: {addr:?}: {e}", field.name())))?;
+            recipients.push(mailbox);
+        }
+    }
+    Ok(recipients)
+}
+
+/// The rest of the body from `input`, a line at a time (a piece at a time for long
+/// lines), up to the end or, unless `ignore_dots`, a line with a single dot.
+fn copy_body(
+    input: &mut dyn BufRead,
+    mut at_line_start: bool,
+    ignore_dots: bool,
+    out: &mut Canonical<'_>,
+) -> Result<(), Failure> {
+    let mut piece = Vec::with_capacity(PIECE as usize);
+    loop {
+        piece.clear();
+        let n = input
+            .take(PIECE)
+            .read_until(b'\n', &mut piece)
+            .map_err(|e| Failure::new(exit::IOERR, format!("reading the message: {e}")))?;
+        if n == 0 || (at_line_start && !ignore_dots && is_lone_dot(&piece)) {
+            return Ok(());
+        }
+        at_line_start = piece.ends_with(b"\n");
+        out.write(&piece)?;
+    }
+}
+
+fn maildrop_error(e: std::io::Error) -> Failure {
+    Failure::new(exit::CANTCREAT, format!("writing to the maildrop: {e}"))
+}
+
+/// The drop's content as it is written: CRLF line ends (RFC 5322 §2.3), no NUL, at most
+/// the size limit.
+struct Canonical<'a> {
+    drop: DropWriter<'a>,
+    canon: CrlfCanon,
+    out: Vec<u8>,
+    size: u64,
+    max: u64,
+}
+
+impl<'a> Canonical<'a> {
+    fn new(drop: DropWriter<'a>, max: u64) -> Canonical<'a> {
+        Canonical {
+            drop,
+            canon: CrlfCanon::new(),
+            out: Vec::with_capacity(PIECE as usize * 2),
+            size: 0,
+            max,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        let data = |m: String| Failure::new(exit::DATAERR, m);
+        self.out.clear();
+        self.canon
+            .push(bytes, &mut self.out)
+            .map_err(|_| data("the message contains a NUL byte".into()))?;
+        self.size += self.out.len() as u64;
+        if self.size > self.max {
+            return Err(data(format!(
+                "message larger than the {}-byte limit (accept.max_message_size)",
+                self.max
+            )));
+        }
+        self.drop.write_all(&self.out).map_err(maildrop_error)
+    }
+
+    /// Ends the content and makes the drop durable; returns its name.
+    fn finish(mut self) -> Result<String, Failure> {
+        self.out.clear();
+        self.canon.finish(&mut self.out);
+        self.drop.write_all(&self.out).map_err(maildrop_error)?;
+        self.drop.finish().map_err(maildrop_error)
+    }
 }
 
 fn has_control(s: &str) -> bool {

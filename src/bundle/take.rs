@@ -81,29 +81,9 @@ pub fn take_message(
             reason,
         })
     };
-    let whole = if sha256(content) != record.sha256 {
-        Some((
-            "5.6.0",
-            "the content does not match its checksum".to_owned(),
-        ))
-    } else if content.len() as u64 > site.max_message_size {
-        Some((
-            "5.3.4",
-            format!("message larger than {} bytes", site.max_message_size),
-        ))
-    } else if hops(content) >= MAX_HOPS {
-        Some((
-            "5.4.6",
-            format!("{MAX_HOPS} or more Received: fields: a mail loop"),
-        ))
-    } else {
-        None
-    };
-    let sender = match (whole, ReversePath::parse(&record.sender)) {
-        (None, Ok(sender)) => sender,
-        (whole, _) => {
-            let (status, reason) = whole
-                .unwrap_or_else(|| ("5.1.7", format!("bad sender address {:?}", record.sender)));
+    let sender = match whole_refusal(site, record, content) {
+        Ok(sender) => sender,
+        Err((status, reason)) => {
             for r in fresh {
                 refuse(&mut taken, r.position, status, reason.clone());
             }
@@ -178,6 +158,36 @@ pub fn take_message(
             .push(format!("message {}: not taken now: {e}", record.id)),
     }
     taken
+}
+
+/// The message's sender, or why the whole message is refused (an RFC 3463 status and a
+/// reason): content that does not match its checksum, is too large, has looped, or a
+/// sender that is no address.
+fn whole_refusal(
+    site: &Site,
+    record: &MessageRecord,
+    content: &[u8],
+) -> Result<ReversePath, (&'static str, String)> {
+    if sha256(content) != record.sha256 {
+        return Err((
+            "5.6.0",
+            "the content does not match its checksum".to_owned(),
+        ));
+    }
+    if content.len() as u64 > site.max_message_size {
+        return Err((
+            "5.3.4",
+            format!("message larger than {} bytes", site.max_message_size),
+        ));
+    }
+    if hops(content) >= MAX_HOPS {
+        return Err((
+            "5.4.6",
+            format!("{MAX_HOPS} or more Received: fields: a mail loop"),
+        ));
+    }
+    ReversePath::parse(&record.sender)
+        .map_err(|_| ("5.1.7", format!("bad sender address {:?}", record.sender)))
 }
 
 /// `Received:` fields in the header section.

@@ -146,74 +146,13 @@ impl Job {
                 outcome,
                 seen,
                 ..
-            } => {
-                let Some(change) = todo.front().cloned() else {
-                    return Ok(done(Vec::new()));
-                };
-                let batch = match &change {
-                    Change::Delete(scope) => spool.delete(scope, STEP).await?,
-                    Change::Hold(scope) => spool.apply(Action::Hold, scope, STEP).await?,
-                    Change::Release(scope) => spool.apply(Action::Release, scope, STEP).await?,
-                    Change::Retry(scope) => spool.apply(Action::Retry, scope, STEP).await?,
-                };
-                let named = matches!(change.scope(), Scope::Ids(_));
-                for id in &batch.messages {
-                    if seen.insert(*id) {
-                        outcome.count += 1;
-                        if named {
-                            outcome.changed.push(*id);
-                            tracing::info!(id = %id, "{} by {by}", change.verb());
-                        }
-                    }
-                }
-                if !batch.more {
-                    if !named && outcome.count > 0 {
-                        tracing::info!(messages = outcome.count, "{} by {by}", change.verb());
-                    }
-                    todo.pop_front();
-                }
-                let due_now = match change {
-                    Change::Hold(_) | Change::Delete(_) => Vec::new(),
-                    _ => batch.lanes,
-                };
-                Ok(Stepped {
-                    done: todo.is_empty(),
-                    due_now,
-                })
-            }
+            } => change_step(spool, todo, by, outcome, seen).await,
             Job::ReleaseLinkWait {
                 route,
                 domains,
                 released,
                 ..
-            } => {
-                let domain = match domains {
-                    None => None,
-                    Some(list) => match list.front() {
-                        Some(d) => Some(d.clone()),
-                        None => return Ok(done(Vec::new())),
-                    },
-                };
-                let batch = spool
-                    .release_link_wait(route, domain.as_deref(), STEP)
-                    .await?;
-                *released += batch.changed;
-                let finished = match (batch.more, domains) {
-                    (true, _) => false,
-                    (false, None) => true,
-                    (false, Some(list)) => {
-                        list.pop_front();
-                        list.is_empty()
-                    }
-                };
-                if finished && *released > 0 {
-                    tracing::info!(route = %route, released = *released, "gate open: waiting mail is due now");
-                }
-                Ok(Stepped {
-                    done: finished,
-                    due_now: batch.lanes,
-                })
-            }
+            } => release_step(spool, route, domains, released).await,
             Job::WaitForLink {
                 lane,
                 domain,
@@ -296,6 +235,85 @@ impl Job {
             _ => None,
         }
     }
+}
+
+/// One step of a job of changes: the first change's next batch of recipients.
+async fn change_step(
+    spool: &Spool,
+    todo: &mut VecDeque<Change>,
+    by: &str,
+    outcome: &mut ChangeOutcome,
+    seen: &mut HashSet<QueueId>,
+) -> Result<Stepped, SpoolError> {
+    let Some(change) = todo.front().cloned() else {
+        return Ok(done(Vec::new()));
+    };
+    let batch = match &change {
+        Change::Delete(scope) => spool.delete(scope, STEP).await?,
+        Change::Hold(scope) => spool.apply(Action::Hold, scope, STEP).await?,
+        Change::Release(scope) => spool.apply(Action::Release, scope, STEP).await?,
+        Change::Retry(scope) => spool.apply(Action::Retry, scope, STEP).await?,
+    };
+    let named = matches!(change.scope(), Scope::Ids(_));
+    for id in &batch.messages {
+        if seen.insert(*id) {
+            outcome.count += 1;
+            if named {
+                outcome.changed.push(*id);
+                tracing::info!(id = %id, "{} by {by}", change.verb());
+            }
+        }
+    }
+    if !batch.more {
+        if !named && outcome.count > 0 {
+            tracing::info!(messages = outcome.count, "{} by {by}", change.verb());
+        }
+        todo.pop_front();
+    }
+    let due_now = match change {
+        Change::Hold(_) | Change::Delete(_) => Vec::new(),
+        _ => batch.lanes,
+    };
+    Ok(Stepped {
+        done: todo.is_empty(),
+        due_now,
+    })
+}
+
+/// One step of a release of mail waiting for `route`'s link: the next batch of it, or
+/// of the first domain's in `domains`.
+async fn release_step(
+    spool: &Spool,
+    route: &str,
+    domains: &mut Option<VecDeque<String>>,
+    released: &mut usize,
+) -> Result<Stepped, SpoolError> {
+    let domain = match domains {
+        None => None,
+        Some(list) => match list.front() {
+            Some(d) => Some(d.clone()),
+            None => return Ok(done(Vec::new())),
+        },
+    };
+    let batch = spool
+        .release_link_wait(route, domain.as_deref(), STEP)
+        .await?;
+    *released += batch.changed;
+    let finished = match (batch.more, domains) {
+        (true, _) => false,
+        (false, None) => true,
+        (false, Some(list)) => {
+            list.pop_front();
+            list.is_empty()
+        }
+    };
+    if finished && *released > 0 {
+        tracing::info!(route = %route, released = *released, "gate open: waiting mail is due now");
+    }
+    Ok(Stepped {
+        done: finished,
+        due_now: batch.lanes,
+    })
 }
 
 fn done(due_now: Vec<String>) -> Stepped {
