@@ -9,7 +9,26 @@ use crate::smtp::Domain;
 type Fault = (String, String);
 
 pub fn validate(c: &Config) -> Result<(), Fault> {
-    let fault = |path: &str, msg: &str| Err((path.to_owned(), msg.to_owned()));
+    names(c)?;
+    listeners(c)?;
+    accept(c)?;
+    upstream(c)?;
+    route_targets(c)?;
+    link(c)?;
+    route_links_and_names(c)?;
+    rewrites(c)?;
+    dkim(c)?;
+    odmr_users(c)?;
+    bundles(c)?;
+    timers(c)
+}
+
+fn fault(path: &str, msg: &str) -> Result<(), Fault> {
+    Err((path.to_owned(), msg.to_owned()))
+}
+
+/// The host name, the admin address and the local names.
+fn names(c: &Config) -> Result<(), Fault> {
     if !Domain::is_valid(&c.hostname) {
         return fault(
             "hostname",
@@ -29,6 +48,11 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             );
         }
     }
+    Ok(())
+}
+
+/// `[[listen]]`: at least one; TLS and AUTH where a kind needs them.
+fn listeners(c: &Config) -> Result<(), Fault> {
     if c.listen.is_empty() {
         return fault("listen", "at least one [[listen]] entry is needed");
     }
@@ -54,6 +78,11 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             );
         }
     }
+    Ok(())
+}
+
+/// `[accept]`: limits of at least one, and its local domains.
+fn accept(c: &Config) -> Result<(), Fault> {
     if c.accept.max_message_size.0 < 1024 {
         return fault("accept.max_message_size", "must be at least 1KiB");
     }
@@ -83,6 +112,11 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             );
         }
     }
+    Ok(())
+}
+
+/// `[upstream]`: host:port, and a password only over TLS.
+fn upstream(c: &Config) -> Result<(), Fault> {
     if let Some(up) = &c.upstream {
         if !is_host_port(&up.smarthost) {
             return fault(
@@ -100,6 +134,11 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             );
         }
     }
+    Ok(())
+}
+
+/// Each `[[route]]`'s domains and where it delivers.
+fn route_targets(c: &Config) -> Result<(), Fault> {
     for (i, r) in c.route.iter().enumerate() {
         if r.domains.is_empty() {
             return fault(
@@ -129,6 +168,11 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             );
         }
     }
+    Ok(())
+}
+
+/// `[link]`, and the smarthost's own link settings.
+fn link(c: &Config) -> Result<(), Fault> {
     link_settings(
         "link",
         &c.link.windows,
@@ -144,6 +188,11 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
     if let Some(own) = c.upstream.as_ref().and_then(|u| u.link.as_ref()) {
         route_link("upstream.link", own, true)?;
     }
+    Ok(())
+}
+
+/// Each route's own link settings, and route names that are unique.
+fn route_links_and_names(c: &Config) -> Result<(), Fault> {
     // `local` is the lane of mail kept for our own names.
     let mut names: Vec<String> = vec!["upstream".into(), "mx".into(), "local".into()];
     for (i, r) in c.route.iter().enumerate() {
@@ -166,6 +215,11 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             names.push(name.clone());
         }
     }
+    Ok(())
+}
+
+/// Each sender rewriting of the smarthost and the routes.
+fn rewrites(c: &Config) -> Result<(), Fault> {
     let rewrites = c
         .upstream
         .iter()
@@ -181,6 +235,11 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             rewrite_rules(&path, rewrite)?;
         }
     }
+    Ok(())
+}
+
+/// `[[dkim]]`: its domains and selectors.
+fn dkim(c: &Config) -> Result<(), Fault> {
     for (i, d) in c.dkim.iter().enumerate() {
         if !Domain::is_valid(&d.domain) {
             return fault(
@@ -195,8 +254,11 @@ pub fn validate(c: &Config) -> Result<(), Fault> {
             );
         }
     }
-    odmr_users(c)?;
-    bundles(c)?;
+    Ok(())
+}
+
+/// `[etrn]` and `[retry]` times.
+fn timers(c: &Config) -> Result<(), Fault> {
     if c.etrn.open_for.0.as_secs() == 0 {
         return fault("etrn.open_for", "must be at least 1s");
     }
@@ -287,7 +349,6 @@ pub const BUNDLE_VIA: &str = "bundle";
 /// `[bundle]` and `[[bundle_peer]]`: names that are names, one entry per peer, a
 /// route in at most one peer, and times that make sense.
 fn bundles(c: &Config) -> Result<(), Fault> {
-    let fault = |path: &str, msg: &str| Err((path.to_owned(), msg.to_owned()));
     if !Domain::is_valid(&c.bundle.node) {
         return fault(
             "bundle.node",
