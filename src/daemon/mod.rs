@@ -111,15 +111,9 @@ pub async fn run(
         smtp_tasks.push(tokio::spawn(crate::server::serve(socket, ctx)));
     }
 
-    let listener = crate::control::server::bind(&layout.control).map_err(|e| {
-        Failure::new(
-            exit::CANTCREAT,
-            format!("control socket {}: {e}", layout.control.display()),
-        )
-    })?;
     let hostname = Arc::new(Current::new(config.hostname.clone()));
     let bundles = Arc::new(Current::new(parts::bundle_site(&base, &prepared)));
-    let handler = Arc::new(control::DaemonControl {
+    let handler = control::DaemonControl {
         bundles: bundles.clone(),
         bundle_lock: Arc::default(),
         queue: queue.clone(),
@@ -132,12 +126,8 @@ pub async fn run(
         recovery,
         listeners: base.bound.iter().map(ToString::to_string).collect(),
         odmr: base.odmr.clone(),
-    });
-    let control_task = tokio::spawn(crate::control::server::serve(
-        listener,
-        handler,
-        shutdown.clone(),
-    ));
+    };
+    let control_task = start_control(&layout, handler, &shutdown)?;
 
     let routing = Arc::new(Current::new(parts::routing(&base, &prepared, &resolver)));
     let link_task = LinkTask {
@@ -154,21 +144,13 @@ pub async fn run(
 
     let metrics_task = start_metrics(&config, &base, &spool, &link, &shutdown).await?;
     let settings = parts::owner_settings(&base, &prepared, &resolver);
-    let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel();
-    let owner = Owner {
-        kit: settings.kit,
-        handle: queue.clone(),
-        retry: settings.retry,
-        notices: settings.notices,
-        open_domains: open_domains.clone(),
-        due: due_tx,
-    };
-    let inputs = Inputs {
-        events: queue_events,
-        due: due_rx,
-        news: link_inputs.news,
-    };
-    let owner_task = tokio::spawn(owner.run(inputs, shutdown.clone()));
+    let owner_task = start_queue_owner(
+        settings,
+        &queue,
+        &open_domains,
+        (queue_events, link_inputs.news),
+        &shutdown,
+    );
 
     let pickup = Arc::new(Current::new(parts::pickup(&base, &prepared)));
     let pickup_task = tokio::spawn(run_pickup(pickup.clone(), shutdown.clone()));
@@ -220,6 +202,54 @@ pub async fn run(
     let _ = std::fs::remove_file(&layout.control);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The control socket (`ferrymail queue`, `flush`, `status`), served until shutdown.
+fn start_control(
+    layout: &Layout,
+    handler: control::DaemonControl,
+    shutdown: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, Failure> {
+    let listener = crate::control::server::bind(&layout.control).map_err(|e| {
+        Failure::new(
+            exit::CANTCREAT,
+            format!("control socket {}: {e}", layout.control.display()),
+        )
+    })?;
+    Ok(tokio::spawn(crate::control::server::serve(
+        listener,
+        Arc::new(handler),
+        shutdown.clone(),
+    )))
+}
+
+/// The queue owner, the one task that changes recipient state, fed by the queue's
+/// handle (`events`) and the link's news.
+fn start_queue_owner(
+    settings: crate::queue::kit::OwnerSettings,
+    queue: &QueueHandle,
+    open_domains: &Arc<OpenDomains>,
+    (events, news): (
+        tokio::sync::mpsc::UnboundedReceiver<crate::queue::handle::QueueEvent>,
+        tokio::sync::mpsc::UnboundedReceiver<crate::link::News>,
+    ),
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel();
+    let owner = Owner {
+        kit: settings.kit,
+        handle: queue.clone(),
+        retry: settings.retry,
+        notices: settings.notices,
+        open_domains: open_domains.clone(),
+        due: due_tx,
+    };
+    let inputs = Inputs {
+        events,
+        due: due_rx,
+        news,
+    };
+    tokio::spawn(owner.run(inputs, shutdown.clone()))
 }
 
 /// Opens the spool, recovering it, and says what recovery did.
