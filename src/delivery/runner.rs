@@ -115,6 +115,47 @@ impl Loaded {
             Body::File(f) => Content::File(f),
         }
     }
+
+    /// The message as the client sends it, to `recipients` (its claimed ones).
+    fn outgoing<'a>(&'a self, recipients: &'a [Recipient]) -> Outgoing<'a> {
+        Outgoing {
+            id: self.envelope.id.as_str(),
+            sender: &self.envelope.sender,
+            recipients,
+            content: self.content(),
+            body: self.envelope.body,
+            eight_bit: self.eight_bit,
+            smtputf8: self.envelope.smtputf8,
+            envid: self.envelope.envid.as_deref(),
+            ret: self.envelope.ret,
+        }
+    }
+
+    /// Adds each claimed recipient's outcome to `answers`, noting a delivered one whose
+    /// sender asked to hear of success where the upstream (`host`, without DSN support
+    /// unless `upstream_dsn`) cannot carry the request on. Returns the recipients
+    /// delivered.
+    fn answer(
+        &self,
+        outcomes: &[Classified],
+        host: &str,
+        upstream_dsn: bool,
+        answers: &mut Answered,
+    ) -> usize {
+        let mut delivered = 0;
+        for (claim, c) in self.claims.iter().zip(outcomes) {
+            if c.outcome == Outcome::Delivered {
+                tracing::info!(id = %claim.message_id, to = %claim.address, relay = %host, reply = %c.reason, "delivered");
+                delivered += 1;
+                let recipient = &self.envelope.recipients[claim.position];
+                if !upstream_dsn && dsn::wanted(&self.envelope, recipient, Action::Relayed) {
+                    answers.relayed.push((claim.message_id, claim.position));
+                }
+            }
+            answers.results.push((claim.clone(), c.clone()));
+        }
+        delivered
+    }
 }
 
 /// Delivers `claims` over `conn`, giving answers to `record` as they come.
@@ -184,17 +225,7 @@ async fn send_batch(
     let outgoing: Vec<Outgoing<'_>> = batch
         .iter()
         .zip(&recipients)
-        .map(|(m, rcpts)| Outgoing {
-            id: m.envelope.id.as_str(),
-            sender: &m.envelope.sender,
-            recipients: rcpts,
-            content: m.content(),
-            body: m.envelope.body,
-            eight_bit: m.eight_bit,
-            smtputf8: m.envelope.smtputf8,
-            envid: m.envelope.envid.as_deref(),
-            ret: m.envelope.ret,
-        })
+        .map(|(m, rcpts)| m.outgoing(rcpts))
         .collect();
     let host = conn.host.clone();
     let upstream_dsn = conn.capabilities().dsn;
@@ -220,7 +251,10 @@ async fn send_batch(
             while let Ok(more) = rx.try_recv() {
                 answered.push(more);
             }
-            let (mut results, mut relayed) = (Vec::new(), Vec::new());
+            let mut answers = Answered {
+                host: Some(host.clone()),
+                ..Answered::default()
+            };
             for (i, outcomes) in &answered {
                 reported[*i] = true;
                 let m = &batch[*i];
@@ -231,24 +265,9 @@ async fn send_batch(
                         .fetch_add(m.content().len(), Ordering::Relaxed);
                     bytes += m.content().len();
                 }
-                for (claim, c) in m.claims.iter().zip(outcomes) {
-                    if c.outcome == Outcome::Delivered {
-                        tracing::info!(id = %claim.message_id, to = %claim.address, relay = %host, reply = %c.reason, "delivered");
-                        delivered += 1;
-                        let recipient = &m.envelope.recipients[claim.position];
-                        if !upstream_dsn && dsn::wanted(&m.envelope, recipient, Action::Relayed) {
-                            relayed.push((claim.message_id, claim.position));
-                        }
-                    }
-                    results.push((claim.clone(), c.clone()));
-                }
+                delivered += m.answer(outcomes, &host, upstream_dsn, &mut answers);
             }
-            let recorded = record(Answered {
-                results,
-                host: Some(host.clone()),
-                relayed,
-                damaged: Vec::new(),
-            });
+            let recorded = record(answers);
             let _ = recorded.await;
             durable += answered.len();
             let _ = durable_tx.send(durable);
