@@ -148,7 +148,8 @@ pub async fn run(
         settings,
         &queue,
         &open_domains,
-        (queue_events, link_inputs.news),
+        queue_events,
+        link_inputs.news,
         &shutdown,
     );
 
@@ -229,10 +230,8 @@ fn start_queue_owner(
     settings: crate::queue::kit::OwnerSettings,
     queue: &QueueHandle,
     open_domains: &Arc<OpenDomains>,
-    (events, news): (
-        tokio::sync::mpsc::UnboundedReceiver<crate::queue::handle::QueueEvent>,
-        tokio::sync::mpsc::UnboundedReceiver<crate::link::News>,
-    ),
+    events: tokio::sync::mpsc::UnboundedReceiver<crate::queue::handle::QueueEvent>,
+    news: tokio::sync::mpsc::UnboundedReceiver<crate::link::News>,
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel();
