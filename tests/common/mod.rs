@@ -165,13 +165,35 @@ pub fn run_with_input(mut cmd: Command, stdin: &[u8]) -> Output {
     }
 }
 
-/// A loopback port nobody listens on (just now).
+/// A loopback port nobody listens on (just now), which nothing else in this binary will
+/// be given while the test runs. A test may leave its port unbound for a while (an
+/// upstream that is down); a port the kernel picks (a daemon's listener on port 0, an
+/// outgoing connection) could then be that one, and another test's daemon would answer
+/// for the missing upstream. So the ports come from below the kernel's ephemeral range,
+/// which it never picks from, each given once.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, span) = (10_000u32, ephemeral_low.saturating_sub(10_000));
+    if span < 2_000 {
+        // An unusual range: take the kernel's choice.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        return l.local_addr().unwrap().port();
+    }
+    // Test binaries of one run go one after another; a start that differs per process
+    // keeps two runs at once apart too.
+    let start = std::process::id() * 97 % span;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < span, "no free port left below {ephemeral_low}");
+        let port = (low + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The `marker-N` line of each message body (see `fill_maildrop`).

@@ -252,10 +252,7 @@ async fn opportunistic_tls_encrypts_without_verifying() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_our_link_not_an_attempt() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let closed: std::net::SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
     let err = Connection::open(
         closed,
         "hub.test",
