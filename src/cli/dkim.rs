@@ -42,10 +42,10 @@ fn parse_algorithm(s: &str) -> Result<DkimAlgorithm, String> {
 
 pub fn keygen(args: KeygenArgs) -> Result<(), Failure> {
     let usage = |m: String| Failure::new(exit::USAGE, m);
-    if !crate::smtp::Domain::is_valid(&args.domain) {
+    if !crate::smtp::domain::is_domain(&args.domain) {
         return Err(usage(format!("--domain {:?}: not a domain", args.domain)));
     }
-    if !crate::smtp::Domain::is_valid(&args.selector) {
+    if !crate::smtp::domain::is_domain(&args.selector) {
         return Err(usage(format!(
             "--selector {:?}: use letters, digits and '-'",
             args.selector

@@ -33,7 +33,7 @@ pub struct FlushArgs {
 
 pub fn run(config: Option<&Path>, args: FlushArgs) -> Result<(), Failure> {
     if let Some(d) = &args.domain
-        && !crate::smtp::Domain::is_valid(d)
+        && !crate::smtp::domain::is_domain(d)
     {
         return Err(Failure::new(
             exit::USAGE,

@@ -113,7 +113,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Failure> {
                         None => None,
                     };
                     if let Some(d) = &domain
-                        && !crate::smtp::Domain::is_valid(d)
+                        && !crate::smtp::domain::is_domain(d)
                     {
                         return Err(usage(format!("-qR {d:?}: not a domain")));
                     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::schema::{Config, ListenKind, RouteLink, TlsPolicy};
-use crate::smtp::Domain;
+use crate::smtp::domain::is_domain;
 
 type Fault = (String, String);
 
@@ -29,7 +29,7 @@ fn fault(path: &str, msg: &str) -> Result<(), Fault> {
 
 /// The host name, the admin address and the local names.
 fn names(c: &Config) -> Result<(), Fault> {
-    if !Domain::is_valid(&c.hostname) {
+    if !is_domain(&c.hostname) {
         return fault(
             "hostname",
             &format!("{:?} is not a valid host name", c.hostname),
@@ -41,7 +41,7 @@ fn names(c: &Config) -> Result<(), Fault> {
         return fault("admin", &format!("{admin:?} is not a mail address"));
     }
     for (i, name) in c.local.names.iter().enumerate() {
-        if !Domain::is_valid(name) {
+        if !is_domain(name) {
             return fault(
                 &format!("local.names[{i}]"),
                 &format!("{name:?} is not a domain"),
@@ -105,7 +105,7 @@ fn accept(c: &Config) -> Result<(), Fault> {
         return fault("accept.command_timeout", "timeouts must be at least 1s");
     }
     for (i, d) in c.accept.local_domains.iter().enumerate() {
-        if !Domain::is_valid(d) {
+        if !is_domain(d) {
             return fault(
                 &format!("accept.local_domains[{i}]"),
                 &format!("{d:?} is not a domain"),
@@ -147,7 +147,7 @@ fn route_targets(c: &Config) -> Result<(), Fault> {
             );
         }
         for (j, d) in r.domains.iter().enumerate() {
-            if !Domain::is_valid(d.strip_prefix('.').unwrap_or(d)) {
+            if !is_domain(d.strip_prefix('.').unwrap_or(d)) {
                 return fault(
                     &format!("route[{i}].domains[{j}]"),
                     &format!("{d:?} is not a domain or .suffix"),
@@ -241,13 +241,13 @@ fn rewrites(c: &Config) -> Result<(), Fault> {
 /// `[[dkim]]`: its domains and selectors.
 fn dkim(c: &Config) -> Result<(), Fault> {
     for (i, d) in c.dkim.iter().enumerate() {
-        if !Domain::is_valid(&d.domain) {
+        if !is_domain(&d.domain) {
             return fault(
                 &format!("dkim[{i}].domain"),
                 &format!("{:?} is not a domain", d.domain),
             );
         }
-        if !Domain::is_valid(&d.selector) {
+        if !is_domain(&d.selector) {
             return fault(
                 &format!("dkim[{i}].selector"),
                 &format!("{:?}: use letters, digits, '-' and '.'", d.selector),
@@ -302,7 +302,7 @@ fn link_settings(
         }
     }
     for (i, d) in etrn.iter().enumerate() {
-        if !Domain::is_valid(d) {
+        if !is_domain(d) {
             return Err((
                 format!("{path}.etrn[{i}]"),
                 format!("{d:?} is not a domain"),
@@ -349,7 +349,7 @@ pub const BUNDLE_VIA: &str = "bundle";
 /// `[bundle]` and `[[bundle_peer]]`: names that are names, one entry per peer, a
 /// route in at most one peer, and times that make sense.
 fn bundles(c: &Config) -> Result<(), Fault> {
-    if !Domain::is_valid(&c.bundle.node) {
+    if !is_domain(&c.bundle.node) {
         return fault(
             "bundle.node",
             &format!("{:?}: use letters, digits, '-' and '.'", c.bundle.node),
@@ -364,7 +364,7 @@ fn bundles(c: &Config) -> Result<(), Fault> {
     }
     for (i, p) in c.bundle_peer.iter().enumerate() {
         let path = format!("bundle_peer[{i}]");
-        if !Domain::is_valid(&p.node) {
+        if !is_domain(&p.node) {
             return fault(
                 &format!("{path}.node"),
                 &format!("{:?}: use letters, digits, '-' and '.'", p.node),
@@ -436,7 +436,7 @@ fn odmr_users(c: &Config) -> Result<(), Fault> {
             return Err((format!("{path}.domains"), "name at least one domain".into()));
         }
         for d in &u.domains {
-            if !Domain::is_valid(d.strip_prefix('.').unwrap_or(d)) {
+            if !is_domain(d.strip_prefix('.').unwrap_or(d)) {
                 return Err((
                     format!("{path}.domains"),
                     format!("{d:?} is not a domain or .suffix"),
@@ -462,7 +462,7 @@ fn odmr_users(c: &Config) -> Result<(), Fault> {
                 "name the domains to collect: only their mail is taken from the hub".into(),
             ));
         }
-        if let Some(d) = o.domains.iter().find(|d| !Domain::is_valid(d)) {
+        if let Some(d) = o.domains.iter().find(|d| !is_domain(d)) {
             return Err(("odmr.domains".into(), format!("{d:?} is not a domain")));
         }
         let known = o.route == "upstream" && c.upstream.is_some()
@@ -535,7 +535,7 @@ fn is_host_port(s: &str) -> bool {
         return addr.port() != 0;
     }
     match s.rsplit_once(':') {
-        Some((host, port)) => Domain::is_valid(host) && port.parse::<u16>().is_ok_and(|p| p != 0),
+        Some((host, port)) => is_domain(host) && port.parse::<u16>().is_ok_and(|p| p != 0),
         None => false,
     }
 }
@@ -577,9 +577,9 @@ mod tests {
         assert!(!is_host_port("smtp.example.net"));
         assert!(!is_host_port("bad host:25"));
         assert!(!is_host_port("x:0"));
-        assert!(Domain::is_valid("edge.example.org"));
-        assert!(!Domain::is_valid("-x.org"));
-        assert!(!Domain::is_valid("a..b"));
+        assert!(is_domain("edge.example.org"));
+        assert!(!is_domain("-x.org"));
+        assert!(!is_domain("a..b"));
         assert_eq!(mx_port("mx"), Some(25));
         assert_eq!(mx_port("mx:2525"), Some(2525));
         assert_eq!(mx_port("mx:0"), None);

@@ -82,7 +82,7 @@ impl Request {
             }
             | Request::Progress {
                 domain: Some(domain),
-            } if !crate::smtp::Domain::is_valid(domain) => Err(format!(
+            } if !crate::smtp::domain::is_domain(domain) => Err(format!(
                 "{:?} is not a domain",
                 domain.chars().take(80).collect::<String>()
             )),

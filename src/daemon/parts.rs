@@ -20,7 +20,6 @@ use crate::queue::kit::{Kit, OwnerSettings};
 use crate::queue::notices::NoticeSettings;
 use crate::queue::retry::RetryPolicy;
 use crate::server::{ConnectionLimits, ServerContext, ServerStats, SessionConfig, Timeouts};
-use crate::smtp::Mailbox;
 use crate::spool::Spool;
 
 /// What every configuration shares.
@@ -141,11 +140,6 @@ pub(crate) fn owner_settings(
         retry: RetryPolicy::from_config(&p.config.retry),
         notices: Arc::new(NoticeSettings {
             hostname: p.config.hostname.clone(),
-            admin: p
-                .config
-                .admin
-                .as_deref()
-                .and_then(|a| Mailbox::parse(a).ok()),
             identity: p.identity.clone(),
             relay_networks: p.config.accept.relay_networks.clone(),
         }),

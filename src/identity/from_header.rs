@@ -109,7 +109,10 @@ fn edit_section(section: &[u8], edit: &FromEdit) -> Option<Vec<u8>> {
         return None; // several authors, or a group: left as written
     };
     let original = info.addr.clone();
-    let to = edit.rewrite.address_for(&original, &edit.local)?;
+    let to = edit
+        .rewrite
+        .address_for(&original, &edit.local)?
+        .to_string();
     if to.eq_ignore_ascii_case(&original) {
         return None;
     }

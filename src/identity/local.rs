@@ -114,6 +114,11 @@ impl LocalMail {
         })
     }
 
+    /// `admin`: where double bounces and mail to unaliased local names go.
+    pub fn admin(&self) -> Option<&Mailbox> {
+        self.admin.as_ref()
+    }
+
     pub fn names(&self) -> &LocalNames {
         &self.names
     }
@@ -150,14 +155,13 @@ impl LocalMail {
             let unaliased = [Target::Unaliased(part.to_owned())];
             let targets = self.aliases.get(part).unwrap_or(&unaliased);
             for target in targets {
-                let at_hostname =
-                    |name: &str| Mailbox::parse(&format!("{name}@{}", self.names.hostname())).ok();
                 let address = match (target, &self.admin) {
                     (Target::Address(a), _) => a.clone(),
                     (Target::Unaliased(_), Some(admin)) => admin.clone(),
                     // A name too long to be an address at our hostname stays as it was.
                     (Target::Unaliased(name), None) => {
-                        at_hostname(name).unwrap_or_else(|| r.address.clone())
+                        Mailbox::parse(&format!("{name}@{}", self.names.hostname()))
+                            .unwrap_or_else(|_| r.address.clone())
                     }
                 };
                 let same = address.same_as(&r.address);

@@ -15,7 +15,6 @@ pub use local::{LocalMail, LocalNames};
 
 use crate::config::Config;
 use crate::dkim::{Signer, Signing};
-use crate::smtp::Mailbox;
 use crate::spool::Envelope;
 use from_header::{FromEdit, HeaderEditor};
 use rewrite::RouteRewrites;
@@ -85,11 +84,11 @@ impl Identity {
     }
 
     fn checked(local: LocalMail, config: &Config, dkim: Signing) -> Result<Identity, String> {
-        if let Some(admin) = &config.admin
-            && Mailbox::parse(admin).is_ok_and(|a| local.is_local(&a))
+        if let Some(admin) = local.admin()
+            && local.is_local(admin)
         {
             return Err(format!(
-                "admin: {admin:?} is a local name: the admin address must be somewhere mail can go"
+                "admin: \"{admin}\" is a local name: the admin address must be somewhere mail can go"
             ));
         }
         Ok(Identity {

@@ -30,20 +30,22 @@ enum Pattern {
 /// One route's rewriting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SenderRewrite {
-    rules: Vec<(Pattern, String)>,
+    rules: Vec<(Pattern, Mailbox)>,
     pub from_header: bool,
     pub keep_original: KeepOriginal,
     relayed: bool,
 }
 
 impl SenderRewrite {
+    /// The rules of `config`; a target that is no address is left out (`from_config`
+    /// refuses such a configuration first).
     pub fn new(config: &Rewrite) -> SenderRewrite {
-        let mut rules: Vec<(Pattern, String)> = config
+        let mut rules: Vec<(Pattern, Mailbox)> = config
             .senders
             .iter()
-            .map(|(key, to)| (pattern(key), to.clone()))
+            .filter_map(|(key, to)| Some((pattern(key), Mailbox::parse(to).ok()?)))
             .collect();
-        rules.sort();
+        rules.sort_by(|a, b| a.0.cmp(&b.0));
         SenderRewrite {
             rules,
             from_header: config.from_header,
@@ -53,7 +55,7 @@ impl SenderRewrite {
     }
 
     /// The address `sender` becomes, if a key takes it.
-    pub(crate) fn address_for(&self, sender: &str, local: &LocalNames) -> Option<&str> {
+    pub(crate) fn address_for(&self, sender: &str, local: &LocalNames) -> Option<&Mailbox> {
         let (name, domain) = sender.rsplit_once('@')?;
         let is_local = local.contains(domain);
         self.rules
@@ -64,7 +66,7 @@ impl SenderRewrite {
                 Pattern::Domain(d) => domain_matches(d, domain),
                 Pattern::AnyLocal => is_local,
             })
-            .map(|(_, to)| to.as_str())
+            .map(|(_, to)| to)
     }
 
     /// Whether mail of `origin` is ours to rewrite.
@@ -91,7 +93,7 @@ fn pattern(key: &str) -> Pattern {
 fn check_key(key: &str) -> Result<(), String> {
     let ok = match pattern(key) {
         Pattern::AnyLocal => true,
-        Pattern::Domain(d) => crate::smtp::Domain::is_valid(d.trim_start_matches('.')),
+        Pattern::Domain(d) => crate::smtp::domain::is_domain(d.trim_start_matches('.')),
         Pattern::Address(a) => crate::smtp::Mailbox::parse(&a).is_ok(),
         Pattern::Name(n) => super::aliases::is_alias_name(&n),
     };
@@ -125,8 +127,13 @@ impl RouteRewrites {
                     .map(|(i, r)| (format!("route[{i}].rewrite"), &r.rewrite)),
             );
         for (path, rewrite) in all {
-            for key in rewrite.iter().flat_map(|r| r.senders.keys()) {
+            for (key, to) in rewrite.iter().flat_map(|r| &r.senders) {
                 check_key(key).map_err(|e| format!("{path}.senders: {e}"))?;
+                if Mailbox::parse(to).is_err() {
+                    return Err(format!(
+                        "{path}.senders: {key:?} = {to:?}: not a mail address"
+                    ));
+                }
             }
         }
         let make = |r: &Option<Rewrite>| r.as_ref().map(|r| Arc::new(SenderRewrite::new(r)));
@@ -161,7 +168,7 @@ impl RouteRewrites {
         if domains.is_empty() {
             return None;
         }
-        let mut agreed: Option<(&str, &SenderRewrite)> = None;
+        let mut agreed: Option<(&Mailbox, &SenderRewrite)> = None;
         for domain in domains {
             let rewrite = self.for_domain(domain)?;
             if !rewrite.applies_to(origin) {
@@ -169,13 +176,12 @@ impl RouteRewrites {
             }
             let to = rewrite.address_for(&sender, local)?;
             match agreed {
-                Some((a, _)) if !a.eq_ignore_ascii_case(to) => return None,
+                Some((a, _)) if !a.same_as(to) => return None,
                 Some(_) => {}
                 None => agreed = Some((to, rewrite)),
             }
         }
-        // The targets were checked as addresses when the configuration was loaded.
-        agreed.and_then(|(to, rewrite)| Some((Mailbox::parse(to).ok()?, rewrite)))
+        agreed.map(|(to, rewrite)| (to.clone(), rewrite))
     }
 }
 

@@ -35,9 +35,8 @@ pub struct Built {
 pub struct NoticeSettings {
     /// Our name, in the notices' From, Message-ID and Reporting-MTA.
     pub hostname: String,
-    /// Where double bounces go; `None` keeps them in the queue.
-    pub admin: Option<Mailbox>,
-    /// A notice to a local name goes where its mail goes.
+    /// A notice to a local name goes where its mail goes; a double bounce goes to its
+    /// admin address, or stays in the queue without one.
     pub identity: std::sync::Arc<crate::identity::Identity>,
     /// `accept.relay_networks`: a failure notice returns the whole message (RET=FULL)
     /// only to mail from these clients, authenticated ones, or local submissions.
@@ -111,7 +110,7 @@ pub fn build(
             if failed.is_empty() {
                 return Ok(Fate::NotWanted);
             }
-            match &settings.admin {
+            match settings.identity.local.admin() {
                 Some(admin) if envelope.origin.kind != OriginKind::DoubleBounce => (admin, failed),
                 _ => return Ok(Fate::Kept),
             }

@@ -58,7 +58,7 @@ pub(crate) fn parse_node(arg: &str) -> Option<(String, bool)> {
         Some(rest) => (rest, true),
         None => (arg, false),
     };
-    crate::smtp::Domain::is_valid(name)
+    crate::smtp::domain::is_domain(name)
         .then(|| (name.trim_end_matches('.').to_ascii_lowercase(), subdomains))
 }
 

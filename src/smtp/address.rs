@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use super::domain::{Domain, MAX_DOMAIN};
+use super::domain::{self, MAX_DOMAIN};
 
 /// RFC 5321 §4.5.3.1.1: local part at most 64 octets.
 pub const MAX_LOCAL_PART: usize = 64;
@@ -210,7 +210,7 @@ fn is_domain_or_literal(s: &str) -> bool {
             None => literal.parse::<std::net::Ipv4Addr>().is_ok(),
         };
     }
-    Domain::parse(s).is_ok()
+    domain::check(s).is_ok()
 }
 
 #[cfg(test)]

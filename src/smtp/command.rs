@@ -5,7 +5,7 @@
 //! xtext values never decode to control characters.
 
 use super::address::{AddressError, Mailbox, ReversePath};
-use super::domain::Domain;
+use super::domain::is_domain;
 use super::params::{BodyType, Notify, Ret};
 use crate::ferry::{self, ResumeKey};
 
@@ -154,7 +154,7 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
 fn atrn(arg: &str) -> Result<Command, CommandError> {
     let mut domains = Vec::new();
     for d in arg.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        if !Domain::is_valid(d) {
+        if !is_domain(d) {
             return Err(CommandError::Syntax(
                 "ATRN takes domains separated by commas",
             ));

@@ -8,17 +8,10 @@
 //! (U-labels, RFC 6531 §3.3). Address literals (`[192.0.2.1]`) are not domains: `Mailbox`
 //! takes them itself.
 
-use std::fmt;
-
 /// RFC 5321 §4.5.3.1.2: a domain is at most 255 octets.
 pub const MAX_DOMAIN: usize = 255;
 /// RFC 1035 §2.3.4: a label is at most 63 octets.
 pub const MAX_LABEL: usize = 63;
-
-/// A domain name that obeys the rule above, kept as written (compare with
-/// `eq_ignore_ascii_case`: domains are case-insensitive, RFC 5321 §2.4).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Domain(String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
@@ -28,32 +21,23 @@ pub enum DomainError {
     Invalid,
 }
 
-impl Domain {
-    pub fn parse(s: &str) -> Result<Domain, DomainError> {
-        if s.len() > MAX_DOMAIN {
-            return Err(DomainError::TooLong);
-        }
-        if s.is_empty() || !s.split('.').all(is_label) {
-            return Err(DomainError::Invalid);
-        }
-        Ok(Domain(s.to_owned()))
+/// Whether `s` is a domain by the rule above (exactly: no trailing dot, as in an
+/// address). Callers keep the text they checked; domains compare without regard to case
+/// (RFC 5321 §2.4).
+pub fn check(s: &str) -> Result<(), DomainError> {
+    if s.len() > MAX_DOMAIN {
+        return Err(DomainError::TooLong);
     }
-
-    /// True when `s` is a domain; a fully qualified name's one trailing dot is allowed
-    /// (`example.org.`), as configuration files and DNS tools write them.
-    pub(crate) fn is_valid(s: &str) -> bool {
-        Domain::parse(s.strip_suffix('.').unwrap_or(s)).is_ok()
+    if s.is_empty() || !s.split('.').all(is_label) {
+        return Err(DomainError::Invalid);
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+    Ok(())
 }
 
-impl fmt::Display for Domain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// True when `s` is a domain; a fully qualified name's one trailing dot is allowed
+/// (`example.org.`), as configuration files and DNS tools write them.
+pub fn is_domain(s: &str) -> bool {
+    check(s.strip_suffix('.').unwrap_or(s)).is_ok()
 }
 
 fn is_label(label: &str) -> bool {
@@ -81,7 +65,7 @@ mod tests {
             "bücher.example",
             &format!("{}.org", "a".repeat(63)),
         ] {
-            assert!(Domain::parse(ok).is_ok(), "{ok}");
+            assert!(check(ok).is_ok(), "{ok}");
         }
         for bad in [
             "",
@@ -96,11 +80,11 @@ mod tests {
             "example.org.",
             &format!("{}.org", "a".repeat(64)),
         ] {
-            assert!(Domain::parse(bad).is_err(), "{bad:?}");
+            assert!(check(bad).is_err(), "{bad:?}");
         }
         let long = vec!["b".repeat(50); 6].join(".");
-        assert_eq!(Domain::parse(&long), Err(DomainError::TooLong));
-        assert!(Domain::is_valid("example.org."));
-        assert!(!Domain::is_valid("example.org.."));
+        assert_eq!(check(&long), Err(DomainError::TooLong));
+        assert!(is_domain("example.org."));
+        assert!(!is_domain("example.org.."));
     }
 }

@@ -20,6 +20,5 @@ pub mod response;
 
 pub use address::{AddressError, Mailbox, ReversePath};
 pub use command::{Command, CommandError, MailFrom, RcptTo};
-pub use domain::Domain;
 pub use params::{BodyType, Notify, NotifyOn, Ret};
 pub use reply::Reply;

@@ -73,10 +73,6 @@ impl Notify {
         Some(Notify(on))
     }
 
-    pub fn never() -> Notify {
-        Notify(Vec::new())
-    }
-
     /// The sender asked to hear about `event`.
     pub(crate) fn wants(&self, event: NotifyOn) -> bool {
         self.0.contains(&event)
@@ -127,7 +123,7 @@ mod tests {
         }
         let n: Notify = serde_json::from_str("\"SUCCESS,DELAY\"").unwrap();
         assert!(n.wants(NotifyOn::Delay) && !n.wants(NotifyOn::Failure));
-        assert!(!Notify::never().wants(NotifyOn::Failure));
+        assert!(!Notify::parse("NEVER").unwrap().wants(NotifyOn::Failure));
         assert_eq!(serde_json::to_string(&n).unwrap(), "\"SUCCESS,DELAY\"");
     }
 
