@@ -208,3 +208,47 @@ impl<'a> Records<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What another node wrote is checked a recipient at a time: a bad address, NOTIFY
+    /// or ORCPT refuses that recipient with 5.1.3, and a good one reads as it was sent.
+    #[test]
+    fn a_bundled_recipient_is_checked_alone() {
+        let bundled = |address: &str, notify: Option<&str>, orcpt: Option<&str>| {
+            BundledRecipient {
+                position: 0,
+                address: address.into(),
+                notify: notify.map(Into::into),
+                orcpt: orcpt.map(Into::into),
+            }
+            .to_recipient()
+        };
+        let good = bundled(
+            "b@y.example",
+            Some("success,delay"),
+            Some("rfc822;b@y.example"),
+        )
+        .unwrap();
+        assert_eq!(good.address.to_string(), "b@y.example");
+        assert_eq!(good.notify.unwrap().to_string(), "SUCCESS,DELAY");
+        for bad in [
+            bundled("not an address", None, None),
+            bundled("b@y.example", Some("SOMETIMES"), None),
+            bundled(
+                "b@y.example",
+                None,
+                Some("rfc822;b@y.example\r\nRCPT TO:<x>"),
+            ),
+        ] {
+            assert_eq!(bad.unwrap_err().0, "5.1.3");
+        }
+        let back = BundledRecipient::new(3, &Recipient::parse("c@z.example").unwrap());
+        assert_eq!(
+            back.to_recipient().unwrap().address.to_string(),
+            "c@z.example"
+        );
+    }
+}
